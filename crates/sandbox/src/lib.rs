@@ -1,0 +1,40 @@
+//! wasmpod's isolation policy: what a container is allowed, decided from its OCI runtime spec.
+//!
+//! # Core concepts
+//!
+//! - [`RunPolicy::from_spec`] reads an [`oci_spec::runtime::Spec`] (the `config.json` that
+//!   containerd hands a shim, or the one `wasmpod run` builds the same way) and a bundle
+//!   directory, and decides: which wasm file runs (`process.args[0]`, looked up inside the
+//!   root filesystem and mounts), its arguments, environment and working directory, which
+//!   host directories the guest sees (the root filesystem at `/`, bind mounts at their
+//!   destinations, read-only where the spec says `ro` or `root.readonly`), and its limits
+//!   (`linux.resources.memory.limit`).
+//! - [`Warning`]: every part of the spec that a WebAssembly guest cannot be given is named
+//!   in one, never silently dropped. Restrictions that a guest cannot reach anyway —
+//!   capabilities, seccomp, AppArmor, SELinux, `noNewPrivileges`, masked and read-only
+//!   kernel paths, device rules — hold by construction and need no warning.
+//! - Confinement: the guest sees only its preopened directories. Paths are resolved with
+//!   `cap-std`, so `..`, absolute paths and symlinks cannot lead out of them; the same
+//!   holds for the entrypoint lookup done here.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! let bundle = Path::new("/run/containerd/io.containerd.runtime.v2.task/default/hello");
+//! let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))?;
+//! let policy = sandbox::RunPolicy::from_spec(&spec, bundle)?;
+//! for warning in policy.warnings() {
+//!     eprintln!("warning: {warning}");
+//! }
+//! let wasm = policy.read_entrypoint()?;
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+mod error;
+mod paths;
+mod policy;
+
+pub use error::{Error, Result};
+pub use policy::{RunPolicy, Warning};

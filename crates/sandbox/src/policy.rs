@@ -1,0 +1,445 @@
+//! [`RunPolicy`]: an OCI runtime spec turned into what the engine is given.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use oci_spec::runtime::{Mount, Spec};
+use wasm_engine::{KillHandle, Limits, Preopen, RunConfig, Stdio};
+
+use crate::error::{Error, Result};
+use crate::paths;
+
+/// Something in the spec that the guest cannot be given; the run goes on without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The spec field at fault, as the OCI runtime spec names it (`mounts[/proc]`,
+    /// `linux.resources.cpu`).
+    pub field: String,
+    /// What happens instead.
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// What one container is allowed: the answer to "what may this guest see and use?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPolicy {
+    entrypoint: String,
+    entrypoint_host: (PathBuf, String),
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: String,
+    preopens: Vec<Preopen>,
+    limits: Limits,
+    warnings: Vec<Warning>,
+}
+
+impl RunPolicy {
+    /// Decides the policy for `spec`, whose relative paths (the root filesystem) are
+    /// relative to `bundle`.
+    ///
+    /// Errors name the part at fault: no `process.args`, a root filesystem or bind-mount
+    /// source that is missing, or an entrypoint that is not a file inside the container.
+    pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Self> {
+        let mut warnings = Vec::new();
+        let mut warn = |field: &str, message: String| {
+            warnings.push(Warning {
+                field: field.to_owned(),
+                message,
+            });
+        };
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::Spec("no `process` section".into()))?;
+        let args = process.args().clone().unwrap_or_default();
+        let Some(entrypoint) = args.first().cloned() else {
+            return Err(Error::Spec(
+                "`process.args` is empty: nothing names the wasm file to run".into(),
+            ));
+        };
+
+        let mut env = Vec::new();
+        for entry in process.env().iter().flatten() {
+            match entry.split_once('=') {
+                Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
+                _ => warn(
+                    "process.env",
+                    format!("entry {entry:?} is not KEY=VALUE; left out"),
+                ),
+            }
+        }
+
+        let cwd_raw = process.cwd().to_string_lossy().into_owned();
+        let cwd = paths::normalize(&cwd_raw).ok_or_else(|| {
+            Error::Spec(format!("`process.cwd` {cwd_raw:?} is not an absolute path"))
+        })?;
+
+        if cwd != "/" {
+            warn(
+                "process.cwd",
+                format!(
+                    "{cwd} is given to components as their initial directory; preview 1 \
+                     modules have no working directory and resolve relative paths from /"
+                ),
+            );
+        }
+
+        let mut preopens = Vec::new();
+        match spec.root() {
+            Some(root) => {
+                let path = if root.path().is_absolute() {
+                    root.path().clone()
+                } else {
+                    bundle.join(root.path())
+                };
+                if !path.is_dir() {
+                    return Err(Error::Root {
+                        path,
+                        reason: "not a directory".into(),
+                    });
+                }
+                preopens.push(Preopen {
+                    host: path,
+                    guest: "/".into(),
+                    readonly: root.readonly().unwrap_or(false),
+                });
+            }
+            None => warn(
+                "root",
+                "no root filesystem: the guest sees only its mounts".into(),
+            ),
+        }
+        for mount in spec.mounts().iter().flatten() {
+            if let Some(preopen) = mount_preopen(mount, &mut warn)? {
+                preopens.retain(|p: &Preopen| p.guest != preopen.guest || p.guest == "/");
+                preopens.push(preopen);
+            }
+        }
+
+        let limits = Limits {
+            memory: memory_limit(spec),
+            timeout: None,
+        };
+        unhonoured(spec, &mut warn);
+
+        let guest_entry = if entrypoint.contains('/') {
+            paths::join(&cwd, &entrypoint)
+        } else {
+            search_path(&entrypoint, &env, &cwd, &preopens)
+        };
+        let entrypoint_host = locate(&guest_entry, &preopens).ok_or_else(|| Error::Entrypoint {
+            path: entrypoint.clone(),
+            reason: "outside every directory the container can see".into(),
+        })?;
+
+        Ok(Self {
+            entrypoint,
+            entrypoint_host,
+            args,
+            env,
+            cwd,
+            preopens,
+            limits,
+            warnings,
+        })
+    }
+
+    /// `process.args[0]` as the spec gives it.
+    pub fn entrypoint(&self) -> &str {
+        &self.entrypoint
+    }
+
+    /// Arguments, `args[0]` included.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+
+    /// Environment variables.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The guest's working directory (absolute, normalised).
+    pub fn cwd(&self) -> &str {
+        &self.cwd
+    }
+
+    /// Directories the guest sees; nothing else of the host is reachable.
+    pub fn preopens(&self) -> &[Preopen] {
+        &self.preopens
+    }
+
+    /// Memory cap and deadline.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Sets the wall-clock deadline (the spec has no field for it).
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.limits.timeout = timeout;
+    }
+
+    /// Everything in the spec the guest could not be given.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Reads the wasm file named by `process.args[0]`, resolved inside the container's
+    /// directories: a symlink or `..` that would lead out of them is refused.
+    pub fn read_entrypoint(&self) -> Result<Vec<u8>> {
+        let (host_dir, rel) = &self.entrypoint_host;
+        let err = |reason: String| Error::Entrypoint {
+            path: self.entrypoint.clone(),
+            reason,
+        };
+        let dir = Dir::open_ambient_dir(host_dir, ambient_authority())
+            .map_err(|e| err(format!("cannot open {}: {e}", host_dir.display())))?;
+        let mut file = dir.open(rel).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => err("no such file in the container".into()),
+            _ => err(e.to_string()),
+        })?;
+        let meta = file.metadata().map_err(|e| err(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(err("not a regular file".into()));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(bytes)
+    }
+
+    /// The engine's run configuration for this policy.
+    pub fn run_config(&self, stdio: Stdio, kill: KillHandle) -> RunConfig {
+        RunConfig {
+            args: self.args.clone(),
+            env: self.env.clone(),
+            cwd: Some(self.cwd.clone()),
+            preopens: self.preopens.clone(),
+            stdio,
+            limits: self.limits.clone(),
+            kill,
+        }
+    }
+}
+
+/// Turns one OCI mount into a preopen, or a warning when it cannot be one.
+fn mount_preopen(mount: &Mount, warn: &mut impl FnMut(&str, String)) -> Result<Option<Preopen>> {
+    let dest_raw = mount.destination().to_string_lossy().into_owned();
+    let field = format!("mounts[{dest_raw}]");
+    let options = mount.options().clone().unwrap_or_default();
+    let typ = mount.typ().clone().unwrap_or_default();
+    let is_bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
+    if !is_bind {
+        let typ = if typ.is_empty() { "untyped" } else { &typ };
+        warn(
+            &field,
+            format!("{typ} mounts are not available to WebAssembly guests; not mounted"),
+        );
+        return Ok(None);
+    }
+    let destination = paths::normalize(&dest_raw).ok_or_else(|| Error::Mount {
+        destination: dest_raw.clone(),
+        reason: "the destination is not an absolute path".into(),
+    })?;
+    if destination == "/" {
+        return Err(Error::Mount {
+            destination: dest_raw,
+            reason: "a bind mount cannot replace the root filesystem".into(),
+        });
+    }
+    let source = mount.source().clone().ok_or_else(|| Error::Mount {
+        destination: dest_raw.clone(),
+        reason: "a bind mount needs a source".into(),
+    })?;
+    let meta = std::fs::metadata(&source).map_err(|e| Error::Mount {
+        destination: dest_raw.clone(),
+        reason: format!("source {}: {e}", source.display()),
+    })?;
+    if !meta.is_dir() {
+        warn(
+            &field,
+            format!(
+                "{} is a file; WASI can only give directories to a guest; not mounted",
+                source.display()
+            ),
+        );
+        return Ok(None);
+    }
+    for option in &options {
+        if !matches!(
+            option.as_str(),
+            "bind"
+                | "rbind"
+                | "ro"
+                | "rw"
+                | "nosuid"
+                | "nodev"
+                | "noexec"
+                | "private"
+                | "rprivate"
+                | "slave"
+                | "rslave"
+                | "shared"
+                | "rshared"
+                | "relatime"
+                | "norelatime"
+                | "strictatime"
+                | "noatime"
+        ) {
+            warn(&field, format!("mount option {option:?} is not honoured"));
+        }
+    }
+    Ok(Some(Preopen {
+        host: source,
+        guest: destination,
+        readonly: options.iter().any(|o| o == "ro"),
+    }))
+}
+
+/// The memory cap from `linux.resources.memory.limit`; zero or negative means none.
+fn memory_limit(spec: &Spec) -> Option<u64> {
+    let limit = spec
+        .linux()
+        .as_ref()?
+        .resources()
+        .as_ref()?
+        .memory()
+        .as_ref()?
+        .limit()?;
+    u64::try_from(limit).ok().filter(|l| *l > 0)
+}
+
+/// Warns about every field that asks for something a guest cannot be given.
+fn unhonoured(spec: &Spec, warn: &mut impl FnMut(&str, String)) {
+    if let Some(process) = spec.process() {
+        if process.terminal() == Some(true) {
+            warn(
+                "process.terminal",
+                "wasm guests get no TTY; stdio is used as given".into(),
+            );
+        }
+        let user = process.user();
+        if user.uid() != 0 || user.gid() != 0 || user.additional_gids().is_some() {
+            warn(
+                "process.user",
+                format!(
+                    "WASI has no users: files are accessed as the runtime's user, not uid {} gid {}",
+                    user.uid(),
+                    user.gid()
+                ),
+            );
+        }
+        for rlimit in process.rlimits().iter().flatten() {
+            warn(
+                "process.rlimits",
+                format!("{:?} is not enforced on wasm guests", rlimit.typ()),
+            );
+        }
+        if process.oom_score_adj().is_some() {
+            warn(
+                "process.oomScoreAdj",
+                "applies to processes; the guest shares its runtime's process".into(),
+            );
+        }
+    }
+    if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        warn(
+            "hostname",
+            format!("WASI has no hostname; {hostname:?} is not visible to the guest"),
+        );
+    }
+    if spec.hooks().is_some() {
+        warn("hooks", "hooks are not run for wasm containers".into());
+    }
+    let Some(linux) = spec.linux() else { return };
+    if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+        warn("linux.sysctl", "sysctls do not apply to wasm guests".into());
+    }
+    let Some(res) = linux.resources() else { return };
+    if let Some(mem) = res.memory() {
+        for (name, set) in [
+            ("reservation", mem.reservation().is_some_and(|v| v > 0)),
+            ("kernel", mem.kernel().is_some_and(|v| v > 0)),
+            ("kernelTCP", mem.kernel_tcp().is_some_and(|v| v > 0)),
+            ("swappiness", mem.swappiness().is_some()),
+            ("disableOOMKiller", mem.disable_oom_killer() == Some(true)),
+        ] {
+            if set {
+                warn(
+                    &format!("linux.resources.memory.{name}"),
+                    "not enforced; only memory.limit is".into(),
+                );
+            }
+        }
+    }
+    let cpu_set = res.cpu().as_ref().is_some_and(|c| {
+        c.shares().is_some()
+            || c.quota().is_some_and(|q| q > 0)
+            || c.cpus().as_ref().is_some_and(|s| !s.is_empty())
+            || c.realtime_runtime().is_some()
+    });
+    for (name, set) in [
+        ("cpu", cpu_set),
+        ("pids", res.pids().is_some()),
+        ("blockIO", res.block_io().is_some()),
+        (
+            "hugepageLimits",
+            res.hugepage_limits()
+                .as_ref()
+                .is_some_and(|h| !h.is_empty()),
+        ),
+        ("network", res.network().is_some()),
+        ("rdma", res.rdma().as_ref().is_some_and(|r| !r.is_empty())),
+        (
+            "unified",
+            res.unified().as_ref().is_some_and(|u| !u.is_empty()),
+        ),
+    ] {
+        if set {
+            warn(
+                &format!("linux.resources.{name}"),
+                "not enforced for wasm guests in this isolation level".into(),
+            );
+        }
+    }
+}
+
+/// Looks a bare program name up in `PATH`, then in the working directory.
+fn search_path(name: &str, env: &[(String, String)], cwd: &str, preopens: &[Preopen]) -> String {
+    let path_var = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = paths::join(dir, name);
+        if let Some((host, rel)) = locate(&candidate, preopens) {
+            let dir = Dir::open_ambient_dir(&host, ambient_authority());
+            if dir.is_ok_and(|d| d.metadata(&rel).is_ok_and(|m| m.is_file())) {
+                return candidate;
+            }
+        }
+    }
+    paths::join(cwd, name)
+}
+
+/// The preopen holding a guest path (the deepest one), and the path relative to it.
+fn locate(guest: &str, preopens: &[Preopen]) -> Option<(PathBuf, String)> {
+    preopens
+        .iter()
+        .filter_map(|p| paths::strip(guest, &p.guest).map(|rel| (p, rel)))
+        .max_by_key(|(p, _)| p.guest.len())
+        .map(|(p, rel)| (p.host.clone(), rel.to_owned()))
+}
+
+#[cfg(test)]
+mod tests;

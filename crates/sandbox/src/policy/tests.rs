@@ -1,0 +1,342 @@
+//! Tests of spec → policy with sample specs.
+
+use super::*;
+use serde_json::{json, Value};
+use std::os::unix::fs::symlink;
+
+/// A bundle with `rootfs/hello.wasm`, and a spec built from `extra` merged over a minimal one.
+struct Bundle {
+    dir: tempfile::TempDir,
+}
+
+impl Bundle {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        std::fs::write(dir.path().join("rootfs/hello.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn spec(&self, extra: Value) -> Spec {
+        let mut base = json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["/hello.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        });
+        merge(&mut base, extra);
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn policy(&self, extra: Value) -> Result<RunPolicy> {
+        RunPolicy::from_spec(&self.spec(extra), self.path())
+    }
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+fn warning_fields(policy: &RunPolicy) -> Vec<&str> {
+    policy.warnings().iter().map(|w| w.field.as_str()).collect()
+}
+
+#[test]
+fn minimal_spec() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({"process": {"args": ["/hello.wasm", "a b"], "env": ["A=1", "B=x=y"]}}))
+        .unwrap();
+    assert_eq!(p.args(), ["/hello.wasm", "a b"]);
+    assert_eq!(
+        p.env(),
+        [("A".into(), "1".into()), ("B".into(), "x=y".into())]
+    );
+    assert_eq!(p.cwd(), "/");
+    assert_eq!(
+        p.preopens(),
+        [Preopen {
+            host: b.path().join("rootfs"),
+            guest: "/".into(),
+            readonly: false
+        }]
+    );
+    assert_eq!(p.limits(), &Limits::default());
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    assert_eq!(p.read_entrypoint().unwrap(), b"\0asm\x01\0\0\0");
+}
+
+#[test]
+fn readonly_root() {
+    let b = Bundle::new();
+    let p = b.policy(json!({"root": {"readonly": true}})).unwrap();
+    assert!(p.preopens()[0].readonly);
+}
+
+#[test]
+fn bind_mounts_become_preopens_with_ro_honoured() {
+    let b = Bundle::new();
+    let data = tempfile::tempdir().unwrap();
+    let p = b
+        .policy(json!({"mounts": [
+            {"destination": "/data", "type": "bind", "source": data.path(), "options": ["rbind", "ro"]},
+            {"destination": "/scratch/", "source": data.path(), "options": ["bind", "rw"]},
+        ]}))
+        .unwrap();
+    let mounts: Vec<_> = p.preopens()[1..]
+        .iter()
+        .map(|p| (p.guest.as_str(), p.readonly))
+        .collect();
+    assert_eq!(mounts, [("/data", true), ("/scratch", false)]);
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+}
+
+#[test]
+fn kernel_mounts_are_named_in_warnings() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({"mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid"]},
+        ]}))
+        .unwrap();
+    assert_eq!(warning_fields(&p), ["mounts[/proc]", "mounts[/dev/shm]"]);
+    assert!(p.warnings()[0].message.contains("proc mounts"));
+    assert_eq!(p.preopens().len(), 1);
+}
+
+#[test]
+fn file_bind_mount_is_a_warning() {
+    let b = Bundle::new();
+    let file = b.path().join("hosts");
+    std::fs::write(&file, "127.0.0.1 localhost\n").unwrap();
+    let p = b
+        .policy(json!({"mounts": [{"destination": "/etc/hosts", "type": "bind", "source": file, "options": ["rbind", "ro"]}]}))
+        .unwrap();
+    assert_eq!(warning_fields(&p), ["mounts[/etc/hosts]"]);
+    assert!(p.warnings()[0].message.contains("is a file"));
+}
+
+#[test]
+fn missing_mount_source_is_an_error_naming_it() {
+    let b = Bundle::new();
+    let err = b
+        .policy(json!({"mounts": [{"destination": "/data", "type": "bind", "source": "/nonexistent/wasmpod"}]}))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("mount /data") && msg.contains("/nonexistent/wasmpod"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bind_over_root_is_refused() {
+    let b = Bundle::new();
+    let err = b
+        .policy(json!({"mounts": [{"destination": "/", "type": "bind", "source": "/"}]}))
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot replace the root"), "{err}");
+}
+
+#[test]
+fn memory_limit_is_the_cap() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({"linux": {"resources": {"memory": {"limit": 67108864}}}}))
+        .unwrap();
+    assert_eq!(p.limits().memory, Some(64 << 20));
+    let p = b
+        .policy(json!({"linux": {"resources": {"memory": {"limit": -1}}}}))
+        .unwrap();
+    assert_eq!(p.limits().memory, None);
+}
+
+#[test]
+fn unenforced_resources_are_named() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({"linux": {"resources": {"cpu": {"shares": 1024}, "pids": {"limit": 10}}}}))
+        .unwrap();
+    assert_eq!(
+        warning_fields(&p),
+        ["linux.resources.cpu", "linux.resources.pids"]
+    );
+}
+
+#[test]
+fn process_fields_that_cannot_be_honoured() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({
+            "hostname": "web-1",
+            "process": {
+                "terminal": true,
+                "user": {"uid": 1000, "gid": 1000},
+                "env": ["NOEQUALS"],
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            }
+        }))
+        .unwrap();
+    assert_eq!(
+        warning_fields(&p),
+        [
+            "process.env",
+            "process.terminal",
+            "process.user",
+            "process.rlimits",
+            "hostname"
+        ]
+    );
+}
+
+#[test]
+fn restrictions_a_guest_cannot_reach_need_no_warning() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({
+            "process": {"noNewPrivileges": true, "capabilities": {"bounding": ["CAP_CHOWN"]}},
+            "linux": {
+                "maskedPaths": ["/proc/kcore"],
+                "readonlyPaths": ["/proc/sys"],
+                "namespaces": [{"type": "mount"}],
+                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            }
+        }))
+        .unwrap();
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+}
+
+#[test]
+fn empty_args_is_an_error() {
+    let b = Bundle::new();
+    let err = b.policy(json!({"process": {"args": []}})).unwrap_err();
+    assert!(err.to_string().contains("process.args"), "{err}");
+}
+
+#[test]
+fn relative_cwd_is_an_error() {
+    let b = Bundle::new();
+    let err = b.policy(json!({"process": {"cwd": "app"}})).unwrap_err();
+    assert!(err.to_string().contains("process.cwd"), "{err}");
+}
+
+#[test]
+fn missing_root_is_an_error_naming_it() {
+    let b = Bundle::new();
+    let err = b.policy(json!({"root": {"path": "nope"}})).unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn missing_entrypoint_is_named() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({"process": {"args": ["/missing.wasm"]}}))
+        .unwrap();
+    let err = p.read_entrypoint().unwrap_err().to_string();
+    assert!(
+        err.contains("/missing.wasm") && err.contains("no such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn entrypoint_relative_to_cwd_and_by_path() {
+    let b = Bundle::new();
+    std::fs::create_dir(b.path().join("rootfs/bin")).unwrap();
+    std::fs::write(b.path().join("rootfs/bin/tool.wasm"), b"tool").unwrap();
+    let p = b
+        .policy(json!({"process": {"args": ["tool.wasm"], "env": ["PATH=/usr/bin:/bin"]}}))
+        .unwrap();
+    assert_eq!(p.read_entrypoint().unwrap(), b"tool");
+    let p = b
+        .policy(json!({"process": {"args": ["./tool.wasm"], "cwd": "/bin"}}))
+        .unwrap();
+    assert_eq!(p.read_entrypoint().unwrap(), b"tool");
+    assert_eq!(warning_fields(&p), ["process.cwd"]);
+    let p = b
+        .policy(json!({"process": {"args": ["hello.wasm"]}}))
+        .unwrap();
+    assert_eq!(p.read_entrypoint().unwrap(), b"\0asm\x01\0\0\0");
+}
+
+#[test]
+fn entrypoint_inside_a_mount() {
+    let b = Bundle::new();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("app.wasm"), b"app").unwrap();
+    let p = b
+        .policy(json!({
+            "process": {"args": ["/opt/app.wasm"]},
+            "mounts": [{"destination": "/opt", "type": "bind", "source": data.path(), "options": ["ro"]}]
+        }))
+        .unwrap();
+    assert_eq!(p.read_entrypoint().unwrap(), b"app");
+}
+
+#[test]
+fn entrypoint_symlink_out_of_the_root_is_refused() {
+    let b = Bundle::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.wasm"), b"secret").unwrap();
+    symlink(
+        outside.path().join("secret.wasm"),
+        b.path().join("rootfs/abs.wasm"),
+    )
+    .unwrap();
+    let depth = b.path().join("rootfs").components().count();
+    let up = "../".repeat(depth);
+    symlink(
+        format!("{up}{}", outside.path().join("secret.wasm").display()),
+        b.path().join("rootfs/rel.wasm"),
+    )
+    .unwrap();
+    for name in [
+        "/abs.wasm",
+        "/rel.wasm",
+        "/../../../../../../../../etc/passwd",
+    ] {
+        let p = b.policy(json!({"process": {"args": [name]}})).unwrap();
+        assert!(
+            p.read_entrypoint().is_err(),
+            "{name} was read from outside the root"
+        );
+    }
+}
+
+#[test]
+fn a_containerd_default_spec() {
+    // The shape `ctr run` produces: default mounts, capabilities, rlimits-free.
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({
+            "process": {
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]},
+                "noNewPrivileges": true
+            },
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            ],
+            "linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}, "namespaces": [{"type": "pid"}]}
+        }))
+        .unwrap();
+    assert_eq!(
+        warning_fields(&p),
+        ["mounts[/proc]", "mounts[/dev]", "mounts[/sys]"]
+    );
+    assert_eq!(p.env()[0].0, "PATH");
+}

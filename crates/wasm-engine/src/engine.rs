@@ -1,0 +1,98 @@
+//! The process-wide [`Engine`]: wasmtime configuration, the epoch ticker and the cache.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::error::{Error, Result};
+use crate::run::{P1Host, P2Host};
+
+/// How often the epoch advances. A spinning guest yields to the executor (and so can be
+/// killed or time out) within about one tick.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of an [`Engine`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Directory of the precompile cache. `None` compiles every load afresh.
+    ///
+    /// The directory is created with mode 0700. Entries are used only when the directory
+    /// and the entry belong to this process's user and nobody else can write them; a
+    /// corrupt, truncated or foreign entry is discarded and recompiled.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The WebAssembly engine: compiler, precompile cache and epoch ticker.
+///
+/// Create one per process and clone it where needed; clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) wasmtime: wasmtime::Engine,
+    pub(crate) cache: Option<Cache>,
+    pub(crate) p1_linker: OnceLock<wasmtime::Linker<P1Host>>,
+    pub(crate) p2_linker: OnceLock<wasmtime::component::Linker<P2Host>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("cache", &self.inner.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its epoch ticker thread.
+    ///
+    /// Defaults: Cranelift with optimisations, async support (guests run as futures that
+    /// yield every 10 ms of CPU), epoch interruption, the component model.
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        let mut wt = wasmtime::Config::new();
+        wt.epoch_interruption(true)
+            .wasm_component_model(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| Error::Config(e.to_string()))?;
+        let cache = match config.cache_dir {
+            Some(dir) => Cache::open(dir, &wasmtime),
+            None => None,
+        };
+        spawn_ticker(&wasmtime)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                wasmtime,
+                cache,
+                p1_linker: OnceLock::new(),
+                p2_linker: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Whether the precompile cache is in use.
+    pub fn has_cache(&self) -> bool {
+        self.inner.cache.is_some()
+    }
+}
+
+/// Advances the engine's epoch every tick, until the engine is dropped.
+fn spawn_ticker(engine: &wasmtime::Engine) -> Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        })
+        .map(drop)
+        .map_err(|source| Error::Io {
+            context: "starting the epoch ticker".into(),
+            source,
+        })
+}

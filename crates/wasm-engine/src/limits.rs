@@ -1,0 +1,105 @@
+//! The memory cap: one budget over all linear memories and tables of a store.
+
+/// Bytes charged per table element (a function reference is a pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// A [`wasmtime::ResourceLimiter`] that charges every memory and table of a store against
+/// one budget. A guest that asks for more sees its growth fail (`memory.grow` returns -1,
+/// `malloc` returns NULL); the host is unaffected.
+#[derive(Debug, Default)]
+pub(crate) struct MemoryBudget {
+    cap: Option<usize>,
+    used: usize,
+    peak: usize,
+    denied: bool,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(cap: Option<u64>) -> Self {
+        Self {
+            cap: cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
+            ..Self::default()
+        }
+    }
+
+    /// Whether a growth was refused because of the cap.
+    pub(crate) fn denied(&self) -> bool {
+        self.denied
+    }
+
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let next = self.used.saturating_sub(current).saturating_add(desired);
+        if self.cap.is_some_and(|cap| next > cap) {
+            self.denied = true;
+            tracing::debug!(used = self.used, asked = desired - current, cap = ?self.cap, "memory growth refused");
+            return false;
+        }
+        self.used = next;
+        self.peak = self.peak.max(next);
+        true
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryBudget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        Ok(self.grow(current, desired))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter as _;
+
+    #[test]
+    fn memories_and_tables_share_one_budget() {
+        let mut b = MemoryBudget::new(Some(100));
+        assert!(b.memory_growing(0, 60, None).unwrap());
+        assert!(b.table_growing(0, 5, None).unwrap()); // 40 bytes
+        assert_eq!(b.used, 100);
+        assert!(!b.memory_growing(60, 61, None).unwrap());
+        assert!(b.denied());
+        assert_eq!(b.used, 100);
+    }
+
+    #[test]
+    fn growth_replaces_the_old_size() {
+        let mut b = MemoryBudget::new(Some(100));
+        assert!(b.memory_growing(0, 50, None).unwrap());
+        assert!(b.memory_growing(50, 100, None).unwrap());
+        assert_eq!(b.used, 100);
+        assert_eq!(b.peak, 100);
+        assert!(!b.denied());
+    }
+
+    #[test]
+    fn no_cap_means_unbounded_but_declared_maximums_hold() {
+        let mut b = MemoryBudget::new(None);
+        assert!(b.memory_growing(0, 1 << 40, None).unwrap());
+        assert!(!b.memory_growing(0, 10, Some(5)).unwrap());
+        assert!(!b.denied());
+    }
+}

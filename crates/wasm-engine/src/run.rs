@@ -1,0 +1,377 @@
+//! Running a [`Program`]: the WASI context, limits, kill handle and exit status.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::Store;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::error::{chain, Error, Result};
+use crate::limits::MemoryBudget;
+use crate::program::{Code, Program};
+use crate::stdio::{self, Stdio};
+use crate::{Engine, EXIT_KILLED, EXIT_TRAP};
+
+/// A host directory made visible to the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it, as an absolute path (`/`, `/data`).
+    pub guest: String,
+    /// Whether the guest is refused every write under it.
+    pub readonly: bool,
+}
+
+/// Resource limits of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Cap in bytes over all linear memories and tables. `None`: no cap beyond wasm's own.
+    pub memory: Option<u64>,
+    /// Wall-clock deadline for the whole run. When it passes the guest is killed (137).
+    pub timeout: Option<Duration>,
+}
+
+/// Everything one run of a [`Program`] is given.
+#[derive(Debug, Default)]
+pub struct RunConfig {
+    /// Arguments; `args[0]` is the program name the guest sees.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// The working directory reported to the guest.
+    pub cwd: Option<String>,
+    /// Directories the guest may use. Nothing else of the host is reachable.
+    pub preopens: Vec<Preopen>,
+    /// Standard streams.
+    pub stdio: Stdio,
+    /// Memory cap and deadline.
+    pub limits: Limits,
+    /// Stops the run from anywhere; keep a clone to use it.
+    pub kill: KillHandle,
+}
+
+/// Stops a running guest from any thread, even one spinning in `loop {}`.
+///
+/// The guest is interrupted at its next epoch check (within about 10 ms of CPU time), or
+/// at once if it is waiting in a host call.
+#[derive(Debug, Clone, Default)]
+pub struct KillHandle(Arc<KillState>);
+
+#[derive(Debug, Default)]
+struct KillState {
+    status: Mutex<Option<i32>>,
+    notify: tokio::sync::Notify,
+}
+
+impl KillHandle {
+    /// A handle that has not been used.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Kills the guest; its status will be 137.
+    pub fn kill(&self) {
+        self.kill_with(EXIT_KILLED);
+    }
+
+    /// Stops the guest with the given exit status (143 for a SIGTERM, say). The first
+    /// call wins; later ones change nothing.
+    pub fn kill_with(&self, status: i32) {
+        {
+            let mut slot = self.0.status.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(status);
+        }
+        self.0.notify.notify_waiters();
+        self.0.notify.notify_one();
+    }
+
+    /// The status asked for, if the handle has been used.
+    pub fn killed(&self) -> Option<i32> {
+        *self.0.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn wait(&self) -> i32 {
+        loop {
+            let notified = self.0.notify.notified();
+            if let Some(status) = self.killed() {
+                return status;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest returned from its entry point or called `proc_exit`/`exit`.
+    Exited,
+    /// The guest trapped; the message (also written to its stderr) is kept here.
+    Trapped(String),
+    /// A [`KillHandle`] stopped it.
+    Killed,
+    /// The [deadline](Limits::timeout) passed.
+    TimedOut,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitStatus {
+    code: i32,
+    reason: ExitReason,
+    memory_denied: bool,
+}
+
+impl ExitStatus {
+    /// The exit status as a container runtime reports it: the guest's own code, 134 for a
+    /// trap, 137 for a kill or deadline (or what [`KillHandle::kill_with`] asked).
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// Why the run ended.
+    pub fn reason(&self) -> &ExitReason {
+        &self.reason
+    }
+
+    /// Whether the guest asked for memory beyond its cap at some point (the growth failed
+    /// inside the guest). Not known for killed runs.
+    pub fn memory_denied(&self) -> bool {
+        self.memory_denied
+    }
+}
+
+/// Store data of a preview 1 module.
+pub(crate) struct P1Host {
+    wasi: WasiP1Ctx,
+    budget: MemoryBudget,
+}
+
+/// Store data of a preview 2 component.
+pub(crate) struct P2Host {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    budget: MemoryBudget,
+}
+
+impl WasiView for P2Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn instantiate_err(e: &wasmtime::Error) -> Error {
+    Error::Instantiate(chain(e))
+}
+
+impl Engine {
+    fn p1_linker(&self) -> Result<&wasmtime::Linker<P1Host>> {
+        if let Some(l) = self.inner.p1_linker.get() {
+            return Ok(l);
+        }
+        let mut linker = wasmtime::Linker::new(&self.inner.wasmtime);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut P1Host| &mut h.wasi)
+            .map_err(|e| Error::Config(chain(&e)))?;
+        Ok(self.inner.p1_linker.get_or_init(|| linker))
+    }
+
+    fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2Host>> {
+        if let Some(l) = self.inner.p2_linker.get() {
+            return Ok(l);
+        }
+        let mut linker = wasmtime::component::Linker::new(&self.inner.wasmtime);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Config(chain(&e)))?;
+        Ok(self.inner.p2_linker.get_or_init(|| linker))
+    }
+
+    /// Checks that every import of `program` is provided and its entry point exists,
+    /// without running it.
+    pub fn check(&self, program: &Program) -> Result<()> {
+        match &program.code {
+            Code::Module(m) => {
+                self.p1_linker()?
+                    .instantiate_pre(m)
+                    .map_err(|e| instantiate_err(&e))?;
+                if !m.exports().any(|e| e.name() == "_start") {
+                    return Err(Error::Instantiate(
+                        "the module has no `_start` export (is it a WASI command?)".into(),
+                    ));
+                }
+            }
+            Code::Component(c) => {
+                let pre = self
+                    .p2_linker()?
+                    .instantiate_pre(c)
+                    .map_err(|e| instantiate_err(&e))?;
+                wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
+                    Error::Instantiate(format!(
+                        "the component does not export wasi:cli/run: {}",
+                        chain(&e)
+                    ))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `program` to completion, a kill or its deadline.
+    ///
+    /// Errors are for workloads that cannot start (missing imports, no entry point, a
+    /// preopen that cannot be opened); everything after the start is an [`ExitStatus`].
+    /// Must be called inside a tokio runtime.
+    pub async fn run(&self, program: &Program, config: RunConfig) -> Result<ExitStatus> {
+        let RunConfig {
+            args,
+            env,
+            cwd,
+            preopens,
+            stdio,
+            limits,
+            kill,
+        } = config;
+        let mut builder = WasiCtxBuilder::new();
+        builder.args(&args).envs(&env);
+        if let Some(cwd) = &cwd {
+            builder.initial_cwd(cwd);
+        }
+        for p in &preopens {
+            let perms = if p.readonly {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&p.host, &p.guest, perms)
+                .map_err(|e| Error::Preopen {
+                    path: p.host.clone(),
+                    reason: chain(&e),
+                })?;
+        }
+        let mut err_sink = stdio::install(stdio, &mut builder)?;
+        let budget = MemoryBudget::new(limits.memory);
+
+        let guest = async {
+            match &program.code {
+                Code::Module(m) => self.run_module(m, builder, budget).await,
+                Code::Component(c) => self.run_component(c, builder, budget).await,
+            }
+        };
+        let deadline = async {
+            match limits.timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let (outcome, memory_denied) = tokio::select! {
+            biased;
+            outcome = guest => outcome?,
+            code = kill.wait() => {
+                return Ok(ExitStatus { code, reason: ExitReason::Killed, memory_denied: false });
+            }
+            () = deadline => {
+                return Ok(ExitStatus { code: EXIT_KILLED, reason: ExitReason::TimedOut, memory_denied: false });
+            }
+        };
+        let (code, reason) = match outcome {
+            Ok(code) => (code, ExitReason::Exited),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => (exit.0, ExitReason::Exited),
+                None => {
+                    let message = format!("Error: {e:?}");
+                    err_sink.write_line(&message);
+                    (EXIT_TRAP, ExitReason::Trapped(chain(&e)))
+                }
+            },
+        };
+        Ok(ExitStatus {
+            code,
+            reason,
+            memory_denied,
+        })
+    }
+
+    /// Instantiates and runs a module; the outer error is "cannot start", the inner one
+    /// is how the guest ended.
+    async fn run_module(
+        &self,
+        module: &wasmtime::Module,
+        mut builder: WasiCtxBuilder,
+        budget: MemoryBudget,
+    ) -> Result<(wasmtime::Result<i32>, bool)> {
+        let pre = self
+            .p1_linker()?
+            .instantiate_pre(module)
+            .map_err(|e| instantiate_err(&e))?;
+        let mut store = Store::new(
+            &self.inner.wasmtime,
+            P1Host {
+                wasi: builder.build_p1(),
+                budget,
+            },
+        );
+        store.limiter(|h| &mut h.budget);
+        store.epoch_deadline_async_yield_and_update(1);
+        let instance = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| instantiate_err(&e))?;
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|_| {
+                Error::Instantiate(
+                    "the module has no `_start` export (is it a WASI command?)".into(),
+                )
+            })?;
+        let result = start.call_async(&mut store, ()).await.map(|()| 0);
+        Ok((result, store.data().budget.denied()))
+    }
+
+    async fn run_component(
+        &self,
+        component: &wasmtime::component::Component,
+        mut builder: WasiCtxBuilder,
+        budget: MemoryBudget,
+    ) -> Result<(wasmtime::Result<i32>, bool)> {
+        let pre = self
+            .p2_linker()?
+            .instantiate_pre(component)
+            .map_err(|e| instantiate_err(&e))?;
+        let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
+            Error::Instantiate(format!(
+                "the component does not export wasi:cli/run: {}",
+                chain(&e)
+            ))
+        })?;
+        let mut store = Store::new(
+            &self.inner.wasmtime,
+            P2Host {
+                wasi: builder.build(),
+                table: ResourceTable::new(),
+                budget,
+            },
+        );
+        store.limiter(|h| &mut h.budget);
+        store.epoch_deadline_async_yield_and_update(1);
+        let command = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| instantiate_err(&e))?;
+        let result = command
+            .wasi_cli_run()
+            .call_run(&mut store)
+            .await
+            .map(|r| i32::from(r.is_err()));
+        Ok((result, store.data().budget.denied()))
+    }
+}

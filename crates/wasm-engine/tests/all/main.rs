@@ -1,0 +1,20 @@
+//! Integration tests of the engine API with WAT and C fixtures.
+
+#[path = "../../../../tests/support/fixtures.rs"]
+mod fixtures;
+
+mod limits;
+
+use wasm_engine::{Engine, EngineConfig, ExitStatus, Program, RunConfig};
+
+pub(crate) fn engine() -> Engine {
+    Engine::new(EngineConfig::default()).unwrap()
+}
+
+pub(crate) fn load(engine: &Engine, wat: &str) -> Program {
+    engine.load(wat.as_bytes()).unwrap()
+}
+
+pub(crate) async fn run(engine: &Engine, program: &Program, config: RunConfig) -> ExitStatus {
+    engine.run(program, config).await.unwrap()
+}

@@ -1,0 +1,25 @@
+//! `wasmpod`: the command-line front door. Parses arguments, installs tracing, dispatches.
+
+mod cli;
+mod dirs;
+mod run;
+mod sys;
+mod units;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMPOD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let dirs = dirs::Dirs::resolve(cli.root.as_deref(), cli.state.as_deref());
+    let code = match cli.command {
+        cli::Command::Run(args) => run::main(&dirs, args),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,316 @@
+//! `wasmpod run FILE`: builds the OCI bundle and runtime spec containerd would, then runs
+//! it through the sandbox policy and the engine — the same path the shim takes.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+use sandbox::RunPolicy;
+use wasm_engine::{
+    Engine, EngineConfig, ExitReason, KillHandle, Stdio, StdioStream, EXIT_CANNOT_START,
+    EXIT_TERMINATED,
+};
+
+use crate::cli::RunArgs;
+use crate::dirs::Dirs;
+
+/// Exit status when wasmpod itself fails before the workload starts (as docker's 125).
+const EXIT_WASMPOD_ERROR: i32 = 125;
+/// Exit status when the file to run does not exist (as a shell's 127).
+const EXIT_NOT_FOUND: i32 = 127;
+/// Exit status after an interrupt (128 + SIGINT).
+const EXIT_INTERRUPTED: i32 = 130;
+
+/// Runs the command and returns the process exit status; errors are printed as one line.
+pub(crate) fn main(dirs: &Dirs, args: RunArgs) -> i32 {
+    let file = args.file().display().to_string();
+    match run(dirs, args) {
+        Ok(code) => code,
+        Err(Failure { code, error }) => {
+            eprintln!("wasmpod: {file}: {}", one_line(&error));
+            code
+        }
+    }
+}
+
+struct Failure {
+    code: i32,
+    error: anyhow::Error,
+}
+
+fn fail(code: i32) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { code, error }
+}
+
+fn one_line(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|");
+    let mut out = lines.next().unwrap_or_default().to_owned();
+    if let Some(location) = lines.next().filter(|l| l.starts_with("-->")) {
+        out.push(' ');
+        out.push_str(location);
+    }
+    out
+}
+
+fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
+    let meta = fs::metadata(args.file()).map_err(|e| Failure {
+        code: if e.kind() == std::io::ErrorKind::NotFound {
+            EXIT_NOT_FOUND
+        } else {
+            EXIT_CANNOT_START
+        },
+        error: e.into(),
+    })?;
+    if !meta.is_file() {
+        return Err(fail(EXIT_CANNOT_START)(anyhow::anyhow!(
+            "not a regular file"
+        )));
+    }
+    let bundle = Bundle::create(&dirs.state).map_err(fail(EXIT_WASMPOD_ERROR))?;
+    let spec = bundle.prepare(&args).map_err(fail(EXIT_WASMPOD_ERROR))?;
+    let mut policy = RunPolicy::from_spec(&spec, bundle.path())
+        .context("invalid container configuration")
+        .map_err(fail(EXIT_WASMPOD_ERROR))?;
+    policy.set_timeout(args.timeout);
+    tracing::debug!(?policy, "run policy");
+    for warning in policy.warnings() {
+        tracing::warn!("{warning}");
+    }
+
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(dirs.cache.clone()),
+    })
+    .map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;
+    let bytes = policy
+        .read_entrypoint()
+        .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+    let program = engine
+        .load_named(&bytes, args.file())
+        .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+    engine
+        .check(&program)
+        .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+
+    let stdio = Stdio {
+        stdin: if args.interactive {
+            StdioStream::Inherit
+        } else {
+            StdioStream::Null
+        },
+        stdout: StdioStream::Inherit,
+        stderr: StdioStream::Inherit,
+    };
+    let kill = KillHandle::new();
+    let config = policy.run_config(stdio, kill.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(fail(EXIT_WASMPOD_ERROR))?;
+    let status = runtime
+        .block_on(async {
+            forward_signals(&kill)?;
+            engine
+                .run(&program, config)
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .map_err(fail(EXIT_CANNOT_START))?;
+    drop(bundle);
+    if *status.reason() == ExitReason::TimedOut {
+        if let Some(t) = args.timeout {
+            eprintln!(
+                "wasmpod: {}: killed after the --timeout of {}",
+                args.file().display(),
+                humantime::format_duration(t)
+            );
+        }
+    }
+    Ok(status.code())
+}
+
+/// SIGINT and SIGTERM stop the guest with 130 and 143, as they would a native process.
+fn forward_signals(kill: &KillHandle) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    for (kind, code) in [
+        (SignalKind::interrupt(), EXIT_INTERRUPTED),
+        (SignalKind::terminate(), EXIT_TERMINATED),
+    ] {
+        let mut stream = signal(kind).context("installing signal handlers")?;
+        let kill = kill.clone();
+        tokio::spawn(async move {
+            if stream.recv().await.is_some() {
+                kill.kill_with(code);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// A bundle directory under the state directory, removed when dropped (like `--rm`).
+struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    fn create(state: &Path) -> anyhow::Result<Self> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state)
+            .with_context(|| format!("creating state directory {}", state.display()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let dir = state.join(format!("run-{}-{nanos:08x}", std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating bundle {}", dir.display()))?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes the root filesystem (a copy of the file, so the guest cannot change the
+    /// original) and returns the runtime spec containerd would write for it.
+    fn prepare(&self, args: &RunArgs) -> anyhow::Result<Spec> {
+        let rootfs = self.dir.join("rootfs");
+        fs::create_dir(&rootfs)?;
+        let name = args
+            .file()
+            .file_name()
+            .context("the file has no name")?
+            .to_string_lossy()
+            .into_owned();
+        fs::copy(args.file(), rootfs.join(&name))
+            .with_context(|| format!("copying {} into the container", args.file().display()))?;
+
+        let mut process_args = vec![format!("/{name}")];
+        process_args.extend(args.args().iter().cloned());
+        let mut env =
+            vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+        for e in &args.env {
+            if e.contains('=') {
+                env.push(e.clone());
+            } else if let Ok(value) = std::env::var(e) {
+                env.push(format!("{e}={value}"));
+            }
+        }
+        let process = ProcessBuilder::default()
+            .args(process_args)
+            .env(env)
+            .cwd(args.workdir.as_deref().unwrap_or("/"))
+            .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+            .rlimits(Vec::new())
+            .capabilities(oci_spec::runtime::LinuxCapabilities::default())
+            .build()?;
+        let mounts = args
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<anyhow::Result<Vec<Mount>>>()?;
+        let mut resources = LinuxResourcesBuilder::default();
+        if let Some(limit) = args.memory {
+            let limit = i64::try_from(limit).context("memory limit too large")?;
+            resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+        }
+        let linux = LinuxBuilder::default()
+            .resources(resources.build()?)
+            .namespaces(Vec::new())
+            .masked_paths(Vec::new())
+            .readonly_paths(Vec::new())
+            .build()?;
+        Ok(SpecBuilder::default()
+            .root(
+                RootBuilder::default()
+                    .path("rootfs")
+                    .readonly(args.read_only)
+                    .build()?,
+            )
+            .process(process)
+            .mounts(mounts)
+            .linux(linux)
+            .hostname(String::new())
+            .build()?)
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            tracing::warn!(bundle = %self.dir.display(), error = %e, "cannot remove the bundle");
+        }
+    }
+}
+
+/// Parses `-v HOST:GUEST[:ro|rw]` into a bind mount, as docker does (but the host
+/// directory must exist: it is not created behind the user's back).
+fn parse_volume(spec: &str) -> anyhow::Result<Mount> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, guest, mode) = match parts.as_slice() {
+        [h, g] => (*h, *g, "rw"),
+        [h, g, m] => (*h, *g, *m),
+        _ => bail!("volume {spec:?}: expected HOST:GUEST[:ro|rw]"),
+    };
+    if !matches!(mode, "ro" | "rw") {
+        bail!("volume {spec:?}: mode {mode:?} is not ro or rw");
+    }
+    if !guest.starts_with('/') {
+        bail!("volume {spec:?}: the container path {guest:?} must be absolute");
+    }
+    let source = fs::canonicalize(host)
+        .with_context(|| format!("volume {spec:?}: host directory {host:?}"))?;
+    if !source.is_dir() {
+        bail!("volume {spec:?}: {} is not a directory", source.display());
+    }
+    Ok(MountBuilder::default()
+        .destination(guest)
+        .typ("bind")
+        .source(source)
+        .options(vec!["rbind".to_owned(), mode.to_owned()])
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().display().to_string();
+        let m = parse_volume(&format!("{host}:/data:ro")).unwrap();
+        assert_eq!(m.destination(), Path::new("/data"));
+        assert_eq!(
+            m.options().as_deref(),
+            Some(&["rbind".to_owned(), "ro".to_owned()][..])
+        );
+        let m = parse_volume(&format!("{host}:/data")).unwrap();
+        assert_eq!(m.options().as_ref().unwrap()[1], "rw");
+        for (bad, why) in [
+            (host.clone(), "expected HOST:GUEST"),
+            (format!("{host}:data"), "must be absolute"),
+            (format!("{host}:/data:rx"), "is not ro or rw"),
+            (
+                "/nonexistent/wasmpod:/data".to_owned(),
+                "/nonexistent/wasmpod",
+            ),
+        ] {
+            let err = format!("{:#}", parse_volume(&bad).unwrap_err());
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+}

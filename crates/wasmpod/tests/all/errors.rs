@@ -1,0 +1,89 @@
+//! Workloads that cannot start: one line naming the file and the cause, non-zero status.
+
+use super::*;
+
+/// Runs `file`, expects `code` and a single stderr line naming the file and `cause`.
+#[track_caller]
+fn check(file: &Path, code: i32, cause: &str) {
+    let w = Wasmpod::new();
+    let out = w.run(&[path_str(file)]);
+    assert_code(&out, code);
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(
+        err.starts_with(&format!("wasmpod: {}: ", file.display())),
+        "names the file: {err}"
+    );
+    assert!(err.contains(cause), "{err:?} should contain {cause:?}");
+}
+
+fn file_with(name: &str, bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn missing_file() {
+    check(
+        Path::new("/nonexistent/app.wasm"),
+        127,
+        "No such file or directory",
+    );
+}
+
+#[test]
+fn not_wasm() {
+    let (_d, path) = file_with("app.wasm", b"\x7fELF\x02\x01\x01\0rest of an executable");
+    check(
+        &path,
+        126,
+        "not a WebAssembly module or component: found an ELF executable",
+    );
+}
+
+#[test]
+fn empty_file() {
+    let (_d, path) = file_with("app.wasm", b"");
+    check(&path, 126, "the file is empty");
+}
+
+#[test]
+fn invalid_module() {
+    let (_d, path) = file_with("app.wasm", b"\0asm\x01\0\0\0\x01\xff\xff\xff");
+    check(&path, 126, "invalid WebAssembly");
+}
+
+#[test]
+fn invalid_text() {
+    let (_d, path) = file_with("app.wat", b"(module (func $f (i32.add))");
+    check(&path, 126, "invalid WebAssembly");
+}
+
+#[test]
+fn unsatisfied_import() {
+    let (_d, path) = file_with(
+        "app.wat",
+        br#"(module (import "env" "missing" (func)) (func (export "_start")))"#,
+    );
+    check(&path, 126, "`env::missing` has not been defined");
+}
+
+#[test]
+fn no_entry_point() {
+    let (_d, path) = file_with("lib.wat", b"(module (func (export \"add\")))");
+    check(&path, 126, "no `_start` export");
+}
+
+#[test]
+fn bad_volume_is_named() {
+    let w = Wasmpod::new();
+    let out = w.run(&["-v", "/nonexistent/wasmpod:/data", probe(), "exit", "0"]);
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("/nonexistent/wasmpod"),
+        "{}",
+        stderr(&out)
+    );
+}

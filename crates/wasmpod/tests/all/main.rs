@@ -1,0 +1,77 @@
+//! End-to-end tests of `wasmpod run`: the CLI binary, with C programs compiled to wasm32-wasi.
+
+#[path = "../../../../tests/support/fixtures.rs"]
+mod fixtures;
+
+mod errors;
+mod fs;
+mod limits;
+mod run;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// A `wasmpod` invocation with private root and state directories.
+pub(crate) struct Wasmpod {
+    dirs: tempfile::TempDir,
+}
+
+impl Wasmpod {
+    pub(crate) fn new() -> Self {
+        Self {
+            dirs: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmpod"));
+        cmd.arg("--root")
+            .arg(self.dirs.path().join("root"))
+            .arg("--state")
+            .arg(self.dirs.path().join("state"))
+            .env_remove("WASMPOD_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `wasmpod run ARGS...`, waiting for it.
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        self.command().arg("run").args(args).output().unwrap()
+    }
+
+    pub(crate) fn state_dir(&self) -> std::path::PathBuf {
+        self.dirs.path().join("state")
+    }
+}
+
+pub(crate) fn probe() -> &'static str {
+    fixtures::probe_module().to_str().unwrap()
+}
+
+pub(crate) fn component() -> &'static str {
+    fixtures::probe_component().to_str().unwrap()
+}
+
+pub(crate) fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing the output when it differs.
+#[track_caller]
+pub(crate) fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+pub(crate) fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}

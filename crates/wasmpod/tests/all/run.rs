@@ -1,0 +1,139 @@
+//! Arguments, environment, stdio, exit codes and components.
+
+use super::*;
+use std::io::Write;
+
+#[test]
+fn arguments_reach_the_guest() {
+    let w = Wasmpod::new();
+    let out = w.run(&[probe(), "args", "a b", "--flag", ""]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "arg[0]=/probe.wasm\narg[1]=args\narg[2]=a b\narg[3]=--flag\narg[4]=\n"
+    );
+}
+
+#[test]
+fn environment_from_flags_and_host() {
+    let w = Wasmpod::new();
+    let out = w
+        .command()
+        .env("WASMPOD_TEST_FROM_HOST", "host value")
+        .env("WASMPOD_TEST_NOT_PASSED", "secret")
+        .args([
+            "run",
+            "-e",
+            "A=1",
+            "-e",
+            "B=x=y",
+            "-e",
+            "WASMPOD_TEST_FROM_HOST",
+        ])
+        .args(["-e", "WASMPOD_TEST_UNSET", probe(), "env"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let env = stdout(&out);
+    assert!(env.lines().any(|l| l == "A=1"), "{env}");
+    assert!(env.lines().any(|l| l == "B=x=y"), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l == "WASMPOD_TEST_FROM_HOST=host value"),
+        "{env}"
+    );
+    assert!(!env.contains("WASMPOD_TEST_NOT_PASSED"), "{env}");
+    assert!(!env.contains("WASMPOD_TEST_UNSET"), "{env}");
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    let w = Wasmpod::new();
+    for code in [0, 1, 42, 125] {
+        let out = w.run(&[probe(), "exit", &code.to_string()]);
+        assert_code(&out, code);
+    }
+}
+
+#[test]
+fn a_trap_is_134_with_the_message_on_stderr() {
+    let w = Wasmpod::new();
+    let out = w.run(&[probe(), "trap"]);
+    assert_code(&out, 134);
+    let err = stderr(&out);
+    assert!(
+        err.contains("wasm trap") && err.contains("unreachable"),
+        "{err}"
+    );
+    assert!(
+        err.contains("main"),
+        "the backtrace names the function: {err}"
+    );
+}
+
+#[test]
+fn stdin_is_attached_with_interactive() {
+    let w = Wasmpod::new();
+    let mut child = w
+        .command()
+        .args(["run", "-i", probe(), "stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"hello, wasm\n").unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "HELLO, WASM\n");
+    assert!(stderr(&out).contains("read 12 bytes"));
+}
+
+#[test]
+fn stdin_is_empty_without_interactive() {
+    let w = Wasmpod::new();
+    let out = w
+        .command()
+        .args(["run", probe(), "stdin"])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("read 0 bytes"));
+}
+
+#[test]
+fn components_run_through_wasi_cli_run() {
+    let w = Wasmpod::new();
+    let out = w.run(&[component(), "args", "x"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "arg[0]=/probe.component.wasm\narg[1]=args\narg[2]=x\n"
+    );
+    // A component reports failure through wasi:cli/exit, which carries no code: 1.
+    let out = w.run(&[component(), "exit", "3"]);
+    assert_code(&out, 1);
+    let out = w.run(&[component(), "trap"]);
+    assert_code(&out, 134);
+}
+
+#[test]
+fn the_bundled_example_runs() {
+    let w = Wasmpod::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello.wat");
+    let out = w.run(&[path_str(&example)]);
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), "Hello from a wasm container!\n");
+}
+
+#[test]
+fn the_bundle_is_removed_after_the_run() {
+    let w = Wasmpod::new();
+    assert_code(&w.run(&[probe(), "exit", "0"]), 0);
+    assert_code(&w.run(&[probe(), "exit", "3"]), 3);
+    let left: Vec<_> = std::fs::read_dir(w.state_dir()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

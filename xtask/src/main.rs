@@ -1,0 +1,30 @@
+//! `cargo xtask`: the project's own tasks. This file only dispatches; one file per task.
+
+mod bench;
+mod test;
+#[cfg(test)]
+mod tidy;
+mod util;
+
+use anyhow::bail;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  test    fmt check, clippy (-D warnings), docs, and every test of the workspace
+  bench   startup, compile/cache and throughput figures (release build)
+";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task {other:?}\n\n{USAGE}"),
+    }
+}
