@@ -1,5 +1,186 @@
 //! `cargo xtask bench`: the figures the issues ask for, measured on this machine.
+//!
+//! Builds the release binaries and the workloads (Lua 5.4 from `tests/fixtures/lua`,
+//! compiled to wasm32-wasi and natively; a C hello world), then reports:
+//! - compile time of a ~700 KB module cold vs its load from the precompile cache,
+//!   instantiate + run of a hello world and the kill latency (in-process, engine-bench);
+//! - `wasmpod run` of the hello world from process start to exit, cold and warm cache;
+//! - CPU-bound throughput: the Lua benchmark in wasm against the native build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::util::{cargo, require_wasm_toolchain, root, run as sh};
+
+struct Workloads {
+    lua_wasm: PathBuf,
+    lua_native: PathBuf,
+    hello_wasm: PathBuf,
+    fixtures: PathBuf,
+}
+
+fn build_workloads(out: &Path) -> anyhow::Result<Workloads> {
+    let fixtures = root().join("tests/fixtures");
+    let lua_src = fixtures.join("lua_wasi.c");
+    let w = Workloads {
+        lua_wasm: out.join("lua.wasm"),
+        lua_native: out.join("lua-native"),
+        hello_wasm: out.join("hello.wasm"),
+        fixtures: fixtures.clone(),
+    };
+    sh(Command::new("clang")
+        .args([
+            "--target=wasm32-wasi",
+            "-O2",
+            "-Wno-deprecated-declarations",
+        ])
+        .arg("-I")
+        .arg(fixtures.join("lua/include"))
+        .arg("-I")
+        .arg(fixtures.join("lua"))
+        .args(["-D_WASI_EMULATED_SIGNAL", "-D_WASI_EMULATED_PROCESS_CLOCKS"])
+        .arg(&lua_src)
+        .arg("-o")
+        .arg(&w.lua_wasm)
+        .args(["-lwasi-emulated-signal", "-lwasi-emulated-process-clocks"]))?;
+    sh(Command::new("clang")
+        .args(["-O2", "-I"])
+        .arg(fixtures.join("lua"))
+        .arg(&lua_src)
+        .arg("-o")
+        .arg(&w.lua_native)
+        .arg("-lm"))?;
+    sh(Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2"])
+        .arg(fixtures.join("hello.c"))
+        .arg("-o")
+        .arg(&w.hello_wasm))?;
+    Ok(w)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Runs `cmd` to completion with output discarded and returns its wall time.
+fn timed(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+/// Runs `cmd` and returns its stdout, failing on a non-zero status.
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
 
 pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+    require_wasm_toolchain()?;
+    sh(cargo().args(["build", "--release", "-p", "wasmpod"]))?;
+    sh(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "wasm-engine",
+        "--example",
+        "engine-bench",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let out = target.join("bench");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let w = build_workloads(&out)?;
+    let wasmpod = target.join("release/wasmpod");
+
+    println!("\n== engine (in-process)");
+    let engine_report = output(
+        Command::new(target.join("release/examples/engine-bench"))
+            .arg(&w.lua_wasm)
+            .arg(&w.hello_wasm)
+            .arg(&w.fixtures),
+    )?;
+    print!("{engine_report}");
+
+    println!("\n== wasmpod run hello.wasm, process start to exit");
+    let wasmpod_run = |root_dir: &Path| {
+        let mut cmd = Command::new(&wasmpod);
+        cmd.arg("--root")
+            .arg(root_dir)
+            .arg("--state")
+            .arg(out.join("state"))
+            .arg("run")
+            .arg(&w.hello_wasm);
+        cmd
+    };
+    let cold: Vec<_> = (0..5)
+        .map(|i| timed(&mut wasmpod_run(&out.join(format!("cold-{i}")))))
+        .collect::<anyhow::Result<_>>()?;
+    println!("cold cache (compiles): {} median of 5", ms(median(cold)));
+    let warm_root = out.join("warm");
+    timed(&mut wasmpod_run(&warm_root))?;
+    let warm: Vec<_> = (0..30)
+        .map(|_| timed(&mut wasmpod_run(&warm_root)))
+        .collect::<anyhow::Result<_>>()?;
+    println!("warm cache: {} median of 30", ms(median(warm)));
+
+    println!("\n== CPU-bound: Lua 5.4 running tests/fixtures/bench.lua");
+    let script = w.fixtures.join("bench.lua");
+    let native_sum = output(Command::new(&w.lua_native).arg(&script))?;
+    let wasm_run = || {
+        let mut cmd = Command::new(&wasmpod);
+        cmd.arg("--root")
+            .arg(&warm_root)
+            .arg("--state")
+            .arg(out.join("state"))
+            .args(["run", "-v"])
+            .arg(format!("{}:/bench:ro", w.fixtures.display()))
+            .arg(&w.lua_wasm)
+            .arg("/bench/bench.lua");
+        cmd
+    };
+    let wasm_sum = output(&mut wasm_run())?;
+    if native_sum != wasm_sum {
+        bail!("native and wasm disagree: {native_sum:?} vs {wasm_sum:?}");
+    }
+    let native: Vec<_> = (0..3)
+        .map(|_| timed(Command::new(&w.lua_native).arg(&script)))
+        .collect::<anyhow::Result<_>>()?;
+    let wasm: Vec<_> = (0..3)
+        .map(|_| timed(&mut wasm_run()))
+        .collect::<anyhow::Result<_>>()?;
+    let (native, wasm) = (median(native), median(wasm));
+    println!("native: {} median of 3", ms(native));
+    println!("wasmpod run (warm cache): {} median of 3", ms(wasm));
+    println!(
+        "throughput ratio wasm/native: {:.2} (wasm takes {:.2}x the native time)",
+        native.as_secs_f64() / wasm.as_secs_f64(),
+        wasm.as_secs_f64() / native.as_secs_f64()
+    );
+    Ok(())
 }

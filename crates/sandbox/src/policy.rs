@@ -86,8 +86,9 @@ impl RunPolicy {
             warn(
                 "process.cwd",
                 format!(
-                    "{cwd} is given to components as their initial directory; preview 1 \
-                     modules have no working directory and resolve relative paths from /"
+                    "{cwd} is offered as wasi:cli/environment's initial-cwd, but WASI \
+                     preview 1 has no working directory: programs built with wasi-libc \
+                     resolve relative paths from /"
                 ),
             );
         }

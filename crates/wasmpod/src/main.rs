@@ -15,6 +15,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let dirs = dirs::Dirs::resolve(cli.root.as_deref(), cli.state.as_deref());

@@ -4,6 +4,7 @@
 mod fixtures;
 
 mod limits;
+mod run;
 
 use wasm_engine::{Engine, EngineConfig, ExitStatus, Program, RunConfig};
 
