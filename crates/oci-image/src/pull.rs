@@ -1,0 +1,328 @@
+//! Pulling images from OCI distribution registries into the store.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_spec::image::Descriptor;
+use sha2::{Digest as _, Sha256};
+
+use crate::auth::Credentials;
+use crate::error::{Error, Result};
+use crate::image::{self, Image};
+use crate::media::{self, LayerKind};
+use crate::progress::{Progress, Quiet};
+use crate::reference::ImageRef;
+use crate::store::{is_index, ImageRecord, Store};
+
+/// How to reach the registry and what to accept.
+#[derive(Clone, Default)]
+pub struct PullOptions {
+    /// Credentials; `None` reads docker's `config.json` for the registry.
+    pub credentials: Option<Credentials>,
+    /// Use plain HTTP (always the case for loopback registries).
+    pub insecure: bool,
+    /// Cap on the unpacked size of the image ([`crate::DEFAULT_MAX_UNPACKED`] if unset).
+    pub max_unpacked: Option<u64>,
+    /// Receives download progress.
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("credentials", &self.credentials)
+            .field("insecure", &self.insecure)
+            .field("max_unpacked", &self.max_unpacked)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client for one registry, with its credentials resolved.
+pub(crate) struct Registry {
+    pub(crate) client: oci_client::Client,
+    pub(crate) auth: RegistryAuth,
+    credentials: Credentials,
+}
+
+impl Registry {
+    pub(crate) fn new(
+        reference: &ImageRef,
+        credentials: Option<&Credentials>,
+        insecure: bool,
+    ) -> Result<Self> {
+        // The process may already have chosen a provider; that one is fine too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let protocol = if insecure {
+            ClientProtocol::Http
+        } else if reference.is_loopback() {
+            ClientProtocol::HttpsExcept(vec![reference.registry().to_owned()])
+        } else {
+            ClientProtocol::Https
+        };
+        let client = oci_client::Client::new(ClientConfig {
+            protocol,
+            platform_resolver: None,
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            user_agent: concat!("wasmpod/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        });
+        let credentials = match credentials {
+            Some(c) => c.clone(),
+            None => Credentials::from_docker_config(reference.registry())?,
+        };
+        Ok(Self {
+            client,
+            auth: credentials.to_oci(),
+            credentials,
+        })
+    }
+
+    /// Turns a client error into one line naming the image.
+    pub(crate) fn error(&self, reference: &ImageRef, e: OciDistributionError) -> Error {
+        let registry = |message: String| Error::Registry {
+            reference: reference.to_string(),
+            message,
+        };
+        match e {
+            OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
+                let mut message = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    message = s.to_string();
+                    source = s.source();
+                }
+                Error::Unreachable {
+                    reference: reference.to_string(),
+                    registry: reference.registry().to_owned(),
+                    message,
+                }
+            }
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => match &self.credentials {
+                Credentials::Basic { username, .. } => registry(format!(
+                    "the registry refused the credentials of user {username:?}"
+                )),
+                Credentials::Anonymous => registry(
+                    "authentication required (pass --username, or add the registry to ~/.docker/config.json)"
+                        .to_owned(),
+                ),
+            },
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let first = envelope.errors.first();
+                match first.map(|e| &e.code) {
+                    Some(OciErrorCode::ManifestUnknown) => registry(format!(
+                        "{} not found in the registry",
+                        match reference.digest() {
+                            Some(d) => format!("digest {d}"),
+                            None => format!("tag {:?}", reference.tag().unwrap_or("latest")),
+                        }
+                    )),
+                    Some(OciErrorCode::NameUnknown) => registry(format!(
+                        "repository {:?} not found in the registry",
+                        reference.repository()
+                    )),
+                    Some(OciErrorCode::Unauthorized | OciErrorCode::Denied) => {
+                        self.error(reference, OciDistributionError::UnauthorizedError { url: String::new() })
+                    }
+                    _ => registry(
+                        envelope
+                            .errors
+                            .iter()
+                            .map(|e| format!("{:?}: {}", e.code, e.message))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    ),
+                }
+            }
+            OciDistributionError::ServerError { code, message, .. } => {
+                registry(format!("the registry answered HTTP {code}: {}", message.trim()))
+            }
+            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+                expected,
+                actual,
+            }) => Error::DigestMismatch {
+                digest: expected,
+                detail: format!("received content hashes to {actual}"),
+            },
+            other => registry(other.to_string()),
+        }
+    }
+}
+
+fn to_oci_descriptor(d: &Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: d.media_type().to_string(),
+        digest: d.digest().to_string(),
+        size: d.size() as i64,
+        ..OciDescriptor::default()
+    }
+}
+
+/// Pulls `reference` into the store (verifying every digest and size), unpacks it and
+/// tags it. Blobs already present are not downloaded again; a download that was cut off
+/// resumes where it stopped.
+pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) -> Result<Image> {
+    let registry = Registry::new(reference, options.credentials.as_ref(), options.insecure)?;
+    let progress: Arc<dyn Progress> = options.progress.clone().unwrap_or(Arc::new(Quiet));
+    let oci_ref = reference.as_oci();
+    let (bytes, digest) = registry
+        .client
+        .pull_manifest_raw(oci_ref, &registry.auth, media::MANIFEST_TYPES)
+        .await
+        .map_err(|e| registry.error(reference, e))?;
+    let media_type = sniff_media_type(&bytes);
+    store.write_blob(&bytes, None)?;
+    let (manifest_digest, manifest_bytes) = if is_index(&media_type, &bytes) {
+        let index = image::read_index(&bytes, &digest)?;
+        let entry = image::select_manifest(&index, &reference.to_string())?;
+        let entry_digest = entry.digest().to_string();
+        let by_digest = reference.with_digest(&entry_digest);
+        let (m, _) = registry
+            .client
+            .pull_manifest_raw(by_digest.as_oci(), &registry.auth, media::MANIFEST_TYPES)
+            .await
+            .map_err(|e| registry.error(reference, e))?;
+        store.write_blob(&m, Some((&entry_digest, entry.size())))?;
+        (entry_digest, m)
+    } else {
+        (digest.clone(), bytes.clone())
+    };
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| Error::invalid(format!("manifest {manifest_digest}"), e))?;
+    // Refuse unknown layer types before downloading anything.
+    for layer in manifest.layers() {
+        LayerKind::of(&layer.media_type().to_string(), &layer.digest().to_string())?;
+    }
+    let blobs = std::iter::once(manifest.config()).chain(manifest.layers().iter());
+    let downloads = blobs.map(|d| fetch_blob(&registry, reference, store, d, progress.as_ref()));
+    futures_util::future::try_join_all(downloads).await?;
+    let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+    image::inspect(store, &manifest, &manifest_digest)?;
+    let record = ImageRecord {
+        digest,
+        media_type,
+        manifest: manifest_digest,
+        size,
+    };
+    store.tag(reference, record)?;
+    image::open(store, reference, options.max_unpacked)
+}
+
+/// The document's own `mediaType`, or a guess from its shape.
+fn sniff_media_type(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => media::OCI_INDEX.to_owned(),
+        _ => media::OCI_MANIFEST.to_owned(),
+    }
+}
+
+/// Downloads one blob into the store unless it is there; resumes a partial download, and
+/// starts over once if the resumed content turns out wrong.
+async fn fetch_blob(
+    registry: &Registry,
+    reference: &ImageRef,
+    store: &Store,
+    desc: &Descriptor,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let digest = desc.digest().to_string();
+    progress.start(&digest, desc.size());
+    for attempt in 0..2 {
+        let Some(mut ingest) = store.ingest(&digest).await? else {
+            progress.finish(&digest);
+            return Ok(());
+        };
+        let (mut len, mut hasher) = ingest.resume()?;
+        if len > desc.size() {
+            ingest.truncate()?;
+            (len, hasher) = (0, Sha256::new());
+        }
+        let resumed = len > 0;
+        if len < desc.size() {
+            let oci_desc = to_oci_descriptor(desc);
+            let stream = if resumed {
+                match registry
+                    .client
+                    .pull_blob_stream_partial(reference.as_oci(), &oci_desc, len, None)
+                    .await
+                    .map_err(|e| registry.error(reference, e))?
+                {
+                    BlobResponse::Partial(s) => {
+                        tracing::debug!(%digest, offset = len, "resuming a download");
+                        progress.advance(&digest, len);
+                        s
+                    }
+                    BlobResponse::Full(s) => {
+                        ingest.truncate()?;
+                        (len, hasher) = (0, Sha256::new());
+                        s
+                    }
+                }
+            } else {
+                registry
+                    .client
+                    .pull_blob_stream(reference.as_oci(), &oci_desc)
+                    .await
+                    .map_err(|e| registry.error(reference, e))?
+            };
+            let mut stream = stream.stream;
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    // The client's own end-of-stream digest check: ours below decides.
+                    Err(_) if len == desc.size() => break,
+                    Err(e) => {
+                        return Err(Error::Registry {
+                            reference: reference.to_string(),
+                            message: format!(
+                                "downloading {digest}: {e} (the pull resumes from here)"
+                            ),
+                        })
+                    }
+                };
+                if len + chunk.len() as u64 > desc.size() {
+                    ingest.discard();
+                    return Err(Error::DigestMismatch {
+                        digest,
+                        detail: format!("the registry sent more than {} bytes", desc.size()),
+                    });
+                }
+                hasher.update(&chunk);
+                ingest.write(&chunk)?;
+                len += chunk.len() as u64;
+                progress.advance(&digest, chunk.len() as u64);
+            }
+        }
+        match ingest.commit(hasher, len, desc.size()) {
+            Ok(()) => {
+                progress.finish(&digest);
+                return Ok(());
+            }
+            Err(Error::DigestMismatch { .. }) if resumed && attempt == 0 => {
+                tracing::warn!(%digest, "resumed download was wrong; starting over");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::DigestMismatch {
+        digest,
+        detail: "a fresh download did not match either".to_owned(),
+    })
+}

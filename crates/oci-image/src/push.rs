@@ -1,0 +1,117 @@
+//! Pushing images from the store to a registry.
+
+use std::collections::BTreeSet;
+
+use oci_client::RegistryOperation;
+
+use crate::error::{Error, Result};
+use crate::image::{self, read_index};
+use crate::progress::Quiet;
+use crate::pull::{PullOptions, Registry};
+use crate::reference::ImageRef;
+use crate::store::{is_index, Store};
+
+/// Pushes the image named `source` in the store to `target` (often the same name):
+/// blobs the registry lacks, each manifest by digest, then the top document by tag.
+/// Returns the pushed digest.
+pub async fn push(
+    store: &Store,
+    source: &ImageRef,
+    target: &ImageRef,
+    options: &PullOptions,
+) -> Result<String> {
+    let record = store
+        .resolve(source)?
+        .ok_or_else(|| Error::NotFound(source.to_string()))?;
+    let registry = Registry::new(target, options.credentials.as_ref(), options.insecure)?;
+    let progress = options
+        .progress
+        .clone()
+        .unwrap_or(std::sync::Arc::new(Quiet));
+    registry
+        .client
+        .auth(target.as_oci(), &registry.auth, RegistryOperation::Push)
+        .await
+        .map_err(|e| registry.error(target, e))?;
+
+    let top = store.read_blob(&record.digest)?;
+    let mut manifests = Vec::new();
+    if is_index(&record.media_type, &top) {
+        for m in read_index(&top, &record.digest)?.manifests() {
+            manifests.push((m.digest().to_string(), m.media_type().to_string()));
+        }
+    }
+    let mut pushed = BTreeSet::new();
+    let single = [(record.digest.clone(), record.media_type.clone())];
+    let all = if manifests.is_empty() {
+        &single[..]
+    } else {
+        &manifests[..]
+    };
+    for (digest, media_type) in all {
+        let manifest = image::read_manifest(store, digest)?;
+        let blobs = std::iter::once(manifest.config()).chain(manifest.layers().iter());
+        for blob in blobs {
+            let d = blob.digest().to_string();
+            if !pushed.insert(d.clone()) {
+                continue;
+            }
+            progress.start(&d, blob.size());
+            let exists = registry
+                .client
+                .blob_exists(target.as_oci(), &d)
+                .await
+                .map_err(|e| registry.error(target, e))?;
+            if !exists {
+                let bytes = store.read_blob(&d)?;
+                registry
+                    .client
+                    .push_blob(target.as_oci(), bytes, &d)
+                    .await
+                    .map_err(|e| registry.error(target, e))?;
+            }
+            progress.advance(&d, blob.size());
+            progress.finish(&d);
+        }
+        if !manifests.is_empty() {
+            put_manifest(
+                &registry,
+                store,
+                &target.with_digest(digest),
+                target,
+                digest,
+                media_type,
+            )
+            .await?;
+        }
+    }
+    put_manifest(
+        &registry,
+        store,
+        target,
+        target,
+        &record.digest,
+        &record.media_type,
+    )
+    .await?;
+    Ok(record.digest)
+}
+
+async fn put_manifest(
+    registry: &Registry,
+    store: &Store,
+    to: &ImageRef,
+    target: &ImageRef,
+    digest: &str,
+    media_type: &str,
+) -> Result<()> {
+    let bytes = store.read_blob(digest)?;
+    let content_type = http::HeaderValue::from_str(media_type)
+        .map_err(|e| Error::invalid(digest, format!("media type {media_type:?}: {e}")))?;
+    registry
+        .client
+        .push_manifest_raw(to.as_oci(), bytes, content_type)
+        .await
+        .map_err(|e| registry.error(target, e))?;
+    Ok(())
+}
