@@ -176,7 +176,7 @@ pub(crate) fn inspect(
     let mut legacy = false;
     for (i, layer) in manifest.layers().iter().enumerate() {
         let media_type = layer.media_type().to_string();
-        if LayerKind::of(&media_type, &layer.digest().to_string())? == LayerKind::Wasm {
+        if LayerKind::of(&media_type, layer.digest().as_ref())? == LayerKind::Wasm {
             legacy |= media_type == media::WASM_LEGACY_LAYER;
             wasm_files.push(wasm_file_name(layer, i));
         }
@@ -265,7 +265,7 @@ fn unpack(store: &Store, digest: &str, manifest: &ImageManifest, limit: u64) -> 
         let layer_digest = layer.digest().to_string();
         let path = store.blob_path(&layer_digest)?;
         let file = fs::File::open(&path).map_err(Error::io(&path))?;
-        let kind = LayerKind::of(&layer.media_type().to_string(), &layer_digest)?;
+        let kind = LayerKind::of(layer.media_type().as_ref(), &layer_digest)?;
         if kind == LayerKind::Wasm {
             let size = file.metadata().map_err(Error::io(&path))?.len();
             budget = budget.checked_sub(size).ok_or_else(|| Error::TooLarge {

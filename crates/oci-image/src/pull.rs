@@ -102,6 +102,14 @@ impl Registry {
                     message,
                 }
             }
+            OciDistributionError::RequestError(e)
+                if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+            {
+                self.error(
+                    reference,
+                    OciDistributionError::UnauthorizedError { url: String::new() },
+                )
+            }
             OciDistributionError::UnauthorizedError { .. }
             | OciDistributionError::AuthenticationFailure(_) => match &self.credentials {
                 Credentials::Basic { username, .. } => registry(format!(
@@ -196,7 +204,7 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
         .map_err(|e| Error::invalid(format!("manifest {manifest_digest}"), e))?;
     // Refuse unknown layer types before downloading anything.
     for layer in manifest.layers() {
-        LayerKind::of(&layer.media_type().to_string(), &layer.digest().to_string())?;
+        LayerKind::of(layer.media_type().as_ref(), layer.digest().as_ref())?;
     }
     let blobs = std::iter::once(manifest.config()).chain(manifest.layers().iter());
     let downloads = blobs.map(|d| fetch_blob(&registry, reference, store, d, progress.as_ref()));

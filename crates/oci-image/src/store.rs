@@ -161,6 +161,7 @@ impl Store {
                 path,
                 blob,
                 digest: digest.to_owned(),
+                done: false,
             }));
         }
     }
@@ -248,7 +249,7 @@ impl Store {
             let index: ImageIndex =
                 serde_json::from_slice(&bytes).map_err(|e| Error::invalid(digest, e))?;
             for m in index.manifests() {
-                self.mark(m.digest().as_ref(), &m.media_type().to_string(), live)?;
+                self.mark(m.digest().as_ref(), m.media_type().as_ref(), live)?;
             }
         } else {
             let manifest: ImageManifest =
@@ -340,6 +341,17 @@ pub(crate) struct Ingest {
     path: PathBuf,
     blob: PathBuf,
     digest: String,
+    /// Committed or discarded: the path no longer belongs to this writer.
+    done: bool,
+}
+
+impl Drop for Ingest {
+    /// An abandoned download that got no bytes leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.done && self.file.metadata().is_ok_and(|m| m.len() == 0) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Ingest {
@@ -370,7 +382,7 @@ impl Ingest {
     }
 
     /// Checks the content and moves it into the store; a mismatch deletes it.
-    pub(crate) fn commit(self, hasher: Sha256, len: u64, size: u64) -> Result<()> {
+    pub(crate) fn commit(mut self, hasher: Sha256, len: u64, size: u64) -> Result<()> {
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if let Err(e) = verify(&self.digest, size, &actual, len) {
             self.discard();
@@ -378,12 +390,14 @@ impl Ingest {
         }
         self.file.sync_all().map_err(Error::io(&self.path))?;
         fs::rename(&self.path, &self.blob).map_err(Error::io(&self.blob))?;
+        self.done = true;
         Ok(())
     }
 
     /// Deletes the partial content.
-    pub(crate) fn discard(self) {
+    pub(crate) fn discard(mut self) {
         let _ = fs::remove_file(&self.path);
+        self.done = true;
     }
 }
 

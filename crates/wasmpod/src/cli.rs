@@ -30,8 +30,108 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run a .wasm or .wat file as a container; the guest's exit status becomes wasmpod's
+    /// Run a .wasm/.wat file or an image as a container; the guest's exit status becomes wasmpod's
     Run(RunArgs),
+    /// Pull an image from a registry into the local store
+    Pull(PullArgs),
+    /// Build a wasm image from a .wasm or .wat file
+    Build(BuildArgs),
+    /// Push an image from the local store to a registry
+    Push(PushArgs),
+    /// List the images in the local store
+    Images,
+    /// Remove images from the local store
+    Rmi(RmiArgs),
+    /// Delete blobs and unpacked images no tag refers to
+    Prune,
+}
+
+/// How to reach a registry (shared by run, pull and push).
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct RegistryArgs {
+    /// Use plain HTTP (loopback registries always do)
+    #[arg(long)]
+    pub(crate) insecure: bool,
+
+    /// User name for the registry (otherwise ~/.docker/config.json `auths`)
+    #[arg(
+        short = 'u',
+        long,
+        env = "WASMPOD_REGISTRY_USERNAME",
+        value_name = "USER"
+    )]
+    pub(crate) username: Option<String>,
+
+    /// Read the registry password from standard input
+    #[arg(long, requires = "username")]
+    pub(crate) password_stdin: bool,
+
+    /// Cap on the unpacked size of an image (1Gi by default)
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    pub(crate) max_unpacked: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    /// The image: `NAME[:TAG][@DIGEST]` (`docker.io/library/` is implied for bare names)
+    pub(crate) image: String,
+
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+
+    /// Print only the digest
+    #[arg(short = 'q', long)]
+    pub(crate) quiet: bool,
+}
+
+/// The packaging `wasmpod build` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// CNCF TAG Runtime wasm artifact (application/wasm layer)
+    Artifact,
+    /// An ordinary image: tar layer with the .wasm, for any containerd
+    Compat,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BuildArgs {
+    /// The .wasm or .wat file
+    pub(crate) file: PathBuf,
+
+    /// The image name to tag
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub(crate) tag: String,
+
+    /// The packaging
+    #[arg(long, value_enum, default_value = "compat")]
+    pub(crate) format: Format,
+
+    /// Also write the image as an OCI layout directory, or an archive when the name ends in .tar
+    #[arg(short = 'o', long, value_name = "PATH")]
+    pub(crate) output: Option<PathBuf>,
+
+    /// Add an annotation to the manifest (KEY=VALUE)
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub(crate) annotations: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// The image in the local store
+    pub(crate) image: String,
+
+    /// Where to push it, if not to its own name
+    pub(crate) destination: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RmiArgs {
+    /// The images to remove
+    #[arg(required = true)]
+    pub(crate) images: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -64,20 +164,49 @@ pub(crate) struct RunArgs {
     #[arg(short = 'i', long)]
     pub(crate) interactive: bool,
 
-    /// The .wasm or .wat file to run, then the arguments passed to it
+    /// When to pull an image: missing, always or never
+    #[arg(long, value_enum, default_value = "missing")]
+    pub(crate) pull: PullPolicy,
+
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+
+    /// The .wasm/.wat file or image to run, then the arguments passed to it
     #[arg(
         required = true,
         num_args = 1..,
         trailing_var_arg = true,
-        value_name = "FILE [ARGS]"
+        value_name = "FILE|IMAGE [ARGS]"
     )]
     command: Vec<String>,
 }
 
+/// `--pull`, as podman's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PullPolicy {
+    /// Pull when the image is not in the local store
+    Missing,
+    /// Pull every time
+    Always,
+    /// Never pull
+    Never,
+}
+
 impl RunArgs {
-    /// The file to run.
+    /// The file (or image) to run.
     pub(crate) fn file(&self) -> &Path {
         Path::new(&self.command[0])
+    }
+
+    /// Whether the first word names an image rather than a file: it is not an existing
+    /// path and does not end in `.wasm` or `.wat`.
+    pub(crate) fn is_image(&self) -> bool {
+        let word = &self.command[0];
+        !(Path::new(word).exists()
+            || word.ends_with(".wasm")
+            || word.ends_with(".wat")
+            || word.starts_with('.')
+            || word.starts_with('/'))
     }
 
     /// The arguments after the file.
@@ -102,10 +231,29 @@ mod tests {
             "wasmpod", "run", "-e", "A=1", "-m", "64Mi", "x.wasm", "-e", "--help",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(args.env, ["A=1"]);
         assert_eq!(args.memory, Some(64 << 20));
         assert_eq!(args.file(), Path::new("x.wasm"));
         assert_eq!(args.args(), ["-e", "--help"]);
+        assert!(!args.is_image());
+    }
+
+    #[test]
+    fn images_and_files() {
+        let parse = |word: &str| {
+            let cli = Cli::try_parse_from(["wasmpod", "run", word]).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not run")
+            };
+            args.is_image()
+        };
+        assert!(parse("localhost:5000/hello:v1"));
+        assert!(parse("hello"));
+        assert!(!parse("app.wasm"));
+        assert!(!parse("./hello"));
+        assert!(!parse("/srv/app"));
     }
 }

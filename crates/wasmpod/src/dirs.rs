@@ -9,6 +9,8 @@ pub(crate) struct Dirs {
     pub(crate) cache: PathBuf,
     /// Run state: one bundle directory per running container.
     pub(crate) state: PathBuf,
+    /// The image store.
+    pub(crate) images: PathBuf,
 }
 
 impl Dirs {
@@ -28,6 +30,11 @@ impl Dirs {
             None if is_root => PathBuf::from("/var/lib/wasmpod/cache"),
             None => env_dir("XDG_CACHE_HOME", ".cache").join("wasmpod"),
         };
+        let images = match root {
+            Some(r) => r.join("images"),
+            None if is_root => PathBuf::from("/var/lib/wasmpod/images"),
+            None => env_dir("XDG_DATA_HOME", ".local/share").join("wasmpod/images"),
+        };
         let state = match state {
             Some(s) => s.to_owned(),
             None if is_root => PathBuf::from("/run/wasmpod"),
@@ -37,6 +44,10 @@ impl Dirs {
                     std::env::temp_dir().join(format!("wasmpod-{}", crate::sys::uid()))
                 }),
         };
-        Self { cache, state }
+        Self {
+            cache,
+            state,
+            images,
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod dirs;
+mod images;
 mod run;
 mod sys;
 mod units;
@@ -21,6 +22,18 @@ fn main() {
     let dirs = dirs::Dirs::resolve(cli.root.as_deref(), cli.state.as_deref());
     let code = match cli.command {
         cli::Command::Run(args) => run::main(&dirs, args),
+        cli::Command::Pull(args) => {
+            let what = args.image.clone();
+            images::main(&what, || images::pull(&dirs, args))
+        }
+        cli::Command::Build(args) => images::main("", || images::build(&dirs, args)),
+        cli::Command::Push(args) => {
+            let what = args.image.clone();
+            images::main(&what, || images::push(&dirs, args))
+        }
+        cli::Command::Images => images::main("", || images::images(&dirs)),
+        cli::Command::Rmi(args) => images::main("", || images::rmi(&dirs, args)),
+        cli::Command::Prune => images::main("", || images::prune(&dirs)),
     };
     std::process::exit(code);
 }

@@ -16,7 +16,7 @@ use wasm_engine::{
     EXIT_TERMINATED,
 };
 
-use crate::cli::RunArgs;
+use crate::cli::{PullPolicy, RunArgs};
 use crate::dirs::Dirs;
 
 /// Exit status when wasmpod itself fails before the workload starts (as docker's 125).
@@ -32,7 +32,12 @@ pub(crate) fn main(dirs: &Dirs, args: RunArgs) -> i32 {
     match run(dirs, args) {
         Ok(code) => code,
         Err(Failure { code, error }) => {
-            eprintln!("wasmpod: {file}: {}", one_line(&error));
+            let line = one_line(&error);
+            if line.starts_with(&file) {
+                eprintln!("wasmpod: {line}");
+            } else {
+                eprintln!("wasmpod: {file}: {line}");
+            }
             code
         }
     }
@@ -61,22 +66,59 @@ fn one_line(error: &anyhow::Error) -> String {
     out
 }
 
-fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
-    let meta = fs::metadata(args.file()).map_err(|e| Failure {
-        code: if e.kind() == std::io::ErrorKind::NotFound {
-            EXIT_NOT_FOUND
-        } else {
-            EXIT_CANNOT_START
-        },
-        error: e.into(),
-    })?;
-    if !meta.is_file() {
-        return Err(fail(EXIT_CANNOT_START)(anyhow::anyhow!(
-            "not a regular file"
-        )));
+/// What the container runs: a file from the host, or an image from the store.
+enum Source {
+    File,
+    Image(Box<oci_image::Image>),
+}
+
+/// Finds the image in the store, pulling it as `--pull` says.
+fn image(dirs: &Dirs, args: &RunArgs) -> anyhow::Result<oci_image::Image> {
+    let reference = oci_image::ImageRef::parse(&args.file().to_string_lossy())?;
+    let store = crate::images::store(dirs)?;
+    let present = store.resolve(&reference)?.is_some();
+    let pull = match args.pull {
+        PullPolicy::Always => true,
+        PullPolicy::Missing => !present,
+        PullPolicy::Never => false,
+    };
+    if pull {
+        let options = crate::images::options(&args.registry, false)?;
+        Ok(crate::images::runtime()?.block_on(oci_image::pull(&store, &reference, &options))?)
+    } else {
+        Ok(oci_image::open(
+            &store,
+            &reference,
+            args.registry.max_unpacked,
+        )?)
     }
+}
+
+fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
+    let source = if args.is_image() {
+        Source::Image(Box::new(
+            image(dirs, &args).map_err(fail(EXIT_WASMPOD_ERROR))?,
+        ))
+    } else {
+        let meta = fs::metadata(args.file()).map_err(|e| Failure {
+            code: if e.kind() == std::io::ErrorKind::NotFound {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_CANNOT_START
+            },
+            error: e.into(),
+        })?;
+        if !meta.is_file() {
+            return Err(fail(EXIT_CANNOT_START)(anyhow::anyhow!(
+                "not a regular file"
+            )));
+        }
+        Source::File
+    };
     let bundle = Bundle::create(&dirs.state).map_err(fail(EXIT_WASMPOD_ERROR))?;
-    let spec = bundle.prepare(&args).map_err(fail(EXIT_WASMPOD_ERROR))?;
+    let spec = bundle
+        .prepare(&args, &source)
+        .map_err(fail(EXIT_WASMPOD_ERROR))?;
     let mut policy = RunPolicy::from_spec(&spec, bundle.path())
         .context("invalid container configuration")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
@@ -184,35 +226,56 @@ impl Bundle {
         &self.dir
     }
 
-    /// Writes the root filesystem (a copy of the file, so the guest cannot change the
-    /// original) and returns the runtime spec containerd would write for it.
-    fn prepare(&self, args: &RunArgs) -> anyhow::Result<Spec> {
+    /// Writes the root filesystem (a copy of the file or of the image's unpacked root, so
+    /// the guest cannot change the original) and returns the runtime spec containerd
+    /// would write for it.
+    fn prepare(&self, args: &RunArgs, source: &Source) -> anyhow::Result<Spec> {
         let rootfs = self.dir.join("rootfs");
-        fs::create_dir(&rootfs)?;
-        let name = args
-            .file()
-            .file_name()
-            .context("the file has no name")?
-            .to_string_lossy()
-            .into_owned();
-        fs::copy(args.file(), rootfs.join(&name))
-            .with_context(|| format!("copying {} into the container", args.file().display()))?;
-
-        let mut process_args = vec![format!("/{name}")];
-        process_args.extend(args.args().iter().cloned());
         let mut env =
             vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+        let mut cwd = "/".to_owned();
+        let process_args = match source {
+            Source::File => {
+                fs::create_dir(&rootfs)?;
+                let name = args
+                    .file()
+                    .file_name()
+                    .context("the file has no name")?
+                    .to_string_lossy()
+                    .into_owned();
+                fs::copy(args.file(), rootfs.join(&name)).with_context(|| {
+                    format!("copying {} into the container", args.file().display())
+                })?;
+                let mut process_args = vec![format!("/{name}")];
+                process_args.extend(args.args().iter().cloned());
+                process_args
+            }
+            Source::Image(image) => {
+                copy_tree(&image.rootfs, &rootfs).context("copying the image's root filesystem")?;
+                let argv = image.config.argv(args.args());
+                if argv.is_empty() {
+                    bail!("the image has no entrypoint or command, and none was given");
+                }
+                for e in &image.config.env {
+                    set_env(&mut env, e.clone());
+                }
+                if let Some(dir) = &image.config.working_dir {
+                    cwd.clone_from(dir);
+                }
+                argv
+            }
+        };
         for e in &args.env {
             if e.contains('=') {
-                env.push(e.clone());
+                set_env(&mut env, e.clone());
             } else if let Ok(value) = std::env::var(e) {
-                env.push(format!("{e}={value}"));
+                set_env(&mut env, format!("{e}={value}"));
             }
         }
         let process = ProcessBuilder::default()
             .args(process_args)
             .env(env)
-            .cwd(args.workdir.as_deref().unwrap_or("/"))
+            .cwd(args.workdir.clone().unwrap_or(cwd))
             .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
             .rlimits(Vec::new())
             .capabilities(oci_spec::runtime::LinuxCapabilities::default())
@@ -254,6 +317,34 @@ impl Drop for Bundle {
             tracing::warn!(bundle = %self.dir.display(), error = %e, "cannot remove the bundle");
         }
     }
+}
+
+/// Sets `KEY=VALUE`, replacing an earlier value of KEY (later sources win, as in docker).
+fn set_env(env: &mut Vec<String>, entry: String) {
+    let key = entry
+        .split_once('=')
+        .map_or(entry.as_str(), |(k, _)| k)
+        .to_owned();
+    env.retain(|old| old.split_once('=').map_or(old.as_str(), |(k, _)| k) != key);
+    env.push(entry);
+}
+
+/// Copies a directory tree (files with their modes, directories, symlinks as links).
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir(to).with_context(|| to.display().to_string())?;
+    for entry in fs::read_dir(from).with_context(|| from.display().to_string())? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst).with_context(|| src.display().to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// Parses `-v HOST:GUEST[:ro|rw]` into a bind mount, as docker does (but the host

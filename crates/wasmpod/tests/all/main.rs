@@ -1,10 +1,14 @@
-//! End-to-end tests of `wasmpod run`: the CLI binary, with C programs compiled to wasm32-wasi.
+//! End-to-end tests of the `wasmpod` binary: C programs compiled to wasm32-wasi, run as
+//! files and as images through a private registry.
 
 #[path = "../../../../tests/support/fixtures.rs"]
 mod fixtures;
+#[path = "../../../../tests/support/registry.rs"]
+mod registry;
 
 mod errors;
 mod fs;
+mod images;
 mod limits;
 mod run;
 
@@ -32,6 +36,11 @@ impl Wasmpod {
             .env_remove("WASMPOD_LOG")
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// `wasmpod ARGS...`, waiting for it.
+    pub(crate) fn cmd(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
     }
 
     /// `wasmpod run ARGS...`, waiting for it.

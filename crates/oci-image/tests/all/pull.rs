@@ -1,0 +1,335 @@
+//! Build → push → pull round trips, integrity, resumption, concurrency and auth.
+
+use std::fs;
+use std::sync::{Arc, Mutex};
+
+use oci_image::{BuildFormat, Credentials, Error, ImageFormat, ImageRef, Progress, PullOptions};
+
+use crate::registry::{Registry, PASSWORD, USER};
+use crate::{anonymous, build, module, rt, store};
+
+#[test]
+fn both_formats_round_trip_and_pull_by_digest() {
+    let registry = Registry::start();
+    let rt = rt();
+    for (format, expect) in [
+        (BuildFormat::Artifact, ImageFormat::Artifact),
+        (BuildFormat::Compat, ImageFormat::Compat),
+    ] {
+        let wasm = module(3000);
+        let reference =
+            ImageRef::parse(&format!("{}/app:{expect:?}", registry.host()).to_lowercase()).unwrap();
+        let (_d, local) = store();
+        build(&local, &reference, format, &wasm);
+        let pushed = rt
+            .block_on(oci_image::push(
+                &local,
+                &reference,
+                &reference,
+                &anonymous(),
+            ))
+            .unwrap();
+
+        let (_d2, fresh) = store();
+        let image = rt
+            .block_on(oci_image::pull(&fresh, &reference, &anonymous()))
+            .unwrap();
+        assert_eq!(image.format, expect);
+        assert_eq!(image.record.digest, pushed);
+        assert_eq!(image.config.entrypoint, ["/app.wasm"]);
+        assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
+        if format == BuildFormat::Compat {
+            assert_ne!(
+                image.record.manifest, image.record.digest,
+                "a platform entry was chosen"
+            );
+        }
+
+        let by_digest = reference.with_digest(&pushed);
+        let (_d3, other) = store();
+        let image = rt
+            .block_on(oci_image::pull(&other, &by_digest, &anonymous()))
+            .unwrap();
+        assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
+        assert_eq!(other.images().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_stored() {
+    let registry = Registry::start();
+    let rt = rt();
+    let reference = ImageRef::parse(&format!("{}/tampered:v1", registry.host())).unwrap();
+    let (_d, local) = store();
+    let wasm = module(5000);
+    build(&local, &reference, BuildFormat::Artifact, &wasm);
+    rt.block_on(oci_image::push(
+        &local,
+        &reference,
+        &reference,
+        &anonymous(),
+    ))
+    .unwrap();
+    let layer = oci_image::media::sha256_digest(&wasm);
+    let data = registry.blob_data(&layer);
+    let mut bytes = fs::read(&data).unwrap();
+    bytes[100] ^= 0xff;
+    fs::write(&data, &bytes).unwrap();
+
+    let (_d2, fresh) = store();
+    let err = rt
+        .block_on(oci_image::pull(&fresh, &reference, &anonymous()))
+        .unwrap_err();
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&layer), "{err}");
+    assert!(!fresh.has_blob(&layer));
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    assert!(
+        !fresh.dir().join("ingest").join(hex).exists(),
+        "no partial copy kept"
+    );
+    assert!(
+        fresh.images().unwrap().is_empty(),
+        "the tag is not recorded"
+    );
+}
+
+/// Records the first `advance` of each blob: a resumed download starts at its offset.
+#[derive(Default)]
+struct FirstAdvance(Mutex<Vec<(String, u64)>>);
+
+impl Progress for FirstAdvance {
+    fn advance(&self, digest: &str, bytes: u64) {
+        let mut seen = self.0.lock().unwrap();
+        if !seen.iter().any(|(d, _)| d == digest) {
+            seen.push((digest.to_owned(), bytes));
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_pull_resumes() {
+    let registry = Registry::start();
+    let rt = rt();
+    let reference = ImageRef::parse(&format!("{}/resume:v1", registry.host())).unwrap();
+    let (_d, local) = store();
+    let wasm = module(1 << 20);
+    build(&local, &reference, BuildFormat::Artifact, &wasm);
+    rt.block_on(oci_image::push(
+        &local,
+        &reference,
+        &reference,
+        &anonymous(),
+    ))
+    .unwrap();
+    let layer = oci_image::media::sha256_digest(&wasm);
+    let hex = layer.strip_prefix("sha256:").unwrap();
+
+    // Half the layer arrived before the connection dropped.
+    let (_d2, fresh) = store();
+    let half = wasm.len() / 2;
+    fs::write(fresh.dir().join("ingest").join(hex), &wasm[..half]).unwrap();
+    let progress = Arc::new(FirstAdvance::default());
+    let options = PullOptions {
+        progress: Some(progress.clone()),
+        ..anonymous()
+    };
+    let image = rt
+        .block_on(oci_image::pull(&fresh, &reference, &options))
+        .unwrap();
+    assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
+    let first = progress
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(d, _)| *d == layer)
+        .cloned();
+    assert_eq!(
+        first,
+        Some((layer.clone(), half as u64)),
+        "the download resumed at the offset"
+    );
+
+    // A partial file with wrong bytes is detected and the download starts over.
+    let (_d3, other) = store();
+    fs::write(other.dir().join("ingest").join(hex), vec![0xAA; half]).unwrap();
+    let image = rt
+        .block_on(oci_image::pull(&other, &reference, &anonymous()))
+        .unwrap();
+    assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_share_the_store() {
+    let registry = Registry::start();
+    let reference = ImageRef::parse(&format!("{}/shared:v1", registry.host())).unwrap();
+    let (_d, local) = store();
+    let wasm = module(2 << 20);
+    build(&local, &reference, BuildFormat::Compat, &wasm);
+    rt().block_on(oci_image::push(
+        &local,
+        &reference,
+        &reference,
+        &anonymous(),
+    ))
+    .unwrap();
+
+    let (_d2, shared) = store();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, reference) = (shared.clone(), reference.clone());
+            std::thread::spawn(move || {
+                rt().block_on(oci_image::pull(&store, &reference, &anonymous()))
+            })
+        })
+        .collect();
+    for t in threads {
+        let image = t.join().unwrap().unwrap();
+        assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
+    }
+    assert_eq!(
+        fs::read_dir(shared.dir().join("ingest")).unwrap().count(),
+        0
+    );
+    let rootfs: Vec<_> = fs::read_dir(shared.dir().join("rootfs")).unwrap().collect();
+    assert_eq!(rootfs.len(), 1, "one unpacked root, no leftovers");
+    assert_eq!(shared.prune().unwrap().blobs, 0);
+}
+
+#[test]
+fn basic_auth() {
+    let registry = Registry::start_with_auth();
+    let rt = rt();
+    let reference = ImageRef::parse(&format!("{}/private:v1", registry.host())).unwrap();
+    let (_d, local) = store();
+    build(&local, &reference, BuildFormat::Artifact, &module(100));
+    let good = PullOptions {
+        credentials: Some(Credentials::Basic {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        }),
+        ..PullOptions::default()
+    };
+    let err = rt
+        .block_on(oci_image::push(
+            &local,
+            &reference,
+            &reference,
+            &anonymous(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("authentication required"), "{err}");
+    rt.block_on(oci_image::push(&local, &reference, &reference, &good))
+        .unwrap();
+
+    let (_d2, fresh) = store();
+    rt.block_on(oci_image::pull(&fresh, &reference, &good))
+        .unwrap();
+    let bad = PullOptions {
+        credentials: Some(Credentials::Basic {
+            username: USER.into(),
+            password: "wrong".into(),
+        }),
+        ..PullOptions::default()
+    };
+    let (_d3, other) = store();
+    let err = rt
+        .block_on(oci_image::pull(&other, &reference, &bad))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{reference}: the registry refused the credentials of user \"{USER}\"")
+    );
+    let err = rt
+        .block_on(oci_image::pull(&other, &reference, &anonymous()))
+        .unwrap_err();
+    assert!(err.to_string().contains("authentication required"), "{err}");
+
+    // Credentials from a docker config file.
+    let dir = tempfile::tempdir().unwrap();
+    let b64 = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{USER}:{PASSWORD}"),
+    );
+    let config = dir.path().join("config.json");
+    fs::write(
+        &config,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    let credentials = Credentials::from_docker_config_file(&config, reference.registry()).unwrap();
+    let (_d4, via_config) = store();
+    let options = PullOptions {
+        credentials: Some(credentials),
+        ..PullOptions::default()
+    };
+    rt.block_on(oci_image::pull(&via_config, &reference, &options))
+        .unwrap();
+}
+
+#[test]
+fn clear_errors() {
+    let registry = Registry::start();
+    let rt = rt();
+    let (_d, local) = store();
+
+    let missing = ImageRef::parse(&format!("{}/nothing:here", registry.host())).unwrap();
+    let err = rt
+        .block_on(oci_image::pull(&local, &missing, &anonymous()))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{missing}: tag \"here\" not found in the registry")
+    );
+
+    let down =
+        ImageRef::parse(&format!("127.0.0.1:{}/x:v1", crate::registry::free_port())).unwrap();
+    let err = rt
+        .block_on(oci_image::pull(&local, &down, &anonymous()))
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().contains("cannot reach registry 127.0.0.1:"),
+        "{err}"
+    );
+
+    // A layer media type nobody knows: named, and nothing downloaded.
+    let reference = ImageRef::parse(&format!("{}/odd:v1", registry.host())).unwrap();
+    build(&local, &reference, BuildFormat::Artifact, &module(100));
+    let record = local.resolve(&reference).unwrap().unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&local.read_blob(&record.digest).unwrap()).unwrap();
+    manifest["layers"][0]["mediaType"] = "application/x-rar".into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = local.write_blob(&bytes, None).unwrap();
+    local
+        .tag(
+            &reference,
+            oci_image::ImageRecord {
+                digest: digest.clone(),
+                manifest: digest,
+                ..record
+            },
+        )
+        .unwrap();
+    rt.block_on(oci_image::push(
+        &local,
+        &reference,
+        &reference,
+        &anonymous(),
+    ))
+    .unwrap();
+    let (_d2, fresh) = store();
+    let err = rt
+        .block_on(oci_image::pull(&fresh, &reference, &anonymous()))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unsupported media type \"application/x-rar\""),
+        "{err}"
+    );
+}
