@@ -5,7 +5,11 @@
 //! - compile time of a ~700 KB module cold vs its load from the precompile cache,
 //!   instantiate + run of a hello world and the kill latency (in-process, engine-bench);
 //! - `wasmpod run` of the hello world from process start to exit, cold and warm cache;
-//! - CPU-bound throughput: the Lua benchmark in wasm against the native build.
+//! - CPU-bound throughput: the Lua benchmark in wasm against the native build;
+//! - pull + unpack of a ~5 MB wasm image from a private docker-registry on loopback,
+//!   `wasmpod pull` against `skopeo copy docker://… oci:DIR`.
+//!
+//! `cargo xtask bench pull` (or `engine`, `run`, `lua`) runs one section only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -98,7 +102,8 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let only = |section: &str| args.is_empty() || args.iter().any(|a| a == section);
     require_wasm_toolchain()?;
     sh(cargo().args(["build", "--release", "-p", "wasmpod"]))?;
     sh(cargo().args([
@@ -118,6 +123,22 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
     let w = build_workloads(&out)?;
     let wasmpod = target.join("release/wasmpod");
 
+    if only("engine") {
+        engine(&target, &w)?;
+    }
+    if only("run") {
+        start_to_exit(&wasmpod, &w, &out)?;
+    }
+    if only("lua") {
+        lua(&wasmpod, &w, &out)?;
+    }
+    if only("pull") {
+        image_pull(&wasmpod, &out)?;
+    }
+    Ok(())
+}
+
+fn engine(target: &Path, w: &Workloads) -> anyhow::Result<()> {
     println!("\n== engine (in-process)");
     let engine_report = output(
         Command::new(target.join("release/examples/engine-bench"))
@@ -126,10 +147,13 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
             .arg(&w.fixtures),
     )?;
     print!("{engine_report}");
+    Ok(())
+}
 
+fn start_to_exit(wasmpod: &Path, w: &Workloads, out: &Path) -> anyhow::Result<()> {
     println!("\n== wasmpod run hello.wasm, process start to exit");
     let wasmpod_run = |root_dir: &Path| {
-        let mut cmd = Command::new(&wasmpod);
+        let mut cmd = Command::new(wasmpod);
         cmd.arg("--root")
             .arg(root_dir)
             .arg("--state")
@@ -148,12 +172,16 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         .map(|_| timed(&mut wasmpod_run(&warm_root)))
         .collect::<anyhow::Result<_>>()?;
     println!("warm cache: {} median of 30", ms(median(warm)));
+    Ok(())
+}
 
+fn lua(wasmpod: &Path, w: &Workloads, out: &Path) -> anyhow::Result<()> {
     println!("\n== CPU-bound: Lua 5.4 running tests/fixtures/bench.lua");
+    let warm_root = out.join("warm");
     let script = w.fixtures.join("bench.lua");
     let native_sum = output(Command::new(&w.lua_native).arg(&script))?;
     let wasm_run = || {
-        let mut cmd = Command::new(&wasmpod);
+        let mut cmd = Command::new(wasmpod);
         cmd.arg("--root")
             .arg(&warm_root)
             .arg("--state")
@@ -182,5 +210,140 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         native.as_secs_f64() / wasm.as_secs_f64(),
         wasm.as_secs_f64() / native.as_secs_f64()
     );
+    Ok(())
+}
+
+/// A ~5 MB wasm module: a valid header and a custom section of incompressible bytes.
+fn big_module(size: usize) -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    let payload = size - 16;
+    let mut len = payload + 4;
+    m.push(0);
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            m.push(byte);
+            break;
+        }
+        m.push(byte | 0x80);
+    }
+    m.extend_from_slice(b"\x03pad");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    m.extend((0..payload).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    }));
+    m
+}
+
+/// A docker-registry on a free loopback port with its own storage; killed on drop.
+struct Registry(std::process::Child);
+
+impl Registry {
+    fn start(dir: &Path) -> anyhow::Result<(Self, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n",
+                dir.join("registry").display()
+            ),
+        )?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry (apt-get install docker-registry)")?;
+        let registry = Registry(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("docker-registry did not listen on 127.0.0.1:{port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok((registry, format!("127.0.0.1:{port}")))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn image_pull(wasmpod: &Path, out: &Path) -> anyhow::Result<()> {
+    println!("\n== pull + unpack of a 5 MB wasm image from a loopback registry");
+    println!("(wasmpod pull --insecure vs skopeo copy --src-tls-verify=false: both plain HTTP)");
+    let dir = out.join("pull");
+    std::fs::create_dir_all(&dir)?;
+    let (_registry, host) = Registry::start(&dir)?;
+    let module = dir.join("big.wasm");
+    std::fs::write(&module, big_module(5 << 20))?;
+    let runs = 9;
+    for format in ["artifact", "compat"] {
+        let reference = format!("{host}/big:{format}");
+        let publisher = dir.join("publisher");
+        sh(Command::new(wasmpod)
+            .arg("--root")
+            .arg(&publisher)
+            .args(["build", "--format", format, "-t", &reference])
+            .arg(&module)
+            .stdout(Stdio::null()))?;
+        sh(Command::new(wasmpod)
+            .arg("--root")
+            .arg(&publisher)
+            .args(["push", &reference])
+            .stdout(Stdio::null()))?;
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for i in 0..runs {
+            let root_dir = dir.join(format!("root-{format}-{i}"));
+            ours.push(timed(
+                Command::new(wasmpod).arg("--root").arg(&root_dir).args([
+                    "pull",
+                    "--insecure",
+                    "-q",
+                    &reference,
+                ]),
+            )?);
+            let unpacked = root_dir.join("images/rootfs");
+            let found = std::fs::read_dir(&unpacked)?
+                .filter_map(Result::ok)
+                .any(|e| e.path().join("big.wasm").is_file());
+            if !found {
+                bail!(
+                    "wasmpod pull did not unpack big.wasm under {}",
+                    unpacked.display()
+                );
+            }
+            let layout = dir.join(format!("skopeo-{format}-{i}"));
+            theirs.push(timed(Command::new("skopeo").args([
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                &format!("docker://{reference}"),
+                &format!("oci:{}:{format}", layout.display()),
+            ]))?);
+        }
+        let (ours, theirs) = (median(ours), median(theirs));
+        println!(
+            "{format}: wasmpod pull {} vs skopeo copy {} (median of {runs}): wasmpod takes {:.2}x skopeo's time",
+            ms(ours),
+            ms(theirs),
+            ours.as_secs_f64() / theirs.as_secs_f64()
+        );
+    }
     Ok(())
 }

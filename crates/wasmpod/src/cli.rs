@@ -49,7 +49,7 @@ pub(crate) enum Command {
 /// How to reach a registry (shared by run, pull and push).
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct RegistryArgs {
-    /// Use plain HTTP (loopback registries always do)
+    /// An insecure registry, as docker's: plain HTTP, certificates unchecked (loopback registries use HTTP without it)
     #[arg(long)]
     pub(crate) insecure: bool,
 
