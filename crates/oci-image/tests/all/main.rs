@@ -2,6 +2,8 @@
 
 #[path = "../../../../tests/support/registry.rs"]
 mod registry;
+#[path = "../../../../tests/support/token_proxy.rs"]
+mod token_proxy;
 
 mod pull;
 

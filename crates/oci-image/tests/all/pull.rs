@@ -272,6 +272,51 @@ fn basic_auth() {
 }
 
 #[test]
+fn bearer_token_flow() {
+    let registry = Registry::start();
+    let rt = rt();
+    let upstream = ImageRef::parse(&format!("{}/tokened:v1", registry.host())).unwrap();
+    let (_d, local) = store();
+    let wasm = module(4000);
+    build(&local, &upstream, BuildFormat::Compat, &wasm);
+    rt.block_on(oci_image::push(&local, &upstream, &upstream, &anonymous()))
+        .unwrap();
+
+    let proxy = crate::token_proxy::TokenProxy::start(registry.host(), USER, PASSWORD);
+    let reference = ImageRef::parse(&format!("{}/tokened:v1", proxy.host())).unwrap();
+    let (_d2, fresh) = store();
+    let err = rt
+        .block_on(oci_image::pull(&fresh, &reference, &anonymous()))
+        .unwrap_err();
+    assert!(err.to_string().contains("authentication required"), "{err}");
+    let good = PullOptions {
+        credentials: Some(Credentials::Basic {
+            username: USER.into(),
+            password: PASSWORD.into(),
+        }),
+        ..PullOptions::default()
+    };
+    let image = rt
+        .block_on(oci_image::pull(&fresh, &reference, &good))
+        .unwrap();
+    assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
+    assert!(proxy.issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    let bad = PullOptions {
+        credentials: Some(Credentials::Basic {
+            username: USER.into(),
+            password: "wrong".into(),
+        }),
+        ..PullOptions::default()
+    };
+    let (_d3, other) = store();
+    let err = rt
+        .block_on(oci_image::pull(&other, &reference, &bad))
+        .unwrap_err();
+    assert!(err.to_string().contains("refused the credentials"), "{err}");
+}
+
+#[test]
 fn clear_errors() {
     let registry = Registry::start();
     let rt = rt();
