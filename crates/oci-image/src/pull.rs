@@ -16,7 +16,7 @@ use crate::image::{self, Image};
 use crate::media::{self, LayerKind};
 use crate::progress::{Progress, Quiet};
 use crate::reference::ImageRef;
-use crate::store::{is_index, ImageRecord, Store};
+use crate::store::{document_media_type, is_index, ImageRecord, Store};
 
 /// How to reach the registry and what to accept.
 #[derive(Clone, Default)]
@@ -187,7 +187,7 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
         .pull_manifest_raw(oci_ref, &registry.auth, media::MANIFEST_TYPES)
         .await
         .map_err(|e| registry.error(reference, e))?;
-    let media_type = sniff_media_type(&bytes);
+    let media_type = document_media_type(&bytes);
     store.write_blob(&bytes, None)?;
     let (manifest_digest, manifest_bytes) = if is_index(&media_type, &bytes) {
         let index = image::read_index(&bytes, &digest)?;
@@ -223,26 +223,6 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
     };
     store.tag(reference, record)?;
     image::open(store, reference, options.max_unpacked)
-}
-
-/// The document's own `mediaType`, or a guess from its shape.
-fn sniff_media_type(bytes: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<Probe>(bytes) {
-        Ok(Probe {
-            media_type: Some(m),
-            ..
-        }) => m,
-        Ok(Probe {
-            manifests: Some(_), ..
-        }) => media::OCI_INDEX.to_owned(),
-        _ => media::OCI_MANIFEST.to_owned(),
-    }
 }
 
 /// Downloads one blob into the store unless it is there; resumes a partial download, and

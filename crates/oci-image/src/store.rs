@@ -297,24 +297,32 @@ impl Store {
     }
 }
 
-/// Whether a document is an index (by media type, or by its own `mediaType`/`manifests`).
+#[derive(Deserialize)]
+struct DocumentProbe {
+    #[serde(rename = "mediaType")]
+    media_type: Option<String>,
+    manifests: Option<serde_json::Value>,
+}
+
+/// A manifest document's own `mediaType`, or, when it has none (as OCI allows), a guess
+/// from its shape: a `manifests` list is an index.
+pub(crate) fn document_media_type(bytes: &[u8]) -> String {
+    match serde_json::from_slice::<DocumentProbe>(bytes) {
+        Ok(DocumentProbe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(DocumentProbe {
+            manifests: Some(_), ..
+        }) => media::OCI_INDEX.to_owned(),
+        _ => media::OCI_MANIFEST.to_owned(),
+    }
+}
+
+/// Whether a document is an index (by the media type recorded for it, or its own).
 pub(crate) fn is_index(media_type: &str, bytes: &[u8]) -> bool {
-    if media_type == media::OCI_INDEX || media_type == media::DOCKER_MANIFEST_LIST {
-        return true;
-    }
-    #[derive(Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
-    }
-    serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| {
-        p.manifests.is_some()
-            || matches!(
-                p.media_type.as_deref(),
-                Some(media::OCI_INDEX | media::DOCKER_MANIFEST_LIST)
-            )
-    })
+    let index = |m: &str| m == media::OCI_INDEX || m == media::DOCKER_MANIFEST_LIST;
+    index(media_type) || index(&document_media_type(bytes))
 }
 
 fn verify(want: &str, size: u64, actual: &str, actual_size: u64) -> Result<()> {
