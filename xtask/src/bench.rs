@@ -9,7 +9,10 @@
 //! - pull + unpack of a ~5 MB wasm image from a private docker-registry on loopback,
 //!   `wasmpod pull` against `skopeo copy docker://… oci:DIR`.
 //!
-//! `cargo xtask bench pull` (or `engine`, `run`, `lua`) runs one section only.
+//! - under a private containerd (as root): `ctr run --rm` of a hello world with our shim
+//!   against runc running busybox echo, and the memory of idle shims (`bench/shim.rs`).
+//!
+//! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `shim`) runs one section only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,6 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::util::{cargo, require_wasm_toolchain, root, run as sh};
+
+mod shim;
 
 struct Workloads {
     lua_wasm: PathBuf,
@@ -134,6 +139,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if only("pull") {
         image_pull(&wasmpod, &out)?;
+    }
+    if only("shim") {
+        if crate::util::is_root() {
+            shim::run()?;
+        } else {
+            println!("\n== containerd: skipped (needs root)");
+        }
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own tasks. This file only dispatches; one file per task.
 
 mod bench;
+mod e2e;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -12,7 +13,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test    fmt check, clippy (-D warnings), docs, and every test of the workspace
+  test    fmt check, clippy (-D warnings), docs, every test of the workspace, then the e2e
+  e2e     the shim under a private containerd (as root): ctr run, kill, mounts, restart
+          [CHECK...] runs only the checks whose names contain one of the words
   bench   startup, compile/cache and throughput figures (release build)
 ";
 
@@ -20,6 +23,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
+        Some("e2e") => e2e::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: everything CI checks, in the order that fails fastest.
+//! `cargo xtask test`: everything CI checks, in the order that fails fastest, ending with
+//! the containerd e2e.
 
 use crate::util::{cargo, require_wasm_toolchain, run as sh};
 
@@ -18,5 +19,10 @@ pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
         .args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     sh(cargo().args(["test", "--workspace"]).args(extra))?;
+    if crate::util::is_root() {
+        crate::e2e::run(&[])?;
+    } else {
+        eprintln!("skipping the containerd e2e: it needs root (run `sudo cargo xtask e2e`)");
+    }
     Ok(())
 }

@@ -62,3 +62,11 @@ pub(crate) fn require_wasm_toolchain() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Whether we run as root (the e2e mounts snapshots and starts containerd).
+pub(crate) fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

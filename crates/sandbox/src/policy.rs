@@ -227,6 +227,7 @@ impl RunPolicy {
             stdio,
             limits: self.limits.clone(),
             kill,
+            memory: Default::default(),
         }
     }
 }

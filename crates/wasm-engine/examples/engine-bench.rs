@@ -89,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             let config = RunConfig {
                 kill,
+                memory: Default::default(),
                 ..RunConfig::default()
             };
             let status = rt.block_on(engine.run(&spin, config));

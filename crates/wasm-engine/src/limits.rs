@@ -1,5 +1,7 @@
 //! The memory cap: one budget over all linear memories and tables of a store.
 
+use crate::run::MemoryGauge;
+
 /// Bytes charged per table element (a function reference is a pointer).
 const TABLE_ELEMENT_BYTES: usize = 8;
 
@@ -12,12 +14,14 @@ pub(crate) struct MemoryBudget {
     used: usize,
     peak: usize,
     denied: bool,
+    gauge: MemoryGauge,
 }
 
 impl MemoryBudget {
-    pub(crate) fn new(cap: Option<u64>) -> Self {
+    pub(crate) fn new(cap: Option<u64>, gauge: MemoryGauge) -> Self {
         Self {
             cap: cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
+            gauge,
             ..Self::default()
         }
     }
@@ -36,6 +40,7 @@ impl MemoryBudget {
         }
         self.used = next;
         self.peak = self.peak.max(next);
+        self.gauge.set(next);
         true
     }
 }
@@ -76,10 +81,11 @@ mod tests {
 
     #[test]
     fn memories_and_tables_share_one_budget() {
-        let mut b = MemoryBudget::new(Some(100));
+        let mut b = MemoryBudget::new(Some(100), MemoryGauge::default());
         assert!(b.memory_growing(0, 60, None).unwrap());
         assert!(b.table_growing(0, 5, None).unwrap()); // 40 bytes
         assert_eq!(b.used, 100);
+        assert_eq!(b.gauge.bytes(), 100);
         assert!(!b.memory_growing(60, 61, None).unwrap());
         assert!(b.denied());
         assert_eq!(b.used, 100);
@@ -87,7 +93,7 @@ mod tests {
 
     #[test]
     fn growth_replaces_the_old_size() {
-        let mut b = MemoryBudget::new(Some(100));
+        let mut b = MemoryBudget::new(Some(100), MemoryGauge::default());
         assert!(b.memory_growing(0, 50, None).unwrap());
         assert!(b.memory_growing(50, 100, None).unwrap());
         assert_eq!(b.used, 100);
@@ -97,7 +103,7 @@ mod tests {
 
     #[test]
     fn no_cap_means_unbounded_but_declared_maximums_hold() {
-        let mut b = MemoryBudget::new(None);
+        let mut b = MemoryBudget::new(None, MemoryGauge::default());
         assert!(b.memory_growing(0, 1 << 40, None).unwrap());
         assert!(!b.memory_growing(0, 10, Some(5)).unwrap());
         assert!(!b.denied());

@@ -52,6 +52,25 @@ pub struct RunConfig {
     pub limits: Limits,
     /// Stops the run from anywhere; keep a clone to use it.
     pub kill: KillHandle,
+    /// Reports the bytes of linear memory and tables in use while the guest runs.
+    pub memory: MemoryGauge,
+}
+
+/// The memory a running guest holds (linear memories and tables), readable from any
+/// thread: what `ctr task metrics` and the kubelet's stats show.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryGauge(Arc<std::sync::atomic::AtomicU64>);
+
+impl MemoryGauge {
+    /// Bytes in use now.
+    pub fn bytes(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, bytes: usize) {
+        self.0
+            .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Stops a running guest from any thread, even one spinning in `loop {}`.
@@ -97,7 +116,9 @@ impl KillHandle {
         *self.0.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn wait(&self) -> i32 {
+    /// Waits until the handle is used and returns the status asked for. The shim holds a
+    /// pod's sandbox container on this: it runs nothing until it is killed.
+    pub async fn wait(&self) -> i32 {
         loop {
             let notified = self.0.notify.notified();
             if let Some(status) = self.killed() {
@@ -239,6 +260,7 @@ impl Engine {
             stdio,
             limits,
             kill,
+            memory,
         } = config;
         let mut builder = WasiCtxBuilder::new();
         builder.args(&args).envs(&env);
@@ -259,7 +281,7 @@ impl Engine {
                 })?;
         }
         let mut err_sink = stdio::install(stdio, &mut builder)?;
-        let budget = MemoryBudget::new(limits.memory);
+        let budget = MemoryBudget::new(limits.memory, memory);
 
         let guest = async {
             match &program.code {

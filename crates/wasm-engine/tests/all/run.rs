@@ -86,6 +86,7 @@ async fn the_kill_handle_stops_a_spinning_guest_from_another_thread() {
     let kill = KillHandle::new();
     let config = RunConfig {
         kill: kill.clone(),
+        memory: Default::default(),
         ..RunConfig::default()
     };
     let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None));
@@ -114,6 +115,7 @@ async fn kill_with_a_status_and_the_first_kill_wins() {
     assert_eq!(kill.killed(), Some(143));
     let config = RunConfig {
         kill,
+        memory: Default::default(),
         ..RunConfig::default()
     };
     assert_eq!(run(&e, &p, config).await.code(), 143);

@@ -1,0 +1,68 @@
+//! The containerd shim v2 for WebAssembly: `containerd-shim-wasm-v1`, runtime type
+//! `io.containerd.wasm.v1`.
+//!
+//! # Core concepts
+//!
+//! - [`Service`]: the shim process as containerd starts it. `start` spawns (or, for the
+//!   containers of one pod, reuses) a serving shim and prints its ttrpc address; `delete`
+//!   cleans up after a serving shim that died; serving answers the task API.
+//! - [`TaskService`]: the task API over the containers of one serving shim. Each container
+//!   walks `Created → Running → Stopped` and is removed on Delete. Create mounts the
+//!   snapshot containerd sends at `bundle/rootfs`, turns `config.json` into a
+//!   [`sandbox::RunPolicy`] and compiles the entrypoint (through the precompile cache), so
+//!   a workload that cannot run fails Create and leaves nothing behind; Start runs it on
+//!   the shared [`wasm_engine::Engine`]; Kill stops it through its kill handle (SIGTERM
+//!   143, SIGKILL 137), even while it spins.
+//! - Guests run inside the serving shim's process, so every task reports the shim's pid.
+//! - A CRI pod's sandbox (pause) container runs nothing: it is held until killed, so a pod
+//!   with `runtimeClassName: wasm` needs no native runtime.
+
+#![deny(missing_docs)]
+
+mod container;
+mod error;
+mod events;
+mod logging;
+mod rootfs;
+mod service;
+mod stdio;
+mod sys;
+mod task;
+
+pub use error::{Error, Result};
+pub use service::Service;
+pub use task::TaskService;
+
+/// The runtime type containerd knows this shim by.
+pub const RUNTIME_TYPE: &str = "io.containerd.wasm.v1";
+
+/// CRI's annotation naming a container's pod sandbox.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+/// CRI's annotation telling a pod's sandbox container (`sandbox`) from the others.
+pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
+/// CRI's annotation naming a container's image.
+pub const IMAGE_NAME_ANNOTATION: &str = "io.kubernetes.cri.image-name";
+
+/// Runs the shim as containerd invoked it (`start`, `delete`, or serving); never returns
+/// on failure, exiting with status 1 and the reason on stderr.
+pub fn main() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{RUNTIME_TYPE}: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let config = containerd_shim::Config {
+        no_setup_logger: true,
+        ..Default::default()
+    };
+    runtime.block_on(containerd_shim::asynchronous::run::<Service>(
+        RUNTIME_TYPE,
+        Some(config),
+    ));
+}

@@ -1,0 +1,154 @@
+//! The shim process: `start` (spawn or reuse the serving shim of a pod), `delete` (clean up
+//! after a shim that died) and serving the task API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{Config, Flags, StartOpts};
+use oci_spec::runtime::Spec;
+use wasm_engine::{Engine, EngineConfig, EXIT_KILLED};
+
+use crate::events::{timestamp, Events};
+use crate::task::TaskService;
+use crate::{rootfs, SANDBOX_ID_ANNOTATION};
+
+/// The shim as containerd's `start`, `delete` and serve calls see it.
+#[derive(Clone)]
+pub struct Service {
+    exit: Arc<ExitSignal>,
+    namespace: String,
+    id: String,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("namespace", &self.namespace)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which serving shim a container joins: the containers of one pod (same
+/// `io.kubernetes.cri.sandbox-id`) share one; any other container gets its own.
+pub(crate) fn grouping(id: &str, spec: Option<&Spec>) -> String {
+    spec.and_then(|s| s.annotations().as_ref())
+        .and_then(|a| a.get(SANDBOX_ID_ANNOTATION))
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| id.to_owned())
+}
+
+/// The directory of the precompile cache: `$WASMPOD_ROOT/cache`, else
+/// `/var/lib/wasmpod/cache` (the shim runs as root, as containerd does).
+pub(crate) fn cache_dir() -> PathBuf {
+    std::env::var_os("WASMPOD_ROOT")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/wasmpod"))
+        .join("cache")
+}
+
+#[async_trait]
+impl Shim for Service {
+    type T = TaskService;
+
+    async fn new(_runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
+        config.no_setup_logger = true;
+        crate::logging::init(args);
+        Service {
+            exit: Arc::new(ExitSignal::default()),
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+        }
+    }
+
+    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
+        // containerd runs `start` in the new container's bundle.
+        let spec = Spec::load("config.json").ok();
+        let grouping = grouping(&opts.id, spec.as_ref());
+        let address = spawn(opts, &grouping, Vec::new()).await?;
+        containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
+        Ok(address)
+    }
+
+    async fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
+        // The serving shim died: its guests died with it. Detach what it had mounted.
+        let bundle = Path::new(".");
+        if rootfs::is_mounted(bundle) {
+            if let Err(error) = rootfs::unmount(&self.id, bundle) {
+                tracing::warn!(id = %self.id, %error, "cleaning up after a dead shim");
+            }
+        }
+        Ok(DeleteResponse {
+            pid: 0,
+            exit_status: u32::try_from(EXIT_KILLED).unwrap_or(137),
+            exited_at: Some(timestamp(SystemTime::now())).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn wait(&mut self) {
+        self.exit.wait().await;
+    }
+
+    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let engine = Engine::new(EngineConfig {
+            cache_dir: Some(cache_dir()),
+        })
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot start the wasm engine");
+            std::process::exit(1)
+        });
+        TaskService::new(
+            engine,
+            Events::new(publisher, self.namespace.clone()),
+            self.exit.clone(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(annotations: &[(&str, &str)]) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        spec
+    }
+
+    #[test]
+    fn containers_of_one_pod_share_a_shim() {
+        let sandbox = spec_with(&[
+            ("io.kubernetes.cri.container-type", "sandbox"),
+            (SANDBOX_ID_ANNOTATION, "pod1"),
+        ]);
+        let app = spec_with(&[
+            ("io.kubernetes.cri.container-type", "container"),
+            (SANDBOX_ID_ANNOTATION, "pod1"),
+        ]);
+        assert_eq!(grouping("pod1", Some(&sandbox)), "pod1");
+        assert_eq!(grouping("app", Some(&app)), "pod1");
+    }
+
+    #[test]
+    fn other_containers_get_their_own_shim() {
+        assert_eq!(grouping("c1", Some(&spec_with(&[]))), "c1");
+        assert_eq!(grouping("c1", None), "c1");
+        assert_eq!(
+            grouping("c1", Some(&spec_with(&[(SANDBOX_ID_ANNOTATION, "")]))),
+            "c1"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The task's standard streams: containerd's FIFOs (or `file://` log files) opened for the
+//! guest, and stdin relayed through a pipe so that CloseIO can end it.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+use wasm_engine::{Stdio, StdioStream};
+
+use crate::container::StdioPaths;
+use crate::error::{io, Error, Result};
+use crate::sys;
+
+/// How long to wait for containerd to open the other end of a FIFO.
+const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams ready for the engine, and the switch that closes stdin.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    pub(crate) stdio: Stdio,
+    pub(crate) stdin_close: Option<oneshot::Sender<()>>,
+}
+
+/// Opens the streams containerd named. Empty paths mean no stream (end-of-file on stdin,
+/// output discarded).
+pub(crate) async fn open(paths: &StdioPaths) -> Result<Streams> {
+    if paths.terminal {
+        return Err(Error::InvalidArgument(
+            "a terminal (ctr -t, tty: true) cannot be given to a wasm guest: WASI has no TTY; \
+             run without one"
+                .into(),
+        ));
+    }
+    let (stdin, stdin_close) = open_stdin(&paths.stdin).await?;
+    let stdout = open_output(&paths.stdout, "stdout").await?;
+    let stderr = open_output(&paths.stderr, "stderr").await?;
+    Ok(Streams {
+        stdio: Stdio {
+            stdin,
+            stdout,
+            stderr,
+        },
+        stdin_close,
+    })
+}
+
+/// Where a stdio URI points: containerd passes FIFO paths, or `file://` / `binary://` URIs
+/// for `--log-uri`.
+fn target(uri: &str, which: &str) -> Result<Option<String>> {
+    if uri.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = uri.strip_prefix("file://") {
+        return Ok(Some(path.to_owned()));
+    }
+    if uri.starts_with("binary://") {
+        return Err(Error::InvalidArgument(format!(
+            "{which} {uri:?}: binary:// log drivers are not supported by the wasm shim"
+        )));
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(Error::InvalidArgument(format!(
+            "{which} {uri:?}: unknown scheme {scheme:?}"
+        )));
+    }
+    Ok(Some(uri.to_owned()))
+}
+
+/// Opens `path` on a blocking thread: opening a FIFO waits for its other end.
+async fn open_blocking(path: String, options: OpenOptions, which: &'static str) -> Result<File> {
+    let context = format!("opening {which} {path}");
+    let task = tokio::task::spawn_blocking(move || options.open(Path::new(&path)));
+    match tokio::time::timeout(FIFO_OPEN_TIMEOUT, task).await {
+        Ok(Ok(result)) => result.map_err(io(context)),
+        Ok(Err(join)) => Err(Error::Io {
+            context,
+            source: std::io::Error::other(join),
+        }),
+        Err(_) => Err(Error::Io {
+            context,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "nobody opened the other end within 10 s",
+            ),
+        }),
+    }
+}
+
+async fn open_output(uri: &str, which: &'static str) -> Result<StdioStream> {
+    let Some(path) = target(uri, which)? else {
+        return Ok(StdioStream::Null);
+    };
+    let mut options = OpenOptions::new();
+    options.write(true);
+    if uri.starts_with("file://") {
+        options.append(true).create(true);
+    }
+    Ok(StdioStream::File(
+        open_blocking(path, options, which).await?,
+    ))
+}
+
+/// Opens stdin and relays it into a pipe whose write end the shim holds: CloseIO (or the
+/// task's end) drops it, and the guest reads end-of-file.
+///
+/// The FIFO is opened read-only and non-blocking, which never waits: containerd opens its
+/// end lazily (not at all when there is nothing to send). Until a writer comes the relay
+/// sees no readiness rather than end-of-file (Linux reports a hang-up only after a writer
+/// has come and gone), so input ends when containerd closes its end or sends CloseIO,
+/// whichever comes first.
+async fn open_stdin(uri: &str) -> Result<(StdioStream, Option<oneshot::Sender<()>>)> {
+    let Some(path) = target(uri, "stdin")? else {
+        return Ok((StdioStream::Null, None));
+    };
+    let source = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(&path)
+        .map_err(io(format!("opening stdin {path}")))?;
+    let (read, write) = sys::pipe().map_err(io("creating the stdin pipe"))?;
+    let sink = tokio::net::unix::pipe::Sender::from_file(write).map_err(io("stdin pipe"))?;
+    let (close_tx, close_rx) = oneshot::channel();
+    tokio::spawn(relay(source, sink, close_rx));
+    Ok((StdioStream::File(read), Some(close_tx)))
+}
+
+async fn relay(
+    mut source: tokio::net::unix::pipe::Receiver,
+    mut sink: tokio::net::unix::pipe::Sender,
+    close: oneshot::Receiver<()>,
+) {
+    let copy = async {
+        let _ = tokio::io::copy(&mut source, &mut sink).await;
+        let _ = sink.shutdown().await;
+    };
+    tokio::select! {
+        () = copy => {}
+        _ = close => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdio_uris() {
+        assert_eq!(target("", "stdout").unwrap(), None);
+        assert_eq!(
+            target("/run/containerd/fifo/1/c-stdout", "stdout").unwrap(),
+            Some("/run/containerd/fifo/1/c-stdout".into())
+        );
+        assert_eq!(
+            target("file:///var/log/c.log", "stdout").unwrap(),
+            Some("/var/log/c.log".into())
+        );
+        let err = target("binary:///usr/bin/logger?x=1", "stdout").unwrap_err();
+        assert!(err.to_string().contains("binary://"), "{err}");
+        let err = target("fifo://x", "stderr").unwrap_err();
+        assert!(err.to_string().contains("\"fifo\""), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_stdin_gives_the_guest_end_of_file() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stdin");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (stream, close) = open_stdin(fifo.to_str().unwrap()).await.unwrap();
+        // containerd's side comes later, and stays open, as while `ctr run` reads a terminal.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut writer, b"hello").unwrap();
+        let StdioStream::File(mut read) = stream else {
+            panic!("stdin should be a pipe")
+        };
+        let mut got = [0u8; 5];
+        tokio::task::block_in_place(|| read.read_exact(&mut got)).unwrap();
+        assert_eq!(&got, b"hello");
+        drop(close.expect("a close switch"));
+        let mut rest = Vec::new();
+        tokio::task::block_in_place(|| read.read_to_end(&mut rest)).unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_closing_gives_the_guest_end_of_file() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("stdin");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (stream, _close) = open_stdin(fifo.to_str().unwrap()).await.unwrap();
+        let StdioStream::File(mut read) = stream else {
+            panic!("stdin should be a pipe")
+        };
+        // No writer yet: that is not the end of input.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut writer, b"piped input").unwrap();
+        drop(writer); // `echo ... | ctr run`: input ends before any CloseIO
+        let mut all = String::new();
+        tokio::task::block_in_place(|| read.read_to_string(&mut all)).unwrap();
+        assert_eq!(all, "piped input");
+    }
+}

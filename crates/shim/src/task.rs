@@ -1,0 +1,603 @@
+//! The containerd task API (`containerd.task.v2.Task`) over the containers of this shim.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use containerd_shim::api::{self, Status};
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::protos::cgroups::metrics::{MemoryEntry, MemoryStat, Metrics};
+use containerd_shim::protos::events::task::{TaskCreate, TaskIO};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::{Task, TtrpcContext, TtrpcResult};
+use oci_spec::runtime::Spec;
+use sandbox::RunPolicy;
+use tracing::Instrument;
+use wasm_engine::{Engine, KillHandle, EXIT_CANNOT_START, EXIT_KILLED, EXIT_TERMINATED};
+
+use crate::container::{Container, State, StdioPaths, Workload};
+use crate::error::{Error, Result};
+use crate::events::{timestamp, Events};
+use crate::{rootfs, stdio, CONTAINER_TYPE_ANNOTATION, IMAGE_NAME_ANNOTATION};
+
+/// The task service: every container of this shim process.
+#[derive(Clone)]
+pub struct TaskService {
+    engine: Engine,
+    events: Events,
+    exit: Arc<ExitSignal>,
+    containers: Arc<Mutex<HashMap<String, Container>>>,
+}
+
+impl std::fmt::Debug for TaskService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskService").finish_non_exhaustive()
+    }
+}
+
+/// The pid containerd is shown for every task: the guests run inside this process.
+fn pid() -> u32 {
+    std::process::id()
+}
+
+fn span(id: &str) -> tracing::Span {
+    tracing::info_span!("container", %id)
+}
+
+/// The exit status a signal gives a guest, or `None` for signals whose default action is to
+/// do nothing.
+fn signal_status(signal: u32) -> Result<Option<i32>> {
+    match i32::try_from(signal).unwrap_or(-1) {
+        libc::SIGKILL => Ok(Some(EXIT_KILLED)),
+        libc::SIGTERM => Ok(Some(EXIT_TERMINATED)),
+        libc::SIGCHLD | libc::SIGCONT | libc::SIGURG | libc::SIGWINCH => Ok(None),
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {
+            Err(Error::InvalidArgument(format!(
+                "signal {signal} would pause the task; Pause is not supported for wasm guests"
+            )))
+        }
+        s @ 1..=64 => Ok(Some(128 + s)),
+        _ => Err(Error::InvalidArgument(format!("invalid signal {signal}"))),
+    }
+}
+
+/// What the spec says about the image, for errors: CRI names it in an annotation.
+fn describe_entrypoint(spec: &Spec, entrypoint: &str) -> String {
+    match spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(IMAGE_NAME_ANNOTATION))
+    {
+        Some(image) => format!("image {image}: entrypoint {entrypoint}"),
+        None => format!("entrypoint {entrypoint} (process.args[0]) in the root filesystem"),
+    }
+}
+
+fn is_sandbox(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION))
+        .is_some_and(|t| t == "sandbox")
+}
+
+impl TaskService {
+    pub(crate) fn new(engine: Engine, events: Events, exit: Arc<ExitSignal>) -> Self {
+        Self {
+            engine,
+            events,
+            exit,
+            containers: Arc::default(),
+        }
+    }
+
+    fn containers(&self) -> MutexGuard<'_, HashMap<String, Container>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Container) -> Result<T>) -> Result<T> {
+        let mut map = self.containers();
+        let c = map
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        f(c)
+    }
+
+    fn no_exec(exec_id: &str, id: &str) -> Result<()> {
+        if exec_id.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("{id} exec {exec_id}")))
+        }
+    }
+
+    /// Loads what the container will run: the spec, the policy, the compiled entrypoint and
+    /// its stdio. Nothing here outlives a failure.
+    async fn prepare(
+        &self,
+        id: &str,
+        bundle: &Path,
+        paths: &StdioPaths,
+    ) -> Result<(
+        Workload,
+        Option<u64>,
+        Option<tokio::sync::oneshot::Sender<()>>,
+    )> {
+        let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "container {id}: cannot read {}: {e}",
+                bundle.join("config.json").display()
+            ))
+        })?;
+        if is_sandbox(&spec) {
+            tracing::info!("pod sandbox: held until killed, running nothing");
+            return Ok((Workload::Sandbox, None, None));
+        }
+        let policy = RunPolicy::from_spec(&spec, bundle).map_err(|source| Error::Policy {
+            id: id.to_owned(),
+            source,
+        })?;
+        for warning in policy.warnings() {
+            tracing::warn!(field = %warning.field, "{}", warning.message);
+        }
+        let what = describe_entrypoint(&spec, policy.entrypoint());
+        let bytes = policy.read_entrypoint().map_err(|source| Error::Policy {
+            id: id.to_owned(),
+            source,
+        })?;
+        let engine = self.engine.clone();
+        let name = PathBuf::from(policy.entrypoint());
+        // Compiling is CPU-bound: keep it off the threads that serve the task API.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let program = engine.load_named(&bytes, &name)?;
+            engine.check(&program)?;
+            Ok(program)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: format!("container {id}: compiling"),
+            source: std::io::Error::other(e),
+        })?;
+        let program = loaded.map_err(|source| Error::Engine {
+            id: id.to_owned(),
+            what,
+            source,
+        })?;
+        let streams = stdio::open(paths).await?;
+        let config = policy.run_config(streams.stdio, KillHandle::new());
+        Ok((
+            Workload::Wasm {
+                program,
+                config: Box::new(config),
+            },
+            policy.limits().memory,
+            streams.stdin_close,
+        ))
+    }
+
+    async fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
+        let id = req.id.clone();
+        if self.containers().contains_key(&id) {
+            return Err(Error::AlreadyExists(id));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(Error::Unimplemented("Create from a checkpoint"));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let paths = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let mounted = rootfs::mount(&id, &bundle, &req.rootfs).await?;
+        let prepared = self.prepare(&id, &bundle, &paths).await;
+        let (workload, memory_limit, stdin_close) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if mounted {
+                    if let Err(error) = rootfs::unmount(&id, &bundle) {
+                        tracing::warn!(%error, "after a failed create");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut container = Container::new(id.clone(), bundle, paths.clone(), workload);
+        container.rootfs_mounted = mounted;
+        container.memory_limit = memory_limit;
+        container.stdin_close = stdin_close;
+        if let State::Created(w) = container.state() {
+            if let Workload::Wasm { config, .. } = w.as_ref() {
+                container.memory = config.memory.clone();
+            }
+        }
+        {
+            let mut map = self.containers();
+            if map.contains_key(&id) {
+                drop(map);
+                if mounted {
+                    let _ = rootfs::unmount(&id, Path::new(&req.bundle));
+                }
+                return Err(Error::AlreadyExists(id));
+            }
+            map.insert(id.clone(), container);
+        }
+        tracing::info!("created");
+        self.events
+            .create(TaskCreate {
+                container_id: id,
+                bundle: req.bundle,
+                rootfs: req.rootfs,
+                io: Some(TaskIO {
+                    stdin: paths.stdin,
+                    stdout: paths.stdout,
+                    stderr: paths.stderr,
+                    terminal: paths.terminal,
+                    ..Default::default()
+                })
+                .into(),
+                checkpoint: req.checkpoint,
+                pid: pid(),
+                ..Default::default()
+            })
+            .await;
+        Ok(api::CreateTaskResponse {
+            pid: pid(),
+            ..Default::default()
+        })
+    }
+
+    fn do_start(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
+        Self::no_exec(&req.exec_id, &req.id)?;
+        let (workload, kill) = self.with(&req.id, Container::start)?;
+        let service = self.clone();
+        let id = req.id.clone();
+        let engine = self.engine.clone();
+        let run = async move {
+            tracing::info!(?workload, "started");
+            let code = match workload {
+                Workload::Wasm {
+                    program,
+                    mut config,
+                } => {
+                    config.kill = kill;
+                    match engine.run(&program, *config).await {
+                        Ok(status) => {
+                            tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
+                            status.code()
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "cannot start the guest");
+                            EXIT_CANNOT_START
+                        }
+                    }
+                }
+                Workload::Sandbox => kill.wait().await,
+            };
+            let code = u32::try_from(code).unwrap_or(u32::MAX);
+            let exit = service.with(&id, |c| c.exited(code));
+            if let Ok(exit) = exit {
+                service.events.exit(&id, pid(), exit.code, exit.at).await;
+            }
+        };
+        tokio::spawn(run.instrument(span(&req.id)));
+        Ok(api::StartResponse {
+            pid: pid(),
+            ..Default::default()
+        })
+    }
+
+    async fn do_kill(&self, req: &api::KillRequest) -> Result<()> {
+        Self::no_exec(&req.exec_id, &req.id)?;
+        let Some(code) = signal_status(req.signal)? else {
+            return Ok(());
+        };
+        let killed_before_start = self.with(&req.id, |c| match c.state() {
+            State::Running(kill) => {
+                kill.kill_with(code);
+                Ok(None)
+            }
+            State::Created(_) => c.exited(u32::try_from(code).unwrap_or(u32::MAX)).map(Some),
+            State::Stopped(_) => Err(Error::NotFound(format!(
+                "{}: process already finished",
+                req.id
+            ))),
+        })?;
+        tracing::info!(signal = req.signal, "killed");
+        if let Some(exit) = killed_before_start {
+            self.events.exit(&req.id, pid(), exit.code, exit.at).await;
+        }
+        Ok(())
+    }
+
+    async fn do_delete(&self, req: &api::DeleteRequest) -> Result<api::DeleteResponse> {
+        Self::no_exec(&req.exec_id, &req.id)?;
+        let container = {
+            let mut map = self.containers();
+            let c = map
+                .get(&req.id)
+                .ok_or_else(|| Error::NotFound(req.id.clone()))?;
+            c.check_delete()?;
+            map.remove(&req.id)
+                .expect("present: looked up under the same lock")
+        };
+        let exit = container.exit();
+        if container.rootfs_mounted {
+            rootfs::unmount(&req.id, &container.bundle)?;
+        }
+        let code = exit.map_or(0, |e| e.code);
+        let at = exit.map_or_else(std::time::SystemTime::now, |e| e.at);
+        tracing::info!(code, "deleted");
+        self.events.delete(&req.id, pid(), code, at).await;
+        Ok(api::DeleteResponse {
+            pid: pid(),
+            exit_status: code,
+            exited_at: Some(timestamp(at)).into(),
+            ..Default::default()
+        })
+    }
+
+    fn do_state(&self, req: &api::StateRequest) -> Result<api::StateResponse> {
+        Self::no_exec(&req.exec_id, &req.id)?;
+        self.with(&req.id, |c| {
+            let mut resp = api::StateResponse {
+                id: c.id.clone(),
+                bundle: c.bundle.display().to_string(),
+                pid: pid(),
+                stdin: c.stdio.stdin.clone(),
+                stdout: c.stdio.stdout.clone(),
+                stderr: c.stdio.stderr.clone(),
+                terminal: c.stdio.terminal,
+                ..Default::default()
+            };
+            resp.set_status(match c.state() {
+                State::Created(_) => Status::CREATED,
+                State::Running(_) => Status::RUNNING,
+                State::Stopped(_) => Status::STOPPED,
+            });
+            if let Some(exit) = c.exit() {
+                resp.exit_status = exit.code;
+                resp.exited_at = Some(timestamp(exit.at)).into();
+            }
+            Ok(resp)
+        })
+    }
+
+    fn do_stats(&self, req: &api::StatsRequest) -> Result<api::StatsResponse> {
+        let (usage, limit) = self.with(&req.id, |c| Ok((c.memory.bytes(), c.memory_limit)))?;
+        let metrics = Metrics {
+            memory: Some(MemoryStat {
+                usage: Some(MemoryEntry {
+                    usage,
+                    limit: limit.unwrap_or(u64::MAX),
+                    ..Default::default()
+                })
+                .into(),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        let value = metrics.write_to_bytes().map_err(|e| Error::Io {
+            context: "encoding metrics".into(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(api::StatsResponse {
+            stats: Some(Any {
+                type_url: "io.containerd.cgroups.v1.Metrics".into(),
+                value,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Runs one task call inside the container's span and maps its error once.
+macro_rules! traced {
+    ($id:expr, $call:expr) => {{
+        let result: Result<_> = $call.instrument(span($id)).await;
+        result.map_err(|e| -> containerd_shim::protos::ttrpc::Error {
+            tracing::warn!(id = %$id, error = %e, "task call failed");
+            e.into()
+        })
+    }};
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let id = req.id.clone();
+        traced!(&id, self.do_create(req))
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtrpcResult<api::StartResponse> {
+        let id = req.id.clone();
+        let resp = traced!(&id, async { self.do_start(&req) })?;
+        self.events.start(&id, pid()).await;
+        Ok(resp)
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        traced!(&req.id, self.do_kill(&req))?;
+        Ok(api::Empty::default())
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtrpcResult<api::WaitResponse> {
+        let mut rx = traced!(&req.id, async {
+            Self::no_exec(&req.exec_id, &req.id)?;
+            self.with(&req.id, |c| Ok(c.subscribe()))
+        })?;
+        let exit = loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                break exit;
+            }
+            if rx.changed().await.is_err() {
+                // The container was deleted while we waited.
+                return Err(Error::NotFound(req.id.clone()).into());
+            }
+        };
+        Ok(api::WaitResponse {
+            exit_status: exit.code,
+            exited_at: Some(timestamp(exit.at)).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        traced!(&req.id, self.do_delete(&req))
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtrpcResult<api::StateResponse> {
+        traced!(&req.id, async { self.do_state(&req) })
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtrpcResult<api::PidsResponse> {
+        traced!(&req.id, async { self.with(&req.id, |_| Ok(())) })?;
+        Ok(api::PidsResponse {
+            processes: vec![containerd_shim::protos::api::ProcessInfo {
+                pid: pid(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtrpcResult<api::StatsResponse> {
+        traced!(&req.id, async { self.do_stats(&req) })
+    }
+
+    async fn close_io(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CloseIORequest,
+    ) -> TtrpcResult<api::Empty> {
+        traced!(&req.id, async {
+            Self::no_exec(&req.exec_id, &req.id)?;
+            let close = self.with(&req.id, |c| Ok(c.stdin_close.take()))?;
+            if close.is_some() {
+                tracing::debug!("stdin closed");
+            }
+            Ok(())
+        })?;
+        Ok(api::Empty::default())
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ConnectRequest,
+    ) -> TtrpcResult<api::ConnectResponse> {
+        Ok(api::ConnectResponse {
+            shim_pid: pid(),
+            task_pid: pid(),
+            version: concat!("wasmpod ", env!("CARGO_PKG_VERSION")).into(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ShutdownRequest,
+    ) -> TtrpcResult<api::Empty> {
+        // containerd asks after each Delete; a pod's shim stays while it has containers.
+        if self.containers().is_empty() {
+            tracing::info!("no containers left: shutting down");
+            self.exit.signal();
+        }
+        Ok(api::Empty::default())
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ExecProcessRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(Error::Unimplemented("Exec (a second process in a wasm container)").into())
+    }
+
+    async fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ResizePtyRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(Error::Unimplemented("ResizePty (wasm guests have no terminal)").into())
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        Err(Error::Unimplemented("Pause").into())
+    }
+
+    async fn resume(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ResumeRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(Error::Unimplemented("Resume").into())
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::CheckpointTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(Error::Unimplemented("Checkpoint").into())
+    }
+
+    async fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::UpdateTaskRequest,
+    ) -> TtrpcResult<api::Empty> {
+        Err(Error::Unimplemented("Update (changing the resources of a running task)").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_map_to_exit_statuses() {
+        assert_eq!(signal_status(9).unwrap(), Some(137));
+        assert_eq!(signal_status(15).unwrap(), Some(143));
+        assert_eq!(signal_status(2).unwrap(), Some(130));
+        assert_eq!(signal_status(1).unwrap(), Some(129));
+        assert_eq!(signal_status(28).unwrap(), None); // SIGWINCH is ignored by default
+        assert!(signal_status(19).is_err()); // SIGSTOP
+        assert!(signal_status(0).is_err());
+        assert!(signal_status(99).is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! `cargo xtask bench shim`: the shim under a private containerd against runc in the same
+//! containerd — cold start of `ctr run --rm` for a hello world, and the memory of idle shims.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+
+use super::{median, ms};
+use crate::e2e::{build_binaries_in, compile_fixture, Containerd, RUNTIME};
+use crate::util::{have, run as sh};
+
+const HELLO: &str = "localhost/wasmpod-bench/hello:v1";
+const BUSYBOX: &str = "localhost/wasmpod-bench/busybox:v1";
+const RUNS: usize = 20;
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    println!("\n== containerd: ctr run --rm of a hello world, and idle memory");
+    if !crate::util::is_root() {
+        bail!("the shim bench starts containerd: run it as root");
+    }
+    let bins = build_binaries_in("release", &["--release"])?;
+    let env = Containerd::start(&bins)?;
+    let hello = env.dir.join("hello.wasm");
+    compile_fixture("hello", &hello)?;
+    let tar = env.dir.join("hello.tar");
+    sh(Command::new(&bins.wasmpod)
+        .arg("--root")
+        .arg(env.dir.join("wasmpod"))
+        .arg("build")
+        .arg(&hello)
+        .args(["-t", HELLO, "-o"])
+        .arg(&tar))?;
+    env.ctr_ok(&["image", "import", &tar.to_string_lossy()])?;
+
+    let time_runs = |runtime: &str, image: &str, args: &[&str]| -> anyhow::Result<Duration> {
+        let mut samples = Vec::new();
+        for i in 0..=RUNS {
+            let id = format!("bench-{i}");
+            let mut all = vec!["run", "--rm", "--runtime", runtime, image, &id];
+            all.extend_from_slice(args);
+            let t0 = Instant::now();
+            let out = env.ctr(&all)?;
+            let took = t0.elapsed();
+            ensure!(
+                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ello"),
+                "ctr run {runtime}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if i > 0 {
+                samples.push(took); // the first run warms the caches (and compiles the wasm)
+            }
+        }
+        Ok(median(samples))
+    };
+    let wasm = time_runs(RUNTIME, HELLO, &[])?;
+    println!(
+        "ctr run --rm hello (wasm shim):   {} median of {RUNS}",
+        ms(wasm)
+    );
+    match busybox_image(&env) {
+        Ok(()) => {
+            let runc = time_runs("io.containerd.runc.v2", BUSYBOX, &["/bin/echo", "hello"])?;
+            println!(
+                "ctr run --rm busybox echo (runc): {} median of {RUNS}",
+                ms(runc)
+            );
+            println!(
+                "wasm shim / runc: {:.2}x",
+                wasm.as_secs_f64() / runc.as_secs_f64()
+            );
+        }
+        Err(e) => println!("runc comparison skipped: {e:#}"),
+    }
+
+    for n in [1usize, 10] {
+        let pss = idle_pss(&env, n)?;
+        println!(
+            "idle shim holding {n:>2} sleeping container(s): {:.2} MiB PSS, {:.2} MiB RSS ({:.2} MiB PSS per container)",
+            pss.0,
+            pss.1,
+            pss.0 / n as f64
+        );
+    }
+    Ok(())
+}
+
+/// PSS and RSS (MiB) of the shim processes while `n` containers of one pod sleep in them.
+fn idle_pss(env: &Containerd, n: usize) -> anyhow::Result<(f64, f64)> {
+    let annotations = [
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=bench-pod",
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+    ];
+    for i in 0..n {
+        env.run_detached(&format!("idle-{i}"), &annotations, &["sleep", "600000"])?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut pss, mut rss) = (0f64, 0f64);
+    for pid in env.shims() {
+        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let field = |name: &str| {
+            rollup
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        pss += field("Pss:");
+        rss += field("Rss:");
+    }
+    for i in 0..n {
+        let id = format!("idle-{i}");
+        env.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id])?;
+        env.wait_status(&id, "STOPPED", Duration::from_secs(5))?;
+        env.ctr_ok(&["task", "rm", &id])?;
+        env.ctr_ok(&["container", "rm", &id])?;
+    }
+    Ok((pss, rss))
+}
+
+/// A busybox image for runc, from Debian's `busybox-static`, imported as an OCI archive.
+fn busybox_image(env: &Containerd) -> anyhow::Result<()> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() || !have("runc") {
+        bail!("needs runc and busybox-static (apt-get install runc busybox-static)");
+    }
+    let dir = env.dir.join("busybox");
+    let rootfs = dir.join("rootfs/bin");
+    fs::create_dir_all(&rootfs)?;
+    fs::copy(busybox, rootfs.join("busybox"))?;
+    for applet in ["echo", "sleep", "sh"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join(applet))?;
+    }
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs)?;
+    let layer = dir.join("layer.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("rootfs"))
+        .arg("-cf")
+        .arg(&layer)
+        .arg("."))?;
+    let add = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+        let tmp = dir.join("blob.tmp");
+        fs::write(&tmp, bytes)?;
+        let out = Command::new("sha256sum").arg(&tmp).output()?;
+        let hex = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .context("sha256sum")?
+            .to_owned();
+        fs::rename(&tmp, blobs.join(&hex))?;
+        Ok((hex, bytes.len()))
+    };
+    let (layer_hex, layer_len) = add(&fs::read(&layer)?)?;
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/echo","hello"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_hex}"]}}}}"#
+    );
+    let (config_hex, config_len) = add(config.as_bytes())?;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{layer_len}}}]}}"#
+    );
+    let (manifest_hex, manifest_len) = add(manifest.as_bytes())?;
+    fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_hex}","size":{manifest_len},"annotations":{{"io.containerd.image.name":"{BUSYBOX}","org.opencontainers.image.ref.name":"v1"}}}}]}}"#
+        ),
+    )?;
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    let archive = dir.join("busybox.tar");
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["oci-layout", "index.json", "blobs"]))?;
+    env.ctr_ok(&["image", "import", &archive.to_string_lossy()])?;
+    Ok(())
+}

@@ -1,0 +1,903 @@
+//! `cargo xtask e2e`: the shim under a real containerd. Starts Debian's containerd with a
+//! private root, state, sockets and config that registers `io.containerd.wasm.v1`, and
+//! Debian's docker-registry on loopback; builds the test image with `wasmpod build`; then
+//! checks what `ctr` users see. Everything is torn down afterwards, also when a check fails.
+
+use std::fs;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+
+use crate::util::{cargo, have, root, run as sh};
+
+/// The runtime type of our shim.
+pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
+/// The containerd namespace the checks use.
+const NAMESPACE: &str = "wasmpod-e2e";
+/// The test image as `wasmpod build` tags and `ctr image import` names it.
+const IMAGE: &str = "localhost/wasmpod-e2e/probe:v1";
+
+/// One e2e check against the running containerd.
+type Check = fn(&Containerd) -> anyhow::Result<()>;
+
+/// Runs every check; extra arguments pick checks by name.
+pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
+    for (program, package) in [
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("docker-registry", "docker-registry"),
+    ] {
+        if !have(program) {
+            bail!("the e2e needs {program}: apt-get install {package} (.ci/run does this)");
+        }
+    }
+    crate::util::require_wasm_toolchain()?;
+    let bins = build_binaries()?;
+    let env = Containerd::start(&bins)?;
+    env.prepare_image()?;
+    let checks: &[(&str, Check)] = &[
+        ("output-and-exit-codes", check_output_and_exit_codes),
+        ("env", check_env),
+        ("bind-mounts", check_bind_mounts),
+        ("stdin", check_stdin),
+        ("kill", check_kill),
+        ("memory-limit", check_memory_limit),
+        ("not-wasm", check_not_wasm),
+        ("pod-sandbox", check_pod_sandbox),
+        ("events-and-metrics", check_events_and_metrics),
+        ("registry-pull", check_registry_pull),
+        ("containerd-restart", check_containerd_restart),
+        ("shim-killed", check_shim_killed),
+        ("cycles", check_cycles),
+    ];
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        match check(&env) {
+            Ok(()) => eprintln!("e2e {name}: ok ({:.1?})", started.elapsed()),
+            Err(e) => {
+                eprintln!("e2e {name}: FAILED: {e:#}");
+                failed.push(*name);
+            }
+        }
+        env.clean_namespace();
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "containerd's log: {}",
+            env.dir.join("containerd.log").display()
+        );
+        env.keep_log();
+        bail!("e2e checks failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// The binaries under test.
+pub(crate) struct Binaries {
+    pub(crate) shim: PathBuf,
+    pub(crate) wasmpod: PathBuf,
+}
+
+/// Builds the shim and the CLI (debug, as `cargo test` does) and finds them.
+pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
+    build_binaries_in("debug", &[])
+}
+
+/// Builds the shim and the CLI in `profile` (`debug` or `release`).
+pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result<Binaries> {
+    sh(cargo()
+        .args(["build", "--quiet", "-p", "shim", "-p", "wasmpod"])
+        .args(flags))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let dir = target.join(profile);
+    Ok(Binaries {
+        shim: dir.join("containerd-shim-wasm-v1"),
+        wasmpod: dir.join("wasmpod"),
+    })
+}
+
+/// Compiles `tests/fixtures/<name>.c` to wasm32-wasi into `out`.
+pub(crate) fn compile_fixture(name: &str, out: &Path) -> anyhow::Result<()> {
+    let src = root().join("tests/fixtures").join(format!("{name}.c"));
+    sh(
+        Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()))
+            .args(["--target=wasm32-wasi", "-O2", "-o"])
+            .arg(out)
+            .arg(src),
+    )
+}
+
+/// A free TCP port on loopback.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A private containerd: its own root, state, sockets and config, stopped on drop.
+pub(crate) struct Containerd {
+    pub(crate) dir: PathBuf,
+    /// The `wasmpod` binary under test.
+    pub(crate) wasmpod: PathBuf,
+    child: std::cell::RefCell<Option<Child>>,
+    keep_log: std::cell::Cell<bool>,
+}
+
+impl Containerd {
+    /// Starts containerd in a new temporary directory, with `bins.shim` on its PATH.
+    pub(crate) fn start(bins: &Binaries) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("wasmpod-e2e-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(dir.join("bin"))?;
+        symlink(&bins.shim, dir.join("bin/containerd-shim-wasm-v1"))?;
+        let d = dir.display();
+        fs::write(
+            dir.join("config.toml"),
+            format!(
+                r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs",
+]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+  level = "info"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"#
+            ),
+        )?;
+        let env = Self {
+            dir,
+            wasmpod: bins.wasmpod.clone(),
+            child: std::cell::RefCell::new(None),
+            keep_log: std::cell::Cell::new(false),
+        };
+        env.launch()?;
+        Ok(env)
+    }
+
+    fn launch(&self) -> anyhow::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))?;
+        let path = format!(
+            "{}:{}",
+            self.dir.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .env("PATH", path)
+            .env("WASMPOD_ROOT", self.dir.join("wasmpod"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd")?;
+        *self.child.borrow_mut() = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.socket().exists() && self.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .borrow_mut()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "containerd exited at start ({status}); see {}",
+                    self.dir.join("containerd.log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not answer within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops containerd (SIGTERM, as systemd does) and waits for it; shims keep running.
+    pub(crate) fn stop_daemon(&self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.borrow_mut().take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts containerd with the same config.
+    pub(crate) fn restart(&self) -> anyhow::Result<()> {
+        self.stop_daemon()?;
+        self.launch()
+    }
+
+    /// containerd's pid.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.borrow().as_ref().map(Child::id)
+    }
+
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    fn keep_log(&self) {
+        self.keep_log.set(true);
+    }
+
+    /// `ctr` against this containerd, in the e2e namespace.
+    pub(crate) fn ctr_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", NAMESPACE])
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `ctr` and returns its output, whatever its status.
+    pub(crate) fn ctr(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.ctr_cmd(args)
+            .output()
+            .with_context(|| format!("running ctr {}", args.join(" ")))
+    }
+
+    /// Runs `ctr` and fails unless it succeeds; returns stdout.
+    pub(crate) fn ctr_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.ctr(args)?;
+        if !out.status.success() {
+            bail!(
+                "ctr {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `ctr run --rm` of the test image under our runtime: `(exit code, stdout, stderr)`.
+    pub(crate) fn run_wasm(
+        &self,
+        id: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> anyhow::Result<(i32, String, String)> {
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&[IMAGE, id, "/probe.wasm"]);
+        all.extend_from_slice(args);
+        let out = self.ctr(&all)?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Starts a detached task of the test image; waits until it runs.
+    pub(crate) fn run_detached(
+        &self,
+        id: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> anyhow::Result<()> {
+        let mut all = vec!["run", "-d", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&[IMAGE, id, "/probe.wasm"]);
+        all.extend_from_slice(args);
+        self.ctr_ok(&all)?;
+        self.wait_status(id, "RUNNING", Duration::from_secs(10))
+    }
+
+    /// `(pid, status)` of a task as `ctr task ls` shows it.
+    pub(crate) fn task(&self, id: &str) -> anyhow::Result<Option<(u32, String)>> {
+        let out = self.ctr_ok(&["task", "ls"])?;
+        Ok(out.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(0), f[2].to_owned()))
+        }))
+    }
+
+    /// Waits until `ctr task ls` shows `id` in `status`.
+    pub(crate) fn wait_status(
+        &self,
+        id: &str,
+        status: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.task(id)?;
+            if now.as_ref().is_some_and(|(_, s)| s == status) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} is {now:?}, not {status}, after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Builds the probe and imports it as [`IMAGE`] with `wasmpod build` + `ctr image import`.
+    fn prepare_image(&self) -> anyhow::Result<()> {
+        let wasm = self.dir.join("probe.wasm");
+        compile_fixture("probe", &wasm)?;
+        let tar = self.dir.join("probe.tar");
+        sh(Command::new(&self.wasmpod)
+            .arg("--root")
+            .arg(self.dir.join("wasmpod"))
+            .arg("build")
+            .arg(&wasm)
+            .args(["-t", IMAGE, "-o"])
+            .arg(&tar))?;
+        self.ctr_ok(&["image", "import", &tar.to_string_lossy()])?;
+        let images = self.ctr_ok(&["image", "ls", "-q"])?;
+        ensure!(
+            images.lines().any(|l| l == IMAGE),
+            "import did not create {IMAGE}: {images}"
+        );
+        Ok(())
+    }
+
+    /// Removes every task and container left in the namespace by a check.
+    fn clean_namespace(&self) {
+        if let Ok(out) = self.ctr_ok(&["task", "ls", "-q"]) {
+            for id in out.lines() {
+                let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+                let _ = self.wait_status(id, "STOPPED", Duration::from_secs(5));
+                let _ = self.ctr(&["task", "rm", "-f", id]);
+            }
+        }
+        if let Ok(out) = self.ctr_ok(&["container", "ls", "-q"]) {
+            for id in out.lines() {
+                let _ = self.ctr(&["container", "rm", id]);
+            }
+        }
+    }
+
+    /// Mount points under the temporary directory.
+    pub(crate) fn mounts(&self) -> Vec<String> {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let dir = self.dir.to_string_lossy();
+        info.lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(dir.as_ref()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Shim processes serving this containerd.
+    pub(crate) fn shims(&self) -> Vec<u32> {
+        let needle = self.dir.join("containerd.sock.ttrpc");
+        let needle = needle.to_string_lossy();
+        let mut pids = Vec::new();
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(environ) = fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&cmdline).contains("containerd-shim-wasm-v1")
+                && String::from_utf8_lossy(&environ).contains(needle.as_ref())
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.clean_namespace();
+        let _ = self.stop_daemon();
+        for pid in self.shims() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+        if self.keep_log.get() {
+            let _ = fs::copy(
+                self.dir.join("containerd.log"),
+                std::env::temp_dir().join("wasmpod-e2e-containerd.log"),
+            );
+            eprintln!(
+                "containerd's log kept as {}",
+                std::env::temp_dir()
+                    .join("wasmpod-e2e-containerd.log")
+                    .display()
+            );
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn check_output_and_exit_codes(env: &Containerd) -> anyhow::Result<()> {
+    let (code, out, err) = env.run_wasm("args", &[], &["args", "hello", "wasm world"])?;
+    ensure!(code == 0, "exit {code}: {err}");
+    ensure!(
+        out.contains("arg[0]=/probe.wasm")
+            && out.contains("arg[2]=hello")
+            && out.contains("arg[3]=wasm world"),
+        "unexpected output: {out:?}"
+    );
+    let (code, _, err) = env.run_wasm("exit7", &[], &["exit", "7"])?;
+    ensure!(code == 7, "proc_exit(7) gave {code}: {err}");
+    let (code, _, err) = env.run_wasm("trap", &[], &["trap"])?;
+    ensure!(code == 134, "a trap gave {code}: {err}");
+    ensure!(
+        err.contains("wasm") || err.contains("unreachable"),
+        "no trap message: {err:?}"
+    );
+    Ok(())
+}
+
+fn check_env(env: &Containerd) -> anyhow::Result<()> {
+    let (code, out, err) = env.run_wasm("env", &["--env", "GREETING=hi there"], &["env"])?;
+    ensure!(code == 0, "exit {code}: {err}");
+    ensure!(
+        out.lines().any(|l| l == "GREETING=hi there"),
+        "GREETING missing: {out:?}"
+    );
+    Ok(())
+}
+
+fn check_bind_mounts(env: &Containerd) -> anyhow::Result<()> {
+    let data = env.dir.join("data");
+    fs::create_dir_all(&data)?;
+    fs::write(data.join("in.txt"), "from the host\n")?;
+    let ro = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        data.display()
+    );
+    let (code, out, _) = env.run_wasm("ro-read", &["--mount", &ro], &["cat", "/data/in.txt"])?;
+    ensure!(
+        code == 0 && out.contains("from the host"),
+        "ro read: {code} {out:?}"
+    );
+    let (code, out, _) = env.run_wasm(
+        "ro-write",
+        &["--mount", &ro],
+        &["write", "/data/new.txt", "x"],
+    )?;
+    ensure!(
+        code != 0 && !data.join("new.txt").exists(),
+        "ro mount took a write: {code} {out:?}"
+    );
+    let rw = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        data.display()
+    );
+    let (code, out, _) = env.run_wasm(
+        "rw-write",
+        &["--mount", &rw],
+        &["write", "/data/new.txt", "written"],
+    )?;
+    ensure!(code == 0, "rw write: {code} {out:?}");
+    ensure!(
+        fs::read_to_string(data.join("new.txt"))? == "written",
+        "the host does not see the write"
+    );
+    // Nothing outside the container's directories: the host's /etc is not the guest's.
+    let (_, out, _) = env.run_wasm("escape", &[], &["cat", "/../../../../etc/hostname"])?;
+    let host = fs::read_to_string("/etc/hostname").unwrap_or_default();
+    ensure!(
+        host.is_empty() || !out.contains(host.trim()),
+        "the guest read the host's /etc/hostname"
+    );
+    Ok(())
+}
+
+fn check_stdin(env: &Containerd) -> anyhow::Result<()> {
+    let mut child = env
+        .ctr_cmd(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            "stdin",
+            "/probe.wasm",
+            "stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"twelve bytes")?;
+    let out = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "stdin run failed: {err}");
+    ensure!(err.contains("read 12 bytes"), "stdin not seen: {err:?}");
+    Ok(())
+}
+
+fn check_kill(env: &Containerd) -> anyhow::Result<()> {
+    for (signal, expected) in [("SIGTERM", 143), ("SIGKILL", 137)] {
+        let id = format!("spin-{}", signal.to_lowercase());
+        let child = env
+            .ctr_cmd(&[
+                "run",
+                "--rm",
+                "--runtime",
+                RUNTIME,
+                IMAGE,
+                &id,
+                "/probe.wasm",
+                "spin",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        env.wait_status(&id, "RUNNING", Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        env.ctr_ok(&["task", "kill", "-s", signal, &id])?;
+        let out = child.wait_with_output()?;
+        let took = t0.elapsed();
+        let code = out.status.code().unwrap_or(-1);
+        ensure!(
+            code == expected,
+            "{signal} gave exit {code}, not {expected}"
+        );
+        ensure!(
+            took < Duration::from_secs(1),
+            "{signal} took {took:?} to stop a spinning guest"
+        );
+        eprintln!("  {signal}: spinning guest stopped in {took:.0?}, exit {code}");
+    }
+    Ok(())
+}
+
+fn check_memory_limit(env: &Containerd) -> anyhow::Result<()> {
+    let (code, out, err) = env.run_wasm(
+        "mem",
+        &["--memory-limit", &(32u64 << 20).to_string()],
+        &["alloc", "64"],
+    )?;
+    let got: u32 = out
+        .trim()
+        .strip_prefix("allocated ")
+        .and_then(|s| s.strip_suffix(" MiB"))
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("unexpected output {out:?} {err:?}"))?;
+    ensure!(
+        code == 3 && got < 32,
+        "a 32 MiB limit let the guest allocate {got} MiB (exit {code})"
+    );
+    let (code, out, _) = env.run_wasm(
+        "mem-ok",
+        &["--memory-limit", &(128u64 << 20).to_string()],
+        &["alloc", "64"],
+    )?;
+    ensure!(
+        code == 0 && out.contains("allocated 64 MiB"),
+        "128 MiB limit: {code} {out:?}"
+    );
+    Ok(())
+}
+
+fn check_not_wasm(env: &Containerd) -> anyhow::Result<()> {
+    let bin = env.dir.join("notwasm");
+    fs::create_dir_all(&bin)?;
+    fs::write(bin.join("app.sh"), "#!/bin/sh\necho native\n")?;
+    let mount = format!("type=bind,src={},dst=/app,options=rbind:ro", bin.display());
+    let mounts_before = env.mounts().len();
+    let out = env.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--mount",
+        &mount,
+        IMAGE,
+        "notwasm",
+        "/app/app.sh",
+    ])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a shell script ran as wasm");
+    ensure!(
+        err.contains("not a WebAssembly") && err.contains("/app/app.sh"),
+        "the error does not say what is wrong: {err}"
+    );
+    ensure!(env.task("notwasm")?.is_none(), "a task was left behind");
+    let _ = env.ctr(&["container", "rm", "notwasm"]);
+    ensure!(
+        env.mounts().len() <= mounts_before,
+        "a mount was left behind: {:?}",
+        env.mounts()
+    );
+    eprintln!("  error: {}", err.trim());
+    Ok(())
+}
+
+fn check_pod_sandbox(env: &Containerd) -> anyhow::Result<()> {
+    let pod = [
+        "--annotation",
+        "io.kubernetes.cri.container-type=sandbox",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=pod1",
+    ];
+    // A sandbox container runs nothing, whatever its args say.
+    env.run_detached("pod1", &pod, &["exit", "3"])?;
+    let app = [
+        "--annotation",
+        "io.kubernetes.cri.container-type=container",
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=pod1",
+    ];
+    env.run_detached("pod1-app", &app, &["sleep", "600000"])?;
+    let (sandbox_pid, _) = env.task("pod1")?.context("sandbox task")?;
+    let (app_pid, _) = env.task("pod1-app")?.context("app task")?;
+    ensure!(
+        sandbox_pid == app_pid,
+        "the pod's containers run in two shims ({sandbox_pid}, {app_pid})"
+    );
+    ensure!(
+        env.shims().len() == 1,
+        "expected one shim, found {:?}",
+        env.shims()
+    );
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "pod1-app"])?;
+    env.wait_status("pod1-app", "STOPPED", Duration::from_secs(2))?;
+    env.ctr_ok(&["task", "rm", "pod1-app"])?;
+    ensure!(
+        env.task("pod1")?.is_some_and(|(_, s)| s == "RUNNING"),
+        "the sandbox ended with the app"
+    );
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "pod1"])?;
+    env.wait_status("pod1", "STOPPED", Duration::from_secs(2))?;
+    env.ctr_ok(&["task", "rm", "pod1"])?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env.shims().is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "the pod's shim outlived its containers"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn check_events_and_metrics(env: &Containerd) -> anyhow::Result<()> {
+    let mut events = env
+        .ctr_cmd(&["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, err) = env.run_wasm("ev", &[], &["alloc", "8"])?;
+    ensure!(code == 0, "ev: exit {code}: {err}");
+    env.run_detached("metrics", &[], &["sleep", "600000"])?;
+    let metrics = env.ctr_ok(&["task", "metrics", "metrics"])?;
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "metrics"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let out = events.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for topic in [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ] {
+        ensure!(
+            text.lines()
+                .any(|l| l.contains(topic) && l.contains("\"ev\"")),
+            "no {topic} event for ev in:\n{text}"
+        );
+    }
+    ensure!(
+        metrics.contains("memory.usage_in_bytes"),
+        "no memory in metrics: {metrics}"
+    );
+    Ok(())
+}
+
+fn check_registry_pull(env: &Containerd) -> anyhow::Result<()> {
+    let registry = Registry::start(&env.dir)?;
+    let remote = format!("127.0.0.1:{}/e2e/probe:v1", registry.port);
+    sh(Command::new(&env.wasmpod)
+        .arg("--root")
+        .arg(env.dir.join("wasmpod"))
+        .args(["push", IMAGE, &remote]))?;
+    env.ctr_ok(&["image", "pull", "--plain-http", &remote])?;
+    let out = env.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        &remote,
+        "pulled",
+        "/probe.wasm",
+        "args",
+        "pulled",
+    ])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("arg[2]=pulled"),
+        "pulled image run: {text}"
+    );
+    Ok(())
+}
+
+fn check_containerd_restart(env: &Containerd) -> anyhow::Result<()> {
+    env.run_detached("survivor", &[], &["sleep", "600000"])?;
+    let (pid, _) = env.task("survivor")?.context("task")?;
+    env.restart()?;
+    let after = env.task("survivor")?;
+    ensure!(
+        after == Some((pid, "RUNNING".into())),
+        "after the restart: {after:?}"
+    );
+    env.ctr_ok(&["task", "kill", "-s", "SIGTERM", "survivor"])?;
+    env.wait_status("survivor", "STOPPED", Duration::from_secs(2))?;
+    env.ctr_ok(&["task", "rm", "survivor"])?;
+    env.ctr_ok(&["container", "rm", "survivor"])?;
+    Ok(())
+}
+
+fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
+    env.run_detached("orphan", &[], &["sleep", "600000"])?;
+    let (pid, _) = env.task("orphan")?.context("task")?;
+    sh(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match env.task("orphan")? {
+            None => break,
+            Some((_, s)) if s == "STOPPED" => break,
+            Some(_) if Instant::now() > deadline => {
+                bail!("containerd still shows the task of a dead shim")
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let _ = env.ctr(&["task", "rm", "orphan"]);
+    env.ctr_ok(&["container", "rm", "orphan"])?;
+    ensure!(
+        env.mounts().is_empty(),
+        "mounts left after a dead shim: {:?}",
+        env.mounts()
+    );
+    Ok(())
+}
+
+/// Open fds of a process.
+fn fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn check_cycles(env: &Containerd) -> anyhow::Result<()> {
+    let task_dir = env
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(NAMESPACE);
+    let entries = |p: &Path| fs::read_dir(p).map_or(0, |d| d.count());
+    let containerd = env.pid().context("containerd pid")?;
+    // One warm-up cycle: containerd opens some descriptors once.
+    env.run_wasm("warmup", &[], &["exit", "0"])?;
+    let before = (
+        env.mounts().len(),
+        env.shims().len(),
+        entries(&task_dir),
+        fds(containerd),
+    );
+    let started = Instant::now();
+    for i in 0..100 {
+        let (code, _, err) = env.run_wasm(&format!("cycle-{i}"), &[], &["exit", "0"])?;
+        ensure!(code == 0, "cycle {i}: exit {code}: {err}");
+    }
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (
+        env.mounts().len(),
+        env.shims().len(),
+        entries(&task_dir),
+        fds(containerd),
+    );
+    ensure!(
+        after.0 == before.0 && after.1 == before.1 && after.2 == before.2 && after.3 <= before.3 + 2,
+        "100 cycles left something (mounts, shims, task dirs, containerd fds): {before:?} -> {after:?}"
+    );
+    eprintln!(
+        "  100 × ctr run --rm in {took:.1?} ({:.0?} each); mounts/shims/task dirs/containerd fds {before:?} -> {after:?}",
+        took / 100
+    );
+    Ok(())
+}
+
+/// Debian's docker-registry on a free loopback port, stopped on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let rdir = dir.join("registry");
+        fs::create_dir_all(&rdir)?;
+        let config = rdir.join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: wasmpod-e2e\n",
+                rdir.join("data").display()
+            ),
+        )?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, port })
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
