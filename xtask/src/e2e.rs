@@ -51,6 +51,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-sandbox", check_pod_sandbox),
         ("events-and-metrics", check_events_and_metrics),
         ("registry-pull", check_registry_pull),
+        ("artifact", check_artifact),
         ("containerd-restart", check_containerd_restart),
         ("shim-killed", check_shim_killed),
         ("cycles", check_cycles),
@@ -85,6 +86,8 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
 pub(crate) struct Binaries {
     pub(crate) shim: PathBuf,
     pub(crate) wasmpod: PathBuf,
+    /// `crates/shim/examples/run-via-api.rs`: a container through containerd's gRPC API.
+    pub(crate) run_via_api: PathBuf,
 }
 
 /// Builds the shim and the CLI (debug, as `cargo test` does) and finds them.
@@ -97,6 +100,9 @@ pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result
     sh(cargo()
         .args(["build", "--quiet", "-p", "shim", "-p", "wasmpod"])
         .args(flags))?;
+    sh(cargo()
+        .args(["build", "--quiet", "-p", "shim", "--example", "run-via-api"])
+        .args(flags))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
@@ -104,6 +110,7 @@ pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result
     Ok(Binaries {
         shim: dir.join("containerd-shim-wasm-v1"),
         wasmpod: dir.join("wasmpod"),
+        run_via_api: dir.join("examples/run-via-api"),
     })
 }
 
@@ -128,6 +135,8 @@ pub(crate) struct Containerd {
     pub(crate) dir: PathBuf,
     /// The `wasmpod` binary under test.
     pub(crate) wasmpod: PathBuf,
+    /// The gRPC client example (see [`Binaries::run_via_api`]).
+    pub(crate) run_via_api: PathBuf,
     child: std::cell::RefCell<Option<Child>>,
     keep_log: std::cell::Cell<bool>,
 }
@@ -170,6 +179,7 @@ disabled_plugins = [
         let env = Self {
             dir,
             wasmpod: bins.wasmpod.clone(),
+            run_via_api: bins.run_via_api.clone(),
             child: std::cell::RefCell::new(None),
             keep_log: std::cell::Cell::new(false),
         };
@@ -465,6 +475,13 @@ fn check_output_and_exit_codes(env: &Containerd) -> anyhow::Result<()> {
             && out.contains("arg[3]=wasm world"),
         "unexpected output: {out:?}"
     );
+    // The native snapshotter hands the shim a bind mount instead of overlayfs.
+    let (code, out, err) =
+        env.run_wasm("native", &["--snapshotter", "native"], &["args", "native"])?;
+    ensure!(
+        code == 0 && out.contains("arg[2]=native"),
+        "native snapshotter: {code} {out:?} {err}"
+    );
     let (code, _, err) = env.run_wasm("exit7", &[], &["exit", "7"])?;
     ensure!(code == 7, "proc_exit(7) gave {code}: {err}");
     let (code, _, err) = env.run_wasm("trap", &[], &["trap"])?;
@@ -645,7 +662,7 @@ fn check_not_wasm(env: &Containerd) -> anyhow::Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success(), "a shell script ran as wasm");
     ensure!(
-        err.contains("not a WebAssembly") && err.contains("/app/app.sh"),
+        err.contains("not a WebAssembly") && err.contains("/app/app.sh") && err.contains(IMAGE),
         "the error does not say what is wrong: {err}"
     );
     ensure!(env.task("notwasm")?.is_none(), "a task was left behind");
@@ -766,6 +783,51 @@ fn check_registry_pull(env: &Containerd) -> anyhow::Result<()> {
         out.status.success() && text.contains("arg[2]=pulled"),
         "pulled image run: {text}"
     );
+    Ok(())
+}
+
+fn check_artifact(env: &Containerd) -> anyhow::Result<()> {
+    const ARTIFACT: &str = "localhost/wasmpod-e2e/probe-artifact:v1";
+    let tar = env.dir.join("artifact.tar");
+    sh(Command::new(&env.wasmpod)
+        .arg("--root")
+        .arg(env.dir.join("wasmpod"))
+        .arg("build")
+        .arg(env.dir.join("probe.wasm"))
+        .args(["--format", "artifact", "-t", ARTIFACT, "-o"])
+        .arg(&tar))?;
+    // No unpacking: an artifact's layer is not a tar, and the shim reads it from content.
+    env.ctr_ok(&[
+        "image",
+        "import",
+        "--no-unpack",
+        "--all-platforms",
+        &tar.to_string_lossy(),
+    ])?;
+    for (id, args, expected_code, expected_out) in [
+        (
+            "art-args",
+            &["probe.wasm", "args", "from-content"][..],
+            0,
+            "arg[2]=from-content",
+        ),
+        ("art-exit", &["probe.wasm", "exit", "7"][..], 7, ""),
+    ] {
+        let out_file = env.dir.join(format!("{id}.out"));
+        let out = Command::new(&env.run_via_api)
+            .arg(env.socket())
+            .args([NAMESPACE, RUNTIME, ARTIFACT, id])
+            .arg(&out_file)
+            .args(args)
+            .output()?;
+        let code = out.status.code().unwrap_or(-1);
+        let text = fs::read_to_string(&out_file).unwrap_or_default();
+        ensure!(
+            code == expected_code && text.contains(expected_out),
+            "artifact {id}: exit {code} (want {expected_code}), output {text:?}, {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(())
 }
 

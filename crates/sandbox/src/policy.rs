@@ -32,7 +32,9 @@ impl fmt::Display for Warning {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPolicy {
     entrypoint: String,
-    entrypoint_host: (PathBuf, String),
+    /// Where `process.args[0]` lives on the host; `None` when the program comes from
+    /// elsewhere (a Wasm OCI artifact's layer).
+    entrypoint_host: Option<(PathBuf, String)>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     cwd: String,
@@ -48,6 +50,17 @@ impl RunPolicy {
     /// Errors name the part at fault: no `process.args`, a root filesystem or bind-mount
     /// source that is missing, or an entrypoint that is not a file inside the container.
     pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Self> {
+        Self::build(spec, bundle, true)
+    }
+
+    /// As [`from_spec`](Self::from_spec), for a program that does not come from the
+    /// container's files (the wasm layer of a Wasm OCI artifact): `process.args[0]` is only
+    /// the name the guest sees, and [`read_entrypoint`](Self::read_entrypoint) refuses.
+    pub fn from_spec_with_program(spec: &Spec, bundle: &Path) -> Result<Self> {
+        Self::build(spec, bundle, false)
+    }
+
+    fn build(spec: &Spec, bundle: &Path, entrypoint_in_files: bool) -> Result<Self> {
         let mut warnings = Vec::new();
         let mut warn = |field: &str, message: String| {
             warnings.push(Warning {
@@ -136,10 +149,16 @@ impl RunPolicy {
         } else {
             search_path(&entrypoint, &env, &cwd, &preopens)
         };
-        let entrypoint_host = locate(&guest_entry, &preopens).ok_or_else(|| Error::Entrypoint {
-            path: entrypoint.clone(),
-            reason: "outside every directory the container can see".into(),
-        })?;
+        let entrypoint_host = if entrypoint_in_files {
+            Some(
+                locate(&guest_entry, &preopens).ok_or_else(|| Error::Entrypoint {
+                    path: entrypoint.clone(),
+                    reason: "outside every directory the container can see".into(),
+                })?,
+            )
+        } else {
+            None
+        };
 
         Ok(Self {
             entrypoint,
@@ -196,10 +215,14 @@ impl RunPolicy {
     /// Reads the wasm file named by `process.args[0]`, resolved inside the container's
     /// directories: a symlink or `..` that would lead out of them is refused.
     pub fn read_entrypoint(&self) -> Result<Vec<u8>> {
-        let (host_dir, rel) = &self.entrypoint_host;
         let err = |reason: String| Error::Entrypoint {
             path: self.entrypoint.clone(),
             reason,
+        };
+        let Some((host_dir, rel)) = &self.entrypoint_host else {
+            return Err(err(
+                "the program does not come from the container's files".into()
+            ));
         };
         let dir = Dir::open_ambient_dir(host_dir, ambient_authority())
             .map_err(|e| err(format!("cannot open {}: {e}", host_dir.display())))?;

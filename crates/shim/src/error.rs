@@ -53,6 +53,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The image's wasm layer could not be read from containerd's content store.
+    #[error("content store: {0}")]
+    Content(String),
     /// An I/O error (opening containerd's FIFOs, reading the bundle).
     #[error("{context}: {source}")]
     Io {
@@ -76,7 +79,7 @@ impl From<Error> for ttrpc::Error {
                 ttrpc::Code::INVALID_ARGUMENT
             }
             Error::Unimplemented(_) => ttrpc::Code::UNIMPLEMENTED,
-            Error::Rootfs { .. } | Error::Io { .. } => ttrpc::Code::INTERNAL,
+            Error::Rootfs { .. } | Error::Io { .. } | Error::Content(_) => ttrpc::Code::INTERNAL,
         };
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
     }

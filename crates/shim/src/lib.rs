@@ -13,6 +13,10 @@
 //!   a workload that cannot run fails Create and leaves nothing behind; Start runs it on
 //!   the shared [`wasm_engine::Engine`]; Kill stops it through its kill handle (SIGTERM
 //!   143, SIGKILL 137), even while it spins.
+//! - A container without snapshot mounts (a Wasm OCI artifact: config
+//!   `application/vnd.wasm.config.v0+json`, layer `application/wasm`) runs the wasm layer
+//!   of its image, read from containerd's content store over gRPC and checked against its
+//!   digest; the precompile cache compiles each digest once.
 //! - Guests run inside the serving shim's process, so every task reports the shim's pid.
 //! - A CRI pod's sandbox (pause) container runs nothing: it is held until killed, so a pod
 //!   with `runtimeClassName: wasm` needs no native runtime.
@@ -20,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod container;
+mod content;
 mod error;
 mod events;
 mod logging;

@@ -13,6 +13,7 @@ use containerd_shim::{Config, Flags, StartOpts};
 use oci_spec::runtime::Spec;
 use wasm_engine::{Engine, EngineConfig, EXIT_KILLED};
 
+use crate::content::ContentStore;
 use crate::events::{timestamp, Events};
 use crate::task::TaskService;
 use crate::{rootfs, SANDBOX_ID_ANNOTATION};
@@ -23,6 +24,8 @@ pub struct Service {
     exit: Arc<ExitSignal>,
     namespace: String,
     id: String,
+    /// containerd's gRPC socket, for its content store.
+    address: String,
 }
 
 impl std::fmt::Debug for Service {
@@ -65,6 +68,7 @@ impl Shim for Service {
             exit: Arc::new(ExitSignal::default()),
             namespace: args.namespace.clone(),
             id: args.id.clone(),
+            address: args.address.clone(),
         }
     }
 
@@ -105,8 +109,13 @@ impl Shim for Service {
             tracing::error!(error = %e, "cannot start the wasm engine");
             std::process::exit(1)
         });
+        let content = ContentStore {
+            address: PathBuf::from(self.address.trim_start_matches("unix://")),
+            namespace: self.namespace.clone(),
+        };
         TaskService::new(
             engine,
+            content,
             Events::new(publisher, self.namespace.clone()),
             self.exit.clone(),
         )

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use wasm_engine::{Engine, KillHandle, EXIT_CANNOT_START, EXIT_KILLED, EXIT_TERMINATED};
 
 use crate::container::{Container, State, StdioPaths, Workload};
+use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Events};
 use crate::{rootfs, stdio, CONTAINER_TYPE_ANNOTATION, IMAGE_NAME_ANNOTATION};
@@ -26,6 +27,7 @@ use crate::{rootfs, stdio, CONTAINER_TYPE_ANNOTATION, IMAGE_NAME_ANNOTATION};
 #[derive(Clone)]
 pub struct TaskService {
     engine: Engine,
+    content: ContentStore,
     events: Events,
     exit: Arc<ExitSignal>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
@@ -83,9 +85,15 @@ fn is_sandbox(spec: &Spec) -> bool {
 }
 
 impl TaskService {
-    pub(crate) fn new(engine: Engine, events: Events, exit: Arc<ExitSignal>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        content: ContentStore,
+        events: Events,
+        exit: Arc<ExitSignal>,
+    ) -> Self {
         Self {
             engine,
+            content,
             events,
             exit,
             containers: Arc::default(),
@@ -119,6 +127,7 @@ impl TaskService {
         id: &str,
         bundle: &Path,
         paths: &StdioPaths,
+        has_rootfs: bool,
     ) -> Result<(
         Workload,
         Option<u64>,
@@ -134,18 +143,34 @@ impl TaskService {
             tracing::info!("pod sandbox: held until killed, running nothing");
             return Ok((Workload::Sandbox, None, None));
         }
-        let policy = RunPolicy::from_spec(&spec, bundle).map_err(|source| Error::Policy {
+        // No snapshot to mount: a Wasm OCI artifact, whose program is a layer in
+        // containerd's content store rather than a file.
+        let layer = if has_rootfs {
+            None
+        } else {
+            self.content.wasm_layer(id).await?
+        };
+        let policy = match &layer {
+            Some(_) => RunPolicy::from_spec_with_program(&spec, bundle),
+            None => RunPolicy::from_spec(&spec, bundle),
+        }
+        .map_err(|source| Error::Policy {
             id: id.to_owned(),
             source,
         })?;
         for warning in policy.warnings() {
             tracing::warn!(field = %warning.field, "{}", warning.message);
         }
-        let what = describe_entrypoint(&spec, policy.entrypoint());
-        let bytes = policy.read_entrypoint().map_err(|source| Error::Policy {
-            id: id.to_owned(),
-            source,
-        })?;
+        let (what, bytes) = match layer {
+            Some(layer) => (format!("image {}: wasm layer", layer.image), layer.bytes),
+            None => {
+                let bytes = policy.read_entrypoint().map_err(|source| Error::Policy {
+                    id: id.to_owned(),
+                    source,
+                })?;
+                (describe_entrypoint(&spec, policy.entrypoint()), bytes)
+            }
+        };
         let engine = self.engine.clone();
         let name = PathBuf::from(policy.entrypoint());
         // Compiling is CPU-bound: keep it off the threads that serve the task API.
@@ -159,11 +184,23 @@ impl TaskService {
             context: format!("container {id}: compiling"),
             source: std::io::Error::other(e),
         })?;
-        let program = loaded.map_err(|source| Error::Engine {
-            id: id.to_owned(),
-            what,
-            source,
-        })?;
+        let program = match loaded {
+            Ok(program) => program,
+            Err(source) => {
+                // Name the image even where CRI's annotation does not (`ctr run`).
+                let what = match self.content.image_name(id).await {
+                    Some(image) if !what.starts_with("image ") => {
+                        format!("image {image}: {what}")
+                    }
+                    _ => what,
+                };
+                return Err(Error::Engine {
+                    id: id.to_owned(),
+                    what,
+                    source,
+                });
+            }
+        };
         let streams = stdio::open(paths).await?;
         let config = policy.run_config(streams.stdio, KillHandle::new());
         Ok((
@@ -192,7 +229,7 @@ impl TaskService {
             terminal: req.terminal,
         };
         let mounted = rootfs::mount(&id, &bundle, &req.rootfs).await?;
-        let prepared = self.prepare(&id, &bundle, &paths).await;
+        let prepared = self.prepare(&id, &bundle, &paths, mounted).await;
         let (workload, memory_limit, stdin_close) = match prepared {
             Ok(p) => p,
             Err(e) => {

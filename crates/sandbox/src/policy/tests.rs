@@ -340,3 +340,22 @@ fn a_containerd_default_spec() {
     );
     assert_eq!(p.env()[0].0, "PATH");
 }
+
+#[test]
+fn an_artifact_program_needs_no_file_in_the_root() {
+    let b = Bundle::new();
+    let spec = b.spec(json!({"process": {"args": ["app.wasm", "x"]}}));
+    // In the container's files, a name that is nowhere cannot be read...
+    let from_files = RunPolicy::from_spec(&spec, b.path()).and_then(|p| p.read_entrypoint());
+    assert!(from_files.unwrap_err().to_string().contains("app.wasm"));
+    // ...but the wasm layer of an artifact only borrows args[0] as its name.
+    let p = RunPolicy::from_spec_with_program(&spec, b.path()).unwrap();
+    assert_eq!(p.args(), ["app.wasm", "x"]);
+    assert_eq!(p.preopens().len(), 1);
+    let err = p.read_entrypoint().unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not come from the container's files"),
+        "{err}"
+    );
+}
