@@ -364,7 +364,7 @@ disabled_plugins = [
     }
 
     /// Builds the probe and imports it as [`IMAGE`] with `wasmpod build` + `ctr image import`.
-    fn prepare_image(&self) -> anyhow::Result<()> {
+    pub(crate) fn prepare_image(&self) -> anyhow::Result<()> {
         let wasm = self.dir.join("probe.wasm");
         compile_fixture("probe", &wasm)?;
         let tar = self.dir.join("probe.tar");

@@ -44,8 +44,10 @@ fn pid() -> u32 {
     std::process::id()
 }
 
+/// The span of one container: a root, so the guest's task does not nest under the call
+/// that started it.
 fn span(id: &str) -> tracing::Span {
-    tracing::info_span!("container", %id)
+    tracing::info_span!(parent: None, "container", %id)
 }
 
 /// The exit status a signal gives a guest, or `None` for signals whose default action is to
@@ -175,7 +177,10 @@ impl TaskService {
         let name = PathBuf::from(policy.entrypoint());
         // Compiling is CPU-bound: keep it off the threads that serve the task API.
         let loaded = tokio::task::spawn_blocking(move || {
-            let program = engine.load_named(&bytes, &name)?;
+            let program = engine.load_named(&bytes, &name);
+            drop(bytes);
+            crate::sys::release_free_memory();
+            let program = program?;
             engine.check(&program)?;
             Ok(program)
         })
