@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::util::{cargo, require_wasm_toolchain, root, run as sh};
+use crate::util::{cargo, require_wasm_toolchain, root, run as sh, Registry};
 
 mod shim;
 
@@ -249,50 +249,6 @@ fn big_module(size: usize) -> Vec<u8> {
         x as u8
     }));
     m
-}
-
-/// A docker-registry on a free loopback port with its own storage; killed on drop.
-struct Registry(std::process::Child);
-
-impl Registry {
-    fn start(dir: &Path) -> anyhow::Result<(Self, String)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n",
-                dir.join("registry").display()
-            ),
-        )?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry (apt-get install docker-registry)")?;
-        let registry = Registry(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("docker-registry did not listen on 127.0.0.1:{port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok((registry, format!("127.0.0.1:{port}")))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn image_pull(wasmpod: &Path, out: &Path) -> anyhow::Result<()> {

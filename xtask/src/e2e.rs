@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 
-use crate::util::{cargo, have, root, run as sh};
+use crate::util::{cargo, have, root, run as sh, Registry};
 
 /// The runtime type of our shim.
 pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
@@ -123,11 +122,6 @@ pub(crate) fn compile_fixture(name: &str, out: &Path) -> anyhow::Result<()> {
             .arg(out)
             .arg(src),
     )
-}
-
-/// A free TCP port on loopback.
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A private containerd: its own root, state, sockets and config, stopped on drop.
@@ -363,23 +357,35 @@ disabled_plugins = [
         }
     }
 
-    /// Builds the probe and imports it as [`IMAGE`] with `wasmpod build` + `ctr image import`.
+    /// Builds the probe and imports it as [`IMAGE`].
     pub(crate) fn prepare_image(&self) -> anyhow::Result<()> {
         let wasm = self.dir.join("probe.wasm");
         compile_fixture("probe", &wasm)?;
-        let tar = self.dir.join("probe.tar");
+        self.import(&wasm, IMAGE, "compat")
+    }
+
+    /// `wasmpod build --format FORMAT` of `wasm` as `image`, then `ctr image import` of the
+    /// archive. Artifacts are imported without unpacking: their layer is not a tar.
+    pub(crate) fn import(&self, wasm: &Path, image: &str, format: &str) -> anyhow::Result<()> {
+        let tar = wasm.with_extension(format!("{format}.tar"));
         sh(Command::new(&self.wasmpod)
             .arg("--root")
             .arg(self.dir.join("wasmpod"))
             .arg("build")
-            .arg(&wasm)
-            .args(["-t", IMAGE, "-o"])
+            .arg(wasm)
+            .args(["--format", format, "-t", image, "-o"])
             .arg(&tar))?;
-        self.ctr_ok(&["image", "import", &tar.to_string_lossy()])?;
+        let tar = tar.to_string_lossy();
+        let mut args = vec!["image", "import"];
+        if format == "artifact" {
+            args.extend(["--no-unpack", "--all-platforms"]);
+        }
+        args.push(&tar);
+        self.ctr_ok(&args)?;
         let images = self.ctr_ok(&["image", "ls", "-q"])?;
         ensure!(
-            images.lines().any(|l| l == IMAGE),
-            "import did not create {IMAGE}: {images}"
+            images.lines().any(|l| l == image),
+            "import did not create {image}: {images}"
         );
         Ok(())
     }
@@ -760,8 +766,8 @@ fn check_events_and_metrics(env: &Containerd) -> anyhow::Result<()> {
 }
 
 fn check_registry_pull(env: &Containerd) -> anyhow::Result<()> {
-    let registry = Registry::start(&env.dir)?;
-    let remote = format!("127.0.0.1:{}/e2e/probe:v1", registry.port);
+    let (_registry, host) = Registry::start(&env.dir)?;
+    let remote = format!("{host}/e2e/probe:v1");
     sh(Command::new(&env.wasmpod)
         .arg("--root")
         .arg(env.dir.join("wasmpod"))
@@ -788,22 +794,7 @@ fn check_registry_pull(env: &Containerd) -> anyhow::Result<()> {
 
 fn check_artifact(env: &Containerd) -> anyhow::Result<()> {
     const ARTIFACT: &str = "localhost/wasmpod-e2e/probe-artifact:v1";
-    let tar = env.dir.join("artifact.tar");
-    sh(Command::new(&env.wasmpod)
-        .arg("--root")
-        .arg(env.dir.join("wasmpod"))
-        .arg("build")
-        .arg(env.dir.join("probe.wasm"))
-        .args(["--format", "artifact", "-t", ARTIFACT, "-o"])
-        .arg(&tar))?;
-    // No unpacking: an artifact's layer is not a tar, and the shim reads it from content.
-    env.ctr_ok(&[
-        "image",
-        "import",
-        "--no-unpack",
-        "--all-platforms",
-        &tar.to_string_lossy(),
-    ])?;
+    env.import(&env.dir.join("probe.wasm"), ARTIFACT, "artifact")?;
     for (id, args, expected_code, expected_out) in [
         (
             "art-args",
@@ -914,52 +905,4 @@ fn check_cycles(env: &Containerd) -> anyhow::Result<()> {
         took / 100
     );
     Ok(())
-}
-
-/// Debian's docker-registry on a free loopback port, stopped on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let rdir = dir.join("registry");
-        fs::create_dir_all(&rdir)?;
-        let config = rdir.join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: wasmpod-e2e\n",
-                rdir.join("data").display()
-            ),
-        )?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(
-                Instant::now() < deadline,
-                "docker-registry did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self { child, port })
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

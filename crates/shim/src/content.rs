@@ -45,34 +45,18 @@ fn grpc(what: String) -> impl FnOnce(containerd_client::tonic::Status) -> Error 
 }
 
 impl ContentStore {
-    /// The name of container `id`'s image, for error messages; `None` when containerd
-    /// cannot say.
-    pub(crate) async fn image_name(&self, id: &str) -> Option<String> {
-        let client = Client::from_path(&self.address).await.ok()?;
-        let image = client
-            .containers()
-            .get(with_namespace!(
-                GetContainerRequest { id: id.to_owned() },
-                self.namespace
-            ))
-            .await
-            .ok()?
-            .into_inner()
-            .container?
-            .image;
-        (!image.is_empty()).then_some(image)
-    }
-
-    /// The wasm layer of container `id`'s image; `None` when the container names no image
-    /// or its image has no wasm layer (an ordinary image: the wasm is in its files).
-    pub(crate) async fn wasm_layer(&self, id: &str) -> Result<Option<WasmLayer>> {
-        let client = Client::from_path(&self.address).await.map_err(|e| {
+    async fn connect(&self) -> Result<Client> {
+        Client::from_path(&self.address).await.map_err(|e| {
             Error::Content(format!(
                 "connecting to containerd at {}: {e}",
                 self.address.display()
             ))
-        })?;
-        let container = client
+        })
+    }
+
+    /// The image container `id` was made from; empty when it names none.
+    async fn container_image(&self, client: &Client, id: &str) -> Result<String> {
+        Ok(client
             .containers()
             .get(with_namespace!(
                 GetContainerRequest { id: id.to_owned() },
@@ -82,8 +66,23 @@ impl ContentStore {
             .map_err(grpc(format!("container {id}")))?
             .into_inner()
             .container
-            .ok_or_else(|| Error::Content(format!("container {id}: not in containerd")))?;
-        let image = container.image;
+            .ok_or_else(|| Error::Content(format!("container {id}: not in containerd")))?
+            .image)
+    }
+
+    /// The name of container `id`'s image, for error messages; `None` when containerd
+    /// cannot say.
+    pub(crate) async fn image_name(&self, id: &str) -> Option<String> {
+        let client = self.connect().await.ok()?;
+        let image = self.container_image(&client, id).await.ok()?;
+        (!image.is_empty()).then_some(image)
+    }
+
+    /// The wasm layer of container `id`'s image; `None` when the container names no image
+    /// or its image has no wasm layer (an ordinary image: the wasm is in its files).
+    pub(crate) async fn wasm_layer(&self, id: &str) -> Result<Option<WasmLayer>> {
+        let client = self.connect().await?;
+        let image = self.container_image(&client, id).await?;
         if image.is_empty() {
             return Ok(None);
         }

@@ -160,14 +160,20 @@ mod tests {
         assert!(err.to_string().contains("\"fifo\""), "{err}");
     }
 
+    /// A FIFO named `stdin` in `dir`, as containerd makes them.
+    fn mkfifo(dir: &Path) -> std::path::PathBuf {
+        let fifo = dir.join("stdin");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        fifo
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closing_stdin_gives_the_guest_end_of_file() {
         use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("stdin");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let fifo = mkfifo(dir.path());
         let (stream, close) = open_stdin(fifo.to_str().unwrap()).await.unwrap();
         // containerd's side comes later, and stays open, as while `ctr run` reads a terminal.
         std::thread::sleep(Duration::from_millis(100));
@@ -189,10 +195,7 @@ mod tests {
     async fn the_writer_closing_gives_the_guest_end_of_file() {
         use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("stdin");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let fifo = mkfifo(dir.path());
         let (stream, _close) = open_stdin(fifo.to_str().unwrap()).await.unwrap();
         let StdioStream::File(mut read) = stream else {
             panic!("stdin should be a pipe")

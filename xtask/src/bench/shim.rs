@@ -26,15 +26,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     env.prepare_image()?; // the probe, which sleeps for the idle measurement
     let hello = env.dir.join("hello.wasm");
     compile_fixture("hello", &hello)?;
-    let tar = env.dir.join("hello.tar");
-    sh(Command::new(&bins.wasmpod)
-        .arg("--root")
-        .arg(env.dir.join("wasmpod"))
-        .arg("build")
-        .arg(&hello)
-        .args(["-t", HELLO, "-o"])
-        .arg(&tar))?;
-    env.ctr_ok(&["image", "import", &tar.to_string_lossy()])?;
+    env.import(&hello, HELLO, "compat")?;
 
     let time_runs = |runtime: &str, image: &str, args: &[&str]| -> anyhow::Result<Duration> {
         let mut samples = Vec::new();
