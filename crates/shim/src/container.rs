@@ -90,15 +90,19 @@ pub(crate) struct Container {
 }
 
 impl Container {
-    /// A container in the `Created` state.
+    /// A container in the `Created` state; its memory gauge and cap are the workload's.
     pub(crate) fn new(id: String, bundle: PathBuf, stdio: StdioPaths, workload: Workload) -> Self {
+        let (memory, memory_limit) = match &workload {
+            Workload::Wasm { config, .. } => (config.memory.clone(), config.limits.memory),
+            Workload::Sandbox => (MemoryGauge::default(), None),
+        };
         Self {
             id,
             bundle,
             stdio,
             rootfs_mounted: false,
-            memory: MemoryGauge::default(),
-            memory_limit: None,
+            memory,
+            memory_limit,
             stdin_close: None,
             state: State::Created(Box::new(workload)),
             exit_tx: watch::channel(None).0,

@@ -130,11 +130,7 @@ impl TaskService {
         bundle: &Path,
         paths: &StdioPaths,
         has_rootfs: bool,
-    ) -> Result<(
-        Workload,
-        Option<u64>,
-        Option<tokio::sync::oneshot::Sender<()>>,
-    )> {
+    ) -> Result<(Workload, Option<tokio::sync::oneshot::Sender<()>>)> {
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             Error::InvalidArgument(format!(
                 "container {id}: cannot read {}: {e}",
@@ -143,7 +139,7 @@ impl TaskService {
         })?;
         if is_sandbox(&spec) {
             tracing::info!("pod sandbox: held until killed, running nothing");
-            return Ok((Workload::Sandbox, None, None));
+            return Ok((Workload::Sandbox, None));
         }
         // No snapshot to mount: a Wasm OCI artifact, whose program is a layer in
         // containerd's content store rather than a file.
@@ -213,7 +209,6 @@ impl TaskService {
                 program,
                 config: Box::new(config),
             },
-            policy.limits().memory,
             streams.stdin_close,
         ))
     }
@@ -235,7 +230,7 @@ impl TaskService {
         };
         let mounted = rootfs::mount(&id, &bundle, &req.rootfs).await?;
         let prepared = self.prepare(&id, &bundle, &paths, mounted).await;
-        let (workload, memory_limit, stdin_close) = match prepared {
+        let (workload, stdin_close) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 if mounted {
@@ -248,13 +243,7 @@ impl TaskService {
         };
         let mut container = Container::new(id.clone(), bundle, paths.clone(), workload);
         container.rootfs_mounted = mounted;
-        container.memory_limit = memory_limit;
         container.stdin_close = stdin_close;
-        if let State::Created(w) = container.state() {
-            if let Workload::Wasm { config, .. } = w.as_ref() {
-                container.memory = config.memory.clone();
-            }
-        }
         {
             let mut map = self.containers();
             if map.contains_key(&id) {
