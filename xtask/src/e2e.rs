@@ -509,14 +509,19 @@ fn check_env(env: &Containerd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ctr run --mount` of host directory `src` at `dst`, `mode` `ro` or `rw`.
+fn bind_mount(src: &Path, dst: &str, mode: &str) -> String {
+    format!(
+        "type=bind,src={},dst={dst},options=rbind:{mode}",
+        src.display()
+    )
+}
+
 fn check_bind_mounts(env: &Containerd) -> anyhow::Result<()> {
     let data = env.dir.join("data");
     fs::create_dir_all(&data)?;
     fs::write(data.join("in.txt"), "from the host\n")?;
-    let ro = format!(
-        "type=bind,src={},dst=/data,options=rbind:ro",
-        data.display()
-    );
+    let ro = bind_mount(&data, "/data", "ro");
     let (code, out, _) = env.run_wasm("ro-read", &["--mount", &ro], &["cat", "/data/in.txt"])?;
     ensure!(
         code == 0 && out.contains("from the host"),
@@ -531,10 +536,7 @@ fn check_bind_mounts(env: &Containerd) -> anyhow::Result<()> {
         code != 0 && !data.join("new.txt").exists(),
         "ro mount took a write: {code} {out:?}"
     );
-    let rw = format!(
-        "type=bind,src={},dst=/data,options=rbind:rw",
-        data.display()
-    );
+    let rw = bind_mount(&data, "/data", "rw");
     let (code, out, _) = env.run_wasm(
         "rw-write",
         &["--mount", &rw],
@@ -652,7 +654,7 @@ fn check_not_wasm(env: &Containerd) -> anyhow::Result<()> {
     let bin = env.dir.join("notwasm");
     fs::create_dir_all(&bin)?;
     fs::write(bin.join("app.sh"), "#!/bin/sh\necho native\n")?;
-    let mount = format!("type=bind,src={},dst=/app,options=rbind:ro", bin.display());
+    let mount = bind_mount(&bin, "/app", "ro");
     let mounts_before = env.mounts().len();
     let out = env.ctr(&[
         "run",
