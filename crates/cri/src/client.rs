@@ -1,0 +1,343 @@
+//! `Cri`: a CRI v1 client (runtime and image services) over a unix socket, each call's
+//! failure mapped once to an [`Error`] that names the call.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as api;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Error, Result};
+
+/// containerd's socket, where the kubelet finds the CRI by default.
+pub const DEFAULT_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+
+/// A connection to a CRI runtime: its runtime and image services.
+#[derive(Debug, Clone)]
+pub struct Cri {
+    runtime: RuntimeServiceClient<Channel>,
+    image: ImageServiceClient<Channel>,
+    endpoint: String,
+}
+
+/// The endpoint as tonic takes it: `unix:///path` (a bare absolute path is a socket too).
+fn endpoint_uri(endpoint: &str) -> Result<String> {
+    if endpoint.starts_with("unix://") {
+        Ok(endpoint.to_owned())
+    } else if endpoint.starts_with('/') {
+        Ok(format!("unix://{endpoint}"))
+    } else {
+        Err(Error::Connect {
+            endpoint: endpoint.to_owned(),
+            reason: "only unix sockets are supported (unix:///path/to.sock)".into(),
+        })
+    }
+}
+
+impl Cri {
+    /// Connects to `endpoint` (`unix:///run/containerd/containerd.sock`, or a socket path)
+    /// and checks that it answers CRI v1 `Version`.
+    pub async fn connect(endpoint: &str) -> Result<Self> {
+        let uri = endpoint_uri(endpoint)?;
+        let fail = |reason: String| Error::Connect {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let path = uri.trim_start_matches("unix://");
+        if !std::path::Path::new(path).exists() {
+            return Err(fail(format!(
+                "{path} does not exist (is the runtime running?)"
+            )));
+        }
+        let channel = Endpoint::from_shared(uri.clone())
+            .map_err(|e| fail(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| {
+                fail(std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string()))
+            })?;
+        let cri = Self {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            image: ImageServiceClient::new(channel),
+            endpoint: endpoint.to_owned(),
+        };
+        cri.version().await?;
+        Ok(cri)
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// `Version`: the runtime's name and version.
+    pub async fn version(&self) -> Result<api::VersionResponse> {
+        let call = "Version";
+        self.runtime
+            .clone()
+            .version(api::VersionRequest {
+                version: "v1".into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::from_status(call, &s))
+    }
+
+    /// `RunPodSandbox` under `handler`; returns the sandbox ID.
+    pub async fn run_pod_sandbox(
+        &self,
+        config: &api::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String> {
+        let call = format!(
+            "RunPodSandbox {} (runtime handler {handler:?})",
+            pod_name(config)
+        );
+        self.runtime
+            .clone()
+            .run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+            .map_err(|s| Error::from_status(call, &s))
+    }
+
+    /// `StopPodSandbox`.
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        self.runtime
+            .clone()
+            .stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_owned(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| Error::from_status(format!("StopPodSandbox {id}"), &s))
+    }
+
+    /// `RemovePodSandbox` (its containers go with it).
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        self.runtime
+            .clone()
+            .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_owned(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| Error::from_status(format!("RemovePodSandbox {id}"), &s))
+    }
+
+    /// `PodSandboxStatus`, verbose: the status and the runtime's info map.
+    pub async fn pod_sandbox_status(
+        &self,
+        id: &str,
+    ) -> Result<(api::PodSandboxStatus, HashMap<String, String>)> {
+        let call = format!("PodSandboxStatus {id}");
+        let r = self
+            .runtime
+            .clone()
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .map_err(|s| Error::from_status(&call, &s))?
+            .into_inner();
+        let status = r.status.ok_or_else(|| Error::Runtime {
+            call,
+            message: "the runtime answered without a status".into(),
+            code: tonic::Code::Internal,
+        })?;
+        Ok((status, r.info))
+    }
+
+    /// `ListPodSandbox` with an optional filter.
+    pub async fn list_pod_sandboxes(
+        &self,
+        filter: Option<api::PodSandboxFilter>,
+    ) -> Result<Vec<api::PodSandbox>> {
+        self.runtime
+            .clone()
+            .list_pod_sandbox(api::ListPodSandboxRequest { filter })
+            .await
+            .map(|r| r.into_inner().items)
+            .map_err(|s| Error::from_status("ListPodSandbox", &s))
+    }
+
+    /// `CreateContainer` in a sandbox; returns the container ID.
+    pub async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: &api::ContainerConfig,
+        sandbox: &api::PodSandboxConfig,
+    ) -> Result<String> {
+        let name = config.metadata.as_ref().map_or("", |m| m.name.as_str());
+        let call = format!("CreateContainer {name} in {}", pod_name(sandbox));
+        self.runtime
+            .clone()
+            .create_container(api::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id.to_owned(),
+                config: Some(config.clone()),
+                sandbox_config: Some(sandbox.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+            .map_err(|s| Error::from_status(call, &s))
+    }
+
+    /// `StartContainer`.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        self.runtime
+            .clone()
+            .start_container(api::StartContainerRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| Error::from_status(format!("StartContainer {id}"), &s))
+    }
+
+    /// `StopContainer`, killing it after `timeout` seconds.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        self.runtime
+            .clone()
+            .stop_container(api::StopContainerRequest {
+                container_id: id.to_owned(),
+                timeout,
+            })
+            .await
+            .map(drop)
+            .map_err(|s| Error::from_status(format!("StopContainer {id}"), &s))
+    }
+
+    /// `RemoveContainer`.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        self.runtime
+            .clone()
+            .remove_container(api::RemoveContainerRequest {
+                container_id: id.to_owned(),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| Error::from_status(format!("RemoveContainer {id}"), &s))
+    }
+
+    /// `ContainerStatus`, verbose: the status and the runtime's info map.
+    pub async fn container_status(
+        &self,
+        id: &str,
+    ) -> Result<(api::ContainerStatus, HashMap<String, String>)> {
+        let call = format!("ContainerStatus {id}");
+        let r = self
+            .runtime
+            .clone()
+            .container_status(api::ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .map_err(|s| Error::from_status(&call, &s))?
+            .into_inner();
+        let status = r.status.ok_or_else(|| Error::Runtime {
+            call,
+            message: "the runtime answered without a status".into(),
+            code: tonic::Code::Internal,
+        })?;
+        Ok((status, r.info))
+    }
+
+    /// `ListContainers` with an optional filter.
+    pub async fn list_containers(
+        &self,
+        filter: Option<api::ContainerFilter>,
+    ) -> Result<Vec<api::Container>> {
+        self.runtime
+            .clone()
+            .list_containers(api::ListContainersRequest { filter })
+            .await
+            .map(|r| r.into_inner().containers)
+            .map_err(|s| Error::from_status("ListContainers", &s))
+    }
+
+    /// `ImageStatus`: the image when the runtime has it.
+    pub async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {
+        self.image
+            .clone()
+            .image_status(api::ImageStatusRequest {
+                image: Some(image_spec(image)),
+                verbose: false,
+            })
+            .await
+            .map(|r| r.into_inner().image)
+            .map_err(|s| Error::from_status(format!("ImageStatus {image}"), &s))
+    }
+
+    /// `PullImage` (with credentials, for the pod `sandbox`); returns the image reference
+    /// the runtime resolved.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<api::AuthConfig>,
+        sandbox: Option<&api::PodSandboxConfig>,
+    ) -> Result<String> {
+        self.image
+            .clone()
+            .pull_image(api::PullImageRequest {
+                image: Some(image_spec(image)),
+                auth,
+                sandbox_config: sandbox.cloned(),
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+            .map_err(|s| Error::from_status(format!("PullImage {image}"), &s))
+    }
+}
+
+/// An image spec naming `image`.
+fn image_spec(image: &str) -> api::ImageSpec {
+    api::ImageSpec {
+        image: image.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// `namespace/name` of a sandbox config, for messages.
+pub(crate) fn pod_name(config: &api::PodSandboxConfig) -> String {
+    config
+        .metadata
+        .as_ref()
+        .map_or_else(String::new, |m| format!("{}/{}", m.namespace, m.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            endpoint_uri("unix:///run/containerd/containerd.sock").unwrap(),
+            "unix:///run/containerd/containerd.sock"
+        );
+        assert_eq!(endpoint_uri("/tmp/c.sock").unwrap(), "unix:///tmp/c.sock");
+        let e = endpoint_uri("tcp://127.0.0.1:1234")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tcp://127.0.0.1:1234") && e.contains("unix"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_named() {
+        let e = Cri::connect("unix:///nonexistent/wasmpod-test.sock")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/wasmpod-test.sock"), "{e}");
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

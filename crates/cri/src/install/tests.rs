@@ -1,0 +1,171 @@
+//! The installer against sample containerd configs: containerd 1.6 (version 2), 2.0
+//! (version 3), kind's and k3s's, a version 1 file, a missing file.
+
+use super::*;
+
+fn sample(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/install/testdata")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn add(text: &str) -> Result<(String, i64)> {
+    add_runtime(Path::new("config.toml"), text, "wasm", 2)
+}
+
+/// Parses the result as containerd would and returns the runtime table of `handler`.
+fn runtime<'a>(doc: &'a DocumentMut, plugin: &str, handler: &str) -> &'a dyn TableLike {
+    doc["plugins"][plugin]["containerd"]["runtimes"][handler]
+        .as_table_like()
+        .unwrap_or_else(|| panic!("no runtimes.{handler} in\n{doc}"))
+}
+
+#[test]
+fn each_sample_gains_the_runtime_and_keeps_the_rest() {
+    for (name, plugin, version) in [
+        ("containerd-1.6.toml", "io.containerd.grpc.v1.cri", 2),
+        ("containerd-2.0.toml", "io.containerd.cri.v1.runtime", 3),
+        ("kind.toml", "io.containerd.grpc.v1.cri", 2),
+        ("k3s.toml", "io.containerd.grpc.v1.cri", 2),
+    ] {
+        let before = sample(name);
+        let (after, found) = add(&before).unwrap();
+        assert_eq!(found, version, "{name}");
+        let doc: DocumentMut = after.parse().unwrap();
+        let wasm = runtime(&doc, plugin, "wasm");
+        assert_eq!(
+            wasm.get("runtime_type").unwrap().as_str(),
+            Some(RUNTIME_TYPE),
+            "{name}"
+        );
+        let annotations = wasm.get("pod_annotations").unwrap().as_array().unwrap();
+        assert_eq!(annotations.get(0).unwrap().as_str(), Some(ANNOTATIONS));
+        // runc is untouched, and every line of the original is still there, in order.
+        let runc = runtime(&doc, plugin, "runc");
+        assert_eq!(
+            runc.get("runtime_type").unwrap().as_str(),
+            Some("io.containerd.runc.v2")
+        );
+        let mut rest = after.lines();
+        for line in before.lines() {
+            assert!(
+                rest.any(|l| l == line),
+                "{name}: lost or moved {line:?}\n{after}"
+            );
+        }
+        // Idempotent: a second run changes nothing.
+        let (again, _) = add(&after).unwrap();
+        assert_eq!(again, after, "{name}: a rerun changed the config");
+        assert_eq!(
+            after.matches("runtimes.wasm]").count(),
+            1,
+            "{name}:\n{after}"
+        );
+    }
+}
+
+#[test]
+fn a_stale_entry_is_corrected_without_duplicates() {
+    let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasm]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n  pod_annotations = [\"other/*\"]\n";
+    let (after, _) = add(text).unwrap();
+    let doc: DocumentMut = after.parse().unwrap();
+    let wasm = runtime(&doc, "io.containerd.grpc.v1.cri", "wasm");
+    assert_eq!(
+        wasm.get("runtime_type").unwrap().as_str(),
+        Some(RUNTIME_TYPE)
+    );
+    let pod: Vec<_> = wasm
+        .get("pod_annotations")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pod, ["other/*", ANNOTATIONS]);
+    assert_eq!(after.matches("runtime_type").count(), 1, "{after}");
+}
+
+#[test]
+fn an_empty_config_gets_a_version() {
+    let (after, version) = add("").unwrap();
+    assert_eq!(version, 2);
+    assert!(after.starts_with("version = 2\n"), "{after}");
+    let (after3, version) = add_runtime(Path::new("c.toml"), "", "wasm", 3).unwrap();
+    assert_eq!(version, 3);
+    let doc: DocumentMut = after3.parse().unwrap();
+    runtime(&doc, "io.containerd.cri.v1.runtime", "wasm");
+    assert!(!after.contains("[plugins]\n"), "no empty header: {after}");
+}
+
+#[test]
+fn unusable_configs_are_refused_with_the_reason() {
+    let e = add(&sample("version-1.toml")).unwrap_err().to_string();
+    assert!(e.starts_with("containerd config config.toml:"), "{e}");
+    assert!(
+        e.contains("version 1") && e.contains("containerd config migrate"),
+        "{e}"
+    );
+    let e = add("version = 2\n[plugins\n").unwrap_err().to_string();
+    assert!(e.contains("config.toml") && e.contains("line 2"), "{e}");
+    let e = add("version = 2\nplugins = 3\n").unwrap_err().to_string();
+    assert!(e.contains("plugins is a integer, not a table"), "{e}");
+    let e = add("version = 9\n").unwrap_err().to_string();
+    assert!(e.contains("version 9"), "{e}");
+}
+
+#[test]
+fn install_writes_once_keeps_a_backup_and_copies_the_shim() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("etc/containerd/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let original = sample("containerd-1.6.toml");
+    std::fs::write(&config, &original).unwrap();
+    let shim = dir.path().join("shim-build");
+    std::fs::write(&shim, b"\x7fELF pretend shim").unwrap();
+    let options = InstallOptions {
+        config: config.clone(),
+        handler: "wasm".into(),
+        shim: Some(shim.clone()),
+        bin_dir: dir.path().join("bin"),
+        new_config_version: 2,
+    };
+    let first = install(&options).unwrap();
+    assert!(first.config_changed && first.needs_restart());
+    assert_eq!(
+        first.shim_installed,
+        Some(dir.path().join("bin").join(SHIM_BINARY))
+    );
+    let installed = dir.path().join("bin").join(SHIM_BINARY);
+    assert_eq!(
+        std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    let backup = first.backup.clone().unwrap();
+    assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
+    let written = std::fs::read_to_string(&config).unwrap();
+
+    let second = install(&options).unwrap();
+    assert!(!second.needs_restart(), "{second:?}");
+    assert_eq!(second.backup, None);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
+
+    // A new shim build is installed, and only the shim changes.
+    std::fs::write(&shim, b"\x7fELF newer shim").unwrap();
+    let third = install(&options).unwrap();
+    assert!(third.shim_installed.is_some() && !third.config_changed);
+    assert_eq!(std::fs::read(&installed).unwrap(), b"\x7fELF newer shim");
+
+    // No file yet: one is created, with no backup.
+    let fresh = InstallOptions {
+        config: dir.path().join("new/config.toml"),
+        shim: None,
+        ..options
+    };
+    let report = install(&fresh).unwrap();
+    assert!(report.config_changed && report.backup.is_none());
+    assert!(std::fs::read_to_string(dir.path().join("new/config.toml"))
+        .unwrap()
+        .contains(RUNTIME_TYPE));
+}
