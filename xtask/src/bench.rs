@@ -12,7 +12,10 @@
 //! - under a private containerd (as root): `ctr run --rm` of a hello world with our shim
 //!   against runc running busybox echo, and the memory of idle shims (`bench/shim.rs`).
 //!
-//! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `shim`) runs one section only.
+//! - through containerd's CRI plugin (as root): pod start latency, RunPodSandbox to the
+//!   containers running, of a wasm pod against a runc busybox pod (`bench/pod.rs`).
+//!
+//! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `shim`, `pod`) runs one section only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,6 +25,7 @@ use anyhow::{bail, Context};
 
 use crate::util::{cargo, require_wasm_toolchain, root, run as sh, Registry};
 
+mod pod;
 mod shim;
 
 struct Workloads {
@@ -145,6 +149,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             shim::run()?;
         } else {
             println!("\n== containerd: skipped (needs root)");
+        }
+    }
+    if only("pod") {
+        if crate::util::is_root() {
+            pod::run()?;
+        } else {
+            println!("\n== CRI pods: skipped (needs root)");
         }
     }
     Ok(())

@@ -14,10 +14,13 @@ use anyhow::{bail, ensure, Context};
 
 use crate::util::{cargo, have, root, run as sh, Registry};
 
+pub(crate) mod cri;
+pub(crate) mod kind;
+
 /// The runtime type of our shim.
 pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
 /// The containerd namespace the checks use.
-const NAMESPACE: &str = "wasmpod-e2e";
+pub(crate) const NAMESPACE: &str = "wasmpod-e2e";
 /// The test image as `wasmpod build` tags and `ctr image import` names it.
 const IMAGE: &str = "localhost/wasmpod-e2e/probe:v1";
 
@@ -26,10 +29,15 @@ type Check = fn(&Containerd) -> anyhow::Result<()>;
 
 /// Runs every check; extra arguments pick checks by name.
 pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
+    if filter.first().is_some_and(|f| f == "--kind") {
+        return kind::run();
+    }
     for (program, package) in [
         ("containerd", "containerd"),
         ("ctr", "containerd"),
         ("docker-registry", "docker-registry"),
+        ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+        ("cc", "gcc"),
     ] {
         if !have(program) {
             bail!("the e2e needs {program}: apt-get install {package} (.ci/run does this)");
@@ -39,6 +47,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
     let bins = build_binaries()?;
     let env = Containerd::start(&bins)?;
     env.prepare_image()?;
+    cri::import_pause_image(&env)?;
     let checks: &[(&str, Check)] = &[
         ("output-and-exit-codes", check_output_and_exit_codes),
         ("env", check_env),
@@ -54,6 +63,10 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("containerd-restart", check_containerd_restart),
         ("shim-killed", check_shim_killed),
         ("cycles", check_cycles),
+        ("pod-run", cri::check_pod_run),
+        ("pod-exit-code", cri::check_pod_exit_code),
+        ("pod-two-containers", cri::check_pod_two_containers),
+        ("pod-unknown-handler", cri::check_pod_unknown_handler),
     ];
     let mut failed = Vec::new();
     for (name, check) in checks {
@@ -124,35 +137,17 @@ pub(crate) fn compile_fixture(name: &str, out: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// A private containerd: its own root, state, sockets and config, stopped on drop.
-pub(crate) struct Containerd {
-    pub(crate) dir: PathBuf,
-    /// The `wasmpod` binary under test.
-    pub(crate) wasmpod: PathBuf,
-    /// The gRPC client example (see [`Binaries::run_via_api`]).
-    pub(crate) run_via_api: PathBuf,
-    child: std::cell::RefCell<Option<Child>>,
-    keep_log: std::cell::Cell<bool>,
-}
-
-impl Containerd {
-    /// Starts containerd in a new temporary directory, with `bins.shim` on its PATH.
-    pub(crate) fn start(bins: &Binaries) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("wasmpod-e2e-{}", std::process::id()));
-        if dir.exists() {
-            fs::remove_dir_all(&dir)?;
-        }
-        fs::create_dir_all(dir.join("bin"))?;
-        symlink(&bins.shim, dir.join("bin/containerd-shim-wasm-v1"))?;
-        let d = dir.display();
-        fs::write(
-            dir.join("config.toml"),
-            format!(
-                r#"version = 2
+/// containerd's config: private root, state, sockets; the CRI plugin with a sandbox image
+/// of the test's own, CNI from Debian's plugins with a bridge config in `dir`, pod network
+/// namespaces under the state directory, registry hosts from `dir/certs.d`, and the
+/// adjustments these VMs need (`restrict_oom_score_adj`).
+fn config_toml(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
 disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.devmapper",
@@ -167,15 +162,68 @@ disabled_plugins = [
   level = "info"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
-"#
-            ),
-        )?;
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_cdi = false
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{d}/cni/net.d"
+  max_conf_num = 1
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "{d}/certs.d"
+"#,
+        pause = cri::PAUSE_IMAGE
+    )
+}
+
+/// A private containerd: its own root, state, sockets and config, stopped on drop.
+pub(crate) struct Containerd {
+    pub(crate) dir: PathBuf,
+    /// The `wasmpod` binary under test.
+    pub(crate) wasmpod: PathBuf,
+    /// The gRPC client example (see [`Binaries::run_via_api`]).
+    pub(crate) run_via_api: PathBuf,
+    child: std::cell::RefCell<Option<Child>>,
+    keep_log: std::cell::Cell<bool>,
+    /// The loopback registry the CRI checks pull from, started on first use.
+    registry: std::cell::OnceCell<(Registry, String)>,
+}
+
+impl Containerd {
+    /// Starts containerd in a new temporary directory, with `bins.shim` on its PATH.
+    pub(crate) fn start(bins: &Binaries) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("wasmpod-e2e-{}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(dir.join("bin"))?;
+        symlink(&bins.shim, dir.join("bin/containerd-shim-wasm-v1"))?;
+        fs::write(dir.join("config.toml"), config_toml(&dir))?;
+        // The wasm runtime handler goes in as users add it: by `wasmpod install`.
+        sh(Command::new(&bins.wasmpod)
+            .args([
+                "install",
+                "--config-only",
+                "--no-restart",
+                "--containerd-config",
+            ])
+            .arg(dir.join("config.toml")))?;
+        cri::write_cni_config(&dir)?;
         let env = Self {
             dir,
             wasmpod: bins.wasmpod.clone(),
             run_via_api: bins.run_via_api.clone(),
             child: std::cell::RefCell::new(None),
             keep_log: std::cell::Cell::new(false),
+            registry: std::cell::OnceCell::new(),
         };
         env.launch()?;
         Ok(env)
@@ -263,13 +311,36 @@ disabled_plugins = [
 
     /// `ctr` against this containerd, in the e2e namespace.
     pub(crate) fn ctr_cmd(&self, args: &[&str]) -> Command {
+        self.ctr_cmd_in(NAMESPACE, args)
+    }
+
+    /// `ctr` against this containerd, in `namespace`.
+    pub(crate) fn ctr_cmd_in(&self, namespace: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.socket())
-            .args(["--namespace", NAMESPACE])
+            .args(["--namespace", namespace])
             .args(args)
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// Runs `ctr` in `namespace` and fails unless it succeeds; returns stdout.
+    pub(crate) fn ctr_in(&self, namespace: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = self
+            .ctr_cmd_in(namespace, args)
+            .output()
+            .with_context(|| format!("running ctr {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "ctr -n {namespace} {} failed ({}): {}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs `ctr` and returns its output, whatever its status.
@@ -390,8 +461,114 @@ disabled_plugins = [
         Ok(())
     }
 
-    /// Removes every task and container left in the namespace by a check.
+    /// The loopback registry for CRI pulls (started on first use, known to containerd
+    /// through `certs.d/HOST/hosts.toml`); returns `127.0.0.1:PORT`.
+    pub(crate) fn registry(&self) -> anyhow::Result<&str> {
+        if self.registry.get().is_none() {
+            let dir = self.dir.join("cri-registry");
+            fs::create_dir_all(&dir)?;
+            let (registry, host) = Registry::start(&dir)?;
+            let hosts = self.dir.join("certs.d").join(&host);
+            fs::create_dir_all(&hosts)?;
+            fs::write(
+                hosts.join("hosts.toml"),
+                format!(
+                    "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+                ),
+            )?;
+            let _ = self.registry.set((registry, host));
+        }
+        Ok(&self.registry.get().context("registry")?.1)
+    }
+
+    /// `wasmpod` with this environment's store, state and CRI endpoint.
+    pub(crate) fn wasmpod(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.wasmpod);
+        cmd.arg("--root")
+            .arg(self.dir.join("wasmpod"))
+            .arg("--state")
+            .arg(self.dir.join("wasmpod-state"))
+            .args(args)
+            .env(
+                "CONTAINER_RUNTIME_ENDPOINT",
+                format!("unix://{}", self.socket().display()),
+            )
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Imports `dir/rootfs` as a one-layer native image named `image` (command `cmd`) into
+    /// `namespace`, through an OCI archive.
+    pub(crate) fn import_rootfs(
+        &self,
+        namespace: &str,
+        dir: &Path,
+        image: &str,
+        cmd: &[&str],
+    ) -> anyhow::Result<()> {
+        let cmd = format!(
+            "[{}]",
+            cmd.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let layout = dir.join("layout");
+        let blobs = layout.join("blobs/sha256");
+        fs::create_dir_all(&blobs)?;
+        let layer = dir.join("layer.tar");
+        sh(Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("rootfs"))
+            .arg("-cf")
+            .arg(&layer)
+            .arg("."))?;
+        let add = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+            let tmp = dir.join("blob.tmp");
+            fs::write(&tmp, bytes)?;
+            let out = Command::new("sha256sum").arg(&tmp).output()?;
+            let hex = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .context("sha256sum")?
+                .to_owned();
+            fs::rename(&tmp, blobs.join(&hex))?;
+            Ok((hex, bytes.len()))
+        };
+        let (layer_hex, layer_len) = add(&fs::read(&layer)?)?;
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":{cmd}}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_hex}"]}}}}"#
+        );
+        let (config_hex, config_len) = add(config.as_bytes())?;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{layer_len}}}]}}"#
+        );
+        let (manifest_hex, manifest_len) = add(manifest.as_bytes())?;
+        fs::write(
+            layout.join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_hex}","size":{manifest_len},"annotations":{{"io.containerd.image.name":"{image}","org.opencontainers.image.ref.name":"v1"}}}}]}}"#
+            ),
+        )?;
+        fs::write(
+            layout.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        let archive = dir.join("image.tar");
+        sh(Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&archive)
+            .args(["oci-layout", "index.json", "blobs"]))?;
+        self.ctr_in(namespace, &["image", "import", &archive.to_string_lossy()])?;
+        Ok(())
+    }
+
+    /// Removes every task and container left in the namespace by a check, and every pod
+    /// sandbox left in the CRI's.
     fn clean_namespace(&self) {
+        cri::remove_all_pods(self);
         if let Ok(out) = self.ctr_ok(&["task", "ls", "-q"]) {
             for id in out.lines() {
                 let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
@@ -456,6 +633,7 @@ impl Drop for Containerd {
         for m in mounts {
             let _ = Command::new("umount").args(["-l", &m]).status();
         }
+        cri::remove_bridge();
         if self.keep_log.get() {
             let _ = fs::copy(
                 self.dir.join("containerd.log"),

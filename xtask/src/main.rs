@@ -14,8 +14,10 @@ usage: cargo xtask <task>
 
 tasks:
   test    fmt check, clippy (-D warnings), docs, every test of the workspace, then the e2e
-  e2e     the shim under a private containerd (as root): ctr run, kill, mounts, restart
+  e2e     the shim under a private containerd (as root): ctr run, kill, mounts, restart,
+          and pods through its CRI plugin with `wasmpod pod`
           [CHECK...] runs only the checks whose names contain one of the words
+          --kind: the same on a kind cluster (needs docker, kind, kubectl)
   bench   startup, compile/cache and throughput figures (release build)
 ";
 

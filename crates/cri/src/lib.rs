@@ -35,6 +35,7 @@ pub use client::{Cri, DEFAULT_ENDPOINT};
 pub use error::{Error, Result};
 pub use install::{install, InstallOptions, InstallReport};
 pub use k8s_cri::v1 as api;
+pub use k8s_openapi::api::core::v1::Pod;
 pub use logs::{Entry, LogReader, Stream};
 pub use manifest::{decode, documents, Manifests};
 pub use plan::{

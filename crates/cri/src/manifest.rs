@@ -239,6 +239,67 @@ data:
         assert!(e.contains("no kind"), "{e}");
     }
 
+    /// Every manifest we ship under `deploy/` decodes strictly into its k8s-openapi type.
+    #[test]
+    fn shipped_manifests_are_valid() {
+        use k8s_openapi::api::apps::v1::DaemonSet;
+        use k8s_openapi::api::core::v1::Namespace;
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let mut files = Vec::new();
+        let mut dirs = vec![deploy];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        let mut kinds = Vec::new();
+        for file in &files {
+            let name = file.display().to_string();
+            let text = std::fs::read_to_string(file).unwrap();
+            for doc in documents(&name, &text).unwrap() {
+                let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+                let api = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
+                match (api.as_str(), kind.as_str()) {
+                    ("v1", "Pod") => drop(decode::<Pod>(&name, doc).unwrap()),
+                    ("v1", "Namespace") => drop(decode::<Namespace>(&name, doc).unwrap()),
+                    ("v1", "ConfigMap") => drop(decode::<ConfigMap>(&name, doc).unwrap()),
+                    ("node.k8s.io/v1", "RuntimeClass") => {
+                        let rc: RuntimeClass = decode(&name, doc).unwrap();
+                        assert_eq!(rc.handler, "wasm", "{name}");
+                    }
+                    ("apps/v1", "DaemonSet") => drop(decode::<DaemonSet>(&name, doc).unwrap()),
+                    // kind's own config type, not a Kubernetes object.
+                    ("kind.x-k8s.io/v1alpha4", "Cluster") => {}
+                    other => panic!("{name}: {other:?} is not checked: add it here"),
+                }
+                kinds.push(kind);
+            }
+        }
+        for kind in ["Pod", "RuntimeClass", "DaemonSet"] {
+            assert!(kinds.iter().any(|k| k == kind), "no {kind} under deploy/");
+        }
+        // Every Pod we ship runs as wasmpod pod run would run it.
+        for file in files.iter().filter(|f| {
+            f.starts_with(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples"))
+        }) {
+            let m = Manifests::load(&[file]).unwrap();
+            for pod in &m.pods {
+                let options = crate::PlanOptions {
+                    log_dir: "/var/log/pods".into(),
+                    pods_dir: "/run/wasmpod/pods".into(),
+                    uid: "u".into(),
+                };
+                let plan = crate::PodPlan::new(pod, &m, &options).unwrap();
+                assert_eq!(plan.handler, "wasm", "{}", file.display());
+            }
+        }
+    }
+
     #[test]
     fn empty_documents_are_skipped() {
         let mut m = Manifests::default();

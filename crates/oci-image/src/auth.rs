@@ -45,10 +45,17 @@ impl Credentials {
 
     /// Credentials for `registry` from the given docker config file.
     pub fn from_docker_config_file(path: &Path, registry: &str) -> Result<Self> {
-        let bad = |reason: String| Error::invalid(path.display().to_string(), reason);
         let text = std::fs::read(path).map_err(Error::io(path))?;
+        Self::from_docker_config_json(&text, registry, &path.display().to_string())
+    }
+
+    /// Credentials for `registry` from the contents of a docker config file (as a
+    /// Kubernetes `kubernetes.io/dockerconfigjson` Secret holds it); `source` names it in
+    /// errors.
+    pub fn from_docker_config_json(text: &[u8], registry: &str, source: &str) -> Result<Self> {
+        let bad = |reason: String| Error::invalid(source, reason);
         let config: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+            serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
         let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
             return Ok(Self::Anonymous);
         };

@@ -44,6 +44,205 @@ pub(crate) enum Command {
     Rmi(RmiArgs),
     /// Delete blobs and unpacked images no tag refers to
     Prune,
+    /// Run Pod manifests through a CRI runtime (containerd), as the kubelet would
+    #[command(subcommand)]
+    Pod(PodCommand),
+    /// crictl-like views and actions over a CRI runtime
+    #[command(subcommand)]
+    Cri(CriCommand),
+    /// Install the shim on this node and add the wasm runtime to containerd's config
+    Install(InstallArgs),
+}
+
+/// Where the CRI runtime listens (shared by `pod` and `cri`).
+#[derive(Debug, Args, Clone)]
+pub(crate) struct EndpointArgs {
+    /// The CRI endpoint, as crictl's
+    #[arg(
+        short = 'r',
+        long,
+        env = "CONTAINER_RUNTIME_ENDPOINT",
+        default_value = cri::DEFAULT_ENDPOINT,
+        value_name = "unix:///PATH"
+    )]
+    pub(crate) runtime_endpoint: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PodCommand {
+    /// Run a Pod: sandbox, image pulls, containers; follow logs until it completes
+    Run(PodRunArgs),
+    /// Stop and remove pods (their containers, sandboxes and volumes)
+    Rm(PodRmArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PodRunArgs {
+    /// Manifest files: the Pod, and any RuntimeClass, ConfigMap and Secret it uses
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
+
+    /// Return once the containers run, leaving the pod running
+    #[arg(short = 'd', long)]
+    pub(crate) detach: bool,
+
+    /// Remove the pod once it completes
+    #[arg(long, conflicts_with = "detach")]
+    pub(crate) rm: bool,
+
+    /// Which Pod to run when the files hold several
+    #[arg(long, value_name = "NAME")]
+    pub(crate) pod: Option<String>,
+
+    /// Directory of the pods' logs, as the kubelet's
+    #[arg(long, default_value = "/var/log/pods", value_name = "DIR")]
+    pub(crate) log_dir: PathBuf,
+
+    /// Docker config with registry credentials, after the pod's imagePullSecrets
+    /// [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) docker_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PodRmArgs {
+    /// Pod names (`NAME` or `NAMESPACE/NAME`) or sandbox IDs (or unique ID prefixes)
+    #[arg(required = true, value_name = "POD")]
+    pub(crate) pods: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
+
+    /// Seconds each running container gets between SIGTERM and SIGKILL
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub(crate) grace_period: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CriCommand {
+    /// List pod sandboxes
+    Pods(CriListArgs),
+    /// List containers (running ones; -a for all)
+    Ps(CriPsArgs),
+    /// Print a container's log
+    Logs(CriLogsArgs),
+    /// Print the status of containers or pod sandboxes as JSON
+    Inspect(CriTargetArgs),
+    /// Stop containers or pod sandboxes
+    Stop(CriStopArgs),
+    /// Remove containers or pod sandboxes
+    Rm(CriTargetArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriListArgs {
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
+
+    /// Print only IDs
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriPsArgs {
+    #[command(flatten)]
+    pub(crate) list: CriListArgs,
+
+    /// Show exited containers too
+    #[arg(short, long)]
+    pub(crate) all: bool,
+
+    /// Only the containers of this pod sandbox (ID or prefix)
+    #[arg(short, long, value_name = "ID")]
+    pub(crate) pod: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriLogsArgs {
+    /// The container (ID, unique ID prefix, or name)
+    pub(crate) container: String,
+
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
+
+    /// Keep printing new lines until the container exits
+    #[arg(short, long)]
+    pub(crate) follow: bool,
+
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    pub(crate) tail: Option<usize>,
+
+    /// Prefix each line with its timestamp
+    #[arg(short, long)]
+    pub(crate) timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriTargetArgs {
+    /// Container or pod sandbox IDs (or unique prefixes, or names)
+    #[arg(required = true, value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriStopArgs {
+    #[command(flatten)]
+    pub(crate) target: CriTargetArgs,
+
+    /// Seconds between SIGTERM and SIGKILL
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub(crate) timeout: i64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    /// containerd's config file (created when missing)
+    #[arg(
+        long,
+        default_value = "/etc/containerd/config.toml",
+        value_name = "FILE"
+    )]
+    pub(crate) containerd_config: PathBuf,
+
+    /// The runtime handler name (the RuntimeClass handler)
+    #[arg(long, default_value = "wasm", value_name = "NAME")]
+    pub(crate) handler: String,
+
+    /// The shim to install [default: containerd-shim-wasm-v1 beside this wasmpod]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) shim: Option<PathBuf>,
+
+    /// Only edit the config; install no shim binary
+    #[arg(long, conflicts_with = "shim")]
+    pub(crate) config_only: bool,
+
+    /// Where the shim goes: a directory on containerd's PATH
+    #[arg(long, default_value = "/usr/local/bin", value_name = "DIR")]
+    pub(crate) bin_dir: PathBuf,
+
+    /// Config version for a new file: 2 (containerd 1.6/1.7) or 3 (2.x) [default: from `containerd --version`, else 2]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(2..=3), value_name = "N")]
+    pub(crate) config_version: Option<i64>,
+
+    /// The command that restarts containerd, run only when something changed
+    #[arg(
+        long,
+        default_value = "systemctl restart containerd",
+        value_name = "CMD"
+    )]
+    pub(crate) restart_command: String,
+
+    /// Never restart containerd
+    #[arg(long)]
+    pub(crate) no_restart: bool,
 }
 
 /// How to reach a registry (shared by run, pull and push).

@@ -1,8 +1,11 @@
 //! `wasmpod`: the command-line front door. Parses arguments, installs tracing, dispatches.
 
 mod cli;
+mod crictl;
 mod dirs;
 mod images;
+mod install;
+mod pod;
 mod run;
 mod sys;
 mod units;
@@ -34,6 +37,10 @@ fn main() {
         cli::Command::Images => images::main("", || images::images(&dirs)),
         cli::Command::Rmi(args) => images::main("", || images::rmi(&dirs, args)),
         cli::Command::Prune => images::main("", || images::prune(&dirs)),
+        cli::Command::Pod(cli::PodCommand::Run(args)) => pod::run(&dirs, args),
+        cli::Command::Pod(cli::PodCommand::Rm(args)) => images::main("", || pod::rm(&dirs, args)),
+        cli::Command::Cri(command) => images::main("", || crictl::main(command)),
+        cli::Command::Install(args) => images::main("", || install::main(args)),
     };
     std::process::exit(code);
 }

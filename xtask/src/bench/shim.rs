@@ -3,17 +3,16 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{bail, ensure};
 
 use super::{median, ms};
 use crate::e2e::{build_binaries_in, compile_fixture, Containerd, RUNTIME};
-use crate::util::{have, run as sh};
+use crate::util::have;
 
 const HELLO: &str = "localhost/wasmpod-bench/hello:v1";
-const BUSYBOX: &str = "localhost/wasmpod-bench/busybox:v1";
+pub(crate) const BUSYBOX: &str = "localhost/wasmpod-bench/busybox:v1";
 const RUNS: usize = 20;
 
 pub(crate) fn run() -> anyhow::Result<()> {
@@ -53,7 +52,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
         "ctr run --rm hello (wasm shim):   {} median of {RUNS}",
         ms(wasm)
     );
-    match busybox_image(&env) {
+    match busybox_image(&env, crate::e2e::NAMESPACE) {
         Ok(()) => {
             let runc = time_runs("io.containerd.runc.v2", BUSYBOX, &["/bin/echo", "hello"])?;
             println!(
@@ -126,67 +125,24 @@ fn idle_pss(env: &Containerd, n: usize) -> anyhow::Result<(f64, f64)> {
     Ok((pss, rss))
 }
 
-/// A busybox image for runc, from Debian's `busybox-static`, imported as an OCI archive.
-fn busybox_image(env: &Containerd) -> anyhow::Result<()> {
+/// A busybox image for runc, from Debian's `busybox-static`, imported as an OCI archive
+/// into containerd's `namespace` as [`BUSYBOX`].
+pub(crate) fn busybox_image(env: &Containerd, namespace: &str) -> anyhow::Result<()> {
     let busybox = Path::new("/bin/busybox");
     if !busybox.exists() || !have("runc") {
         bail!("needs runc and busybox-static (apt-get install runc busybox-static)");
     }
-    let dir = env.dir.join("busybox");
+    let dir = env.dir.join(format!("busybox-{namespace}"));
     let rootfs = dir.join("rootfs/bin");
     fs::create_dir_all(&rootfs)?;
     fs::copy(busybox, rootfs.join("busybox"))?;
     for applet in ["echo", "sleep", "sh"] {
         std::os::unix::fs::symlink("busybox", rootfs.join(applet))?;
     }
-    let layout = dir.join("layout");
-    let blobs = layout.join("blobs/sha256");
-    fs::create_dir_all(&blobs)?;
-    let layer = dir.join("layer.tar");
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(dir.join("rootfs"))
-        .arg("-cf")
-        .arg(&layer)
-        .arg("."))?;
-    let add = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
-        let tmp = dir.join("blob.tmp");
-        fs::write(&tmp, bytes)?;
-        let out = Command::new("sha256sum").arg(&tmp).output()?;
-        let hex = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .context("sha256sum")?
-            .to_owned();
-        fs::rename(&tmp, blobs.join(&hex))?;
-        Ok((hex, bytes.len()))
-    };
-    let (layer_hex, layer_len) = add(&fs::read(&layer)?)?;
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/echo","hello"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_hex}"]}}}}"#
-    );
-    let (config_hex, config_len) = add(config.as_bytes())?;
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{layer_len}}}]}}"#
-    );
-    let (manifest_hex, manifest_len) = add(manifest.as_bytes())?;
-    fs::write(
-        layout.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_hex}","size":{manifest_len},"annotations":{{"io.containerd.image.name":"{BUSYBOX}","org.opencontainers.image.ref.name":"v1"}}}}]}}"#
-        ),
-    )?;
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    let archive = dir.join("busybox.tar");
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(&layout)
-        .arg("-cf")
-        .arg(&archive)
-        .args(["oci-layout", "index.json", "blobs"]))?;
-    env.ctr_ok(&["image", "import", &archive.to_string_lossy()])?;
-    Ok(())
+    env.import_rootfs(
+        crate::e2e::NAMESPACE,
+        &dir,
+        BUSYBOX,
+        &["/bin/echo", "hello"],
+    )
 }

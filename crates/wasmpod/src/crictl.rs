@@ -1,0 +1,304 @@
+//! `wasmpod cri pods | ps | logs | inspect | stop | rm`: crictl's everyday verbs over the
+//! same CRI client, for nodes without crictl.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::bail;
+use cri::{api, short, Cri, LogReader};
+
+use crate::cli::{CriCommand, CriLogsArgs, CriPsArgs, EndpointArgs};
+
+/// Runs one `wasmpod cri` verb.
+pub(crate) fn main(command: CriCommand) -> anyhow::Result<()> {
+    crate::images::runtime()?.block_on(async {
+        match command {
+            CriCommand::Pods(args) => pods(&connect(&args.endpoint).await?, args.quiet).await,
+            CriCommand::Ps(args) => ps(&connect(&args.list.endpoint).await?, &args).await,
+            CriCommand::Logs(args) => logs(&connect(&args.endpoint).await?, &args).await,
+            CriCommand::Inspect(args) => {
+                let cri = connect(&args.endpoint).await?;
+                for id in &args.ids {
+                    inspect(&cri, id).await?;
+                }
+                Ok(())
+            }
+            CriCommand::Stop(args) => {
+                let cri = connect(&args.target.endpoint).await?;
+                for id in &args.target.ids {
+                    match target(&cri, id).await? {
+                        Target::Container(c) => cri.stop_container(&c.id, args.timeout).await?,
+                        Target::Pod(p) => cri.stop_pod_sandbox(&p.id).await?,
+                    }
+                    println!("{id}");
+                }
+                Ok(())
+            }
+            CriCommand::Rm(args) => {
+                let cri = connect(&args.endpoint).await?;
+                for id in &args.ids {
+                    match target(&cri, id).await? {
+                        Target::Container(c)
+                            if c.state == api::ContainerState::ContainerRunning as i32 =>
+                        {
+                            bail!(
+                                "container {} is running: stop it first (wasmpod cri stop {id})",
+                                short(&c.id)
+                            )
+                        }
+                        Target::Container(c) => cri.remove_container(&c.id).await?,
+                        Target::Pod(p) => {
+                            cri.stop_pod_sandbox(&p.id).await?;
+                            cri.remove_pod_sandbox(&p.id).await?;
+                        }
+                    }
+                    println!("{id}");
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn connect(endpoint: &EndpointArgs) -> cri::Result<Cri> {
+    Cri::connect(&endpoint.runtime_endpoint).await
+}
+
+/// What an ID names.
+enum Target {
+    Container(api::Container),
+    Pod(api::PodSandbox),
+}
+
+/// A container by ID/prefix/name, else a pod sandbox by ID/prefix/name.
+async fn target(cri: &Cri, what: &str) -> anyhow::Result<Target> {
+    match cri::find_container(cri, what).await {
+        Ok(c) => return Ok(Target::Container(c)),
+        Err(cri::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match cri::find_pods(cri, what).await {
+        Ok(mut pods) if pods.len() == 1 => Ok(Target::Pod(pods.remove(0))),
+        Ok(pods) => bail!(
+            "{what:?} names {} pod sandboxes ({}): give an ID",
+            pods.len(),
+            pods.iter()
+                .map(|p| short(&p.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(cri::Error::NotFound { what, .. }) => Err(cri::Error::NotFound {
+            kind: "pod sandbox or container",
+            what,
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `1 minute ago`-style age of a CRI timestamp (nanoseconds since the epoch).
+fn age(nanos: i64) -> String {
+    let then = SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0));
+    let secs = SystemTime::now()
+        .duration_since(then)
+        .map_or(0, |d| d.as_secs());
+    let (n, unit) = match secs {
+        0..60 => (secs, "second"),
+        60..3600 => (secs / 60, "minute"),
+        3600..86400 => (secs / 3600, "hour"),
+        _ => (secs / 86400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// Prints rows as columns padded to their widest cell.
+fn table(rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+}
+
+fn sandbox_state(state: i32) -> &'static str {
+    match api::PodSandboxState::try_from(state) {
+        Ok(api::PodSandboxState::SandboxReady) => "Ready",
+        _ => "NotReady",
+    }
+}
+
+fn container_state(state: i32) -> &'static str {
+    match api::ContainerState::try_from(state) {
+        Ok(api::ContainerState::ContainerCreated) => "Created",
+        Ok(api::ContainerState::ContainerRunning) => "Running",
+        Ok(api::ContainerState::ContainerExited) => "Exited",
+        _ => "Unknown",
+    }
+}
+
+async fn pods(cri: &Cri, quiet: bool) -> anyhow::Result<()> {
+    let mut all = cri.list_pod_sandboxes(None).await?;
+    all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+    if quiet {
+        all.iter().for_each(|s| println!("{}", s.id));
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "POD ID",
+        "CREATED",
+        "STATE",
+        "NAME",
+        "NAMESPACE",
+        "ATTEMPT",
+        "RUNTIME",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for s in &all {
+        let m = s.metadata.clone().unwrap_or_default();
+        rows.push(vec![
+            short(&s.id),
+            age(s.created_at),
+            sandbox_state(s.state).into(),
+            m.name,
+            m.namespace,
+            m.attempt.to_string(),
+            if s.runtime_handler.is_empty() {
+                "(default)".into()
+            } else {
+                s.runtime_handler.clone()
+            },
+        ]);
+    }
+    table(&rows);
+    Ok(())
+}
+
+async fn ps(cri: &Cri, args: &CriPsArgs) -> anyhow::Result<()> {
+    let mut filter = api::ContainerFilter::default();
+    if let Some(pod) = &args.pod {
+        let pods = cri::find_pods(cri, pod).await?;
+        let [one] = pods.as_slice() else {
+            bail!("{pod:?} names {} pod sandboxes: give an ID", pods.len());
+        };
+        filter.pod_sandbox_id = one.id.clone();
+    }
+    if !args.all {
+        filter.state = Some(api::ContainerStateValue {
+            state: api::ContainerState::ContainerRunning as i32,
+        });
+    }
+    let mut all = cri.list_containers(Some(filter)).await?;
+    all.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    if args.list.quiet {
+        all.iter().for_each(|c| println!("{}", c.id));
+        return Ok(());
+    }
+    let mut rows = vec![[
+        "CONTAINER",
+        "IMAGE",
+        "CREATED",
+        "STATE",
+        "NAME",
+        "ATTEMPT",
+        "POD ID",
+        "POD",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for c in &all {
+        let m = c.metadata.clone().unwrap_or_default();
+        let image = c
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        rows.push(vec![
+            short(&c.id),
+            short(image.trim_start_matches("sha256:")),
+            age(c.created_at),
+            container_state(c.state).into(),
+            m.name,
+            m.attempt.to_string(),
+            short(&c.pod_sandbox_id),
+            c.labels
+                .get(cri::POD_NAME_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+        ]);
+    }
+    table(&rows);
+    Ok(())
+}
+
+async fn logs(cri: &Cri, args: &CriLogsArgs) -> anyhow::Result<()> {
+    let container = cri::find_container(cri, &args.container).await?;
+    let (status, _) = cri.container_status(&container.id).await?;
+    if status.log_path.is_empty() {
+        bail!("container {} has no log file", short(&container.id));
+    }
+    let mut reader = LogReader::new(&status.log_path);
+    let print = |e: &cri::Entry| {
+        let line = if args.timestamps {
+            format!("{} {}", e.time, e.message)
+        } else {
+            e.message.clone()
+        };
+        match e.stream {
+            cri::Stream::Stdout => println!("{line}"),
+            cri::Stream::Stderr => eprintln!("{line}"),
+        }
+    };
+    let first = reader.read_new()?;
+    let skip = args.tail.map_or(0, |n| first.len().saturating_sub(n));
+    first.iter().skip(skip).for_each(print);
+    if !args.follow {
+        reader.flush().iter().for_each(print);
+        return Ok(());
+    }
+    loop {
+        let (status, _) = cri.container_status(&container.id).await?;
+        reader.read_new()?.iter().for_each(print);
+        if status.state == api::ContainerState::ContainerExited as i32 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            reader.read_new()?.iter().for_each(print);
+            reader.flush().iter().for_each(print);
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The runtime's verbose info map, with JSON values parsed.
+fn info_json(info: std::collections::HashMap<String, String>) -> serde_json::Value {
+    info.into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v)),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+async fn inspect(cri: &Cri, what: &str) -> anyhow::Result<()> {
+    let json = match target(cri, what).await? {
+        Target::Container(c) => {
+            let (status, info) = cri.container_status(&c.id).await?;
+            serde_json::json!({ "status": status, "info": info_json(info) })
+        }
+        Target::Pod(p) => {
+            let (status, info) = cri.pod_sandbox_status(&p.id).await?;
+            serde_json::json!({ "status": status, "info": info_json(info) })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! `cargo xtask bench pod`: pod start latency through containerd's CRI plugin — from
+//! RunPodSandbox to the container running — for a wasm pod (our shim) against a runc
+//! busybox pod in the same containerd, with the same CNI bridge network.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use super::{median, ms};
+use crate::bench::shim::{busybox_image, BUSYBOX};
+use crate::e2e::cri::{import_pause_image, probe_image, K8S_NAMESPACE};
+use crate::e2e::{build_binaries_in, Containerd};
+use crate::util::{cargo, run as sh};
+
+const RUNS: usize = 20;
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    println!("\n== Kubernetes CRI: pod start, RunPodSandbox to the container running");
+    let bins = build_binaries_in("release", &["--release"])?;
+    sh(cargo().args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "cri",
+        "--example",
+        "pod-start",
+    ]))?;
+    let example = bins.shim.with_file_name("examples/pod-start");
+    let env = Containerd::start(&bins)?;
+    import_pause_image(&env)?;
+    let wasm_image = probe_image(&env)?;
+    let time = |name: &str,
+                runtime_class: &str,
+                image: &str,
+                args: &str|
+     -> anyhow::Result<Duration> {
+        let manifest = env.dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{runtime_class}  \
+                 containers:\n  - {{name: c, image: {image}, imagePullPolicy: IfNotPresent, args: {args}}}\n"
+            ),
+        )?;
+        let out = Command::new(&example)
+            .arg(format!("unix://{}", env.socket().display()))
+            .arg(&manifest)
+            .arg((RUNS + 1).to_string())
+            .arg(env.dir.join("pod-logs"))
+            .arg(env.dir.join("pods"))
+            .output()
+            .context("running pod-start")?;
+        if !out.status.success() {
+            bail!("pod-start {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let samples: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<f64>().ok())
+            .map(|m| Duration::from_secs_f64(m / 1000.0))
+            .skip(1) // the first run pulls the image and compiles the wasm
+            .collect();
+        if samples.len() != RUNS {
+            bail!("pod-start {name}: {} samples", samples.len());
+        }
+        Ok(median(samples))
+    };
+    let wasm = time(
+        "wasm-pod",
+        "  runtimeClassName: wasm\n",
+        &wasm_image,
+        "[sleep, \"600000\"]",
+    )?;
+    println!(
+        "wasm pod (probe sleep, our shim):  {} median of {RUNS}",
+        ms(wasm)
+    );
+    match busybox_image(&env, K8S_NAMESPACE) {
+        Ok(()) => {
+            let runc = time("runc-pod", "", BUSYBOX, "[/bin/sleep, \"600\"]")?;
+            println!(
+                "runc pod (busybox sleep):          {} median of {RUNS}",
+                ms(runc)
+            );
+            println!(
+                "wasm / runc: {:.2}x",
+                wasm.as_secs_f64() / runc.as_secs_f64()
+            );
+        }
+        Err(e) => println!("runc comparison skipped: {e:#}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The e2e's Kubernetes path: Pods with `runtimeClassName: wasm` through containerd's CRI
+//! plugin and our shim, driven by `wasmpod pod` and `wasmpod cri` as a kubelet would.
+//! Images are pushed to a loopback registry and pulled by containerd through CRI PullImage;
+//! pods get addresses from a bridge network of the test's own.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+
+use super::{compile_fixture, Containerd};
+use crate::util::{root, run as sh};
+
+/// The sandbox image in the e2e's containerd config: a native `pause` of our own.
+pub(crate) const PAUSE_IMAGE: &str = "localhost/wasmpod-e2e/pause:v1";
+/// containerd's CRI namespace.
+pub(crate) const K8S_NAMESPACE: &str = "k8s.io";
+/// The pod network of the test's CNI config.
+const SUBNET_PREFIX: &str = "10.231.0.";
+
+/// The bridge interface of this run's CNI network (at most 15 characters).
+fn bridge() -> String {
+    format!("wpe{}", std::process::id() % 1_000_000)
+}
+
+/// Writes a bridge + host-local conflist into `dir/cni/net.d` (IPAM state in the test
+/// directory, no masquerade: pods reach nothing beyond the node).
+pub(crate) fn write_cni_config(dir: &Path) -> anyhow::Result<()> {
+    let net = dir.join("cni/net.d");
+    fs::create_dir_all(&net)?;
+    fs::write(
+        net.join("10-wasmpod-e2e.conflist"),
+        format!(
+            r#"{{
+  "cniVersion": "1.0.0",
+  "name": "wasmpod-e2e",
+  "plugins": [
+    {{
+      "type": "bridge",
+      "bridge": "{bridge}",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {{
+        "type": "host-local",
+        "ranges": [[{{"subnet": "{SUBNET_PREFIX}0/24"}}]],
+        "dataDir": "{ipam}"
+      }}
+    }}
+  ]
+}}
+"#,
+            bridge = bridge(),
+            ipam = dir.join("cni/ipam").display()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Deletes this run's bridge interface, if the CNI plugin made one.
+pub(crate) fn remove_bridge() {
+    let _ = Command::new("ip")
+        .args(["link", "del", &bridge()])
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Builds `tests/fixtures/pause.c` natively (static) and imports it as [`PAUSE_IMAGE`]
+/// into the CRI namespace, so no sandbox image is pulled from anywhere.
+pub(crate) fn import_pause_image(env: &Containerd) -> anyhow::Result<()> {
+    let dir = env.dir.join("pause");
+    fs::create_dir_all(dir.join("rootfs"))?;
+    sh(
+        Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args(["-static", "-O2", "-o"])
+            .arg(dir.join("rootfs/pause"))
+            .arg(root().join("tests/fixtures/pause.c")),
+    )?;
+    env.import_rootfs(K8S_NAMESPACE, &dir, PAUSE_IMAGE, &["/pause"])
+}
+
+/// Builds `wasm` (a `.wasm` or `.wat`) as a compat image and pushes it to the e2e
+/// registry; returns the image name containerd pulls.
+fn push_image(env: &Containerd, wasm: &Path, name: &str) -> anyhow::Result<String> {
+    let image = format!("{}/{name}:v1", env.registry()?);
+    sh(env.wasmpod(&["build"]).arg(wasm).args(["-t", &image]))?;
+    sh(&mut env.wasmpod(&["push", &image]))?;
+    Ok(image)
+}
+
+/// The probe image in the e2e registry.
+pub(crate) fn probe_image(env: &Containerd) -> anyhow::Result<String> {
+    let wasm = env.dir.join("probe.wasm");
+    if !wasm.exists() {
+        compile_fixture("probe", &wasm)?;
+    }
+    push_image(env, &wasm, "e2e/probe")
+}
+
+/// Writes a manifest into the test directory and returns its path.
+fn manifest(env: &Containerd, name: &str, yaml: &str) -> anyhow::Result<PathBuf> {
+    let path = env.dir.join(format!("{name}.yaml"));
+    fs::write(&path, yaml)?;
+    Ok(path)
+}
+
+/// Runs `wasmpod` and returns its output, whatever its status.
+fn wasmpod(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
+    env.wasmpod(args)
+        .output()
+        .with_context(|| format!("running wasmpod {}", args.join(" ")))
+}
+
+/// Runs `wasmpod`, failing unless it succeeds; returns stdout.
+fn wasmpod_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
+    let out = wasmpod(env, args)?;
+    if !out.status.success() {
+        bail!(
+            "wasmpod {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn log_dir(env: &Containerd) -> String {
+    env.dir.join("pod-logs").display().to_string()
+}
+
+/// `wasmpod cri inspect ID` as JSON.
+fn inspect(env: &Containerd, id: &str) -> anyhow::Result<serde_json::Value> {
+    let text = wasmpod_ok(env, &["cri", "inspect", id])?;
+    serde_json::from_str(&text).with_context(|| format!("cri inspect {id}: {text}"))
+}
+
+/// The scalar at `path` (`/status/exit_code`) as text: strings without quotes.
+fn field(json: &serde_json::Value, path: &str) -> String {
+    match json.pointer(path) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Removes every pod sandbox a check left (after a failure), so the next starts clean.
+pub(crate) fn remove_all_pods(env: &Containerd) {
+    let Ok(out) = env.wasmpod(&["cri", "pods", "-q"]).output() else {
+        return;
+    };
+    let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+    if !ids.is_empty() {
+        let _ = env
+            .wasmpod(&["pod", "rm", "--grace-period", "0"])
+            .args(&ids)
+            .output();
+    }
+}
+
+/// What must be gone after `wasmpod pod rm`: CRI sandboxes and containers, containerd
+/// containers in the CRI namespace, shims and mounts.
+fn ensure_nothing_left(env: &Containerd) -> anyhow::Result<()> {
+    let pods = wasmpod_ok(env, &["cri", "pods", "-q"])?;
+    ensure!(pods.trim().is_empty(), "sandboxes left: {pods}");
+    let containers = wasmpod_ok(env, &["cri", "ps", "-a", "-q"])?;
+    ensure!(
+        containers.trim().is_empty(),
+        "containers left: {containers}"
+    );
+    let records = env.ctr_in(K8S_NAMESPACE, &["container", "ls", "-q"])?;
+    ensure!(
+        records.trim().is_empty(),
+        "containerd containers left: {records}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env.shims().is_empty() {
+        ensure!(Instant::now() < deadline, "shims left: {:?}", env.shims());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(env.mounts().is_empty(), "mounts left: {:?}", env.mounts());
+    Ok(())
+}
+
+/// The shipped hello example, its image built from `examples/hello.wat` and pulled through
+/// the CRI: output on the terminal and in the CRI log file, exit code 0 in the status.
+pub(crate) fn check_pod_run(env: &Containerd) -> anyhow::Result<()> {
+    let image = push_image(env, &root().join("examples/hello.wat"), "examples/hello")?;
+    let shipped = fs::read_to_string(root().join("deploy/examples/hello.yaml"))?;
+    ensure!(shipped.contains("ghcr.io/wasmpod/examples/hello:v1"));
+    let pod = manifest(
+        env,
+        "hello",
+        &shipped.replace("ghcr.io/wasmpod/examples/hello:v1", &image),
+    )?;
+    let runtimeclass = root().join("deploy/runtimeclass.yaml");
+    let started = Instant::now();
+    let out = wasmpod(
+        env,
+        &[
+            "pod",
+            "run",
+            "--log-dir",
+            &log_dir(env),
+            &pod.to_string_lossy(),
+            &runtimeclass.to_string_lossy(),
+        ],
+    )?;
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && stdout.contains("Hello from a wasm container!"),
+        "pod run: {} {stdout:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The CRI log file, in the kubelet's layout.
+    let pod_dir = fs::read_dir(log_dir(env))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("default_hello-wasm_"))
+        })
+        .context("no pod log directory default_hello-wasm_<uid>")?;
+    let log = fs::read_to_string(pod_dir.join("hello/0.log"))?;
+    ensure!(
+        log.lines()
+            .any(|l| l.ends_with(" stdout F Hello from a wasm container!")),
+        "CRI log: {log:?}"
+    );
+    // The exit code in ContainerStatus, the handler in PodSandboxStatus.
+    let id = wasmpod_ok(env, &["cri", "ps", "-a", "-q"])?;
+    let status = inspect(env, id.trim())?;
+    ensure!(
+        field(&status, "/status/exit_code") == "0" && field(&status, "/status/state") == "2",
+        "container status: {status}"
+    );
+    let sandbox = wasmpod_ok(env, &["cri", "pods", "-q"])?;
+    let sandbox_status = inspect(env, sandbox.trim())?;
+    ensure!(
+        field(&sandbox_status, "/status/runtime_handler") == "wasm",
+        "sandbox status: {sandbox_status}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "hello-wasm"])?;
+    ensure_nothing_left(env)?;
+    eprintln!("  hello pod: pull + run + exit in {took:.0?}");
+    Ok(())
+}
+
+/// A failing container's exit code is the pod run's and its ContainerStatus's.
+pub(crate) fn check_pod_exit_code(env: &Containerd) -> anyhow::Result<()> {
+    let image = probe_image(env)?;
+    let pod = manifest(
+        env,
+        "exit7",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: exit7}}\nspec:\n  runtimeClassName: wasm\n  \
+             restartPolicy: Never\n  containers:\n  - name: probe\n    image: {image}\n    \
+             args: [exit, \"7\"]\n"
+        ),
+    )?;
+    let out = wasmpod(
+        env,
+        &[
+            "pod",
+            "run",
+            "--log-dir",
+            &log_dir(env),
+            &pod.to_string_lossy(),
+        ],
+    )?;
+    ensure!(
+        out.status.code() == Some(7),
+        "pod run exited {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = wasmpod_ok(env, &["cri", "ps", "-a", "-q"])?;
+    let status = inspect(env, id.trim())?;
+    ensure!(
+        field(&status, "/status/exit_code") == "7",
+        "status: {status}"
+    );
+    // Found by name, as `wasmpod cri logs` and `inspect` take names too.
+    inspect(env, "probe")?;
+    wasmpod_ok(env, &["pod", "rm", "default/exit7"])?;
+    ensure_nothing_left(env)
+}
+
+/// Two containers and the pause sandbox in one shim process, a pod IP from the bridge, an
+/// init container writing into an emptyDir on the node; `wasmpod pod rm` leaves nothing
+/// behind.
+pub(crate) fn check_pod_two_containers(env: &Containerd) -> anyhow::Result<()> {
+    let image = probe_image(env)?;
+    let pod = manifest(
+        env,
+        "two",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: two
+  namespace: e2e
+spec:
+  runtimeClassName: wasm
+  restartPolicy: Never
+  volumes:
+  - name: scratch
+    emptyDir: {{}}
+  initContainers:
+  - name: writer
+    image: {image}
+    args: [write, /scratch/hello.txt, from the pod]
+    volumeMounts: [{{name: scratch, mountPath: /scratch}}]
+  containers:
+  - name: sleeper-a
+    image: {image}
+    args: [sleep, "600000"]
+    resources:
+      limits: {{memory: 64Mi}}
+  - name: sleeper-b
+    image: {image}
+    args: [sleep, "600000"]
+"#
+        ),
+    )?;
+    let sandbox = wasmpod_ok(
+        env,
+        &[
+            "pod",
+            "run",
+            "-d",
+            "--log-dir",
+            &log_dir(env),
+            &pod.to_string_lossy(),
+        ],
+    )?;
+    let sandbox = sandbox.trim().to_owned();
+    // One shim holds the sandbox and both containers: every task reports its pid.
+    let tasks = env.ctr_in(K8S_NAMESPACE, &["task", "ls"])?;
+    let pids: Vec<u32> = tasks
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    let shims = env.shims();
+    ensure!(
+        pids.len() == 3,
+        "expected 3 tasks (sandbox, sleeper-a, sleeper-b): {tasks}"
+    );
+    ensure!(
+        shims.len() == 1 && pids.iter().all(|p| *p == shims[0]),
+        "tasks {pids:?} are not all in the one shim {shims:?}"
+    );
+    let status = inspect(env, &sandbox)?;
+    let ip = field(&status, "/status/network/ip");
+    ensure!(
+        ip.starts_with(SUBNET_PREFIX),
+        "pod IP {ip:?} is not on the bridge: {status}"
+    );
+    // The init container ran first: its file is in the pod's emptyDir on the node.
+    let uid = field(&status, "/status/metadata/uid");
+    let written = env
+        .dir
+        .join("wasmpod-state/pods")
+        .join(&uid)
+        .join("volumes/empty-dir/scratch/hello.txt");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(&written).ok().as_deref() != Some("from the pod") {
+        ensure!(
+            Instant::now() < deadline,
+            "{} was not written",
+            written.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox])?;
+    ensure!(
+        running.contains("sleeper-a")
+            && running.contains("sleeper-b")
+            && !running.contains("writer"),
+        "cri ps: {running}"
+    );
+    // SIGTERM is honoured: removal does not wait out the grace period.
+    let t0 = Instant::now();
+    wasmpod_ok(env, &["pod", "rm", "e2e/two"])?;
+    let took = t0.elapsed();
+    ensure!(took < Duration::from_secs(10), "pod rm took {took:?}");
+    ensure!(!written.exists(), "the pod's volumes outlived it");
+    ensure_nothing_left(env)?;
+    eprintln!(
+        "  two containers in one shim (pid {}), pod IP {ip}, pod rm in {took:.0?}",
+        shims[0]
+    );
+    Ok(())
+}
+
+/// A RuntimeClass whose handler containerd does not know fails with the fix in the message.
+pub(crate) fn check_pod_unknown_handler(env: &Containerd) -> anyhow::Result<()> {
+    let pod = manifest(
+        env,
+        "nohandler",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: nohandler}\nspec:\n  runtimeClassName: nope\n  \
+         containers:\n  - {name: c, image: localhost/none:v1}\n",
+    )?;
+    let out = wasmpod(
+        env,
+        &[
+            "pod",
+            "run",
+            "--rm",
+            "--log-dir",
+            &log_dir(env),
+            &pod.to_string_lossy(),
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "exit {}: {err}", out.status);
+    ensure!(
+        err.contains("RunPodSandbox default/nohandler")
+            && err.contains("\"nope\"")
+            && err.contains("wasmpod install"),
+        "unclear error: {err}"
+    );
+    eprintln!("  error: {}", err.trim());
+    ensure_nothing_left(env)
+}
