@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 
-use crate::util::{cargo, have, root, run as sh, Registry};
+use crate::util::{cargo, have, output_ok, root, run as sh, Registry};
 
 pub(crate) mod cri;
 pub(crate) mod kind;
@@ -66,6 +66,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-run", cri::check_pod_run),
         ("pod-exit-code", cri::check_pod_exit_code),
         ("pod-two-containers", cri::check_pod_two_containers),
+        ("pod-restart", cri::check_pod_restart),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
     ];
     let mut failed = Vec::new();
@@ -327,20 +328,7 @@ impl Containerd {
 
     /// Runs `ctr` in `namespace` and fails unless it succeeds; returns stdout.
     pub(crate) fn ctr_in(&self, namespace: &str, args: &[&str]) -> anyhow::Result<String> {
-        let out = self
-            .ctr_cmd_in(namespace, args)
-            .output()
-            .with_context(|| format!("running ctr {}", args.join(" ")))?;
-        if !out.status.success() {
-            bail!(
-                "ctr -n {namespace} {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        output_ok(&mut self.ctr_cmd_in(namespace, args))
     }
 
     /// Runs `ctr` and returns its output, whatever its status.
@@ -352,17 +340,7 @@ impl Containerd {
 
     /// Runs `ctr` and fails unless it succeeds; returns stdout.
     pub(crate) fn ctr_ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.ctr(args)?;
-        if !out.status.success() {
-            bail!(
-                "ctr {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.ctr_in(NAMESPACE, args)
     }
 
     /// `ctr run --rm` of the test image under our runtime: `(exit code, stdout, stderr)`.

@@ -145,12 +145,7 @@ impl Cri {
             .await
             .map_err(|s| Error::from_status(&call, &s))?
             .into_inner();
-        let status = r.status.ok_or_else(|| Error::Runtime {
-            call,
-            message: "the runtime answered without a status".into(),
-            code: tonic::Code::Internal,
-        })?;
-        Ok((status, r.info))
+        Ok((r.status.ok_or_else(|| no_status(call))?, r.info))
     }
 
     /// `ListPodSandbox` with an optional filter.
@@ -240,12 +235,7 @@ impl Cri {
             .await
             .map_err(|s| Error::from_status(&call, &s))?
             .into_inner();
-        let status = r.status.ok_or_else(|| Error::Runtime {
-            call,
-            message: "the runtime answered without a status".into(),
-            code: tonic::Code::Internal,
-        })?;
-        Ok((status, r.info))
+        Ok((r.status.ok_or_else(|| no_status(call))?, r.info))
     }
 
     /// `ListContainers` with an optional filter.
@@ -292,6 +282,15 @@ impl Cri {
             .await
             .map(|r| r.into_inner().image_ref)
             .map_err(|s| Error::from_status(format!("PullImage {image}"), &s))
+    }
+}
+
+/// The error for a status call answered without its status.
+fn no_status(call: String) -> Error {
+    Error::Runtime {
+        call,
+        message: "the runtime answered without a status".into(),
+        code: tonic::Code::Internal,
     }
 }
 

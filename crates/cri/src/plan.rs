@@ -437,79 +437,18 @@ impl Context<'_> {
             ));
         }
         if let Some(cm) = &volume.config_map {
-            let found = self.manifests.config_maps.iter().find(|c| {
-                c.metadata.name.as_deref() == Some(cm.name.as_str())
-                    && self.same_namespace(c.metadata.namespace.as_deref())
-            });
-            let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            match found {
-                Some(c) => {
-                    data.extend(
-                        c.data
-                            .iter()
-                            .flatten()
-                            .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
-                    );
-                    data.extend(
-                        c.binary_data
-                            .iter()
-                            .flatten()
-                            .map(|(k, v)| (k.clone(), v.0.clone())),
-                    );
-                }
-                None if cm.optional == Some(true) => {}
-                None => {
-                    return Err(self.bad(
-                        format!("{field}.configMap"),
-                        format!("no ConfigMap {:?} among the manifests given", cm.name),
-                    ))
-                }
-            }
-            let files = self.project(
-                &data,
-                cm.items.as_deref(),
-                cm.default_mode,
-                &format!("{field}.configMap"),
-            )?;
+            let field = format!("{field}.configMap");
+            let data = self.config_map_data(&cm.name, cm.optional, &field)?;
+            let files = self.project(&data, cm.items.as_deref(), cm.default_mode, &field)?;
             let path = root.join("configmap").join(&volume.name);
             return Ok((VolumeSetup::Files { path, files }, true));
         }
         if let Some(secret) = &volume.secret {
-            let name = secret.secret_name.clone().unwrap_or_default();
-            let found = self.manifests.secrets.iter().find(|s| {
-                s.metadata.name.as_deref() == Some(name.as_str())
-                    && self.same_namespace(s.metadata.namespace.as_deref())
-            });
-            let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            match found {
-                Some(s) => {
-                    data.extend(
-                        s.data
-                            .iter()
-                            .flatten()
-                            .map(|(k, v)| (k.clone(), v.0.clone())),
-                    );
-                    data.extend(
-                        s.string_data
-                            .iter()
-                            .flatten()
-                            .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
-                    );
-                }
-                None if secret.optional == Some(true) => {}
-                None => {
-                    return Err(self.bad(
-                        format!("{field}.secret"),
-                        format!("no Secret {name:?} among the manifests given"),
-                    ))
-                }
-            }
-            let files = self.project(
-                &data,
-                secret.items.as_deref(),
-                secret.default_mode,
-                &format!("{field}.secret"),
-            )?;
+            let field = format!("{field}.secret");
+            let name = secret.secret_name.as_deref().unwrap_or_default();
+            let data = self.secret_data(name, secret.optional, &field)?;
+            let files =
+                self.project(&data, secret.items.as_deref(), secret.default_mode, &field)?;
             let path = root.join("secret").join(&volume.name);
             return Ok((VolumeSetup::Files { path, files }, true));
         }

@@ -44,22 +44,17 @@ pub struct PodOutcome {
 }
 
 impl PodOutcome {
-    /// The status `wasmpod pod run` exits with: the first non-zero container exit code,
-    /// else 0 (130 when stopped from outside).
+    /// The status `wasmpod pod run` exits with: 130 when stopped from outside (as a
+    /// Ctrl-C'd `docker run`), else the first non-zero container exit code, else 0.
     pub fn exit_code(&self) -> i32 {
-        if let Some(code) = self
-            .exit_codes
+        if self.stopped {
+            return 130;
+        }
+        self.exit_codes
             .iter()
             .filter_map(|(_, c)| *c)
             .find(|c| *c != 0)
-        {
-            return code;
-        }
-        if self.stopped {
-            130
-        } else {
-            0
-        }
+            .unwrap_or(0)
     }
 }
 
@@ -484,6 +479,6 @@ mod tests {
         assert_eq!(o(&[Some(0), Some(0)], false).exit_code(), 0);
         assert_eq!(o(&[Some(0), Some(3)], false).exit_code(), 3);
         assert_eq!(o(&[None], true).exit_code(), 130);
-        assert_eq!(o(&[Some(143)], true).exit_code(), 143);
+        assert_eq!(o(&[Some(1)], true).exit_code(), 130);
     }
 }

@@ -139,10 +139,5 @@ pub(crate) fn busybox_image(env: &Containerd, namespace: &str) -> anyhow::Result
     for applet in ["echo", "sleep", "sh"] {
         std::os::unix::fs::symlink("busybox", rootfs.join(applet))?;
     }
-    env.import_rootfs(
-        crate::e2e::NAMESPACE,
-        &dir,
-        BUSYBOX,
-        &["/bin/echo", "hello"],
-    )
+    env.import_rootfs(namespace, &dir, BUSYBOX, &["/bin/echo", "hello"])
 }

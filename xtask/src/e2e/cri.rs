@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 
 use super::{compile_fixture, Containerd};
-use crate::util::{root, run as sh};
+use crate::util::{output_ok, root, run as sh};
 
 /// The sandbox image in the e2e's containerd config: a native `pause` of our own.
 pub(crate) const PAUSE_IMAGE: &str = "localhost/wasmpod-e2e/pause:v1";
@@ -115,17 +115,7 @@ fn wasmpod(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
 
 /// Runs `wasmpod`, failing unless it succeeds; returns stdout.
 fn wasmpod_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
-    let out = wasmpod(env, args)?;
-    if !out.status.success() {
-        bail!(
-            "wasmpod {} failed ({}): {}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    output_ok(&mut env.wasmpod(args))
 }
 
 fn log_dir(env: &Containerd) -> String {
@@ -245,6 +235,17 @@ pub(crate) fn check_pod_run(env: &Containerd) -> anyhow::Result<()> {
     ensure!(
         field(&sandbox_status, "/status/runtime_handler") == "wasm",
         "sandbox status: {sandbox_status}"
+    );
+    // crictl-style logs, by container name.
+    let logs = wasmpod_ok(env, &["cri", "logs", "hello"])?;
+    ensure!(
+        logs == "Hello from a wasm container!\n",
+        "cri logs: {logs:?}"
+    );
+    let logs = wasmpod_ok(env, &["cri", "logs", "-f", "-t", "hello"])?;
+    ensure!(
+        logs.ends_with("Z Hello from a wasm container!\n"),
+        "cri logs -f -t: {logs:?}"
     );
     wasmpod_ok(env, &["pod", "rm", "hello-wasm"])?;
     ensure_nothing_left(env)?;
@@ -398,6 +399,56 @@ spec:
         shims[0]
     );
     Ok(())
+}
+
+/// `restartPolicy: OnFailure`: a failing container is started again (attempt 1, its own
+/// log file) after the kubelet's 10 s back-off; SIGTERM to `wasmpod pod run` stops the pod.
+pub(crate) fn check_pod_restart(env: &Containerd) -> anyhow::Result<()> {
+    let image = probe_image(env)?;
+    let pod = manifest(
+        env,
+        "flaky",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: flaky}}\nspec:\n  runtimeClassName: wasm\n  \
+             restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 5\n  containers:\n  \
+             - name: flaky\n    image: {image}\n    args: [cat, /missing]\n"
+        ),
+    )?;
+    let mut child = env
+        .wasmpod(&["pod", "run", "--log-dir", &log_dir(env)])
+        .arg(&pod)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restarted = loop {
+        let attempt = inspect(env, "flaky").map(|s| field(&s, "/status/metadata/attempt"));
+        if attempt.as_ref().is_ok_and(|a| a == "1") {
+            break true;
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    sh(Command::new("kill").args(["-TERM", &child.id().to_string()]))?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(restarted, "no second attempt within 30 s: {stdout}");
+    ensure!(
+        stdout.matches("open /missing:").count() >= 2,
+        "both attempts' output: {stdout:?}"
+    );
+    // Stopped from outside: 130, as a Ctrl-C'd `docker run`.
+    ensure!(out.status.code() == Some(130), "exit {}", out.status);
+    let id = wasmpod_ok(env, &["cri", "pods", "-q"])?;
+    let sandbox = inspect(env, id.trim())?;
+    ensure!(
+        field(&sandbox, "/status/state") == "1",
+        "the pod still runs after SIGTERM: {sandbox}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "flaky"])?;
+    ensure_nothing_left(env)
 }
 
 /// A RuntimeClass whose handler containerd does not know fails with the fix in the message.

@@ -8,10 +8,10 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{bail, ensure};
 
 use super::{build_binaries_in, compile_fixture};
-use crate::util::{have, root, run as sh};
+use crate::util::{have, output_ok, root, run as sh};
 
 /// The cluster's name; its node container is `<CLUSTER>-control-plane`.
 const CLUSTER: &str = "wasmpod-e2e";
@@ -50,35 +50,12 @@ impl Cluster {
     }
 
     fn kubectl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.kubectl(args).output().context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        output_ok(&mut self.kubectl(args))
     }
 
     /// `docker exec` in the node.
     fn exec(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("docker")
-            .args(["exec", &self.node])
-            .args(args)
-            .output()
-            .context("running docker exec")?;
-        if !out.status.success() {
-            bail!(
-                "in the node: {} failed ({}): {}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        output_ok(Command::new("docker").args(["exec", &self.node]).args(args))
     }
 
     /// Waits until `kubectl get pod NAME` shows `.status.phase` == `phase`.

@@ -9,6 +9,7 @@ mod registry;
 mod errors;
 mod fs;
 mod images;
+mod kube;
 mod limits;
 mod run;
 
