@@ -67,6 +67,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-exit-code", cri::check_pod_exit_code),
         ("pod-two-containers", cri::check_pod_two_containers),
         ("pod-restart", cri::check_pod_restart),
+        ("pod-pull-secret", cri::check_pod_pull_secret),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
     ];
     let mut failed = Vec::new();
@@ -446,17 +447,23 @@ impl Containerd {
             let dir = self.dir.join("cri-registry");
             fs::create_dir_all(&dir)?;
             let (registry, host) = Registry::start(&dir)?;
-            let hosts = self.dir.join("certs.d").join(&host);
-            fs::create_dir_all(&hosts)?;
-            fs::write(
-                hosts.join("hosts.toml"),
-                format!(
-                    "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-                ),
-            )?;
+            self.trust_registry(&host)?;
             let _ = self.registry.set((registry, host));
         }
         Ok(&self.registry.get().context("registry")?.1)
+    }
+
+    /// Tells containerd's CRI plugin to reach `host` (`127.0.0.1:PORT`) over plain HTTP.
+    pub(crate) fn trust_registry(&self, host: &str) -> anyhow::Result<()> {
+        let hosts = self.dir.join("certs.d").join(host);
+        fs::create_dir_all(&hosts)?;
+        fs::write(
+            hosts.join("hosts.toml"),
+            format!(
+                "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )?;
+        Ok(())
     }
 
     /// `wasmpod` with this environment's store, state and CRI endpoint.

@@ -96,19 +96,36 @@ pub(crate) struct Registry(std::process::Child);
 impl Registry {
     /// Starts it with its storage and config under `dir`; returns it and `127.0.0.1:PORT`.
     pub(crate) fn start(dir: &Path) -> anyhow::Result<(Self, String)> {
+        Self::start_with(dir, None)
+    }
+
+    /// Starts it, wanting `(user, password)` by HTTP basic auth (htpasswd) when given.
+    pub(crate) fn start_with(
+        dir: &Path,
+        auth: Option<(&str, &str)>,
+    ) -> anyhow::Result<(Self, String)> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n",
-                dir.join("registry").display()
-            ),
-        )?;
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n",
+            dir.join("registry").display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.join("htpasswd");
+            std::fs::write(
+                &htpasswd,
+                format!("{user}:{}\n", bcrypt::hash(password, 4)?),
+            )?;
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wasmpod-e2e\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text)?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)

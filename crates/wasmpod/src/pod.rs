@@ -164,10 +164,11 @@ fn pull_credentials(
     }
     Ok(match found {
         Credentials::Anonymous => None,
+        // No server_address: these are already this image's registry's, and containerd
+        // reads that field as a URL, comparing its host with the one it pulls from.
         Credentials::Basic { username, password } => Some(api::AuthConfig {
             username,
             password,
-            server_address: registry.to_owned(),
             ..Default::default()
         }),
     })

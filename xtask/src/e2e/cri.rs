@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 
 use super::{compile_fixture, Containerd};
-use crate::util::{output_ok, root, run as sh};
+use crate::util::{output_ok, root, run as sh, Registry};
 
 /// The sandbox image in the e2e's containerd config: a native `pause` of our own.
 pub(crate) const PAUSE_IMAGE: &str = "localhost/wasmpod-e2e/pause:v1";
@@ -449,6 +449,105 @@ pub(crate) fn check_pod_restart(env: &Containerd) -> anyhow::Result<()> {
     );
     wasmpod_ok(env, &["pod", "rm", "flaky"])?;
     ensure_nothing_left(env)
+}
+
+/// A private registry (htpasswd): without credentials the pull fails and nothing is left;
+/// with an `imagePullSecrets` Secret, or with `--docker-config`, the pod runs.
+pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
+    const USER: &str = "puller";
+    const PASSWORD: &str = "s3cret-e2e";
+    let dir = env.dir.join("auth-registry");
+    fs::create_dir_all(&dir)?;
+    let (_registry, host) = Registry::start_with(&dir, Some((USER, PASSWORD)))?;
+    env.trust_registry(&host)?;
+    let wasm = env.dir.join("probe.wasm");
+    if !wasm.exists() {
+        compile_fixture("probe", &wasm)?;
+    }
+    let image = format!("{host}/private/probe:v1");
+    sh(env.wasmpod(&["build"]).arg(&wasm).args(["-t", &image]))?;
+    sh(env
+        .wasmpod(&["push", "-u", USER, &image])
+        .env("WASMPOD_REGISTRY_PASSWORD", PASSWORD))?;
+    let pod = |secrets: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: private}}\nspec:\n  runtimeClassName: wasm\n  \
+             restartPolicy: Never\n{secrets}  containers:\n  - name: probe\n    image: {image}\n    \
+             args: [args, pulled-with-auth]\n"
+        )
+    };
+    let docker_config =
+        format!(r#"{{"auths":{{"{host}":{{"username":"{USER}","password":"{PASSWORD}"}}}}}}"#);
+
+    let anonymous = manifest(env, "private-anonymous", &pod(""))?;
+    let out = wasmpod(
+        env,
+        &[
+            "pod",
+            "run",
+            "--rm",
+            "--log-dir",
+            &log_dir(env),
+            &anonymous.to_string_lossy(),
+        ],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "an anonymous pull ran: {err}");
+    ensure!(
+        err.contains(&format!("PullImage {image}"))
+            && (err.contains("401") || err.contains("nauthorized")),
+        "unclear error: {err}"
+    );
+    ensure_nothing_left(env)?;
+
+    let with_secret = manifest(
+        env,
+        "private-secret",
+        &format!(
+            "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: registry}}\n\
+             type: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{docker_config}'\n",
+            pod("  imagePullSecrets: [{name: registry}]\n")
+        ),
+    )?;
+    let out = wasmpod_ok(
+        env,
+        &[
+            "pod",
+            "run",
+            "--rm",
+            "--log-dir",
+            &log_dir(env),
+            &with_secret.to_string_lossy(),
+        ],
+    )?;
+    ensure!(out.contains("pulled-with-auth"), "output: {out:?}");
+    ensure_nothing_left(env)?;
+
+    // The same from a docker config file; the image is on the node now, so pull again.
+    let config_file = env.dir.join("docker-config.json");
+    fs::write(&config_file, &docker_config)?;
+    let always = manifest(
+        env,
+        "private-config",
+        &pod("").replace("    args:", "    imagePullPolicy: Always\n    args:"),
+    )?;
+    let out = wasmpod_ok(
+        env,
+        &[
+            "pod",
+            "run",
+            "--rm",
+            "--log-dir",
+            &log_dir(env),
+            "--docker-config",
+            &config_file.to_string_lossy(),
+            &always.to_string_lossy(),
+        ],
+    )?;
+    ensure!(out.contains("pulled-with-auth"), "output: {out:?}");
+    ensure_nothing_left(env)?;
+    eprintln!("  anonymous pull refused: {}", err.trim());
+    Ok(())
 }
 
 /// A RuntimeClass whose handler containerd does not know fails with the fix in the message.
