@@ -144,7 +144,7 @@ pub fn add_runtime(
     let containerd = table_at(cri, "containerd", path)?;
     let runtimes = table_at(containerd, "runtimes", path)?;
     let runtime = table_at(runtimes, handler, path)?;
-    set_if_different(runtime, "runtime_type", value(RUNTIME_TYPE));
+    set_if_different(runtime, "runtime_type", RUNTIME_TYPE);
     for key in ["pod_annotations", "container_annotations"] {
         let mut present: Vec<String> = runtime
             .get(key)
@@ -182,13 +182,10 @@ fn table_at<'a>(
     })
 }
 
-fn set_if_different(table: &mut dyn TableLike, key: &str, new: Item) {
-    let same = match (table.get(key).and_then(Item::as_value), new.as_value()) {
-        (Some(a), Some(b)) => a.to_string().trim() == b.to_string().trim(),
-        _ => false,
-    };
-    if !same {
-        table.insert(key, new);
+/// Sets `key` to the string `new` unless it already holds it (in whatever quoting).
+fn set_if_different(table: &mut dyn TableLike, key: &str, new: &str) {
+    if table.get(key).and_then(Item::as_str) != Some(new) {
+        table.insert(key, value(new));
     }
 }
 

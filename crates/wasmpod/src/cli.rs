@@ -133,7 +133,7 @@ pub(crate) enum CriCommand {
     Inspect(CriTargetArgs),
     /// Stop containers or pod sandboxes
     Stop(CriStopArgs),
-    /// Remove containers or pod sandboxes
+    /// Remove containers, or pod sandboxes with their containers and volumes
     Rm(CriTargetArgs),
 }
 

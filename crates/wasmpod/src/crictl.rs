@@ -7,9 +7,10 @@ use anyhow::bail;
 use cri::{api, short, Cri, LogReader};
 
 use crate::cli::{CriCommand, CriLogsArgs, CriPsArgs, EndpointArgs};
+use crate::dirs::Dirs;
 
 /// Runs one `wasmpod cri` verb.
-pub(crate) fn main(command: CriCommand) -> anyhow::Result<()> {
+pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
     crate::images::runtime()?.block_on(async {
         match command {
             CriCommand::Pods(args) => pods(&connect(&args.endpoint).await?, args.quiet).await,
@@ -47,8 +48,7 @@ pub(crate) fn main(command: CriCommand) -> anyhow::Result<()> {
                         }
                         Target::Container(c) => cri.remove_container(&c.id).await?,
                         Target::Pod(p) => {
-                            cri.stop_pod_sandbox(&p.id).await?;
-                            cri.remove_pod_sandbox(&p.id).await?;
+                            cri::remove_pods(&cri, &[p], 0, &crate::pod::pods_dir(dirs)).await?;
                         }
                     }
                     println!("{id}");

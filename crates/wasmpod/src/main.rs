@@ -39,7 +39,7 @@ fn main() {
         cli::Command::Prune => images::main("", || images::prune(&dirs)),
         cli::Command::Pod(cli::PodCommand::Run(args)) => pod::run(&dirs, args),
         cli::Command::Pod(cli::PodCommand::Rm(args)) => images::main("", || pod::rm(&dirs, args)),
-        cli::Command::Cri(command) => images::main("", || crictl::main(command)),
+        cli::Command::Cri(command) => images::main("", || crictl::main(&dirs, command)),
         cli::Command::Install(args) => images::main("", || install::main(args)),
     };
     std::process::exit(code);

@@ -110,7 +110,7 @@ fn pick_pod<'a>(manifests: &'a Manifests, name: Option<&str>) -> anyhow::Result<
 }
 
 /// Where pod volumes live: `<state>/pods/<uid>`.
-fn pods_dir(dirs: &Dirs) -> std::path::PathBuf {
+pub(crate) fn pods_dir(dirs: &Dirs) -> std::path::PathBuf {
     dirs.state.join("pods")
 }
 

@@ -289,13 +289,19 @@ pub(crate) fn check_pod_exit_code(env: &Containerd) -> anyhow::Result<()> {
     );
     // Found by name, as `wasmpod cri logs` and `inspect` take names too.
     inspect(env, "probe")?;
-    wasmpod_ok(env, &["pod", "rm", "default/exit7"])?;
+    // crictl's way out: rm the container, stop and rm the sandbox.
+    wasmpod_ok(env, &["cri", "rm", id.trim()])?;
+    let left = wasmpod_ok(env, &["cri", "ps", "-a", "-q"])?;
+    ensure!(left.trim().is_empty(), "cri rm left {left}");
+    let sandbox = wasmpod_ok(env, &["cri", "pods", "-q"])?;
+    wasmpod_ok(env, &["cri", "stop", sandbox.trim()])?;
+    wasmpod_ok(env, &["cri", "rm", sandbox.trim()])?;
     ensure_nothing_left(env)
 }
 
-/// Two containers and the pause sandbox in one shim process, a pod IP from the bridge, an
-/// init container writing into an emptyDir on the node; `wasmpod pod rm` leaves nothing
-/// behind.
+/// Two containers and the pause sandbox in one shim process, a pod IP from the bridge,
+/// init containers reading a ConfigMap volume and writing into an emptyDir on the node;
+/// `wasmpod pod rm` leaves nothing behind.
 pub(crate) fn check_pod_two_containers(env: &Containerd) -> anyhow::Result<()> {
     let image = probe_image(env)?;
     let pod = manifest(
@@ -313,7 +319,13 @@ spec:
   volumes:
   - name: scratch
     emptyDir: {{}}
+  - name: settings
+    configMap: {{name: settings}}
   initContainers:
+  - name: reader
+    image: {image}
+    args: [cat, /etc/app/greeting]
+    volumeMounts: [{{name: settings, mountPath: /etc/app}}]
   - name: writer
     image: {image}
     args: [write, /scratch/hello.txt, from the pod]
@@ -327,6 +339,11 @@ spec:
   - name: sleeper-b
     image: {image}
     args: [sleep, "600000"]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: e2e}}
+data: {{greeting: hello from a configmap}}
 "#
         ),
     )?;
@@ -380,6 +397,12 @@ spec:
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The first init container read the ConfigMap volume: its CRI log says so.
+    let reader = wasmpod_ok(env, &["cri", "logs", "reader"])?;
+    ensure!(
+        reader == "hello from a configmap\n",
+        "reader's log: {reader:?}"
+    );
     let running = wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox])?;
     ensure!(
         running.contains("sleeper-a")

@@ -203,7 +203,12 @@ pub(crate) fn run() -> anyhow::Result<()> {
     )?;
     cluster.kubectl_ok(&["apply", "-f", &two.to_string_lossy()])?;
     cluster.wait_phase("two", "Running", Duration::from_secs(120))?;
-    let shims = cluster.exec(&["sh", "-c", "pgrep -c -f containerd-shim-wasm-v1 || true"])?;
+    // `v[1]`: the pattern must not match the shell that runs pgrep.
+    let shims = cluster.exec(&[
+        "sh",
+        "-c",
+        "pgrep -c -f 'containerd-shim-wasm-v[1]' || true",
+    ])?;
     ensure!(
         shims.trim() == "1",
         "expected one shim for the pod, found {}",

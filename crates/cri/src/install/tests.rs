@@ -65,6 +65,22 @@ fn each_sample_gains_the_runtime_and_keeps_the_rest() {
     }
 }
 
+/// The snippets in deploy/containerd/ are what the installer writes: a config holding one
+/// is left as it is.
+#[test]
+fn the_shipped_snippets_are_already_installed() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/containerd");
+    for (name, version) in [("config-v2.toml", 2), ("config-v3.toml", 3)] {
+        let text = std::fs::read_to_string(deploy.join(name)).unwrap();
+        let (after, found) = add(&text).unwrap();
+        assert_eq!(found, version, "{name}");
+        assert_eq!(
+            after, text,
+            "{name} differs from what wasmpod install writes"
+        );
+    }
+}
+
 #[test]
 fn a_stale_entry_is_corrected_without_duplicates() {
     let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasm]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n  pod_annotations = [\"other/*\"]\n";
