@@ -80,8 +80,22 @@ pub async fn run_pod(
     sink: LogSink<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<PodOutcome> {
+    use tracing::Instrument as _;
     let span = tracing::info_span!("pod", sandbox = %plan.pod);
-    let _enter = span.enter();
+    run_pod_in_span(cri, plan, credentials, detach, sink, stop)
+        .instrument(span)
+        .await
+}
+
+/// [`run_pod`]'s body, inside the pod's span.
+async fn run_pod_in_span(
+    cri: &Cri,
+    plan: &PodPlan,
+    credentials: Credentials<'_>,
+    detach: bool,
+    sink: LogSink<'_>,
+    stop: impl Future<Output = ()>,
+) -> Result<PodOutcome> {
     crate::volumes::prepare(&plan.volumes)?;
     let sandbox_id = cri.run_pod_sandbox(&plan.sandbox, &plan.handler).await?;
     tracing::info!(%sandbox_id, handler = %plan.handler, "pod sandbox running");
