@@ -72,23 +72,8 @@ struct Running {
 /// Runs `plan` through `cri`. With `detach`, returns once the containers run; otherwise
 /// waits for them as `restartPolicy` says, following logs into `sink`, until they are done
 /// or `stop` resolves (then they are stopped with the pod's grace period).
+#[tracing::instrument(name = "pod", skip_all, fields(sandbox = %plan.pod))]
 pub async fn run_pod(
-    cri: &Cri,
-    plan: &PodPlan,
-    credentials: Credentials<'_>,
-    detach: bool,
-    sink: LogSink<'_>,
-    stop: impl Future<Output = ()>,
-) -> Result<PodOutcome> {
-    use tracing::Instrument as _;
-    let span = tracing::info_span!("pod", sandbox = %plan.pod);
-    run_pod_in_span(cri, plan, credentials, detach, sink, stop)
-        .instrument(span)
-        .await
-}
-
-/// [`run_pod`]'s body, inside the pod's span.
-async fn run_pod_in_span(
     cri: &Cri,
     plan: &PodPlan,
     credentials: Credentials<'_>,

@@ -106,6 +106,15 @@ fn manifest(env: &Containerd, name: &str, yaml: &str) -> anyhow::Result<PathBuf>
     Ok(path)
 }
 
+/// A Pod of one probe container, both named `name`, with `runtimeClassName: wasm`, the
+/// extra `spec` lines (indented two spaces) and the probe's `args` (a YAML list).
+fn probe_pod(name: &str, image: &str, spec: &str, args: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  runtimeClassName: wasm\n\
+         {spec}  containers:\n  - name: {name}\n    image: {image}\n    args: {args}\n"
+    )
+}
+
 /// Runs `wasmpod` and returns its output, whatever its status.
 fn wasmpod(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
     env.wasmpod(args)
@@ -259,11 +268,7 @@ pub(crate) fn check_pod_exit_code(env: &Containerd) -> anyhow::Result<()> {
     let pod = manifest(
         env,
         "exit7",
-        &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: exit7}}\nspec:\n  runtimeClassName: wasm\n  \
-             restartPolicy: Never\n  containers:\n  - name: probe\n    image: {image}\n    \
-             args: [exit, \"7\"]\n"
-        ),
+        &probe_pod("exit7", &image, "  restartPolicy: Never\n", "[exit, \"7\"]"),
     )?;
     let out = wasmpod(
         env,
@@ -288,7 +293,7 @@ pub(crate) fn check_pod_exit_code(env: &Containerd) -> anyhow::Result<()> {
         "status: {status}"
     );
     // Found by name, as `wasmpod cri logs` and `inspect` take names too.
-    inspect(env, "probe")?;
+    inspect(env, "exit7")?;
     // crictl's way out: rm the container, stop and rm the sandbox.
     wasmpod_ok(env, &["cri", "rm", id.trim()])?;
     let left = wasmpod_ok(env, &["cri", "ps", "-a", "-q"])?;
@@ -431,10 +436,11 @@ pub(crate) fn check_pod_restart(env: &Containerd) -> anyhow::Result<()> {
     let pod = manifest(
         env,
         "flaky",
-        &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: flaky}}\nspec:\n  runtimeClassName: wasm\n  \
-             restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 5\n  containers:\n  \
-             - name: flaky\n    image: {image}\n    args: [cat, /missing]\n"
+        &probe_pod(
+            "flaky",
+            &image,
+            "  restartPolicy: OnFailure\n  terminationGracePeriodSeconds: 5\n",
+            "[cat, /missing]",
         ),
     )?;
     let mut child = env
@@ -493,10 +499,11 @@ pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
         .wasmpod(&["push", "-u", USER, &image])
         .env("WASMPOD_REGISTRY_PASSWORD", PASSWORD))?;
     let pod = |secrets: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: private}}\nspec:\n  runtimeClassName: wasm\n  \
-             restartPolicy: Never\n{secrets}  containers:\n  - name: probe\n    image: {image}\n    \
-             args: [args, pulled-with-auth]\n"
+        probe_pod(
+            "private",
+            &image,
+            &format!("  restartPolicy: Never\n{secrets}"),
+            "[args, pulled-with-auth]",
         )
     };
     let docker_config =
