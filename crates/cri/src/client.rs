@@ -251,6 +251,20 @@ impl Cri {
             .map_err(|s| Error::from_status("ListContainers", &s))
     }
 
+    /// `ListContainerStats` with an optional filter: the memory and CPU the runtime
+    /// reports per container (what the kubelet feeds `kubectl top` and autoscalers).
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<api::ContainerStatsFilter>,
+    ) -> Result<Vec<api::ContainerStats>> {
+        self.runtime
+            .clone()
+            .list_container_stats(api::ListContainerStatsRequest { filter })
+            .await
+            .map(|r| r.into_inner().stats)
+            .map_err(|s| Error::from_status("ListContainerStats", &s))
+    }
+
     /// `ImageStatus`: the image when the runtime has it.
     pub async fn image_status(&self, image: &str) -> Result<Option<api::Image>> {
         self.image

@@ -129,6 +129,8 @@ pub(crate) enum CriCommand {
     Ps(CriPsArgs),
     /// Print a container's log
     Logs(CriLogsArgs),
+    /// Memory and CPU use of running containers, as the kubelet reads them
+    Stats(CriStatsArgs),
     /// Print the status of containers or pod sandboxes as JSON
     Inspect(CriTargetArgs),
     /// Stop containers or pod sandboxes
@@ -158,6 +160,16 @@ pub(crate) struct CriPsArgs {
 
     /// Only the containers of this pod sandbox (ID or prefix)
     #[arg(short, long, value_name = "ID")]
+    pub(crate) pod: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriStatsArgs {
+    #[command(flatten)]
+    pub(crate) list: CriListArgs,
+
+    /// Only the containers of this pod sandbox (ID, prefix or name)
+    #[arg(short, long, value_name = "POD")]
     pub(crate) pod: Option<String>,
 }
 

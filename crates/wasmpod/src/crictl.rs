@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::bail;
 use cri::{api, short, Cri, LogReader};
 
-use crate::cli::{CriCommand, CriLogsArgs, CriPsArgs, EndpointArgs};
+use crate::cli::{CriCommand, CriLogsArgs, CriPsArgs, CriStatsArgs, EndpointArgs};
 use crate::dirs::Dirs;
 
 /// Runs one `wasmpod cri` verb.
@@ -16,6 +16,7 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
             CriCommand::Pods(args) => pods(&connect(&args.endpoint).await?, args.quiet).await,
             CriCommand::Ps(args) => ps(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Logs(args) => logs(&connect(&args.endpoint).await?, &args).await,
+            CriCommand::Stats(args) => stats(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Inspect(args) => {
                 let cri = connect(&args.endpoint).await?;
                 for id in &args.ids {
@@ -183,11 +184,7 @@ async fn pods(cri: &Cri, quiet: bool) -> anyhow::Result<()> {
 async fn ps(cri: &Cri, args: &CriPsArgs) -> anyhow::Result<()> {
     let mut filter = api::ContainerFilter::default();
     if let Some(pod) = &args.pod {
-        let pods = cri::find_pods(cri, pod).await?;
-        let [one] = pods.as_slice() else {
-            bail!("{pod:?} names {} pod sandboxes: give an ID", pods.len());
-        };
-        filter.pod_sandbox_id = one.id.clone();
+        filter.pod_sandbox_id = one_pod(cri, pod).await?.id;
     }
     if !args.all {
         filter.state = Some(api::ContainerStateValue {
@@ -231,6 +228,72 @@ async fn ps(cri: &Cri, args: &CriPsArgs) -> anyhow::Result<()> {
                 .get(cri::POD_NAME_LABEL)
                 .cloned()
                 .unwrap_or_default(),
+        ]);
+    }
+    table(&rows);
+    Ok(())
+}
+
+/// The one pod sandbox `what` names.
+async fn one_pod(cri: &Cri, what: &str) -> anyhow::Result<api::PodSandbox> {
+    let mut pods = cri::find_pods(cri, what).await?;
+    if pods.len() != 1 {
+        bail!("{what:?} names {} pod sandboxes: give an ID", pods.len());
+    }
+    Ok(pods.remove(0))
+}
+
+/// Bytes as `12.3MiB`.
+fn bytes(n: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    format!("{:.1}MiB", n as f64 / MIB)
+}
+
+async fn stats(cri: &Cri, args: &CriStatsArgs) -> anyhow::Result<()> {
+    let mut filter = api::ContainerStatsFilter::default();
+    if let Some(pod) = &args.pod {
+        filter.pod_sandbox_id = one_pod(cri, pod).await?.id;
+    }
+    let mut all = cri.list_container_stats(Some(filter)).await?;
+    all.sort_by(|a, b| {
+        let name = |s: &api::ContainerStats| {
+            s.attributes
+                .as_ref()
+                .and_then(|a| a.metadata.as_ref())
+                .map(|m| m.name.clone())
+        };
+        name(a).cmp(&name(b))
+    });
+    if args.list.quiet {
+        all.iter()
+            .filter_map(|s| s.attributes.as_ref())
+            .for_each(|a| println!("{}", a.id));
+        return Ok(());
+    }
+    let mut rows = vec![
+        ["CONTAINER", "NAME", "POD", "CPU TIME", "MEM (WORKING SET)"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for s in &all {
+        let attributes = s.attributes.clone().unwrap_or_default();
+        let value = |v: Option<&api::UInt64Value>| v.map(|v| v.value);
+        let cpu = value(
+            s.cpu
+                .as_ref()
+                .and_then(|c| c.usage_core_nano_seconds.as_ref()),
+        );
+        let mem = value(s.memory.as_ref().and_then(|m| m.working_set_bytes.as_ref()));
+        rows.push(vec![
+            short(&attributes.id),
+            attributes.metadata.map(|m| m.name).unwrap_or_default(),
+            attributes
+                .labels
+                .get(cri::POD_NAME_LABEL)
+                .cloned()
+                .unwrap_or_default(),
+            cpu.map_or_else(|| "-".into(), |ns| format!("{:.3}s", ns as f64 / 1e9)),
+            mem.map_or_else(|| "-".into(), bytes),
         ]);
     }
     table(&rows);

@@ -402,6 +402,19 @@ data: {{greeting: hello from a configmap}}
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // ContainerStats, as the kubelet reads them for `kubectl top`: the guests' memory.
+    let stats = wasmpod_ok(env, &["cri", "stats", "--pod", &sandbox])?;
+    for name in ["sleeper-a", "sleeper-b"] {
+        let line = stats
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .with_context(|| format!("no stats for {name}: {stats}"))?;
+        let mem = line.split_whitespace().last().unwrap_or_default();
+        ensure!(
+            mem.ends_with("MiB") && mem != "0.0MiB",
+            "{name}'s memory is not reported: {stats}"
+        );
+    }
     // The first init container read the ConfigMap volume: its CRI log says so.
     let reader = wasmpod_ok(env, &["cri", "logs", "reader"])?;
     ensure!(
