@@ -138,9 +138,12 @@ impl RunPolicy {
             }
         }
 
+        // `linux.resources.memory.limit` is a memory cgroup's limit: a guest past it is
+        // OOM-killed (137), as the kernel would kill a process, so the runtime reports it.
         let limits = Limits {
             memory: memory_limit(spec),
             timeout: None,
+            oom_kill: true,
         };
         unhonoured(spec, &mut warn);
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics;
@@ -69,6 +69,17 @@ impl Events {
             ..Default::default()
         };
         self.publish(topics::TASK_START_EVENT_TOPIC, Box::new(event))
+            .await;
+    }
+
+    /// The container went past its memory limit: containerd's CRI plugin reports the
+    /// exit that follows with reason `OOMKilled`.
+    pub(crate) async fn oom(&self, container_id: &str) {
+        let event = TaskOOM {
+            container_id: container_id.to_owned(),
+            ..Default::default()
+        };
+        self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(event))
             .await;
     }
 

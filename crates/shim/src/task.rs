@@ -15,7 +15,9 @@ use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::Spec;
 use sandbox::RunPolicy;
 use tracing::Instrument;
-use wasm_engine::{Engine, KillHandle, EXIT_CANNOT_START, EXIT_KILLED, EXIT_TERMINATED};
+use wasm_engine::{
+    Engine, ExitReason, KillHandle, EXIT_CANNOT_START, EXIT_KILLED, EXIT_TERMINATED,
+};
 
 use crate::container::{Container, State, StdioPaths, Workload};
 use crate::content::ContentStore;
@@ -297,6 +299,9 @@ impl TaskService {
                     match engine.run(&program, *config).await {
                         Ok(status) => {
                             tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
+                            if matches!(status.reason(), ExitReason::OutOfMemory(_)) {
+                                service.events.oom(&id).await;
+                            }
                             status.code()
                         }
                         Err(error) => {

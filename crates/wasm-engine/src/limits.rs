@@ -7,22 +7,47 @@ const TABLE_ELEMENT_BYTES: usize = 8;
 
 /// A [`wasmtime::ResourceLimiter`] that charges every memory and table of a store against
 /// one budget. A guest that asks for more sees its growth fail (`memory.grow` returns -1,
-/// `malloc` returns NULL); the host is unaffected.
+/// `malloc` returns NULL), or with `oom_kill` is stopped by an [`OutOfMemory`] trap, as a
+/// memory cgroup's OOM killer would stop a process; the host is unaffected either way.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBudget {
     cap: Option<usize>,
     used: usize,
     peak: usize,
     denied: bool,
+    oom_kill: bool,
     gauge: MemoryGauge,
 }
 
+/// The trap that ends a guest past its memory cap when the run asked for OOM kills.
+#[derive(Debug, thiserror::Error)]
+#[error("out of memory: the guest asked for {asked} bytes beyond its {cap}-byte limit")]
+pub(crate) struct OutOfMemory {
+    pub(crate) cap: usize,
+    pub(crate) asked: usize,
+}
+
 impl MemoryBudget {
-    pub(crate) fn new(cap: Option<u64>, gauge: MemoryGauge) -> Self {
+    pub(crate) fn new(cap: Option<u64>, oom_kill: bool, gauge: MemoryGauge) -> Self {
         Self {
             cap: cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
+            oom_kill,
             gauge,
             ..Self::default()
+        }
+    }
+
+    /// `grow`, as the limiter answers: refused growth is a trap under `oom_kill`.
+    fn answer(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        if self.grow(current, desired) {
+            return Ok(true);
+        }
+        match self.cap {
+            Some(cap) if self.oom_kill => Err(wasmtime::Error::new(OutOfMemory {
+                cap,
+                asked: desired.saturating_sub(current),
+            })),
+            _ => Ok(false),
         }
     }
 
@@ -55,7 +80,7 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        Ok(self.grow(current, desired))
+        self.answer(current, desired)
     }
 
     fn table_growing(
@@ -67,10 +92,10 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        Ok(self.grow(
+        self.answer(
             current.saturating_mul(TABLE_ELEMENT_BYTES),
             desired.saturating_mul(TABLE_ELEMENT_BYTES),
-        ))
+        )
     }
 }
 
@@ -81,7 +106,7 @@ mod tests {
 
     #[test]
     fn memories_and_tables_share_one_budget() {
-        let mut b = MemoryBudget::new(Some(100), MemoryGauge::default());
+        let mut b = MemoryBudget::new(Some(100), false, MemoryGauge::default());
         assert!(b.memory_growing(0, 60, None).unwrap());
         assert!(b.table_growing(0, 5, None).unwrap()); // 40 bytes
         assert_eq!(b.used, 100);
@@ -93,7 +118,7 @@ mod tests {
 
     #[test]
     fn growth_replaces_the_old_size() {
-        let mut b = MemoryBudget::new(Some(100), MemoryGauge::default());
+        let mut b = MemoryBudget::new(Some(100), false, MemoryGauge::default());
         assert!(b.memory_growing(0, 50, None).unwrap());
         assert!(b.memory_growing(50, 100, None).unwrap());
         assert_eq!(b.used, 100);
@@ -102,8 +127,22 @@ mod tests {
     }
 
     #[test]
+    fn oom_kill_turns_a_refusal_into_a_trap() {
+        let mut b = MemoryBudget::new(Some(100), true, MemoryGauge::default());
+        assert!(b.memory_growing(0, 100, None).unwrap());
+        let e = b.memory_growing(100, 150, None).unwrap_err();
+        let oom = e
+            .downcast_ref::<OutOfMemory>()
+            .expect("an OutOfMemory error");
+        assert_eq!((oom.cap, oom.asked), (100, 50));
+        assert!(b.denied());
+        // A declared maximum is the module's own rule, not an OOM.
+        assert!(!b.memory_growing(0, 10, Some(5)).unwrap());
+    }
+
+    #[test]
     fn no_cap_means_unbounded_but_declared_maximums_hold() {
-        let mut b = MemoryBudget::new(None, MemoryGauge::default());
+        let mut b = MemoryBudget::new(None, true, MemoryGauge::default());
         assert!(b.memory_growing(0, 1 << 40, None).unwrap());
         assert!(!b.memory_growing(0, 10, Some(5)).unwrap());
         assert!(!b.denied());

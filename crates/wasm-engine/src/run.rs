@@ -10,7 +10,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::error::{chain, Error, Result};
-use crate::limits::MemoryBudget;
+use crate::limits::{MemoryBudget, OutOfMemory};
 use crate::program::{Code, Program};
 use crate::stdio::{self, Stdio};
 use crate::{Engine, EXIT_KILLED, EXIT_TRAP};
@@ -33,6 +33,9 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// Wall-clock deadline for the whole run. When it passes the guest is killed (137).
     pub timeout: Option<Duration>,
+    /// Past the memory cap, kill the guest (137, [`ExitReason::OutOfMemory`]) as a
+    /// container's memory cgroup would, instead of failing the growth inside it.
+    pub oom_kill: bool,
 }
 
 /// Everything one run of a [`Program`] is given.
@@ -140,6 +143,9 @@ pub enum ExitReason {
     Killed,
     /// The [deadline](Limits::timeout) passed.
     TimedOut,
+    /// It asked for memory past its cap under [`Limits::oom_kill`]; the message says how
+    /// much.
+    OutOfMemory(String),
 }
 
 /// How a run ended.
@@ -281,7 +287,7 @@ impl Engine {
                 })?;
         }
         let mut err_sink = stdio::install(stdio, &mut builder)?;
-        let budget = MemoryBudget::new(limits.memory, memory);
+        let budget = MemoryBudget::new(limits.memory, limits.oom_kill, memory);
 
         let guest = async {
             match &program.code {
@@ -309,6 +315,12 @@ impl Engine {
             Ok(code) => (code, ExitReason::Exited),
             Err(e) => match e.downcast_ref::<I32Exit>() {
                 Some(exit) => (exit.0, ExitReason::Exited),
+                None if e.chain().any(|c| c.is::<OutOfMemory>()) => {
+                    let oom = e.chain().find_map(|c| c.downcast_ref::<OutOfMemory>());
+                    let message = oom.map(ToString::to_string).unwrap_or_default();
+                    tracing::debug!(error = %chain(&e), "killed: out of memory");
+                    (EXIT_KILLED, ExitReason::OutOfMemory(message))
+                }
                 None => {
                     let message = format!("Error: {e:?}");
                     err_sink.write_line(&message);

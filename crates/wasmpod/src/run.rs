@@ -168,6 +168,9 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         })
         .map_err(fail(EXIT_CANNOT_START))?;
     drop(bundle);
+    if let ExitReason::OutOfMemory(why) = status.reason() {
+        eprintln!("wasmpod: {}: killed: {why}", args.file().display());
+    }
     if *status.reason() == ExitReason::TimedOut {
         if let Some(t) = args.timeout {
             eprintln!(

@@ -493,6 +493,44 @@ pub(crate) fn check_pod_restart(env: &Containerd) -> anyhow::Result<()> {
     ensure_nothing_left(env)
 }
 
+/// A container past `resources.limits.memory` is OOM-killed: exit 137, reason `OOMKilled`
+/// in its ContainerStatus (from the shim's TaskOOM event), as the kubelet would report it.
+pub(crate) fn check_pod_oom(env: &Containerd) -> anyhow::Result<()> {
+    let image = probe_image(env)?;
+    let pod = manifest(
+        env,
+        "oom",
+        &probe_pod("oom", &image, "  restartPolicy: Never\n", "[alloc, \"64\"]").replace(
+            "    args:",
+            "    resources: {limits: {memory: 32Mi}}\n    args:",
+        ),
+    )?;
+    let out = wasmpod(
+        env,
+        &[
+            "pod",
+            "run",
+            "--log-dir",
+            &log_dir(env),
+            &pod.to_string_lossy(),
+        ],
+    )?;
+    ensure!(
+        out.status.code() == Some(137),
+        "pod run exited {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = inspect(env, "oom")?;
+    ensure!(
+        field(&status, "/status/exit_code") == "137"
+            && field(&status, "/status/reason") == "OOMKilled",
+        "status: {status}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "oom"])?;
+    ensure_nothing_left(env)
+}
+
 /// A private registry (htpasswd): without credentials the pull fails and nothing is left;
 /// with an `imagePullSecrets` Secret, or with `--docker-config`, the pod runs.
 pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {

@@ -71,7 +71,14 @@ fn minimal_spec() {
             readonly: false
         }]
     );
-    assert_eq!(p.limits(), &Limits::default());
+    // No cap; were one set, passing it would be an OOM kill, as under a memory cgroup.
+    assert_eq!(
+        p.limits(),
+        &Limits {
+            oom_kill: true,
+            ..Limits::default()
+        }
+    );
     assert!(p.warnings().is_empty(), "{:?}", p.warnings());
     assert_eq!(p.read_entrypoint().unwrap(), b"\0asm\x01\0\0\0");
 }

@@ -1,7 +1,7 @@
 //! The memory cap over memories and tables.
 
 use super::*;
-use wasm_engine::Limits;
+use wasm_engine::{ExitReason, Limits};
 
 /// A module that grows its memory by `pages` and exits with 0 on success, 1 on failure.
 fn grower(initial: u32, pages: u32) -> String {
@@ -20,7 +20,7 @@ fn capped(bytes: u64) -> RunConfig {
     RunConfig {
         limits: Limits {
             memory: Some(bytes),
-            timeout: None,
+            ..Limits::default()
         },
         ..RunConfig::default()
     }
@@ -56,5 +56,21 @@ async fn malloc_in_c_sees_the_cap() {
     config.args = vec!["probe".into(), "alloc".into(), "64".into()];
     let status = run(&e, &p, config).await;
     assert_eq!(status.code(), 3);
+    assert!(status.memory_denied());
+}
+
+#[tokio::test]
+async fn oom_kill_stops_the_guest_with_137() {
+    let e = engine();
+    let p = e.load_file(fixtures::probe_module()).unwrap();
+    let mut config = capped(16 << 20);
+    config.limits.oom_kill = true;
+    config.args = vec!["probe".into(), "alloc".into(), "64".into()];
+    let status = run(&e, &p, config).await;
+    assert_eq!(status.code(), 137);
+    let ExitReason::OutOfMemory(message) = status.reason() else {
+        panic!("{:?}", status.reason())
+    };
+    assert!(message.contains("16777216-byte limit"), "{message}");
     assert!(status.memory_denied());
 }

@@ -127,8 +127,8 @@ async fn the_deadline_stops_a_spinning_guest() {
     let p = load(&e, SPIN);
     let config = RunConfig {
         limits: Limits {
-            memory: None,
             timeout: Some(Duration::from_millis(100)),
+            ..Limits::default()
         },
         ..RunConfig::default()
     };
