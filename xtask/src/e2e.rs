@@ -68,6 +68,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-two-containers", cri::check_pod_two_containers),
         ("pod-restart", cri::check_pod_restart),
         ("pod-oom", cri::check_pod_oom),
+        ("pod-update", cri::check_pod_update),
         ("pod-pull-secret", cri::check_pod_pull_secret),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
     ];

@@ -251,6 +251,24 @@ impl Cri {
             .map_err(|s| Error::from_status("ListContainers", &s))
     }
 
+    /// `UpdateContainerResources` of a container's Linux resources.
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        resources: api::LinuxContainerResources,
+    ) -> Result<()> {
+        self.runtime
+            .clone()
+            .update_container_resources(api::UpdateContainerResourcesRequest {
+                container_id: id.to_owned(),
+                linux: Some(resources),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|s| Error::from_status(format!("UpdateContainerResources {id}"), &s))
+    }
+
     /// `ListContainerStats` with an optional filter: the memory and CPU the runtime
     /// reports per container (what the kubelet feeds `kubectl top` and autoscalers).
     pub async fn list_container_stats(

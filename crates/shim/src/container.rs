@@ -90,6 +90,18 @@ pub(crate) struct Container {
 }
 
 impl Container {
+    /// Changes the memory cap (Update): for a running guest through its gauge, for one not
+    /// started yet in the config it will start with.
+    pub(crate) fn set_memory_limit(&mut self, cap: Option<u64>) {
+        self.memory_limit = cap;
+        self.memory.set_limit(cap);
+        if let State::Created(workload) = &mut self.state {
+            if let Workload::Wasm { config, .. } = workload.as_mut() {
+                config.limits.memory = cap;
+            }
+        }
+    }
+
     /// A container in the `Created` state; its memory gauge and cap are the workload's.
     pub(crate) fn new(id: String, bundle: PathBuf, stdio: StdioPaths, workload: Workload) -> Self {
         let (memory, memory_limit) = match &workload {

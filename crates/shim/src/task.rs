@@ -612,18 +612,83 @@ impl Task for TaskService {
         Err(Error::Unimplemented("Checkpoint").into())
     }
 
+    /// Update: a new memory limit applies to the running guest at its next growth (other
+    /// resources are not enforced by the shared level, and are logged as such).
     async fn update(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::UpdateTaskRequest,
+        req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(Error::Unimplemented("Update (changing the resources of a running task)").into())
+        let _span = span(&req.id).entered();
+        let resources = update_resources(&req)?;
+        if let Some(memory) = resources.memory().as_ref().and_then(|m| m.limit()) {
+            // OCI: a limit of -1 (or none) is no limit.
+            let cap = u64::try_from(memory).ok().filter(|c| *c > 0);
+            self.with(&req.id, |c| {
+                c.set_memory_limit(cap);
+                Ok(())
+            })?;
+            tracing::info!(?cap, "memory limit updated");
+        }
+        if resources.cpu().is_some() || resources.pids().is_some() {
+            tracing::info!("cpu and pids limits are not enforced for wasm guests yet: ignored");
+        }
+        Ok(api::Empty::new())
     }
+}
+
+/// The `LinuxResources` (JSON, as containerd's typeurl marshals runtime-spec types) of an
+/// Update request.
+fn update_resources(req: &api::UpdateTaskRequest) -> Result<oci_spec::runtime::LinuxResources> {
+    let any = req
+        .resources
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument(format!("Update {}: no resources", req.id)))?;
+    if !any.type_url.ends_with("LinuxResources") {
+        return Err(Error::InvalidArgument(format!(
+            "Update {}: resources of type {:?}, not LinuxResources",
+            req.id, any.type_url
+        )));
+    }
+    serde_json::from_slice(&any.value)
+        .map_err(|e| Error::InvalidArgument(format!("Update {}: LinuxResources: {e}", req.id)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn update_request(type_url: &str, json: &str) -> api::UpdateTaskRequest {
+        let mut any = Any::new();
+        any.type_url = type_url.to_owned();
+        any.value = json.as_bytes().to_vec();
+        api::UpdateTaskRequest {
+            id: "c1".into(),
+            resources: Some(any).into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn update_reads_containerds_linux_resources() {
+        let url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+        let r = update_resources(&update_request(
+            url,
+            r#"{"memory":{"limit":33554432},"cpu":{"shares":512}}"#,
+        ))
+        .unwrap();
+        assert_eq!(r.memory().as_ref().and_then(|m| m.limit()), Some(32 << 20));
+        let e = update_resources(&update_request("types.containerd.io/other", "{}")).unwrap_err();
+        assert!(e.to_string().contains("not LinuxResources"), "{e}");
+        let e = update_resources(&update_request(url, "{nope")).unwrap_err();
+        assert!(e.to_string().contains("Update c1: LinuxResources"), "{e}");
+        let e = update_resources(&api::UpdateTaskRequest {
+            id: "c1".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("no resources"), "{e}");
+    }
 
     #[test]
     fn signals_map_to_exit_statuses() {

@@ -11,7 +11,6 @@ const TABLE_ELEMENT_BYTES: usize = 8;
 /// memory cgroup's OOM killer would stop a process; the host is unaffected either way.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryBudget {
-    cap: Option<usize>,
     used: usize,
     peak: usize,
     denied: bool,
@@ -28,13 +27,22 @@ pub(crate) struct OutOfMemory {
 }
 
 impl MemoryBudget {
+    /// A budget capped at `cap`; the cap lives in `gauge`, where it can be changed while
+    /// the guest runs.
     pub(crate) fn new(cap: Option<u64>, oom_kill: bool, gauge: MemoryGauge) -> Self {
+        gauge.set_limit(cap);
         Self {
-            cap: cap.map(|c| usize::try_from(c).unwrap_or(usize::MAX)),
             oom_kill,
             gauge,
             ..Self::default()
         }
+    }
+
+    /// The cap now, in bytes.
+    fn cap(&self) -> Option<usize> {
+        self.gauge
+            .limit()
+            .map(|c| usize::try_from(c).unwrap_or(usize::MAX))
     }
 
     /// `grow`, as the limiter answers: refused growth is a trap under `oom_kill`.
@@ -42,7 +50,7 @@ impl MemoryBudget {
         if self.grow(current, desired) {
             return Ok(true);
         }
-        match self.cap {
+        match self.cap() {
             Some(cap) if self.oom_kill => Err(wasmtime::Error::new(OutOfMemory {
                 cap,
                 asked: desired.saturating_sub(current),
@@ -58,9 +66,15 @@ impl MemoryBudget {
 
     fn grow(&mut self, current: usize, desired: usize) -> bool {
         let next = self.used.saturating_sub(current).saturating_add(desired);
-        if self.cap.is_some_and(|cap| next > cap) {
+        let cap = self.cap();
+        if cap.is_some_and(|cap| next > cap) {
             self.denied = true;
-            tracing::debug!(used = self.used, asked = desired - current, cap = ?self.cap, "memory growth refused");
+            tracing::debug!(
+                used = self.used,
+                asked = desired - current,
+                ?cap,
+                "memory growth refused"
+            );
             return false;
         }
         self.used = next;
@@ -138,6 +152,22 @@ mod tests {
         assert!(b.denied());
         // A declared maximum is the module's own rule, not an OOM.
         assert!(!b.memory_growing(0, 10, Some(5)).unwrap());
+    }
+
+    #[test]
+    fn the_cap_can_change_while_the_guest_runs() {
+        let gauge = MemoryGauge::default();
+        let mut b = MemoryBudget::new(Some(100), false, gauge.clone());
+        assert_eq!(gauge.limit(), Some(100));
+        assert!(b.memory_growing(0, 80, None).unwrap());
+        gauge.set_limit(Some(50));
+        assert!(
+            !b.memory_growing(80, 90, None).unwrap(),
+            "the new cap holds"
+        );
+        assert_eq!(b.used, 80, "memory already held stays");
+        gauge.set_limit(None);
+        assert!(b.memory_growing(80, 1 << 30, None).unwrap());
     }
 
     #[test]

@@ -60,18 +60,44 @@ pub struct RunConfig {
 }
 
 /// The memory a running guest holds (linear memories and tables), readable from any
-/// thread: what `ctr task metrics` and the kubelet's stats show.
+/// thread: what `ctr task metrics` and the kubelet's stats show; and its memory cap, which
+/// can be changed while it runs (containerd's Update, the CRI's UpdateContainerResources).
 #[derive(Debug, Clone, Default)]
-pub struct MemoryGauge(Arc<std::sync::atomic::AtomicU64>);
+pub struct MemoryGauge(Arc<GaugeState>);
+
+#[derive(Debug, Default)]
+struct GaugeState {
+    used: std::sync::atomic::AtomicU64,
+    /// The cap plus one; 0 means none.
+    cap: std::sync::atomic::AtomicU64,
+}
 
 impl MemoryGauge {
     /// Bytes in use now.
     pub fn bytes(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The cap the guest runs under now (`None`: none beyond wasm's own).
+    pub fn limit(&self) -> Option<u64> {
+        self.0
+            .cap
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1)
+    }
+
+    /// Changes the cap of a running guest. Memory it already holds stays; its next growth
+    /// past the new cap is refused (or, under [`Limits::oom_kill`], ends it).
+    pub fn set_limit(&self, cap: Option<u64>) {
+        let stored = cap.map_or(0, |c| c.saturating_add(1));
+        self.0
+            .cap
+            .store(stored, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn set(&self, bytes: usize) {
         self.0
+            .used
             .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }

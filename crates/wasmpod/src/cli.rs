@@ -131,6 +131,8 @@ pub(crate) enum CriCommand {
     Logs(CriLogsArgs),
     /// Memory and CPU use of running containers, as the kubelet reads them
     Stats(CriStatsArgs),
+    /// Change the memory limit of running containers (UpdateContainerResources)
+    Update(CriUpdateArgs),
     /// Print the status of containers or pod sandboxes as JSON
     Inspect(CriTargetArgs),
     /// Stop containers or pod sandboxes
@@ -171,6 +173,16 @@ pub(crate) struct CriStatsArgs {
     /// Only the containers of this pod sandbox (ID, prefix or name)
     #[arg(short, long, value_name = "POD")]
     pub(crate) pod: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriUpdateArgs {
+    #[command(flatten)]
+    pub(crate) target: CriTargetArgs,
+
+    /// The new memory limit (64Mi, 1g, 1048576)
+    #[arg(short, long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    pub(crate) memory: u64,
 }
 
 #[derive(Debug, Args)]

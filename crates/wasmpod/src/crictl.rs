@@ -17,6 +17,20 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
             CriCommand::Ps(args) => ps(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Logs(args) => logs(&connect(&args.endpoint).await?, &args).await,
             CriCommand::Stats(args) => stats(&connect(&args.list.endpoint).await?, &args).await,
+            CriCommand::Update(args) => {
+                let cri = connect(&args.target.endpoint).await?;
+                let memory = i64::try_from(args.memory)?;
+                for id in &args.target.ids {
+                    let c = cri::find_container(&cri, id).await?;
+                    let (status, _) = cri.container_status(&c.id).await?;
+                    // Keep the container's other resources as they are.
+                    let mut resources = status.resources.and_then(|r| r.linux).unwrap_or_default();
+                    resources.memory_limit_in_bytes = memory;
+                    cri.update_container_resources(&c.id, resources).await?;
+                    println!("{id}");
+                }
+                Ok(())
+            }
             CriCommand::Inspect(args) => {
                 let cri = connect(&args.endpoint).await?;
                 for id in &args.ids {

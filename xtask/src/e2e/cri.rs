@@ -531,6 +531,54 @@ pub(crate) fn check_pod_oom(env: &Containerd) -> anyhow::Result<()> {
     ensure_nothing_left(env)
 }
 
+/// UpdateContainerResources reaches a running guest: a container started under 256Mi whose
+/// limit is lowered to 32Mi is OOM-killed by the allocation it makes afterwards.
+pub(crate) fn check_pod_update(env: &Containerd) -> anyhow::Result<()> {
+    let image = probe_image(env)?;
+    let pod = manifest(
+        env,
+        "upd",
+        &probe_pod(
+            "upd",
+            &image,
+            "  restartPolicy: Never\n",
+            "[sleep-alloc, \"3000\", \"64\"]",
+        )
+        .replace(
+            "    args:",
+            "    resources: {limits: {memory: 256Mi}}\n    args:",
+        ),
+    )?;
+    wasmpod_ok(
+        env,
+        &[
+            "pod",
+            "run",
+            "-d",
+            "--log-dir",
+            &log_dir(env),
+            &pod.to_string_lossy(),
+        ],
+    )?;
+    wasmpod_ok(env, &["cri", "update", "--memory", "32Mi", "upd"])?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = inspect(env, "upd")?;
+        if field(&status, "/status/state") == "2" {
+            break status;
+        }
+        ensure!(Instant::now() < deadline, "upd did not end: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        field(&status, "/status/exit_code") == "137"
+            && field(&status, "/status/reason") == "OOMKilled",
+        "after lowering the limit to 32Mi: {status}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "upd"])?;
+    ensure_nothing_left(env)
+}
+
 /// A private registry (htpasswd): without credentials the pull fails and nothing is left;
 /// with an `imagePullSecrets` Secret, or with `--docker-config`, the pod runs.
 pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
