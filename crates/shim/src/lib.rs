@@ -51,11 +51,7 @@ pub const IMAGE_NAME_ANNOTATION: &str = "io.kubernetes.cri.image-name";
 /// Runs the shim as containerd invoked it (`start`, `delete`, or serving); never returns
 /// on failure, exiting with status 1 and the reason on stderr.
 pub fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match wasm_engine::guest_runtime(2) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{RUNTIME_TYPE}: cannot start the async runtime: {e}");

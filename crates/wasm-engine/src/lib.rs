@@ -37,7 +37,7 @@ mod run;
 mod stdio;
 mod sys;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{guest_runtime, Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use program::{Program, ProgramKind};
 pub use run::{ExitReason, ExitStatus, KillHandle, Limits, MemoryGauge, Preopen, RunConfig};

@@ -3,6 +3,7 @@
 #[path = "../../../../tests/support/fixtures.rs"]
 mod fixtures;
 
+mod fairness;
 mod limits;
 mod run;
 
