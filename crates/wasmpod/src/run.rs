@@ -153,9 +153,9 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
     };
     let kill = KillHandle::new();
     let config = policy.run_config(stdio, kill.clone());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    // The guests' runtime: signals and the deadline are seen within an epoch tick even
+    // while the guest computes.
+    let runtime = wasm_engine::guest_runtime(0)
         .context("starting the async runtime")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
     let status = runtime
