@@ -115,13 +115,6 @@ fn probe_pod(name: &str, image: &str, spec: &str, args: &str) -> String {
     )
 }
 
-/// Runs `wasmpod` and returns its output, whatever its status.
-fn wasmpod(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
-    env.wasmpod(args)
-        .output()
-        .with_context(|| format!("running wasmpod {}", args.join(" ")))
-}
-
 /// Runs `wasmpod`, failing unless it succeeds; returns stdout.
 fn wasmpod_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
     output_ok(&mut env.wasmpod(args))
@@ -129,6 +122,36 @@ fn wasmpod_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
 
 fn log_dir(env: &Containerd) -> String {
     env.dir.join("pod-logs").display().to_string()
+}
+
+/// `wasmpod pod run --log-dir <the test's> ARGS...`.
+fn pod_run_cmd(env: &Containerd, args: &[&str]) -> Command {
+    let mut cmd = env.wasmpod(&["pod", "run", "--log-dir", &log_dir(env)]);
+    cmd.args(args);
+    cmd
+}
+
+/// [`pod_run_cmd`]'s output, whatever its status.
+fn pod_run(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
+    pod_run_cmd(env, args)
+        .output()
+        .context("running wasmpod pod run")
+}
+
+/// [`pod_run_cmd`], failing unless it succeeds; returns stdout.
+fn pod_run_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
+    output_ok(&mut pod_run_cmd(env, args))
+}
+
+/// Fails unless `wasmpod pod run` exited with `code`.
+fn ensure_exit(out: &Output, code: i32) -> anyhow::Result<()> {
+    ensure!(
+        out.status.code() == Some(code),
+        "pod run exited {} (not {code}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// `wasmpod cri inspect ID` as JSON.
@@ -198,16 +221,9 @@ pub(crate) fn check_pod_run(env: &Containerd) -> anyhow::Result<()> {
     )?;
     let runtimeclass = root().join("deploy/runtimeclass.yaml");
     let started = Instant::now();
-    let out = wasmpod(
+    let out = pod_run(
         env,
-        &[
-            "pod",
-            "run",
-            "--log-dir",
-            &log_dir(env),
-            &pod.to_string_lossy(),
-            &runtimeclass.to_string_lossy(),
-        ],
+        &[&pod.to_string_lossy(), &runtimeclass.to_string_lossy()],
     )?;
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -270,22 +286,8 @@ pub(crate) fn check_pod_exit_code(env: &Containerd) -> anyhow::Result<()> {
         "exit7",
         &probe_pod("exit7", &image, "  restartPolicy: Never\n", "[exit, \"7\"]"),
     )?;
-    let out = wasmpod(
-        env,
-        &[
-            "pod",
-            "run",
-            "--log-dir",
-            &log_dir(env),
-            &pod.to_string_lossy(),
-        ],
-    )?;
-    ensure!(
-        out.status.code() == Some(7),
-        "pod run exited {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = pod_run(env, &[&pod.to_string_lossy()])?;
+    ensure_exit(&out, 7)?;
     let id = wasmpod_ok(env, &["cri", "ps", "-a", "-q"])?;
     let status = inspect(env, id.trim())?;
     ensure!(
@@ -352,17 +354,7 @@ data: {{greeting: hello from a configmap}}
 "#
         ),
     )?;
-    let sandbox = wasmpod_ok(
-        env,
-        &[
-            "pod",
-            "run",
-            "-d",
-            "--log-dir",
-            &log_dir(env),
-            &pod.to_string_lossy(),
-        ],
-    )?;
+    let sandbox = pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     let sandbox = sandbox.trim().to_owned();
     // One shim holds the sandbox and both containers: every task reports its pid.
     let tasks = env.ctr_in(K8S_NAMESPACE, &["task", "ls"])?;
@@ -456,9 +448,7 @@ pub(crate) fn check_pod_restart(env: &Containerd) -> anyhow::Result<()> {
             "[cat, /missing]",
         ),
     )?;
-    let mut child = env
-        .wasmpod(&["pod", "run", "--log-dir", &log_dir(env)])
-        .arg(&pod)
+    let mut child = pod_run_cmd(env, &[&pod.to_string_lossy()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
@@ -505,22 +495,8 @@ pub(crate) fn check_pod_oom(env: &Containerd) -> anyhow::Result<()> {
             "    resources: {limits: {memory: 32Mi}}\n    args:",
         ),
     )?;
-    let out = wasmpod(
-        env,
-        &[
-            "pod",
-            "run",
-            "--log-dir",
-            &log_dir(env),
-            &pod.to_string_lossy(),
-        ],
-    )?;
-    ensure!(
-        out.status.code() == Some(137),
-        "pod run exited {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = pod_run(env, &[&pod.to_string_lossy()])?;
+    ensure_exit(&out, 137)?;
     let status = inspect(env, "oom")?;
     ensure!(
         field(&status, "/status/exit_code") == "137"
@@ -549,17 +525,7 @@ pub(crate) fn check_pod_update(env: &Containerd) -> anyhow::Result<()> {
             "    resources: {limits: {memory: 256Mi}}\n    args:",
         ),
     )?;
-    wasmpod_ok(
-        env,
-        &[
-            "pod",
-            "run",
-            "-d",
-            "--log-dir",
-            &log_dir(env),
-            &pod.to_string_lossy(),
-        ],
-    )?;
+    pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     wasmpod_ok(env, &["cri", "update", "--memory", "32Mi", "upd"])?;
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -609,17 +575,7 @@ pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
         format!(r#"{{"auths":{{"{host}":{{"username":"{USER}","password":"{PASSWORD}"}}}}}}"#);
 
     let anonymous = manifest(env, "private-anonymous", &pod(""))?;
-    let out = wasmpod(
-        env,
-        &[
-            "pod",
-            "run",
-            "--rm",
-            "--log-dir",
-            &log_dir(env),
-            &anonymous.to_string_lossy(),
-        ],
-    )?;
+    let out = pod_run(env, &["--rm", &anonymous.to_string_lossy()])?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(1), "an anonymous pull ran: {err}");
     ensure!(
@@ -638,17 +594,7 @@ pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
             pod("  imagePullSecrets: [{name: registry}]\n")
         ),
     )?;
-    let out = wasmpod_ok(
-        env,
-        &[
-            "pod",
-            "run",
-            "--rm",
-            "--log-dir",
-            &log_dir(env),
-            &with_secret.to_string_lossy(),
-        ],
-    )?;
+    let out = pod_run_ok(env, &["--rm", &with_secret.to_string_lossy()])?;
     ensure!(out.contains("pulled-with-auth"), "output: {out:?}");
     ensure_nothing_left(env)?;
 
@@ -660,14 +606,10 @@ pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
         "private-config",
         &pod("").replace("    args:", "    imagePullPolicy: Always\n    args:"),
     )?;
-    let out = wasmpod_ok(
+    let out = pod_run_ok(
         env,
         &[
-            "pod",
-            "run",
             "--rm",
-            "--log-dir",
-            &log_dir(env),
             "--docker-config",
             &config_file.to_string_lossy(),
             &always.to_string_lossy(),
@@ -687,17 +629,7 @@ pub(crate) fn check_pod_unknown_handler(env: &Containerd) -> anyhow::Result<()> 
         "apiVersion: v1\nkind: Pod\nmetadata: {name: nohandler}\nspec:\n  runtimeClassName: nope\n  \
          containers:\n  - {name: c, image: localhost/none:v1}\n",
     )?;
-    let out = wasmpod(
-        env,
-        &[
-            "pod",
-            "run",
-            "--rm",
-            "--log-dir",
-            &log_dir(env),
-            &pod.to_string_lossy(),
-        ],
-    )?;
+    let out = pod_run(env, &["--rm", &pod.to_string_lossy()])?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(1), "exit {}: {err}", out.status);
     ensure!(
