@@ -43,7 +43,5 @@ pub use plan::{
     CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
 };
 pub use runner::{
-    find_container, find_pods, labels_line, remove_pods, run_pod, short, Credentials, LogSink,
-    PodOutcome,
+    find_container, find_pods, remove_pods, run_pod, short, Credentials, LogSink, PodOutcome,
 };
-pub use volumes::prepare as prepare_volumes;

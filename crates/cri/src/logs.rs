@@ -2,7 +2,7 @@
 //! line each, `P` lines continued by the next of the same stream), read whole or followed.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
@@ -63,11 +63,6 @@ impl LogReader {
             tail: Vec::new(),
             partial: [None, None],
         }
-    }
-
-    /// The file read.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The whole lines written since the last call. A missing file has none yet.

@@ -2,7 +2,6 @@
 //! containers to completion, then the containers, restarted as `restartPolicy` says, with
 //! their logs followed; and removing pods again.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -446,13 +445,6 @@ pub async fn remove_pods(
         removed.push(s.id.clone());
     }
     Ok(removed)
-}
-
-/// Labels of a sandbox or container as `key=value` pairs, sorted, for listings.
-pub fn labels_line(labels: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.sort();
-    pairs.join(",")
 }
 
 #[cfg(test)]

@@ -79,10 +79,9 @@ pub(crate) struct Container {
     pub(crate) stdio: StdioPaths,
     /// Whether the shim mounted `bundle/rootfs` and must unmount it on Delete.
     pub(crate) rootfs_mounted: bool,
-    /// The guest's memory in use, for Stats.
+    /// The guest's memory in use and its cap (`linux.resources.memory.limit`, or what
+    /// Update set), for Stats.
     pub(crate) memory: MemoryGauge,
-    /// The memory cap from `linux.resources.memory.limit`.
-    pub(crate) memory_limit: Option<u64>,
     /// Closes the guest's stdin (CloseIO).
     pub(crate) stdin_close: Option<oneshot::Sender<()>>,
     state: State,
@@ -93,7 +92,6 @@ impl Container {
     /// Changes the memory cap (Update): for a running guest through its gauge, for one not
     /// started yet in the config it will start with.
     pub(crate) fn set_memory_limit(&mut self, cap: Option<u64>) {
-        self.memory_limit = cap;
         self.memory.set_limit(cap);
         if let State::Created(workload) = &mut self.state {
             if let Workload::Wasm { config, .. } = workload.as_mut() {
@@ -104,9 +102,12 @@ impl Container {
 
     /// A container in the `Created` state; its memory gauge and cap are the workload's.
     pub(crate) fn new(id: String, bundle: PathBuf, stdio: StdioPaths, workload: Workload) -> Self {
-        let (memory, memory_limit) = match &workload {
-            Workload::Wasm { config, .. } => (config.memory.clone(), config.limits.memory),
-            Workload::Sandbox => (MemoryGauge::default(), None),
+        let memory = match &workload {
+            Workload::Wasm { config, .. } => {
+                config.memory.set_limit(config.limits.memory);
+                config.memory.clone()
+            }
+            Workload::Sandbox => MemoryGauge::default(),
         };
         Self {
             id,
@@ -114,7 +115,6 @@ impl Container {
             stdio,
             rootfs_mounted: false,
             memory,
-            memory_limit,
             stdin_close: None,
             state: State::Created(Box::new(workload)),
             exit_tx: watch::channel(None).0,

@@ -402,7 +402,7 @@ impl TaskService {
     }
 
     fn do_stats(&self, req: &api::StatsRequest) -> Result<api::StatsResponse> {
-        let (usage, limit) = self.with(&req.id, |c| Ok((c.memory.bytes(), c.memory_limit)))?;
+        let (usage, limit) = self.with(&req.id, |c| Ok((c.memory.bytes(), c.memory.limit())))?;
         let metrics = Metrics {
             memory: Some(MemoryStat {
                 usage: Some(MemoryEntry {
