@@ -15,6 +15,7 @@ use anyhow::{bail, ensure, Context};
 use crate::util::{cargo, have, output_ok, root, run as sh, Registry};
 
 pub(crate) mod cri;
+pub(crate) mod isolation;
 pub(crate) mod kind;
 
 /// The runtime type of our shim.
@@ -22,7 +23,7 @@ pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
 /// The containerd namespace the checks use.
 pub(crate) const NAMESPACE: &str = "wasmpod-e2e";
 /// The test image as `wasmpod build` tags and `ctr image import` names it.
-const IMAGE: &str = "localhost/wasmpod-e2e/probe:v1";
+pub(crate) const IMAGE: &str = "localhost/wasmpod-e2e/probe:v1";
 
 /// One e2e check against the running containerd.
 type Check = fn(&Containerd) -> anyhow::Result<()>;
@@ -63,6 +64,9 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("containerd-restart", check_containerd_restart),
         ("shim-killed", check_shim_killed),
         ("cycles", check_cycles),
+        ("process-level", isolation::check_process_level),
+        ("process-oom", isolation::check_process_oom),
+        ("process-cpu-quota", isolation::check_process_cpu_quota),
         ("pod-run", cri::check_pod_run),
         ("pod-exit-code", cri::check_pod_exit_code),
         ("pod-two-containers", cri::check_pod_two_containers),
@@ -596,7 +600,10 @@ impl Containerd {
             let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
                 continue;
             };
-            if String::from_utf8_lossy(&cmdline).contains("containerd-shim-wasm-v1")
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            // A process-level container's child runs the same binary: not a shim.
+            if cmdline.contains("containerd-shim-wasm-v1")
+                && !cmdline.contains("__wasmpod-guest")
                 && String::from_utf8_lossy(&environ).contains(needle.as_ref())
             {
                 pids.push(pid);

@@ -32,6 +32,17 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A process-level container's cgroup cannot be made or changed.
+    #[error("cgroup {path}: {reason}")]
+    Cgroup {
+        /// The cgroup's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A process-level container's process cannot be confined.
+    #[error("confining the container's process: {0}")]
+    Confine(String),
 }
 
 /// The sandbox crate's result type.

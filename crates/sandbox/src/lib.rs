@@ -13,6 +13,12 @@
 //!   in one, never silently dropped. Restrictions that a guest cannot reach anyway —
 //!   capabilities, seccomp, AppArmor, SELinux, `noNewPrivileges`, masked and read-only
 //!   kernel paths, device rules — hold by construction and need no warning.
+//! - Isolation levels ([`Selection`]): `shared` (the default) runs a container inside the
+//!   shim's process beside its neighbours, isolated by the wasm runtime; `process` gives it a
+//!   process of its own in a [`Cgroup`] (memory, CPU, pids from `linux.resources`) under a
+//!   [`Confinement`] (the pod's network namespace, its own mount namespace, the spec's user
+//!   and capabilities, `no_new_privs`). Chosen by the `wasmpod.io/isolation` annotation or
+//!   the runtime handler's options.
 //! - Confinement: the guest sees only its preopened directories. Paths are resolved with
 //!   `cap-std`, so `..`, absolute paths and symlinks cannot lead out of them; the same
 //!   holds for the entrypoint lookup done here.
@@ -32,9 +38,17 @@
 
 #![deny(missing_docs)]
 
+mod cgroup;
+mod confine;
 mod error;
+mod isolation;
 mod paths;
 mod policy;
 
+pub use cgroup::{cgroup_path, shares_to_weight, Cgroup, CgroupStats};
+pub use confine::{Confinement, Network};
 pub use error::{Error, Result};
+pub use isolation::{
+    Grouping, HandlerOptions, Isolation, Selection, GROUPING_ANNOTATION, ISOLATION_ANNOTATION,
+};
 pub use policy::{RunPolicy, Warning};

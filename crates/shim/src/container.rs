@@ -8,6 +8,7 @@ use tokio::sync::{oneshot, watch};
 use wasm_engine::{KillHandle, MemoryGauge, Program, RunConfig};
 
 use crate::error::{Error, Result};
+use crate::process::{ProcessWorkload, SharedCgroup};
 
 /// What a container runs once started.
 pub(crate) enum Workload {
@@ -18,6 +19,8 @@ pub(crate) enum Workload {
         /// Arguments, environment, preopens, stdio and limits from the spec.
         config: Box<RunConfig>,
     },
+    /// A wasm program run by a child process of its own (the process isolation level).
+    Process(Box<ProcessWorkload>),
     /// A pod's sandbox (pause) container: holds the pod until it is killed, running nothing.
     Sandbox,
 }
@@ -26,6 +29,7 @@ impl std::fmt::Debug for Workload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Workload::Wasm { program, .. } => write!(f, "Wasm({})", program.digest()),
+            Workload::Process(_) => f.write_str("Process"),
             Workload::Sandbox => f.write_str("Sandbox"),
         }
     }
@@ -45,8 +49,8 @@ pub(crate) struct Exit {
 pub(crate) enum State {
     /// Created, not started: the workload is loaded and its stdio open.
     Created(Box<Workload>),
-    /// Running; the handle stops it.
-    Running(KillHandle),
+    /// Running.
+    Running(Runner),
     /// Ended, not yet deleted.
     Stopped(Exit),
 }
@@ -60,6 +64,15 @@ impl State {
             State::Stopped(_) => "stopped",
         }
     }
+}
+
+/// What stops a running task.
+#[derive(Debug, Clone)]
+pub(crate) enum Runner {
+    /// A guest (or a held sandbox) in this process: its kill handle.
+    Guest(KillHandle),
+    /// A child process: its pid, to signal.
+    Child(u32),
 }
 
 /// The paths containerd gave for the task's stdio.
@@ -79,11 +92,15 @@ pub(crate) struct Container {
     pub(crate) stdio: StdioPaths,
     /// Whether the shim mounted `bundle/rootfs` and must unmount it on Delete.
     pub(crate) rootfs_mounted: bool,
+    /// The pid of a process-level container's child, once started.
+    pub(crate) child_pid: Option<u32>,
     /// The guest's memory in use and its cap (`linux.resources.memory.limit`, or what
     /// Update set), for Stats.
     pub(crate) memory: MemoryGauge,
     /// Closes the guest's stdin (CloseIO).
     pub(crate) stdin_close: Option<oneshot::Sender<()>>,
+    /// The cgroup of a process-level container.
+    pub(crate) cgroup: Option<SharedCgroup>,
     state: State,
     exit_tx: watch::Sender<Option<Exit>>,
 }
@@ -107,15 +124,17 @@ impl Container {
                 config.memory.set_limit(config.limits.memory);
                 config.memory.clone()
             }
-            Workload::Sandbox => MemoryGauge::default(),
+            Workload::Process(_) | Workload::Sandbox => MemoryGauge::default(),
         };
         Self {
             id,
             bundle,
             stdio,
             rootfs_mounted: false,
+            child_pid: None,
             memory,
             stdin_close: None,
+            cgroup: None,
             state: State::Created(Box::new(workload)),
             exit_tx: watch::channel(None).0,
         }
@@ -134,16 +153,45 @@ impl Container {
         }
     }
 
-    /// `Created → Running`: hands out the workload to run and the handle that stops it.
-    pub(crate) fn start(&mut self) -> Result<(Workload, KillHandle)> {
+    /// `Created → Running`: `launch` is given the workload and returns what stops it (and
+    /// whatever the caller needs next). When it fails the task ends as one that could not
+    /// start (126), and its error is returned.
+    pub(crate) fn start<T>(
+        &mut self,
+        launch: impl FnOnce(Workload) -> Result<(Runner, T)>,
+    ) -> Result<T> {
         if !matches!(self.state, State::Created(_)) {
             return Err(self.refuse("Start"));
         }
-        let kill = KillHandle::new();
-        match std::mem::replace(&mut self.state, State::Running(kill.clone())) {
-            State::Created(workload) => Ok((*workload, kill)),
-            _ => unreachable!("checked to be Created above"),
+        let placeholder = State::Stopped(Exit {
+            code: wasm_engine::EXIT_CANNOT_START as u32,
+            at: SystemTime::now(),
+        });
+        let State::Created(workload) = std::mem::replace(&mut self.state, placeholder) else {
+            unreachable!("checked to be Created above")
+        };
+        match launch(*workload) {
+            Ok((runner, next)) => {
+                if let Runner::Child(pid) = runner {
+                    self.child_pid = Some(pid);
+                }
+                self.state = State::Running(runner);
+                Ok(next)
+            }
+            Err(e) => {
+                self.stdin_close.take();
+                if let State::Stopped(exit) = self.state {
+                    self.exit_tx.send_replace(Some(exit));
+                }
+                Err(e)
+            }
         }
+    }
+
+    /// The pid containerd is shown: the child's for a process-level container that has
+    /// started, else the shim's own (its guests run inside it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child_pid.unwrap_or_else(std::process::id)
     }
 
     /// `Running → Stopped` (the workload ended) or `Created → Stopped` (killed before it
@@ -197,6 +245,10 @@ mod tests {
         )
     }
 
+    fn guest(w: Workload) -> Result<(Runner, Workload)> {
+        Ok((Runner::Guest(KillHandle::new()), w))
+    }
+
     fn refused_state(err: Error) -> (&'static str, &'static str) {
         match err {
             Error::FailedPrecondition { call, state, .. } => (call, state),
@@ -209,10 +261,13 @@ mod tests {
         let mut c = created();
         assert_eq!(c.state().name(), "created");
         let mut rx = c.subscribe();
-        let (workload, _kill) = c.start().unwrap();
+        let workload = c.start(guest).unwrap();
         assert!(matches!(workload, Workload::Sandbox));
         assert_eq!(c.state().name(), "running");
-        assert_eq!(refused_state(c.start().unwrap_err()), ("Start", "running"));
+        assert_eq!(
+            refused_state(c.start(guest).unwrap_err()),
+            ("Start", "running")
+        );
         assert_eq!(
             refused_state(c.check_delete().unwrap_err()),
             ("Delete", "running")
@@ -224,7 +279,10 @@ mod tests {
         assert!(rx.has_changed().unwrap());
         assert_eq!(*rx.borrow_and_update(), Some(exit));
         assert_eq!(refused_state(c.exited(0).unwrap_err()), ("exit", "stopped"));
-        assert_eq!(refused_state(c.start().unwrap_err()), ("Start", "stopped"));
+        assert_eq!(
+            refused_state(c.start(guest).unwrap_err()),
+            ("Start", "stopped")
+        );
         c.check_delete().unwrap();
     }
 
@@ -234,13 +292,29 @@ mod tests {
         c.check_delete().unwrap();
         let exit = c.exited(137).unwrap();
         assert_eq!(c.exit(), Some(exit));
-        assert_eq!(refused_state(c.start().unwrap_err()), ("Start", "stopped"));
+        assert_eq!(
+            refused_state(c.start(guest).unwrap_err()),
+            ("Start", "stopped")
+        );
+    }
+
+    #[test]
+    fn a_failed_launch_stops_the_task_as_unable_to_start() {
+        let mut c = created();
+        let rx = c.subscribe();
+        let e = c
+            .start(|_| -> Result<(Runner, ())> { Err(Error::InvalidArgument("no".into())) })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "no");
+        assert_eq!(c.exit().map(|e| e.code), Some(126));
+        assert_eq!(rx.borrow().map(|e| e.code), Some(126));
+        c.check_delete().unwrap();
     }
 
     #[test]
     fn the_first_exit_wins_for_late_subscribers_too() {
         let mut c = created();
-        c.start().unwrap();
+        c.start(guest).unwrap();
         c.exited(3).unwrap();
         let rx = c.subscribe();
         assert_eq!(rx.borrow().map(|e| e.code), Some(3));

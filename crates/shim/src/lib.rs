@@ -17,7 +17,14 @@
 //!   `application/vnd.wasm.config.v0+json`, layer `application/wasm`) runs the wasm layer
 //!   of its image, read from containerd's content store over gRPC and checked against its
 //!   digest; the precompile cache compiles each digest once.
-//! - Guests run inside the serving shim's process, so every task reports the shim's pid.
+//! - Isolation levels (`wasmpod.io/isolation`, or the runtime handler's `isolation`
+//!   option): `shared` guests run inside the serving shim's process and report its pid;
+//!   `process` guests each run in a child of the shim (this binary re-executed with a
+//!   hidden first argument), in a cgroup made from `linux.resources`, confined by
+//!   [`sandbox::Confinement`]; Kill signals the child, Stats reads its cgroup, Update
+//!   changes it, and a kill by the cgroup's OOM killer is reported as an OOM event.
+//! - Grouping (`wasmpod.io/grouping`, or the handler's `grouping` option): the containers of
+//!   a pod share one serving shim; with `node`, every container of the namespace does.
 //! - A CRI pod's sandbox (pause) container runs nothing: it is held until killed, so a pod
 //!   with `runtimeClassName: wasm` needs no native runtime.
 
@@ -28,6 +35,8 @@ mod content;
 mod error;
 mod events;
 mod logging;
+mod options;
+mod process;
 mod rootfs;
 mod service;
 mod stdio;
@@ -51,6 +60,10 @@ pub const IMAGE_NAME_ANNOTATION: &str = "io.kubernetes.cri.image-name";
 /// Runs the shim as containerd invoked it (`start`, `delete`, or serving); never returns
 /// on failure, exiting with status 1 and the reason on stderr.
 pub fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(process::GUEST_COMMAND) {
+        process::guest_main(&args[1..]);
+    }
     let runtime = match wasm_engine::guest_runtime(2) {
         Ok(rt) => rt,
         Err(e) => {

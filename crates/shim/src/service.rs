@@ -11,6 +11,7 @@ use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Flags, StartOpts};
 use oci_spec::runtime::Spec;
+use sandbox::{Grouping, HandlerOptions, Selection};
 use wasm_engine::{Engine, EngineConfig, EXIT_KILLED};
 
 use crate::content::ContentStore;
@@ -37,9 +38,23 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// Which serving shim a container joins: the containers of one pod (same
-/// `io.kubernetes.cri.sandbox-id`) share one; any other container gets its own.
-pub(crate) fn grouping(id: &str, spec: Option<&Spec>) -> String {
+/// The serving shim every container of a namespace joins under `grouping = "node"`.
+pub(crate) const NODE_GROUP: &str = "wasmpod-node";
+
+/// Which serving shim a container joins: with node grouping (annotation or handler option),
+/// the one of its namespace; else the containers of one pod (same
+/// `io.kubernetes.cri.sandbox-id`) share one, and any other container gets its own.
+pub(crate) fn grouping(id: &str, spec: Option<&Spec>, handler: &HandlerOptions) -> String {
+    let selection = spec.map_or_else(
+        || Ok(Selection::decide(&Spec::default(), handler).unwrap_or_default()),
+        |s| Selection::decide(s, handler),
+    );
+    match selection {
+        Ok(s) if s.grouping == Grouping::Node => return NODE_GROUP.to_owned(),
+        Ok(_) => {}
+        // Create names the bad value to the user; the container gets a shim of its own.
+        Err(e) => tracing::warn!(error = %e, "choosing a shim"),
+    }
     spec.and_then(|s| s.annotations().as_ref())
         .and_then(|a| a.get(SANDBOX_ID_ANNOTATION))
         .filter(|s| !s.is_empty())
@@ -75,7 +90,9 @@ impl Shim for Service {
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
         // containerd runs `start` in the new container's bundle.
         let spec = Spec::load("config.json").ok();
-        let grouping = grouping(&opts.id, spec.as_ref());
+        let handler = crate::options::from_stdin()
+            .map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
+        let grouping = grouping(&opts.id, spec.as_ref(), &handler);
         let address = spawn(opts, &grouping, Vec::new()).await?;
         containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
         Ok(address)
@@ -104,6 +121,7 @@ impl Shim for Service {
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let engine = Engine::new(EngineConfig {
             cache_dir: Some(cache_dir()),
+            ..Default::default()
         })
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot start the wasm engine");
@@ -147,17 +165,41 @@ mod tests {
             ("io.kubernetes.cri.container-type", "container"),
             (SANDBOX_ID_ANNOTATION, "pod1"),
         ]);
-        assert_eq!(grouping("pod1", Some(&sandbox)), "pod1");
-        assert_eq!(grouping("app", Some(&app)), "pod1");
+        let none = HandlerOptions::default();
+        assert_eq!(grouping("pod1", Some(&sandbox), &none), "pod1");
+        assert_eq!(grouping("app", Some(&app), &none), "pod1");
     }
 
     #[test]
     fn other_containers_get_their_own_shim() {
-        assert_eq!(grouping("c1", Some(&spec_with(&[]))), "c1");
-        assert_eq!(grouping("c1", None), "c1");
+        let none = HandlerOptions::default();
+        assert_eq!(grouping("c1", Some(&spec_with(&[])), &none), "c1");
+        assert_eq!(grouping("c1", None, &none), "c1");
         assert_eq!(
-            grouping("c1", Some(&spec_with(&[(SANDBOX_ID_ANNOTATION, "")]))),
+            grouping(
+                "c1",
+                Some(&spec_with(&[(SANDBOX_ID_ANNOTATION, "")])),
+                &none
+            ),
             "c1"
         );
+    }
+
+    #[test]
+    fn node_grouping_puts_every_container_in_one_shim() {
+        let node = HandlerOptions {
+            grouping: Some(Grouping::Node),
+            ..Default::default()
+        };
+        let app = spec_with(&[(SANDBOX_ID_ANNOTATION, "pod1")]);
+        assert_eq!(grouping("app", Some(&app), &node), NODE_GROUP);
+        assert_eq!(grouping("c1", None, &node), NODE_GROUP);
+        let annotated = spec_with(&[("wasmpod.io/grouping", "node")]);
+        assert_eq!(
+            grouping("c2", Some(&annotated), &HandlerOptions::default()),
+            NODE_GROUP
+        );
+        let bad = spec_with(&[("wasmpod.io/grouping", "rack")]);
+        assert_eq!(grouping("c3", Some(&bad), &HandlerOptions::default()), "c3");
     }
 }

@@ -13,17 +13,18 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::Spec;
-use sandbox::RunPolicy;
+use sandbox::{Cgroup, HandlerOptions, Isolation, RunPolicy, Selection};
 use tracing::Instrument;
 use wasm_engine::{
     Engine, ExitReason, KillHandle, EXIT_CANNOT_START, EXIT_KILLED, EXIT_TERMINATED,
 };
 
-use crate::container::{Container, State, StdioPaths, Workload};
+use crate::container::{Container, Runner, State, StdioPaths, Workload};
 use crate::content::ContentStore;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Events};
-use crate::{rootfs, stdio, CONTAINER_TYPE_ANNOTATION, IMAGE_NAME_ANNOTATION};
+use crate::process::{self, ExitWatch, ProcessWorkload};
+use crate::{options, rootfs, stdio, CONTAINER_TYPE_ANNOTATION, IMAGE_NAME_ANNOTATION};
 
 /// The task service: every container of this shim process.
 #[derive(Clone)]
@@ -41,9 +42,16 @@ impl std::fmt::Debug for TaskService {
     }
 }
 
-/// The pid containerd is shown for every task: the guests run inside this process.
+/// The pid of this shim: what containerd is shown for a task whose guest runs inside it.
 fn pid() -> u32 {
     std::process::id()
+}
+
+/// What Create prepared for a container.
+struct Prepared {
+    workload: Workload,
+    stdin_close: Option<tokio::sync::oneshot::Sender<()>>,
+    cgroup: Option<Cgroup>,
 }
 
 /// The span of one container: a root, so the guest's task does not nest under the call
@@ -132,7 +140,8 @@ impl TaskService {
         bundle: &Path,
         paths: &StdioPaths,
         has_rootfs: bool,
-    ) -> Result<(Workload, Option<tokio::sync::oneshot::Sender<()>>)> {
+        handler: &HandlerOptions,
+    ) -> Result<Prepared> {
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             Error::InvalidArgument(format!(
                 "container {id}: cannot read {}: {e}",
@@ -141,8 +150,18 @@ impl TaskService {
         })?;
         if is_sandbox(&spec) {
             tracing::info!("pod sandbox: held until killed, running nothing");
-            return Ok((Workload::Sandbox, None));
+            return Ok(Prepared {
+                workload: Workload::Sandbox,
+                stdin_close: None,
+                cgroup: None,
+            });
         }
+        let policy_error = |source| Error::Policy {
+            id: id.to_owned(),
+            source,
+        };
+        let selection = Selection::decide(&spec, handler).map_err(policy_error)?;
+        tracing::info!(isolation = %selection.isolation, grouping = %selection.grouping, "isolation");
         // No snapshot to mount: a Wasm OCI artifact, whose program is a layer in
         // containerd's content store rather than a file.
         let layer = if has_rootfs {
@@ -158,11 +177,26 @@ impl TaskService {
             id: id.to_owned(),
             source,
         })?;
+        let process_level = selection.isolation == Isolation::Process;
         for warning in policy.warnings() {
+            // The process level runs the guest as the spec's user.
+            if process_level && warning.field == "process.user" {
+                continue;
+            }
             tracing::warn!(field = %warning.field, "{}", warning.message);
         }
+        let mut program_file = None;
         let (what, bytes) = match layer {
-            Some(layer) => (format!("image {}: wasm layer", layer.image), layer.bytes),
+            Some(layer) => {
+                if process_level {
+                    // The child reads the layer from the bundle.
+                    let file = bundle.join(process::PROGRAM_FILE);
+                    std::fs::write(&file, &layer.bytes)
+                        .map_err(crate::error::io(format!("writing {}", file.display())))?;
+                    program_file = Some(file);
+                }
+                (format!("image {}: wasm layer", layer.image), layer.bytes)
+            }
             None => {
                 let bytes = policy.read_entrypoint().map_err(|source| Error::Policy {
                     id: id.to_owned(),
@@ -204,15 +238,39 @@ impl TaskService {
                 });
             }
         };
+        if process_level {
+            // The child loads the program from the precompile cache this compile filled.
+            drop(program);
+            let path = sandbox::cgroup_path(&spec, id).map_err(policy_error)?;
+            let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+            let cgroup = tokio::task::block_in_place(|| Cgroup::create(&path, resources))
+                .map_err(policy_error)?;
+            let streams = match stdio::open(paths).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = cgroup.delete();
+                    return Err(e);
+                }
+            };
+            return Ok(Prepared {
+                workload: Workload::Process(Box::new(ProcessWorkload {
+                    stdio: streams.stdio,
+                    program: program_file,
+                })),
+                stdin_close: streams.stdin_close,
+                cgroup: Some(cgroup),
+            });
+        }
         let streams = stdio::open(paths).await?;
         let config = policy.run_config(streams.stdio, KillHandle::new());
-        Ok((
-            Workload::Wasm {
+        Ok(Prepared {
+            workload: Workload::Wasm {
                 program,
                 config: Box::new(config),
             },
-            streams.stdin_close,
-        ))
+            stdin_close: streams.stdin_close,
+            cgroup: None,
+        })
     }
 
     async fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
@@ -230,9 +288,14 @@ impl TaskService {
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
+        let handler = options::from_any(req.options.get_or_default())?;
         let mounted = rootfs::mount(&id, &bundle, &req.rootfs).await?;
-        let prepared = self.prepare(&id, &bundle, &paths, mounted).await;
-        let (workload, stdin_close) = match prepared {
+        let prepared = self.prepare(&id, &bundle, &paths, mounted, &handler).await;
+        let Prepared {
+            workload,
+            stdin_close,
+            cgroup,
+        } = match prepared {
             Ok(p) => p,
             Err(e) => {
                 if mounted {
@@ -246,12 +309,16 @@ impl TaskService {
         let mut container = Container::new(id.clone(), bundle, paths.clone(), workload);
         container.rootfs_mounted = mounted;
         container.stdin_close = stdin_close;
+        container.cgroup = cgroup.map(Arc::new);
         {
             let mut map = self.containers();
             if map.contains_key(&id) {
                 drop(map);
                 if mounted {
                     let _ = rootfs::unmount(&id, Path::new(&req.bundle));
+                }
+                if let Some(cgroup) = &container.cgroup {
+                    let _ = cgroup.delete();
                 }
                 return Err(Error::AlreadyExists(id));
             }
@@ -282,45 +349,105 @@ impl TaskService {
         })
     }
 
-    fn do_start(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
+    async fn do_start(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
         Self::no_exec(&req.exec_id, &req.id)?;
-        let (workload, kill) = self.with(&req.id, Container::start)?;
-        let service = self.clone();
         let id = req.id.clone();
-        let engine = self.engine.clone();
-        let run = async move {
-            tracing::info!(?workload, "started");
-            let code = match workload {
-                Workload::Wasm {
-                    program,
-                    mut config,
-                } => {
-                    config.kill = kill;
-                    match engine.run(&program, *config).await {
-                        Ok(status) => {
-                            tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
-                            if matches!(status.reason(), ExitReason::OutOfMemory(_)) {
-                                service.events.oom(&id).await;
-                            }
-                            status.code()
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "cannot start the guest");
-                            EXIT_CANNOT_START
-                        }
-                    }
+        let (bundle, cgroup) = self.with(&id, |c| Ok((c.bundle.clone(), c.cgroup.clone())))?;
+        // Watch the reaper before a child can exist, so its exit cannot be missed.
+        let watch = match &cgroup {
+            Some(_) => Some(ExitWatch::new().await?),
+            None => None,
+        };
+        enum Launched {
+            Guest(Workload, KillHandle),
+            Child(u32),
+        }
+        let launched = self.with(&id, |c| {
+            c.start(|workload| match workload {
+                Workload::Process(p) => {
+                    let cgroup = cgroup
+                        .as_deref()
+                        .expect("a process-level container has a cgroup");
+                    let pid = process::spawn(&id, &bundle, cgroup, *p)?;
+                    Ok((Runner::Child(pid), Launched::Child(pid)))
                 }
-                Workload::Sandbox => kill.wait().await,
-            };
-            let code = u32::try_from(code).unwrap_or(u32::MAX);
-            let exit = service.with(&id, |c| c.exited(code));
-            if let Ok(exit) = exit {
-                service.events.exit(&id, pid(), exit.code, exit.at).await;
+                other => {
+                    let kill = KillHandle::new();
+                    Ok((Runner::Guest(kill.clone()), Launched::Guest(other, kill)))
+                }
+            })
+        });
+        let launched = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                if let Ok(Some(exit)) = self.with(&id, |c| Ok(c.exit())) {
+                    self.events.exit(&id, pid(), exit.code, exit.at).await;
+                }
+                return Err(e);
             }
         };
-        tokio::spawn(run.instrument(span(&req.id)));
+        let service = self.clone();
+        let task_id = id.clone();
+        type Run = std::pin::Pin<Box<dyn std::future::Future<Output = i32> + Send>>;
+        let (code_pid, run): (u32, Run) = match launched {
+            Launched::Child(child) => {
+                let watch = watch.expect("watching before the child started");
+                let run = async move {
+                    tracing::info!(pid = child, "started in its own process");
+                    let code = watch.wait(child).await;
+                    let oom = cgroup.as_ref().is_some_and(|c| c.stats().oom_kills > 0);
+                    tracing::info!(code, oom, "exited");
+                    if oom {
+                        service.events.oom(&task_id).await;
+                    }
+                    code
+                };
+                (child, Box::pin(run))
+            }
+            Launched::Guest(workload, kill) => {
+                let engine = self.engine.clone();
+                let service = self.clone();
+                let task_id = id.clone();
+                let run = async move {
+                    tracing::info!(?workload, "started");
+                    match workload {
+                        Workload::Wasm {
+                            program,
+                            mut config,
+                        } => {
+                            config.kill = kill;
+                            match engine.run(&program, *config).await {
+                                Ok(status) => {
+                                    tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
+                                    if matches!(status.reason(), ExitReason::OutOfMemory(_)) {
+                                        service.events.oom(&task_id).await;
+                                    }
+                                    status.code()
+                                }
+                                Err(error) => {
+                                    tracing::error!(%error, "cannot start the guest");
+                                    EXIT_CANNOT_START
+                                }
+                            }
+                        }
+                        Workload::Process(_) => unreachable!("launched as a child"),
+                        Workload::Sandbox => kill.wait().await,
+                    }
+                };
+                (pid(), Box::pin(run))
+            }
+        };
+        let service = self.clone();
+        let task = async move {
+            let code = u32::try_from(run.await).unwrap_or(u32::MAX);
+            let exit = service.with(&id, |c| c.exited(code));
+            if let Ok(exit) = exit {
+                service.events.exit(&id, code_pid, exit.code, exit.at).await;
+            }
+        };
+        tokio::spawn(task.instrument(span(&req.id)));
         Ok(api::StartResponse {
-            pid: pid(),
+            pid: code_pid,
             ..Default::default()
         })
     }
@@ -331,8 +458,12 @@ impl TaskService {
             return Ok(());
         };
         let killed_before_start = self.with(&req.id, |c| match c.state() {
-            State::Running(kill) => {
+            State::Running(Runner::Guest(kill)) => {
                 kill.kill_with(code);
+                Ok(None)
+            }
+            State::Running(Runner::Child(child)) => {
+                process::signal(&req.id, *child, req.signal)?;
                 Ok(None)
             }
             State::Created(_) => c.exited(u32::try_from(code).unwrap_or(u32::MAX)).map(Some),
@@ -343,7 +474,10 @@ impl TaskService {
         })?;
         tracing::info!(signal = req.signal, "killed");
         if let Some(exit) = killed_before_start {
-            self.events.exit(&req.id, pid(), exit.code, exit.at).await;
+            let task_pid = self.with(&req.id, |c| Ok(c.pid()))?;
+            self.events
+                .exit(&req.id, task_pid, exit.code, exit.at)
+                .await;
         }
         Ok(())
     }
@@ -360,15 +494,30 @@ impl TaskService {
                 .expect("present: looked up under the same lock")
         };
         let exit = container.exit();
+        if let Some(cgroup) = &container.cgroup {
+            let cgroup = cgroup.clone();
+            tokio::task::spawn_blocking(move || cgroup.delete())
+                .await
+                .map_err(|e| Error::Io {
+                    context: "removing the cgroup".into(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(|source| Error::Policy {
+                    id: req.id.clone(),
+                    source,
+                })?;
+        }
+        let _ = std::fs::remove_file(container.bundle.join(process::PROGRAM_FILE));
         if container.rootfs_mounted {
             rootfs::unmount(&req.id, &container.bundle)?;
         }
         let code = exit.map_or(0, |e| e.code);
         let at = exit.map_or_else(std::time::SystemTime::now, |e| e.at);
         tracing::info!(code, "deleted");
-        self.events.delete(&req.id, pid(), code, at).await;
+        let task_pid = container.pid();
+        self.events.delete(&req.id, task_pid, code, at).await;
         Ok(api::DeleteResponse {
-            pid: pid(),
+            pid: task_pid,
             exit_status: code,
             exited_at: Some(timestamp(at)).into(),
             ..Default::default()
@@ -381,7 +530,7 @@ impl TaskService {
             let mut resp = api::StateResponse {
                 id: c.id.clone(),
                 bundle: c.bundle.display().to_string(),
-                pid: pid(),
+                pid: c.pid(),
                 stdin: c.stdio.stdin.clone(),
                 stdout: c.stdio.stdout.clone(),
                 stderr: c.stdio.stderr.clone(),
@@ -402,19 +551,24 @@ impl TaskService {
     }
 
     fn do_stats(&self, req: &api::StatsRequest) -> Result<api::StatsResponse> {
-        let (usage, limit) = self.with(&req.id, |c| Ok((c.memory.bytes(), c.memory.limit())))?;
-        let metrics = Metrics {
-            memory: Some(MemoryStat {
-                usage: Some(MemoryEntry {
-                    usage,
-                    limit: limit.unwrap_or(u64::MAX),
+        let (cgroup, usage, limit) = self.with(&req.id, |c| {
+            Ok((c.cgroup.clone(), c.memory.bytes(), c.memory.limit()))
+        })?;
+        let metrics = match cgroup {
+            Some(cgroup) => cgroup_metrics(&cgroup.stats()),
+            None => Metrics {
+                memory: Some(MemoryStat {
+                    usage: Some(MemoryEntry {
+                        usage,
+                        limit: limit.unwrap_or(u64::MAX),
+                        ..Default::default()
+                    })
+                    .into(),
                     ..Default::default()
                 })
                 .into(),
                 ..Default::default()
-            })
-            .into(),
-            ..Default::default()
+            },
         };
         let value = metrics.write_to_bytes().map_err(|e| Error::Io {
             context: "encoding metrics".into(),
@@ -429,6 +583,51 @@ impl TaskService {
             .into(),
             ..Default::default()
         })
+    }
+}
+
+/// A process-level container's cgroup figures as containerd's cgroup v1 metrics (which its
+/// CRI reads on v1 and v2 hosts alike): memory usage, limit and working-set inputs, CPU
+/// time and throttling, pids.
+fn cgroup_metrics(s: &sandbox::CgroupStats) -> Metrics {
+    use containerd_shim::protos::cgroups::metrics::{CPUStat, CPUUsage, PidsStat, Throttle};
+    Metrics {
+        memory: Some(MemoryStat {
+            usage: Some(MemoryEntry {
+                usage: s.memory_usage,
+                limit: s.memory_limit.unwrap_or(u64::MAX),
+                ..Default::default()
+            })
+            .into(),
+            total_inactive_file: s.memory_inactive_file,
+            ..Default::default()
+        })
+        .into(),
+        cpu: Some(CPUStat {
+            usage: Some(CPUUsage {
+                total: s.cpu_usage_ns,
+                user: s.cpu_user_ns,
+                kernel: s.cpu_system_ns,
+                ..Default::default()
+            })
+            .into(),
+            throttling: Some(Throttle {
+                periods: s.cpu_periods,
+                throttled_periods: s.cpu_throttled_periods,
+                throttled_time: s.cpu_throttled_ns,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        })
+        .into(),
+        pids: Some(PidsStat {
+            current: s.pids_current,
+            limit: s.pids_limit.unwrap_or(0),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
     }
 }
 
@@ -460,8 +659,8 @@ impl Task for TaskService {
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         let id = req.id.clone();
-        let resp = traced!(&id, async { self.do_start(&req) })?;
-        self.events.start(&id, pid()).await;
+        let resp = traced!(&id, self.do_start(&req))?;
+        self.events.start(&id, resp.pid).await;
         Ok(resp)
     }
 
@@ -516,10 +715,10 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        traced!(&req.id, async { self.with(&req.id, |_| Ok(())) })?;
+        let task_pid = traced!(&req.id, async { self.with(&req.id, |c| Ok(c.pid())) })?;
         Ok(api::PidsResponse {
             processes: vec![containerd_shim::protos::api::ProcessInfo {
-                pid: pid(),
+                pid: task_pid,
                 ..Default::default()
             }],
             ..Default::default()
@@ -612,8 +811,9 @@ impl Task for TaskService {
         Err(Error::Unimplemented("Checkpoint").into())
     }
 
-    /// Update: a new memory limit applies to the running guest at its next growth (other
-    /// resources are not enforced by the shared level, and are logged as such).
+    /// Update: a process-level container's cgroup takes the new resources (memory, CPU,
+    /// pids); a shared-level guest takes a new memory limit at its next growth (CPU and
+    /// pids are logged as not enforced there).
     async fn update(
         &self,
         _ctx: &TtrpcContext,
@@ -621,6 +821,14 @@ impl Task for TaskService {
     ) -> TtrpcResult<api::Empty> {
         let _span = span(&req.id).entered();
         let resources = update_resources(&req)?;
+        if let Some(cgroup) = self.with(&req.id, |c| Ok(c.cgroup.clone()))? {
+            cgroup.update(&resources).map_err(|source| Error::Policy {
+                id: req.id.clone(),
+                source,
+            })?;
+            tracing::info!(cgroup = cgroup.path(), "resources updated");
+            return Ok(api::Empty::new());
+        }
         if let Some(memory) = resources.memory().as_ref().and_then(|m| m.limit()) {
             // OCI: a limit of -1 (or none) is no limit.
             let cap = u64::try_from(memory).ok().filter(|c| *c > 0);
@@ -631,7 +839,10 @@ impl Task for TaskService {
             tracing::info!(?cap, "memory limit updated");
         }
         if resources.cpu().is_some() || resources.pids().is_some() {
-            tracing::info!("cpu and pids limits are not enforced for wasm guests yet: ignored");
+            tracing::info!(
+                "cpu and pids limits are not enforced in the shared level: ignored \
+                 (wasmpod.io/isolation: process enforces them)"
+            );
         }
         Ok(api::Empty::new())
     }

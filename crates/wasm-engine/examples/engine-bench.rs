@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = tempfile_dir()?;
     let cached_engine = Engine::new(EngineConfig {
         cache_dir: Some(cache.join("cache")),
+        ..Default::default()
     })?;
     cached_engine.load(&big_bytes)?;
     let warm: Vec<_> = (0..20)

@@ -37,6 +37,9 @@ pub struct EngineConfig {
     /// and the entry belong to this process's user and nobody else can write them; a
     /// corrupt, truncated or foreign entry is discarded and recompiled.
     pub cache_dir: Option<PathBuf>,
+    /// Compile on the calling thread only, starting no compiler threads: for a process that
+    /// must stay single-threaded until it has dropped its privileges.
+    pub compile_on_caller_thread: bool,
 }
 
 /// The WebAssembly engine: compiler, precompile cache and epoch ticker.
@@ -52,6 +55,9 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<Cache>,
     pub(crate) p1_linker: OnceLock<wasmtime::Linker<P1Host>>,
     pub(crate) p2_linker: OnceLock<wasmtime::component::Linker<P2Host>>,
+    /// Whether the epoch ticker thread runs: it starts with the first run, so a process
+    /// can load its program and then drop privileges while it still has one thread.
+    ticker: std::sync::Mutex<bool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -63,7 +69,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Creates the engine and starts its epoch ticker thread.
+    /// Creates the engine. Its epoch ticker thread starts with the first run.
     ///
     /// Defaults: Cranelift with optimisations, async support (guests run as futures that
     /// yield every 10 ms of CPU), epoch interruption, the component model.
@@ -71,21 +77,32 @@ impl Engine {
         let mut wt = wasmtime::Config::new();
         wt.epoch_interruption(true)
             .wasm_component_model(true)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            .parallel_compilation(!config.compile_on_caller_thread);
         let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| Error::Config(e.to_string()))?;
         let cache = match config.cache_dir {
             Some(dir) => Cache::open(dir, &wasmtime),
             None => None,
         };
-        spawn_ticker(&wasmtime)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 wasmtime,
                 cache,
                 p1_linker: OnceLock::new(),
                 p2_linker: OnceLock::new(),
+                ticker: std::sync::Mutex::new(false),
             }),
         })
+    }
+
+    /// Starts the epoch ticker unless it runs already.
+    pub(crate) fn start_ticker(&self) -> Result<()> {
+        let mut started = self.inner.ticker.lock().unwrap_or_else(|p| p.into_inner());
+        if !*started {
+            spawn_ticker(&self.inner.wasmtime)?;
+            *started = true;
+        }
+        Ok(())
     }
 
     /// Whether the precompile cache is in use.

@@ -294,6 +294,7 @@ impl Engine {
             kill,
             memory,
         } = config;
+        self.start_ticker()?;
         let mut builder = WasiCtxBuilder::new();
         builder.args(&args).envs(&env);
         if let Some(cwd) = &cwd {

@@ -130,6 +130,7 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
 
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(dirs.cache.clone()),
+        ..Default::default()
     })
     .map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;
     let bytes = policy

@@ -271,6 +271,7 @@ fn the_cache_serves_a_second_engine() {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         cache_dir: Some(dir.path().join("cache")),
+        ..Default::default()
     };
     let first = Engine::new(config.clone()).unwrap();
     assert!(first.has_cache());

@@ -1,0 +1,246 @@
+//! Which isolation level a container gets, and which containers share a process.
+//!
+//! Chosen per container from, in order: the annotations `wasmpod.io/isolation` and
+//! `wasmpod.io/grouping` in its spec (a pod's annotations reach its containers through
+//! containerd's `pod_annotations`), then the options of its runtime handler (containerd's
+//! `[...runtimes.<handler>.options]`), then the defaults: `shared`, grouped per pod.
+
+use std::fmt;
+use std::str::FromStr;
+
+use oci_spec::runtime::Spec;
+
+use crate::error::{Error, Result};
+
+/// The annotation choosing a container's isolation level: `shared` or `process`.
+pub const ISOLATION_ANNOTATION: &str = "wasmpod.io/isolation";
+/// The annotation choosing which containers share a shim process: `pod` or `node`.
+pub const GROUPING_ANNOTATION: &str = "wasmpod.io/grouping";
+
+/// How a container is kept apart from its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// In the shim's own process, beside the other containers of its group: isolated by
+    /// the wasm runtime (its own store, memory cap and CPU budget); no process of its own.
+    #[default]
+    Shared,
+    /// In a process of its own, child of the shim: its own cgroup (memory, CPU, pids), mount
+    /// namespace, the pod's network namespace, `no_new_privs` and only the capabilities the
+    /// spec grants.
+    Process,
+}
+
+/// Which containers share one shim process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Grouping {
+    /// The containers of one pod (`io.kubernetes.cri.sandbox-id`); any other container
+    /// gets its own shim.
+    #[default]
+    Pod,
+    /// Every container of the node (of one containerd namespace) under this handler.
+    Node,
+}
+
+/// Parses the value of one of the two settings, naming where it came from when it is wrong.
+fn parse<T>(value: &str, source: &str, allowed: &[(&str, T)]) -> Result<T>
+where
+    T: Copy,
+{
+    let wanted = value.trim();
+    allowed
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = allowed.iter().map(|(n, _)| *n).collect();
+            Error::Spec(format!(
+                "{source}: {value:?} is not one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
+impl Isolation {
+    const NAMES: [(&'static str, Isolation); 2] = [
+        ("shared", Isolation::Shared),
+        ("process", Isolation::Process),
+    ];
+
+    /// Parses `shared` or `process`; `source` names the setting in the error.
+    pub fn parse(value: &str, source: &str) -> Result<Self> {
+        parse(value, source, &Self::NAMES)
+    }
+}
+
+impl Grouping {
+    const NAMES: [(&'static str, Grouping); 2] = [("pod", Grouping::Pod), ("node", Grouping::Node)];
+
+    /// Parses `pod` or `node`; `source` names the setting in the error.
+    pub fn parse(value: &str, source: &str) -> Result<Self> {
+        parse(value, source, &Self::NAMES)
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s, "isolation")
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::Shared => "shared",
+            Isolation::Process => "process",
+        })
+    }
+}
+
+impl fmt::Display for Grouping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Grouping::Pod => "pod",
+            Grouping::Node => "node",
+        })
+    }
+}
+
+/// What a runtime handler's options set (containerd's `options` table of the runtime, as
+/// TOML): `isolation = "process"`, `grouping = "node"`. Keys are matched without regard to
+/// case, as containerd's own options are (`Isolation`, `isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HandlerOptions {
+    /// The handler's isolation level, if it sets one.
+    pub isolation: Option<Isolation>,
+    /// The handler's grouping, if it sets one.
+    pub grouping: Option<Grouping>,
+}
+
+impl HandlerOptions {
+    /// Reads the options from the TOML body of a handler's `options` table (what
+    /// containerd's CRI sends as `runtimeoptions.v1.Options.config_body`, or the file
+    /// `ctr run --runtime-config-path` names). Other keys belong to containerd and are
+    /// ignored; a known key with a wrong value is an error naming it.
+    pub fn from_toml(body: &str, source: &str) -> Result<Self> {
+        let table: toml_edit::DocumentMut = body
+            .parse()
+            .map_err(|e| Error::Spec(format!("{source}: not TOML: {e}")))?;
+        let mut options = HandlerOptions::default();
+        for (key, value) in table.iter() {
+            let field = format!("{source}: {key}");
+            let text = || {
+                value.as_str().ok_or_else(|| {
+                    let got = value.to_string();
+                    Error::Spec(format!("{field}: expected a string, got {}", got.trim()))
+                })
+            };
+            if key.eq_ignore_ascii_case("isolation") {
+                options.isolation = Some(Isolation::parse(text()?, &field)?);
+            } else if key.eq_ignore_ascii_case("grouping") {
+                options.grouping = Some(Grouping::parse(text()?, &field)?);
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// The level and grouping of one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// Its isolation level.
+    pub isolation: Isolation,
+    /// Which containers share its shim process.
+    pub grouping: Grouping,
+}
+
+impl Selection {
+    /// Decides for `spec`: its annotations first, then the handler's options, then the
+    /// defaults. A wrong annotation value is an error naming the annotation.
+    pub fn decide(spec: &Spec, handler: &HandlerOptions) -> Result<Self> {
+        let annotation = |key: &str| {
+            spec.annotations()
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .filter(|v| !v.trim().is_empty())
+        };
+        let isolation = match annotation(ISOLATION_ANNOTATION) {
+            Some(v) => Isolation::parse(v, &format!("annotation {ISOLATION_ANNOTATION}"))?,
+            None => handler.isolation.unwrap_or_default(),
+        };
+        let grouping = match annotation(GROUPING_ANNOTATION) {
+            Some(v) => Grouping::parse(v, &format!("annotation {GROUPING_ANNOTATION}"))?,
+            None => handler.grouping.unwrap_or_default(),
+        };
+        Ok(Self {
+            isolation,
+            grouping,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(annotations: &[(&str, &str)]) -> Spec {
+        let mut spec = Spec::default();
+        spec.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        spec
+    }
+
+    #[test]
+    fn defaults_are_shared_per_pod() {
+        let s = Selection::decide(&spec(&[]), &HandlerOptions::default()).unwrap();
+        assert_eq!(s, Selection::default());
+        assert_eq!(s.isolation, Isolation::Shared);
+        assert_eq!(s.grouping, Grouping::Pod);
+    }
+
+    #[test]
+    fn the_annotation_wins_over_the_handler() {
+        let handler = HandlerOptions::from_toml(
+            "BinaryName = \"x\"\nIsolation = \"process\"\ngrouping = \"node\"\n",
+            "runtime options",
+        )
+        .unwrap();
+        assert_eq!(handler.isolation, Some(Isolation::Process));
+        assert_eq!(handler.grouping, Some(Grouping::Node));
+        let s = Selection::decide(&spec(&[]), &handler).unwrap();
+        assert_eq!(
+            (s.isolation, s.grouping),
+            (Isolation::Process, Grouping::Node)
+        );
+        let s = Selection::decide(&spec(&[(ISOLATION_ANNOTATION, "Shared")]), &handler).unwrap();
+        assert_eq!(
+            (s.isolation, s.grouping),
+            (Isolation::Shared, Grouping::Node)
+        );
+    }
+
+    #[test]
+    fn wrong_values_name_their_source() {
+        let e = Selection::decide(
+            &spec(&[(ISOLATION_ANNOTATION, "vm")]),
+            &HandlerOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid runtime spec: annotation wasmpod.io/isolation: \"vm\" is not one of shared, process"
+        );
+        let e = HandlerOptions::from_toml("grouping = 3", "runtime options").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("runtime options: grouping: expected a string"),
+            "{e}"
+        );
+        let e = HandlerOptions::from_toml("isolation = [", "runtime options").unwrap_err();
+        assert!(e.to_string().contains("runtime options: not TOML"), "{e}");
+    }
+}

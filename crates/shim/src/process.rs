@@ -1,0 +1,217 @@
+//! The process isolation level: a container runs in a child of the shim, which is this
+//! binary re-executed as `containerd-shim-wasm-v1 __wasmpod-guest ID BUNDLE CGROUP [PROGRAM]`.
+//!
+//! The child joins its cgroup, loads the program (from the precompile cache the shim filled
+//! at Create), confines itself while it still has one thread (the pod's network namespace,
+//! a mount namespace of its own, the spec's user and capabilities, `no_new_privs`), then
+//! runs the guest on a single-threaded runtime. Signals the shim forwards end the guest as
+//! they would in the shared level (SIGTERM → 143); the shim reaps the child and reports
+//! its status; a kill by the cgroup's OOM killer is reported as such.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use containerd_shim::monitor::{monitor_subscribe, monitor_unsubscribe, Subject, Topic};
+use oci_spec::runtime::Spec;
+use sandbox::{Cgroup, Confinement, RunPolicy};
+use wasm_engine::{Engine, EngineConfig, KillHandle, Stdio, StdioStream, EXIT_CANNOT_START};
+
+use crate::error::{Error, Result};
+
+/// The hidden first argument that makes this binary run one guest instead of being a shim.
+pub const GUEST_COMMAND: &str = "__wasmpod-guest";
+
+/// The file a Wasm OCI artifact's program is written to in the bundle, for the child.
+pub(crate) const PROGRAM_FILE: &str = "wasmpod-program.wasm";
+
+/// What a process-level container holds between Create and Start.
+#[derive(Debug)]
+pub(crate) struct ProcessWorkload {
+    /// The streams the child is given as its stdin, stdout and stderr.
+    pub(crate) stdio: Stdio,
+    /// The program file when it is not in the root filesystem.
+    pub(crate) program: Option<PathBuf>,
+}
+
+/// A subscription to the shim's reaper, taken before the child exists so that its exit
+/// cannot be missed.
+pub(crate) struct ExitWatch(containerd_shim::monitor::Subscription);
+
+impl ExitWatch {
+    pub(crate) async fn new() -> Result<Self> {
+        monitor_subscribe(Topic::Pid)
+            .await
+            .map(ExitWatch)
+            .map_err(|e| Error::Io {
+                context: "watching for child exits".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+
+    /// Waits for `pid` to end; its exit status (128 + signal for a signal).
+    pub(crate) async fn wait(mut self, pid: u32) -> i32 {
+        let pid = i32::try_from(pid).unwrap_or(-1);
+        let code = loop {
+            match self.0.rx.recv().await {
+                Some(e) if matches!(e.subject, Subject::Pid(p) if p == pid) => break e.exit_code,
+                Some(_) => continue,
+                None => break EXIT_CANNOT_START,
+            }
+        };
+        let _ = monitor_unsubscribe(self.0.id).await;
+        code
+    }
+}
+
+fn child_stdio(stream: StdioStream) -> std::process::Stdio {
+    match stream {
+        StdioStream::File(f) => f.into(),
+        StdioStream::Inherit => std::process::Stdio::inherit(),
+        StdioStream::Null => std::process::Stdio::null(),
+    }
+}
+
+/// Starts the child of container `id`; returns its pid.
+pub(crate) fn spawn(
+    id: &str,
+    bundle: &Path,
+    cgroup: &Cgroup,
+    workload: ProcessWorkload,
+) -> Result<u32> {
+    let exe = std::env::current_exe().map_err(|e| Error::Io {
+        context: "finding the shim's own binary".into(),
+        source: e,
+    })?;
+    let ProcessWorkload { stdio, program } = workload;
+    let mut command = Command::new(exe);
+    command
+        .arg(GUEST_COMMAND)
+        .arg(id)
+        .arg(bundle)
+        .arg(cgroup.path())
+        .args(program.iter())
+        .current_dir(bundle)
+        .stdin(child_stdio(stdio.stdin))
+        .stdout(child_stdio(stdio.stdout))
+        .stderr(child_stdio(stdio.stderr));
+    let child = command.spawn().map_err(|e| Error::Io {
+        context: format!("container {id}: starting its process"),
+        source: e,
+    })?;
+    // The shim's reaper collects it; dropping `Child` neither waits nor kills.
+    Ok(child.id())
+}
+
+/// Sends `signal` to the child `pid`.
+pub(crate) fn signal(id: &str, pid: u32, signal: u32) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid).unwrap_or(0);
+    let sig = libc::c_int::try_from(signal).unwrap_or(0);
+    // SAFETY: kill(2) of a child we started and have not reaped.
+    if pid <= 0 || unsafe { libc::kill(pid, sig) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ESRCH) => Error::NotFound(format!("{id}: process already finished")),
+            _ => Error::Io {
+                context: format!("container {id}: sending signal {signal}"),
+                source: e,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// The child: `__wasmpod-guest ID BUNDLE CGROUP [PROGRAM]`. Never returns.
+pub fn guest_main(args: &[String]) -> ! {
+    let code = match run_guest(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wasmpod: {e}");
+            EXIT_CANNOT_START
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
+    let [id, bundle, cgroup, rest @ ..] = args else {
+        return Err(format!("usage: {GUEST_COMMAND} ID BUNDLE CGROUP [PROGRAM]"));
+    };
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |e: &dyn std::fmt::Display| format!("container {id}: {what}: {e}")
+    };
+    // While this process has one thread and all its privileges: the cgroup, the program.
+    Cgroup::open(cgroup)
+        .and_then(|c| c.join())
+        .map_err(|e| fail("joining its cgroup")(&e))?;
+    let bundle = Path::new(bundle);
+    let spec =
+        Spec::load(bundle.join("config.json")).map_err(|e| fail("reading config.json")(&e))?;
+    let program_file = rest.first().map(PathBuf::from);
+    let policy = match &program_file {
+        Some(_) => RunPolicy::from_spec_with_program(&spec, bundle),
+        None => RunPolicy::from_spec(&spec, bundle),
+    }
+    .map_err(|e| fail("policy")(&e))?;
+    let bytes = match &program_file {
+        Some(path) => std::fs::read(path).map_err(|e| fail("reading its program")(&e))?,
+        None => policy
+            .read_entrypoint()
+            .map_err(|e| fail("reading its entrypoint")(&e))?,
+    };
+    let engine = Engine::new(EngineConfig {
+        cache_dir: Some(crate::service::cache_dir()),
+        compile_on_caller_thread: true,
+    })
+    .map_err(|e| fail("starting the engine")(&e))?;
+    let program = engine
+        .load_named(&bytes, Path::new(policy.entrypoint()))
+        .map_err(|e| fail("loading its program")(&e))?;
+    drop(bytes);
+    Confinement::from_spec(&spec)
+        .and_then(|c| c.apply())
+        .map_err(|e| fail("confining its process")(&e))?;
+    let runtime = wasm_engine::guest_runtime(0).map_err(|e| fail("starting a runtime")(&e))?;
+    runtime.block_on(async move {
+        let kill = KillHandle::new();
+        forward_signals(&kill);
+        let mut config = policy.run_config(Stdio::inherit(), kill);
+        // The cgroup holds the memory limit of the whole process: one limit, one OOM
+        // killer, as for any other container; Update changes it.
+        config.limits.memory = None;
+        config.limits.oom_kill = false;
+        engine
+            .run(&program, config)
+            .await
+            .map(|status| status.code())
+            .map_err(|e| fail("starting the guest")(&e))
+    })
+}
+
+/// Signals whose default action would end the process end the guest instead, with the
+/// status the shared level gives them (128 + signal), so output is flushed and reported.
+fn forward_signals(kill: &KillHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        let Ok(mut stream) = signal(SignalKind::from_raw(sig)) else {
+            continue;
+        };
+        let kill = kill.clone();
+        tokio::spawn(async move {
+            if stream.recv().await.is_some() {
+                kill.kill_with(128 + sig);
+            }
+        });
+    }
+}
+
+/// The cgroup a process-level container holds from Create to Delete.
+pub(crate) type SharedCgroup = Arc<Cgroup>;

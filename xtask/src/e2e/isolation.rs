@@ -1,0 +1,250 @@
+//! The process isolation level under `ctr`: a child process per container, confined and
+//! limited by its cgroup, with cgroup stats, forwarded signals and OOM events.
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+
+use super::{Containerd, IMAGE, NAMESPACE, RUNTIME};
+
+/// The annotation that asks for the process level.
+const PROCESS: &str = "wasmpod.io/isolation=process";
+
+/// A field of `/proc/PID/status` (`NoNewPrivs`, `CapBnd`).
+fn proc_status(pid: u32, field: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// The namespace `/proc/PID/ns/KIND` links to (`net:[4026531840]`).
+fn namespace(pid: u32, kind: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// `ctr task metrics ID` as `name → value`.
+fn metrics(env: &Containerd, id: &str) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+    let text = env.ctr_ok(&["task", "metrics", id])?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
+        })
+        .collect())
+}
+
+/// A cgroup v1 file of container `id` (`memory`, `memory.usage_in_bytes`), as ctr's
+/// `cgroupsPath` `/NAMESPACE/ID` puts it.
+fn cgroup_file(controller: &str, id: &str, file: &str) -> std::path::PathBuf {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        format!("/sys/fs/cgroup/{NAMESPACE}/{id}/{file}").into()
+    } else {
+        format!("/sys/fs/cgroup/{controller}/{NAMESPACE}/{id}/{file}").into()
+    }
+}
+
+fn read_u64(path: &std::path::Path) -> anyhow::Result<u64> {
+    let text = fs::read_to_string(path).with_context(|| path.display().to_string())?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: {text:?}", path.display()))
+}
+
+pub(crate) fn check_process_level(env: &Containerd) -> anyhow::Result<()> {
+    let annotate = ["--annotation", PROCESS];
+    let (code, out, err) = env.run_wasm("p-args", &annotate, &["args", "hello"])?;
+    ensure!(
+        code == 0 && out.contains("arg[2]=hello"),
+        "exit {code}: {out:?} {err}"
+    );
+    let (code, _, err) = env.run_wasm("p-exit7", &annotate, &["exit", "7"])?;
+    ensure!(code == 7, "proc_exit(7) gave {code}: {err}");
+
+    // A sleeping guest: its own process, child of the one shim, confined.
+    env.run_detached("p-sleep", &annotate, &["sleep", "600000"])?;
+    let (pid, _) = env.task("p-sleep")?.context("p-sleep has no task")?;
+    let shims = env.shims();
+    ensure!(
+        shims.len() == 1 && pid != shims[0],
+        "task pid {pid} should be a child, not the shim {shims:?}"
+    );
+    let ppid: u32 = proc_status(pid, "PPid").parse().unwrap_or(0);
+    ensure!(
+        ppid == shims[0],
+        "the child's parent is {ppid}, not the shim"
+    );
+    ensure!(
+        proc_status(pid, "NoNewPrivs") == "1",
+        "no_new_privs is not set"
+    );
+    // containerd's default spec grants 14 capabilities, not CAP_SYS_ADMIN (bit 21).
+    let bounding = u64::from_str_radix(&proc_status(pid, "CapBnd"), 16).unwrap_or(u64::MAX);
+    ensure!(
+        bounding & (1 << 21) == 0 && bounding.count_ones() <= 14,
+        "bounding set {bounding:#x} is wider than the spec's"
+    );
+    for kind in ["mnt", "net"] {
+        ensure!(
+            namespace(pid, kind) != namespace(shims[0], kind),
+            "the child shares the shim's {kind} namespace"
+        );
+    }
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let want = format!("/{NAMESPACE}/p-sleep");
+    ensure!(
+        cgroups
+            .lines()
+            .any(|l| l.contains("memory") && l.ends_with(&want))
+            || cgroups
+                .lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(&want)),
+        "not in cgroup {want}: {cgroups}"
+    );
+    // Stats are the cgroup's: what its files say.
+    let m = metrics(env, "p-sleep")?;
+    let usage = read_u64(&cgroup_file("memory", "p-sleep", "memory.usage_in_bytes"))?;
+    let reported = m.get("memory.usage_in_bytes").copied().unwrap_or(0);
+    ensure!(
+        reported > 0 && reported.abs_diff(usage) < 1 << 20,
+        "metrics say {reported} bytes, the cgroup {usage}: {m:?}"
+    );
+    let pids = read_u64(&cgroup_file("pids", "p-sleep", "pids.current"))?;
+    ensure!(
+        m.get("pids.current") == Some(&pids),
+        "pids.current {pids} vs metrics {m:?}"
+    );
+    eprintln!(
+        "  child {pid} of shim {}: no_new_privs, CapBnd {bounding:#x}, own mnt+net ns; \
+         {:.1} MiB, {pids} tasks in its cgroup",
+        shims[0],
+        usage as f64 / (1 << 20) as f64
+    );
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "p-sleep"])?;
+    env.wait_status("p-sleep", "STOPPED", Duration::from_secs(5))?;
+    env.ctr_ok(&["task", "rm", "p-sleep"])?;
+    ensure!(
+        !cgroup_file("memory", "p-sleep", "").exists(),
+        "the cgroup outlived the task"
+    );
+    env.ctr_ok(&["container", "rm", "p-sleep"])?;
+
+    // Signals reach the child's guest, even while it spins.
+    for (signal, expected) in [("SIGTERM", 143), ("SIGKILL", 137)] {
+        let id = format!("p-spin-{}", signal.to_lowercase());
+        let child = env
+            .ctr_cmd(&[
+                "run",
+                "--rm",
+                "--runtime",
+                RUNTIME,
+                "--annotation",
+                PROCESS,
+                IMAGE,
+                &id,
+                "/probe.wasm",
+                "spin",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        env.wait_status(&id, "RUNNING", Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        env.ctr_ok(&["task", "kill", "-s", signal, &id])?;
+        let out = child.wait_with_output()?;
+        let took = t0.elapsed();
+        let code = out.status.code().unwrap_or(-1);
+        ensure!(
+            code == expected,
+            "{signal} gave exit {code}, not {expected}"
+        );
+        ensure!(took < Duration::from_secs(1), "{signal} took {took:?}");
+        eprintln!("  {signal}: spinning child stopped in {took:.0?}, exit {code}");
+    }
+    Ok(())
+}
+
+pub(crate) fn check_process_oom(env: &Containerd) -> anyhow::Result<()> {
+    let mut events = env
+        .ctr_cmd(&["events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let limit = (32u64 << 20).to_string();
+    let (code, out, err) = env.run_wasm(
+        "p-oom",
+        &["--annotation", PROCESS, "--memory-limit", &limit],
+        &["alloc", "64"],
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let seen = String::from_utf8_lossy(&events.wait_with_output()?.stdout).into_owned();
+    ensure!(
+        code == 137 && !out.contains("allocated"),
+        "a 32 MiB cgroup let the guest go on (exit {code}): {out:?} {err:?}"
+    );
+    ensure!(
+        seen.lines()
+            .any(|l| l.contains("/tasks/oom") && l.contains("p-oom")),
+        "no /tasks/oom event for p-oom:\n{seen}"
+    );
+    let (code, out, _) = env.run_wasm(
+        "p-mem-ok",
+        &[
+            "--annotation",
+            PROCESS,
+            "--memory-limit",
+            &(128u64 << 20).to_string(),
+        ],
+        &["alloc", "64"],
+    )?;
+    ensure!(
+        code == 0 && out.contains("allocated 64 MiB"),
+        "128 MiB: {code} {out:?}"
+    );
+    Ok(())
+}
+
+/// A spinning guest under a CFS quota of 0.2 CPU uses 0.2 CPU (±30%), as its cgroup's
+/// `cpuacct.usage` (through `ctr task metrics`) measures it over three seconds.
+pub(crate) fn check_process_cpu_quota(env: &Containerd) -> anyhow::Result<()> {
+    env.run_detached(
+        "p-cpu",
+        &[
+            "--annotation",
+            PROCESS,
+            "--cpu-quota",
+            "20000",
+            "--cpu-period",
+            "100000",
+        ],
+        &["spin"],
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let usage =
+        |m: &std::collections::HashMap<String, u64>| m.get("cpuacct.usage").copied().unwrap_or(0);
+    let (t0, u0) = (Instant::now(), usage(&metrics(env, "p-cpu")?));
+    std::thread::sleep(Duration::from_secs(3));
+    let (t1, u1) = (Instant::now(), usage(&metrics(env, "p-cpu")?));
+    let share = (u1.saturating_sub(u0)) as f64 / (t1 - t0).as_nanos() as f64;
+    let quota = read_u64(&cgroup_file("cpu", "p-cpu", "cpu.cfs_quota_us")).unwrap_or(0);
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "p-cpu"])?;
+    ensure!(
+        (0.14..=0.26).contains(&share),
+        "a 0.2 CPU quota (cfs_quota_us {quota}) gave a share of {share:.3}"
+    );
+    eprintln!("  0.2 CPU quota: measured {share:.3} CPU over 3 s");
+    Ok(())
+}
