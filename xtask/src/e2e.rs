@@ -73,6 +73,8 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-restart", cri::check_pod_restart),
         ("pod-oom", cri::check_pod_oom),
         ("pod-update", cri::check_pod_update),
+        ("pod-process", cri::check_pod_process),
+        ("pod-node-grouping", cri::check_pod_node_grouping),
         ("pod-pull-secret", cri::check_pod_pull_secret),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
     ];
@@ -215,15 +217,23 @@ impl Containerd {
         fs::create_dir_all(dir.join("bin"))?;
         symlink(&bins.shim, dir.join("bin/containerd-shim-wasm-v1"))?;
         fs::write(dir.join("config.toml"), config_toml(&dir))?;
-        // The wasm runtime handler goes in as users add it: by `wasmpod install`.
-        sh(Command::new(&bins.wasmpod)
-            .args([
-                "install",
-                "--config-only",
-                "--no-restart",
-                "--containerd-config",
-            ])
-            .arg(dir.join("config.toml")))?;
+        // The runtime handlers go in as users add them: by `wasmpod install`. Besides
+        // `wasm`, one per handler option: the process level, and one shim per node.
+        for extra in [
+            &[][..],
+            &["--handler", "wasm-process", "--option", "isolation=process"],
+            &["--handler", "wasm-node", "--option", "grouping=node"],
+        ] {
+            sh(Command::new(&bins.wasmpod)
+                .args([
+                    "install",
+                    "--config-only",
+                    "--no-restart",
+                    "--containerd-config",
+                ])
+                .arg(dir.join("config.toml"))
+                .args(extra))?;
+        }
         cri::write_cni_config(&dir)?;
         let env = Self {
             dir,

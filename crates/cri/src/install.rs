@@ -25,6 +25,10 @@ pub struct InstallOptions {
     pub config: PathBuf,
     /// The runtime handler name (RuntimeClass `handler`), `wasm` by default.
     pub handler: String,
+    /// The handler's options (`isolation = "process"`, `grouping = "node"`): written to
+    /// [`options_file`] beside the config, which the handler's `options.ConfigPath` names
+    /// (the one option key every containerd since 1.6 passes to a shim).
+    pub runtime_options: Vec<(String, String)>,
     /// The shim binary to install; `None` installs no binary (config only).
     pub shim: Option<PathBuf>,
     /// Where the shim goes: a directory on containerd's PATH (`/usr/local/bin`).
@@ -67,12 +71,34 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
         Err(e) => return Err(Error::io(path)(e)),
     };
     let text = original.clone().unwrap_or_default();
-    let (updated, version) =
-        add_runtime(path, &text, &options.handler, options.new_config_version)?;
+    let options_path =
+        (!options.runtime_options.is_empty()).then(|| options_file(path, &options.handler));
+    if let Some(file) = &options_path {
+        let body: String = options
+            .runtime_options
+            .iter()
+            .map(|(k, v)| format!("{k} = {}\n", value(v.as_str())))
+            .collect();
+        if std::fs::read_to_string(file).ok().as_deref() != Some(body.as_str()) {
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
+            }
+            write_atomically(file, body.as_bytes(), 0o644)?;
+            report.config_changed = true;
+        }
+    }
+    let (updated, version) = add_runtime(
+        path,
+        &text,
+        &options.handler,
+        options_path.as_deref(),
+        options.new_config_version,
+    )?;
     report.config_version = version;
     if original.as_deref() == Some(updated.as_str()) {
         return Ok(report);
     }
+    report.config_changed = true;
     if let Some(original) = &original {
         let backup = backup_path(path);
         write_atomically(&backup, original.as_bytes(), mode_of(path))?;
@@ -82,8 +108,12 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
         std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
     }
     write_atomically(path, updated.as_bytes(), mode_of(path))?;
-    report.config_changed = true;
     Ok(report)
+}
+
+/// Where the options of `handler` live: `wasmpod-<handler>.toml` beside the config.
+pub fn options_file(config: &Path, handler: &str) -> PathBuf {
+    config.with_file_name(format!("wasmpod-{handler}.toml"))
 }
 
 /// `config.toml` → `config.toml.wasmpod-backup`.
@@ -97,12 +127,14 @@ fn mode_of(path: &Path) -> u32 {
     std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777)
 }
 
-/// The config `text` with runtime `handler` → our shim; and its version. Pure, so the
-/// rules are tested on sample configs.
+/// The config `text` with runtime `handler` → our shim, its `options.ConfigPath` naming
+/// `options_file` when given; and its version. Pure, so the rules are tested on sample
+/// configs.
 pub fn add_runtime(
     path: &Path,
     text: &str,
     handler: &str,
+    options_file: Option<&Path>,
     new_version: i64,
 ) -> Result<(String, i64)> {
     let bad = |reason: String| Error::Config {
@@ -159,6 +191,10 @@ pub fn add_runtime(
             present.push(ANNOTATIONS.to_owned());
             runtime.insert(key, value(present.into_iter().collect::<Array>()));
         }
+    }
+    if let Some(file) = options_file {
+        let table = table_at(runtime, "options", path)?;
+        set_if_different(table, "ConfigPath", &file.to_string_lossy());
     }
     Ok((doc.to_string(), version))
 }

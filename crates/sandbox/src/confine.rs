@@ -95,6 +95,12 @@ impl Confinement {
         &self.network
     }
 
+    /// Replaces the network namespace to join: the runtime knows a pod's namespace by its
+    /// path when the spec names it through the sandbox's process (`/proc/PID/ns/net`).
+    pub fn set_network(&mut self, network: Network) {
+        self.network = network;
+    }
+
     /// Confines the calling process. Namespaces and capabilities belong to threads, so this
     /// must run while the process has a single thread (checked), before any runtime starts.
     pub fn apply(&self) -> Result<()> {

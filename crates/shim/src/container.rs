@@ -101,6 +101,8 @@ pub(crate) struct Container {
     pub(crate) stdin_close: Option<oneshot::Sender<()>>,
     /// The cgroup of a process-level container.
     pub(crate) cgroup: Option<SharedCgroup>,
+    /// A pod sandbox's network namespace (CNI's), which its process-level containers join.
+    pub(crate) netns: Option<PathBuf>,
     state: State,
     exit_tx: watch::Sender<Option<Exit>>,
 }
@@ -135,6 +137,7 @@ impl Container {
             memory,
             stdin_close: None,
             cgroup: None,
+            netns: None,
             state: State::Created(Box::new(workload)),
             exit_tx: watch::channel(None).0,
         }

@@ -3,8 +3,10 @@
 //! `ctr run --runtime-config-path FILE` names.
 //!
 //! For a runtime that is not runc, containerd wraps the options table in
-//! `runtimeoptions.v1.Options { type_url = 1, config_path = 2, config_body = 3 }`, with the
-//! table itself as TOML in `config_body` (or a file named by `config_path`). They reach the
+//! `runtimeoptions.v1.Options { type_url = 1, config_path = 2, config_body = 3 }`.
+//! containerd 1.6 fills only `config_path` (the table's `ConfigPath` key: a TOML file, which
+//! `wasmpod install --option` writes); 1.7 and later send the whole table as TOML in
+//! `config_body` when `ConfigPath` is not set. Both are read. They reach the
 //! shim twice: on the stdin of `start` (the grouping must be known before a shim is chosen)
 //! and in Create's `options` (the isolation level of that container).
 

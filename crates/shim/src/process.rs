@@ -1,5 +1,6 @@
 //! The process isolation level: a container runs in a child of the shim, which is this
-//! binary re-executed as `containerd-shim-wasm-v1 __wasmpod-guest ID BUNDLE CGROUP [PROGRAM]`.
+//! binary re-executed as
+//! `containerd-shim-wasm-v1 __wasmpod-guest ID BUNDLE CGROUP NETNS|- [PROGRAM]`.
 //!
 //! The child joins its cgroup, loads the program (from the precompile cache the shim filled
 //! at Create), confines itself while it still has one thread (the pod's network namespace,
@@ -32,6 +33,35 @@ pub(crate) struct ProcessWorkload {
     pub(crate) stdio: Stdio,
     /// The program file when it is not in the root filesystem.
     pub(crate) program: Option<PathBuf>,
+    /// The pod's network namespace, when the spec names it through the sandbox's process.
+    pub(crate) netns: Option<PathBuf>,
+}
+
+/// The network namespace path of the pod a container belongs to, for one whose spec names
+/// it as `/proc/<sandbox task pid>/ns/net`: containerd's CRI joins a pod's containers to
+/// their sandbox's namespaces through its pid, which for a wasm sandbox is this shim's.
+/// `sandbox_netns` is the path in the sandbox's own spec (CNI's). `None`: the spec's path
+/// is used as it is.
+pub(crate) fn pod_netns(
+    spec: &Spec,
+    sandbox_netns: impl FnOnce() -> Option<PathBuf>,
+) -> Result<Option<PathBuf>> {
+    let confinement =
+        Confinement::from_spec(spec).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let sandbox::Network::Join(path) = confinement.network() else {
+        return Ok(None);
+    };
+    let through_shim = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+    if *path != through_shim {
+        return Ok(None);
+    }
+    sandbox_netns().map(Some).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "the spec joins the network namespace of the pod sandbox ({}), but this shim \
+             holds no sandbox with a network namespace",
+            path.display()
+        ))
+    })
 }
 
 /// A subscription to the shim's reaper, taken before the child exists so that its exit
@@ -83,13 +113,19 @@ pub(crate) fn spawn(
         context: "finding the shim's own binary".into(),
         source: e,
     })?;
-    let ProcessWorkload { stdio, program } = workload;
+    let ProcessWorkload {
+        stdio,
+        program,
+        netns,
+    } = workload;
+    let netns = netns.map_or_else(|| "-".into(), |p| p.into_os_string());
     let mut command = Command::new(exe);
     command
         .arg(GUEST_COMMAND)
         .arg(id)
         .arg(bundle)
         .arg(cgroup.path())
+        .arg(netns)
         .args(program.iter())
         .current_dir(bundle)
         .stdin(child_stdio(stdio.stdin))
@@ -121,7 +157,7 @@ pub(crate) fn signal(id: &str, pid: u32, signal: u32) -> Result<()> {
     Ok(())
 }
 
-/// The child: `__wasmpod-guest ID BUNDLE CGROUP [PROGRAM]`. Never returns.
+/// The child: `__wasmpod-guest ID BUNDLE CGROUP NETNS|- [PROGRAM]`. Never returns.
 pub fn guest_main(args: &[String]) -> ! {
     let code = match run_guest(args) {
         Ok(code) => code,
@@ -134,8 +170,10 @@ pub fn guest_main(args: &[String]) -> ! {
 }
 
 fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
-    let [id, bundle, cgroup, rest @ ..] = args else {
-        return Err(format!("usage: {GUEST_COMMAND} ID BUNDLE CGROUP [PROGRAM]"));
+    let [id, bundle, cgroup, netns, rest @ ..] = args else {
+        return Err(format!(
+            "usage: {GUEST_COMMAND} ID BUNDLE CGROUP NETNS|- [PROGRAM]"
+        ));
     };
     let fail = |what: &str| {
         let what = what.to_owned();
@@ -169,8 +207,13 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         .load_named(&bytes, Path::new(policy.entrypoint()))
         .map_err(|e| fail("loading its program")(&e))?;
     drop(bytes);
-    Confinement::from_spec(&spec)
-        .and_then(|c| c.apply())
+    let mut confinement =
+        Confinement::from_spec(&spec).map_err(|e| fail("confining its process")(&e))?;
+    if netns != "-" {
+        confinement.set_network(sandbox::Network::Join(netns.into()));
+    }
+    confinement
+        .apply()
         .map_err(|e| fail("confining its process")(&e))?;
     let runtime = wasm_engine::guest_runtime(0).map_err(|e| fail("starting a runtime")(&e))?;
     runtime.block_on(async move {
@@ -215,3 +258,32 @@ fn forward_signals(kill: &KillHandle) {
 
 /// The cgroup a process-level container holds from Create to Delete.
 pub(crate) type SharedCgroup = Arc<Cgroup>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_joining(path: &str) -> Spec {
+        serde_json::from_str(&format!(
+            r#"{{"ociVersion":"1.0.2","linux":{{"namespaces":[{{"type":"network","path":"{path}"}}]}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_netns_named_through_the_shim_is_the_sandboxs() {
+        let ours = format!("/proc/{}/ns/net", std::process::id());
+        let cni = PathBuf::from("/run/netns/cni-1");
+        assert_eq!(
+            pod_netns(&spec_joining(&ours), || Some(cni.clone())).unwrap(),
+            Some(cni.clone())
+        );
+        // Any other path is joined as the spec gives it.
+        assert_eq!(
+            pod_netns(&spec_joining("/run/netns/other"), || Some(cni.clone())).unwrap(),
+            None
+        );
+        let e = pod_netns(&spec_joining(&ours), || None).unwrap_err();
+        assert!(e.to_string().contains("holds no sandbox"), "{e}");
+    }
+}

@@ -52,6 +52,8 @@ struct Prepared {
     workload: Workload,
     stdin_close: Option<tokio::sync::oneshot::Sender<()>>,
     cgroup: Option<Cgroup>,
+    /// A sandbox's network namespace.
+    netns: Option<PathBuf>,
 }
 
 /// The span of one container: a root, so the guest's task does not nest under the call
@@ -150,10 +152,15 @@ impl TaskService {
         })?;
         if is_sandbox(&spec) {
             tracing::info!("pod sandbox: held until killed, running nothing");
+            let netns = match sandbox::Confinement::from_spec(&spec).map(|c| c.network().clone()) {
+                Ok(sandbox::Network::Join(path)) => Some(path),
+                _ => None,
+            };
             return Ok(Prepared {
                 workload: Workload::Sandbox,
                 stdin_close: None,
                 cgroup: None,
+                netns,
             });
         }
         let policy_error = |source| Error::Policy {
@@ -241,6 +248,15 @@ impl TaskService {
         if process_level {
             // The child loads the program from the precompile cache this compile filled.
             drop(program);
+            let sandbox_id = spec
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(crate::SANDBOX_ID_ANNOTATION))
+                .cloned();
+            let netns = process::pod_netns(&spec, || {
+                let map = self.containers();
+                map.get(sandbox_id.as_deref()?)?.netns.clone()
+            })?;
             let path = sandbox::cgroup_path(&spec, id).map_err(policy_error)?;
             let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
             let cgroup = tokio::task::block_in_place(|| Cgroup::create(&path, resources))
@@ -256,9 +272,11 @@ impl TaskService {
                 workload: Workload::Process(Box::new(ProcessWorkload {
                     stdio: streams.stdio,
                     program: program_file,
+                    netns,
                 })),
                 stdin_close: streams.stdin_close,
                 cgroup: Some(cgroup),
+                netns: None,
             });
         }
         let streams = stdio::open(paths).await?;
@@ -270,6 +288,7 @@ impl TaskService {
             },
             stdin_close: streams.stdin_close,
             cgroup: None,
+            netns: None,
         })
     }
 
@@ -295,6 +314,7 @@ impl TaskService {
             workload,
             stdin_close,
             cgroup,
+            netns,
         } = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -310,6 +330,7 @@ impl TaskService {
         container.rootfs_mounted = mounted;
         container.stdin_close = stdin_close;
         container.cgroup = cgroup.map(Arc::new);
+        container.netns = netns;
         {
             let mut map = self.containers();
             if map.contains_key(&id) {

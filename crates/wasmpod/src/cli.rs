@@ -240,6 +240,10 @@ pub(crate) struct InstallArgs {
     #[arg(long, default_value = "wasm", value_name = "NAME")]
     pub(crate) handler: String,
 
+    /// A handler option, repeatable: isolation=shared|process, grouping=pod|node
+    #[arg(long = "option", value_name = "KEY=VALUE")]
+    pub(crate) options: Vec<String>,
+
     /// The shim to install [default: containerd-shim-wasm-v1 beside this wasmpod]
     #[arg(long, value_name = "FILE")]
     pub(crate) shim: Option<PathBuf>,

@@ -19,9 +19,11 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
             None => beside_me()?,
         })
     };
+    let runtime_options = runtime_options(&args.options)?;
     let options = InstallOptions {
         config: args.containerd_config.clone(),
         handler: args.handler.clone(),
+        runtime_options,
         shim,
         bin_dir: args.bin_dir.clone(),
         new_config_version: args
@@ -96,4 +98,24 @@ fn containerd_config_version() -> i64 {
     } else {
         2
     }
+}
+
+/// `--option KEY=VALUE` pairs, checked as the shim will read them.
+fn runtime_options(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut options = Vec::new();
+    let mut toml = String::new();
+    for pair in pairs {
+        let (key, val) = pair
+            .split_once('=')
+            .with_context(|| format!("--option {pair:?}: expected KEY=VALUE"))?;
+        let key = key.trim().to_ascii_lowercase();
+        anyhow::ensure!(
+            key == "isolation" || key == "grouping",
+            "--option {pair:?}: unknown option {key:?} (isolation, grouping)"
+        );
+        toml.push_str(&format!("{key} = {:?}\n", val.trim()));
+        options.push((key, val.trim().to_owned()));
+    }
+    sandbox::HandlerOptions::from_toml(&toml, "--option")?;
+    Ok(options)
 }

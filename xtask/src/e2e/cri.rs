@@ -485,44 +485,72 @@ pub(crate) fn check_pod_restart(env: &Containerd) -> anyhow::Result<()> {
 
 /// A container past `resources.limits.memory` is OOM-killed: exit 137, reason `OOMKilled`
 /// in its ContainerStatus (from the shim's TaskOOM event), as the kubelet would report it.
+/// The pod's metadata line with the isolation annotation for `level`.
+fn at_level(yaml: &str, name: &str, level: &str) -> String {
+    yaml.replace(
+        &format!("metadata: {{name: {name}}}"),
+        &format!("metadata: {{name: {name}, annotations: {{wasmpod.io/isolation: {level}}}}}"),
+    )
+}
+
+/// Past its memory limit a container is OOMKilled (137) in both levels: by the engine in
+/// the shared level, by its cgroup in the process level.
 pub(crate) fn check_pod_oom(env: &Containerd) -> anyhow::Result<()> {
     let image = probe_image(env)?;
-    let pod = manifest(
-        env,
-        "oom",
-        &probe_pod("oom", &image, "  restartPolicy: Never\n", "[alloc, \"64\"]").replace(
-            "    args:",
-            "    resources: {limits: {memory: 32Mi}}\n    args:",
-        ),
-    )?;
-    let out = pod_run(env, &[&pod.to_string_lossy()])?;
-    ensure_exit(&out, 137)?;
-    let status = inspect(env, "oom")?;
-    ensure!(
-        field(&status, "/status/exit_code") == "137"
-            && field(&status, "/status/reason") == "OOMKilled",
-        "status: {status}"
-    );
-    wasmpod_ok(env, &["pod", "rm", "oom"])?;
-    ensure_nothing_left(env)
+    for level in ["shared", "process"] {
+        let pod = manifest(
+            env,
+            "oom",
+            &at_level(
+                &probe_pod("oom", &image, "  restartPolicy: Never\n", "[alloc, \"64\"]").replace(
+                    "    args:",
+                    "    resources: {limits: {memory: 32Mi}}\n    args:",
+                ),
+                "oom",
+                level,
+            ),
+        )?;
+        let out = pod_run(env, &[&pod.to_string_lossy()])?;
+        ensure_exit(&out, 137).with_context(|| format!("{level} level"))?;
+        let status = inspect(env, "oom")?;
+        ensure!(
+            field(&status, "/status/exit_code") == "137"
+                && field(&status, "/status/reason") == "OOMKilled",
+            "{level} level: status: {status}"
+        );
+        wasmpod_ok(env, &["pod", "rm", "oom"])?;
+        ensure_nothing_left(env)?;
+    }
+    Ok(())
 }
 
 /// UpdateContainerResources reaches a running guest: a container started under 256Mi whose
 /// limit is lowered to 32Mi is OOM-killed by the allocation it makes afterwards.
 pub(crate) fn check_pod_update(env: &Containerd) -> anyhow::Result<()> {
+    for level in ["shared", "process"] {
+        update_at_level(env, level).with_context(|| format!("{level} level"))?;
+    }
+    Ok(())
+}
+
+fn update_at_level(env: &Containerd, level: &str) -> anyhow::Result<()> {
     let image = probe_image(env)?;
     let pod = manifest(
         env,
         "upd",
-        &probe_pod(
+        &at_level(
+            &probe_pod(
+                "upd",
+                &image,
+                "  restartPolicy: Never\n",
+                "[sleep-alloc, \"3000\", \"64\"]",
+            )
+            .replace(
+                "    args:",
+                "    resources: {limits: {memory: 256Mi}}\n    args:",
+            ),
             "upd",
-            &image,
-            "  restartPolicy: Never\n",
-            "[sleep-alloc, \"3000\", \"64\"]",
-        )
-        .replace(
-            "    args:",
-            "    resources: {limits: {memory: 256Mi}}\n    args:",
+            level,
         ),
     )?;
     pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
@@ -639,5 +667,123 @@ pub(crate) fn check_pod_unknown_handler(env: &Containerd) -> anyhow::Result<()> 
         "unclear error: {err}"
     );
     eprintln!("  error: {}", err.trim());
+    ensure_nothing_left(env)
+}
+
+/// The pids of the CRI namespace's tasks, as `ctr task ls` shows them.
+fn task_pids(env: &Containerd) -> anyhow::Result<Vec<u32>> {
+    let tasks = env.ctr_in(K8S_NAMESPACE, &["task", "ls"])?;
+    Ok(tasks
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect())
+}
+
+/// A pod under the `wasm-process` handler (its option `isolation = "process"`): each
+/// container in a child process of the pod's one shim, both in the pod's network
+/// namespace (where the pod IP is), ContainerStats from their cgroups.
+pub(crate) fn check_pod_process(env: &Containerd) -> anyhow::Result<()> {
+    let image = probe_image(env)?;
+    let pod = manifest(
+        env,
+        "proc",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: proc}}
+spec:
+  runtimeClassName: wasm-process
+  containers:
+  - name: one
+    image: {image}
+    args: [sleep, "600000"]
+    resources: {{limits: {{memory: 64Mi, cpu: 500m}}}}
+  - name: two
+    image: {image}
+    args: [sleep, "600000"]
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {{name: wasm-process}}
+handler: wasm-process
+"#
+        ),
+    )?;
+    let sandbox = pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
+    let sandbox = sandbox.trim().to_owned();
+    let shims = env.shims();
+    ensure!(shims.len() == 1, "expected one shim: {shims:?}");
+    let shim = shims[0];
+    let children: Vec<u32> = task_pids(env)?.into_iter().filter(|p| *p != shim).collect();
+    ensure!(
+        children.len() == 2,
+        "expected two container processes beside the shim's sandbox: {children:?}"
+    );
+    let status = inspect(env, &sandbox)?;
+    let ip = field(&status, "/status/network/ip");
+    let net = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    for pid in &children {
+        let parent = fs::read_to_string(format!("/proc/{pid}/status"))?
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_owned()))
+            .unwrap_or_default();
+        ensure!(parent == shim.to_string(), "{pid}'s parent is {parent}");
+        ensure!(
+            net(*pid) != net(std::process::id()),
+            "container {pid} is in the host's network namespace"
+        );
+        // The pod's namespace is the one that holds the pod IP.
+        let local = fs::read_to_string(format!("/proc/{pid}/net/fib_trie"))?;
+        ensure!(
+            ip.starts_with(SUBNET_PREFIX) && local.contains(&ip),
+            "container {pid} does not see the pod IP {ip:?}"
+        );
+    }
+    ensure!(
+        net(children[0]) == net(children[1]),
+        "two network namespaces"
+    );
+    // The kubelet's stats: from the cgroups, CPU time included.
+    let stats = wasmpod_ok(env, &["cri", "stats", "--pod", &sandbox])?;
+    for name in ["one", "two"] {
+        let line = stats
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .with_context(|| format!("no stats for {name}: {stats}"))?;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        ensure!(
+            fields.len() >= 5 && fields[3].ends_with('s') && fields[4] != "0.0MiB",
+            "{name}'s cgroup stats are not reported: {stats}"
+        );
+    }
+    let t0 = Instant::now();
+    wasmpod_ok(env, &["pod", "rm", "proc"])?;
+    let took = t0.elapsed();
+    ensure!(took < Duration::from_secs(10), "pod rm took {took:?}");
+    ensure_nothing_left(env)?;
+    eprintln!(
+        "  containers {children:?} children of shim {shim}, pod IP {ip} in their netns, pod rm in {took:.0?}"
+    );
+    Ok(())
+}
+
+/// Two pods under the `wasm-node` handler (its option `grouping = "node"`) share one shim.
+pub(crate) fn check_pod_node_grouping(env: &Containerd) -> anyhow::Result<()> {
+    let image = probe_image(env)?;
+    for name in ["node-a", "node-b"] {
+        let yaml = probe_pod(name, &image, "", "[sleep, \"600000\"]")
+            .replace("runtimeClassName: wasm", "runtimeClassName: wasm-node")
+            + "---\napiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: wasm-node}\nhandler: wasm-node\n";
+        let pod = manifest(env, name, &yaml)?;
+        pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
+    }
+    let shims = env.shims();
+    let pids = task_pids(env)?;
+    ensure!(
+        shims.len() == 1 && pids.len() == 4 && pids.iter().all(|p| *p == shims[0]),
+        "two pods' 4 tasks {pids:?} should all be in one shim {shims:?}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "node-a", "node-b"])?;
     ensure_nothing_left(env)
 }

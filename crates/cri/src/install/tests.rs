@@ -11,7 +11,7 @@ fn sample(name: &str) -> String {
 }
 
 fn add(text: &str) -> Result<(String, i64)> {
-    add_runtime(Path::new("config.toml"), text, "wasm", 2)
+    add_runtime(Path::new("config.toml"), text, "wasm", None, 2)
 }
 
 /// Parses the result as containerd would and returns the runtime table of `handler`.
@@ -108,7 +108,7 @@ fn an_empty_config_gets_a_version() {
     let (after, version) = add("").unwrap();
     assert_eq!(version, 2);
     assert!(after.starts_with("version = 2\n"), "{after}");
-    let (after3, version) = add_runtime(Path::new("c.toml"), "", "wasm", 3).unwrap();
+    let (after3, version) = add_runtime(Path::new("c.toml"), "", "wasm", None, 3).unwrap();
     assert_eq!(version, 3);
     let doc: DocumentMut = after3.parse().unwrap();
     runtime(&doc, "io.containerd.cri.v1.runtime", "wasm");
@@ -143,6 +143,7 @@ fn install_writes_once_keeps_a_backup_and_copies_the_shim() {
     let options = InstallOptions {
         config: config.clone(),
         handler: "wasm".into(),
+        runtime_options: Vec::new(),
         shim: Some(shim.clone()),
         bin_dir: dir.path().join("bin"),
         new_config_version: 2,
@@ -184,4 +185,53 @@ fn install_writes_once_keeps_a_backup_and_copies_the_shim() {
     assert!(std::fs::read_to_string(dir.path().join("new/config.toml"))
         .unwrap()
         .contains(RUNTIME_TYPE));
+}
+
+#[test]
+fn a_second_handler_gets_its_options_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, sample("containerd-1.6.toml")).unwrap();
+    let options = InstallOptions {
+        config: config.clone(),
+        handler: "wasm-process".into(),
+        runtime_options: vec![("isolation".into(), "process".into())],
+        shim: None,
+        bin_dir: dir.path().join("bin"),
+        new_config_version: 2,
+    };
+    let report = install(&options).unwrap();
+    assert!(report.config_changed);
+    let file = options_file(&config, "wasm-process");
+    assert_eq!(file, dir.path().join("wasmpod-wasm-process.toml"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "isolation = \"process\"\n"
+    );
+    let doc: DocumentMut = std::fs::read_to_string(&config).unwrap().parse().unwrap();
+    let handler = runtime(&doc, "io.containerd.grpc.v1.cri", "wasm-process");
+    assert_eq!(
+        handler.get("runtime_type").unwrap().as_str(),
+        Some(RUNTIME_TYPE)
+    );
+    assert_eq!(
+        handler
+            .get("options")
+            .and_then(|o| o.get("ConfigPath"))
+            .and_then(Item::as_str),
+        Some(file.to_str().unwrap())
+    );
+    // Idempotent: the same options again change nothing.
+    let again = install(&options).unwrap();
+    assert!(!again.config_changed, "{again:?}");
+    // A changed option rewrites the file only.
+    let changed = InstallOptions {
+        runtime_options: vec![("isolation".into(), "shared".into())],
+        ..options
+    };
+    assert!(install(&changed).unwrap().config_changed);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "isolation = \"shared\"\n"
+    );
 }
