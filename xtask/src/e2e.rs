@@ -66,7 +66,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("cycles", check_cycles),
         ("process-level", isolation::check_process_level),
         ("process-oom", isolation::check_process_oom),
-        ("process-cpu-quota", isolation::check_process_cpu_quota),
+        ("cpu-quota", isolation::check_cpu_quota),
         ("pod-run", cri::check_pod_run),
         ("pod-exit-code", cri::check_pod_exit_code),
         ("pod-two-containers", cri::check_pod_two_containers),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -40,6 +41,8 @@ pub struct RunPolicy {
     cwd: String,
     preopens: Vec<Preopen>,
     limits: Limits,
+    /// `linux.resources.cpu.quota` and `.period`, as the guest's CPU budget.
+    cpu_budget: Option<(Duration, Option<Duration>)>,
     warnings: Vec<Warning>,
 }
 
@@ -145,6 +148,7 @@ impl RunPolicy {
             timeout: None,
             oom_kill: true,
         };
+        let cpu_budget = cpu_budget(spec);
         unhonoured(spec, &mut warn);
 
         let guest_entry = if entrypoint.contains('/') {
@@ -171,6 +175,7 @@ impl RunPolicy {
             cwd,
             preopens,
             limits,
+            cpu_budget,
             warnings,
         })
     }
@@ -206,7 +211,7 @@ impl RunPolicy {
     }
 
     /// Sets the wall-clock deadline (the spec has no field for it).
-    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.limits.timeout = timeout;
     }
 
@@ -254,7 +259,26 @@ impl RunPolicy {
             limits: self.limits.clone(),
             kill,
             memory: Default::default(),
+            cpu: {
+                let cpu = wasm_engine::CpuMeter::default();
+                if let Some((quota, period)) = self.cpu_budget {
+                    cpu.set_budget(Some(quota), period);
+                }
+                cpu
+            },
         }
+    }
+
+    /// The warnings that hold at `isolation`: the process level honours the spec's user,
+    /// CPU shares and pids limit, which the shared level cannot.
+    pub fn warnings_at(&self, isolation: crate::Isolation) -> impl Iterator<Item = &Warning> {
+        self.warnings.iter().filter(move |w| {
+            isolation == crate::Isolation::Shared
+                || !matches!(
+                    w.field.as_str(),
+                    "process.user" | "linux.resources.cpu" | "linux.resources.pids"
+                )
+        })
     }
 }
 
@@ -345,6 +369,21 @@ fn memory_limit(spec: &Spec) -> Option<u64> {
     u64::try_from(limit).ok().filter(|l| *l > 0)
 }
 
+/// The CPU budget from `linux.resources.cpu.quota` (microseconds per `period`); zero or
+/// negative means none.
+fn cpu_budget(spec: &Spec) -> Option<(Duration, Option<Duration>)> {
+    let cpu = spec
+        .linux()
+        .as_ref()?
+        .resources()
+        .as_ref()?
+        .cpu()
+        .as_ref()?;
+    let quota = u64::try_from(cpu.quota()?).ok().filter(|q| *q > 0)?;
+    let period = cpu.period().filter(|p| *p > 0).map(Duration::from_micros);
+    Some((Duration::from_micros(quota), period))
+}
+
 /// Warns about every field that asks for something a guest cannot be given.
 fn unhonoured(spec: &Spec, warn: &mut impl FnMut(&str, String)) {
     if let Some(process) = spec.process() {
@@ -408,9 +447,9 @@ fn unhonoured(spec: &Spec, warn: &mut impl FnMut(&str, String)) {
             }
         }
     }
+    // A quota is enforced in both levels (a CPU budget in the shared one).
     let cpu_set = res.cpu().as_ref().is_some_and(|c| {
         c.shares().is_some()
-            || c.quota().is_some_and(|q| q > 0)
             || c.cpus().as_ref().is_some_and(|s| !s.is_empty())
             || c.realtime_runtime().is_some()
     });

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use tokio::sync::{oneshot, watch};
-use wasm_engine::{KillHandle, MemoryGauge, Program, RunConfig};
+use wasm_engine::{CpuMeter, KillHandle, MemoryGauge, Program, RunConfig};
 
 use crate::error::{Error, Result};
 use crate::process::{ProcessWorkload, SharedCgroup};
@@ -97,6 +97,8 @@ pub(crate) struct Container {
     /// The guest's memory in use and its cap (`linux.resources.memory.limit`, or what
     /// Update set), for Stats.
     pub(crate) memory: MemoryGauge,
+    /// The guest's CPU time and budget (shared level), for Stats and Update.
+    pub(crate) cpu: CpuMeter,
     /// Closes the guest's stdin (CloseIO).
     pub(crate) stdin_close: Option<oneshot::Sender<()>>,
     /// The cgroup of a process-level container.
@@ -121,12 +123,12 @@ impl Container {
 
     /// A container in the `Created` state; its memory gauge and cap are the workload's.
     pub(crate) fn new(id: String, bundle: PathBuf, stdio: StdioPaths, workload: Workload) -> Self {
-        let memory = match &workload {
+        let (memory, cpu) = match &workload {
             Workload::Wasm { config, .. } => {
                 config.memory.set_limit(config.limits.memory);
-                config.memory.clone()
+                (config.memory.clone(), config.cpu.clone())
             }
-            Workload::Process(_) | Workload::Sandbox => MemoryGauge::default(),
+            Workload::Process(_) | Workload::Sandbox => Default::default(),
         };
         Self {
             id,
@@ -135,6 +137,7 @@ impl Container {
             rootfs_mounted: false,
             child_pid: None,
             memory,
+            cpu,
             stdin_close: None,
             cgroup: None,
             netns: None,

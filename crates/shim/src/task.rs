@@ -185,11 +185,7 @@ impl TaskService {
             source,
         })?;
         let process_level = selection.isolation == Isolation::Process;
-        for warning in policy.warnings() {
-            // The process level runs the guest as the spec's user.
-            if process_level && warning.field == "process.user" {
-                continue;
-            }
+        for warning in policy.warnings_at(selection.isolation) {
             tracing::warn!(field = %warning.field, "{}", warning.message);
         }
         let mut program_file = None;
@@ -572,16 +568,31 @@ impl TaskService {
     }
 
     fn do_stats(&self, req: &api::StatsRequest) -> Result<api::StatsResponse> {
-        let (cgroup, usage, limit) = self.with(&req.id, |c| {
-            Ok((c.cgroup.clone(), c.memory.bytes(), c.memory.limit()))
+        let (cgroup, usage, limit, cpu) = self.with(&req.id, |c| {
+            Ok((
+                c.cgroup.clone(),
+                c.memory.bytes(),
+                c.memory.limit(),
+                c.cpu.used(),
+            ))
         })?;
         let metrics = match cgroup {
             Some(cgroup) => cgroup_metrics(&cgroup.stats()),
+            // The shared level: the engine's figures for this guest alone.
             None => Metrics {
                 memory: Some(MemoryStat {
                     usage: Some(MemoryEntry {
                         usage,
                         limit: limit.unwrap_or(u64::MAX),
+                        ..Default::default()
+                    })
+                    .into(),
+                    ..Default::default()
+                })
+                .into(),
+                cpu: Some(containerd_shim::protos::cgroups::metrics::CPUStat {
+                    usage: Some(containerd_shim::protos::cgroups::metrics::CPUUsage {
+                        total: u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX),
                         ..Default::default()
                     })
                     .into(),
@@ -859,9 +870,26 @@ impl Task for TaskService {
             })?;
             tracing::info!(?cap, "memory limit updated");
         }
-        if resources.cpu().is_some() || resources.pids().is_some() {
+        if let Some(cpu) = resources.cpu() {
+            if cpu.quota().is_some() || cpu.period().is_some() {
+                let micros = |v: u64| std::time::Duration::from_micros(v);
+                let quota = cpu.quota().and_then(|q| u64::try_from(q).ok()).map(micros);
+                let period = cpu.period().filter(|p| *p > 0).map(micros);
+                self.with(&req.id, |c| {
+                    c.cpu.set_budget(quota, period);
+                    Ok(())
+                })?;
+                tracing::info!(?quota, ?period, "cpu budget updated");
+            }
+        }
+        if resources.pids().is_some()
+            || resources
+                .cpu()
+                .as_ref()
+                .is_some_and(|c| c.shares().is_some())
+        {
             tracing::info!(
-                "cpu and pids limits are not enforced in the shared level: ignored \
+                "cpu shares and pids limits are not enforced in the shared level: ignored \
                  (wasmpod.io/isolation: process enforces them)"
             );
         }

@@ -40,7 +40,9 @@ mod sys;
 pub use engine::{guest_runtime, Engine, EngineConfig};
 pub use error::{Error, Result};
 pub use program::{Program, ProgramKind};
-pub use run::{ExitReason, ExitStatus, KillHandle, Limits, MemoryGauge, Preopen, RunConfig};
+pub use run::{
+    CpuMeter, ExitReason, ExitStatus, KillHandle, Limits, MemoryGauge, Preopen, RunConfig,
+};
 pub use stdio::{Stdio, StdioStream};
 
 /// Exit status of a guest stopped by a kill (128 + SIGKILL), as a container runtime reports it.

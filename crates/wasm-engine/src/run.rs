@@ -57,6 +57,152 @@ pub struct RunConfig {
     pub kill: KillHandle,
     /// Reports the bytes of linear memory and tables in use while the guest runs.
     pub memory: MemoryGauge,
+    /// Counts the guest's CPU time and holds its CPU budget.
+    pub cpu: CpuMeter,
+}
+
+/// A guest's CPU time, and the budget it runs under (a quota per period, as a CFS quota
+/// gives a process), readable and changeable from any thread while it runs.
+///
+/// Time is counted while the guest's future is being polled: the guest's own code and the
+/// host calls it makes, on whichever thread runs it. Past its quota within a period the
+/// guest is suspended at its next epoch check (within about 10 ms) until the period ends,
+/// so its neighbours get the CPU.
+#[derive(Debug, Clone, Default)]
+pub struct CpuMeter(Arc<CpuState>);
+
+#[derive(Debug, Default)]
+struct CpuState {
+    used_ns: std::sync::atomic::AtomicU64,
+    /// Quota per period in microseconds; 0 means none.
+    quota_us: std::sync::atomic::AtomicU64,
+    period_us: std::sync::atomic::AtomicU64,
+}
+
+/// The CFS default period, used when a quota comes without one.
+const DEFAULT_CPU_PERIOD: Duration = Duration::from_millis(100);
+
+impl CpuMeter {
+    /// CPU time used so far.
+    pub fn used(&self) -> Duration {
+        Duration::from_nanos(self.0.used_ns.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The budget: `quota` of CPU time per `period` (`None`: unlimited).
+    pub fn budget(&self) -> Option<(Duration, Duration)> {
+        let quota = self.0.quota_us.load(std::sync::atomic::Ordering::Relaxed);
+        let period = self.0.period_us.load(std::sync::atomic::Ordering::Relaxed);
+        (quota > 0).then(|| {
+            let period = if period == 0 {
+                DEFAULT_CPU_PERIOD
+            } else {
+                Duration::from_micros(period)
+            };
+            (Duration::from_micros(quota), period)
+        })
+    }
+
+    /// Sets the budget of a running or future guest: `quota` per `period` (the CFS default
+    /// of 100 ms when `None`); a `quota` of `None` or zero lifts it.
+    pub fn set_budget(&self, quota: Option<Duration>, period: Option<Duration>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0.period_us.store(period.map_or(0, micros), Relaxed);
+        self.0.quota_us.store(quota.map_or(0, micros), Relaxed);
+    }
+
+    fn add(&self, spent: Duration) {
+        let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.0
+            .used_ns
+            .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A guest's CPU allowance: `quota` per `period`, accrued continuously from when the
+/// budget took effect, with at most one quota of unused credit (so a guest that was idle
+/// may burst for one quota, not for all the time it slept).
+struct BudgetClock {
+    meter: CpuMeter,
+    budget: Option<(Duration, Duration)>,
+    start: std::time::Instant,
+    used_at_start: Duration,
+}
+
+impl BudgetClock {
+    fn new(meter: CpuMeter) -> Self {
+        let used_at_start = meter.used();
+        Self {
+            budget: meter.budget(),
+            meter,
+            start: std::time::Instant::now(),
+            used_at_start,
+        }
+    }
+
+    fn rebase(&mut self, now: std::time::Instant) {
+        self.start = now;
+        self.used_at_start = self.meter.used();
+    }
+
+    /// How long the guest must wait before it may run again: `None` while it is within its
+    /// allowance.
+    fn over_budget(&mut self) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let budget = self.meter.budget();
+        if budget != self.budget {
+            // Update changed it: the new budget starts now.
+            self.budget = budget;
+            self.rebase(now);
+        }
+        let (quota, period) = budget?;
+        let rate = quota.as_secs_f64() / period.as_secs_f64();
+        let earned = now.duration_since(self.start).as_secs_f64() * rate;
+        let used = self
+            .meter
+            .used()
+            .saturating_sub(self.used_at_start)
+            .as_secs_f64();
+        let credit = earned + quota.as_secs_f64() - used;
+        if credit > quota.as_secs_f64() {
+            self.rebase(now);
+            return None;
+        }
+        (credit <= 0.0).then(|| Duration::from_secs_f64(-credit / rate))
+    }
+}
+
+/// A future whose polls are counted as the guest's CPU time.
+struct Metered<F> {
+    inner: std::pin::Pin<Box<F>>,
+    meter: CpuMeter,
+}
+
+impl<F: std::future::Future> std::future::Future for Metered<F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let started = std::time::Instant::now();
+        let result = self.inner.as_mut().poll(cx);
+        self.meter.add(started.elapsed());
+        result
+    }
+}
+
+/// Makes a guest yield to the executor at every epoch tick, and sleep out the rest of its
+/// period when it has used its CPU quota.
+fn install_budget<T: 'static>(store: &mut Store<T>, meter: CpuMeter) {
+    let mut clock = BudgetClock::new(meter);
+    store.epoch_deadline_callback(move |_| {
+        Ok(match clock.over_budget() {
+            Some(wait) => {
+                wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(wait)))
+            }
+            None => wasmtime::UpdateDeadline::Yield(1),
+        })
+    });
 }
 
 /// The memory a running guest holds (linear memories and tables), readable from any
@@ -293,6 +439,7 @@ impl Engine {
             limits,
             kill,
             memory,
+            cpu,
         } = config;
         self.start_ticker()?;
         let mut builder = WasiCtxBuilder::new();
@@ -316,11 +463,15 @@ impl Engine {
         let mut err_sink = stdio::install(stdio, &mut builder)?;
         let budget = MemoryBudget::new(limits.memory, limits.oom_kill, memory);
 
-        let guest = async {
-            match &program.code {
-                Code::Module(m) => self.run_module(m, builder, budget).await,
-                Code::Component(c) => self.run_component(c, builder, budget).await,
-            }
+        let meter = cpu.clone();
+        let guest = Metered {
+            inner: Box::pin(async move {
+                match &program.code {
+                    Code::Module(m) => self.run_module(m, builder, budget, meter).await,
+                    Code::Component(c) => self.run_component(c, builder, budget, meter).await,
+                }
+            }),
+            meter: cpu,
         };
         let deadline = async {
             match limits.timeout {
@@ -369,6 +520,7 @@ impl Engine {
         module: &wasmtime::Module,
         mut builder: WasiCtxBuilder,
         budget: MemoryBudget,
+        cpu: CpuMeter,
     ) -> Result<(wasmtime::Result<i32>, bool)> {
         let pre = self
             .p1_linker()?
@@ -382,7 +534,7 @@ impl Engine {
             },
         );
         store.limiter(|h| &mut h.budget);
-        store.epoch_deadline_async_yield_and_update(1);
+        install_budget(&mut store, cpu);
         let instance = pre
             .instantiate_async(&mut store)
             .await
@@ -403,6 +555,7 @@ impl Engine {
         component: &wasmtime::component::Component,
         mut builder: WasiCtxBuilder,
         budget: MemoryBudget,
+        cpu: CpuMeter,
     ) -> Result<(wasmtime::Result<i32>, bool)> {
         let pre = self
             .p2_linker()?
@@ -423,7 +576,7 @@ impl Engine {
             },
         );
         store.limiter(|h| &mut h.budget);
-        store.epoch_deadline_async_yield_and_update(1);
+        install_budget(&mut store, cpu);
         let command = pre
             .instantiate_async(&mut store)
             .await

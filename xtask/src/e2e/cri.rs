@@ -401,11 +401,17 @@ data: {{greeting: hello from a configmap}}
             .lines()
             .find(|l| l.split_whitespace().nth(1) == Some(name))
             .with_context(|| format!("no stats for {name}: {stats}"))?;
-        let mem = line.split_whitespace().last().unwrap_or_default();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let mem = fields.last().copied().unwrap_or_default();
         ensure!(
             mem.ends_with("MiB") && mem != "0.0MiB",
             "{name}'s memory is not reported: {stats}"
         );
+        // CPU time from the engine's meter (well under a millisecond for a sleeper).
+        let cpu = fields
+            .iter()
+            .find_map(|f| f.strip_suffix('s')?.parse::<f64>().ok());
+        ensure!(cpu.is_some(), "{name}'s CPU time is not reported: {stats}");
     }
     // The first init container read the ConfigMap volume: its CRI log says so.
     let reader = wasmpod_ok(env, &["cri", "logs", "reader"])?;
@@ -752,8 +758,13 @@ handler: wasm-process
             .find(|l| l.split_whitespace().nth(1) == Some(name))
             .with_context(|| format!("no stats for {name}: {stats}"))?;
         let fields: Vec<&str> = line.split_whitespace().collect();
+        let cpu = fields
+            .iter()
+            .find_map(|f| f.strip_suffix('s')?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let mem = fields.last().copied().unwrap_or_default();
         ensure!(
-            fields.len() >= 5 && fields[3].ends_with('s') && fields[4] != "0.0MiB",
+            cpu > 0.0 && mem.ends_with("MiB") && mem != "0.0MiB",
             "{name}'s cgroup stats are not reported: {stats}"
         );
     }

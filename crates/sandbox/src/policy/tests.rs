@@ -179,6 +179,36 @@ fn unenforced_resources_are_named() {
         warning_fields(&p),
         ["linux.resources.cpu", "linux.resources.pids"]
     );
+    // The process level enforces both.
+    assert_eq!(p.warnings_at(crate::Isolation::Process).count(), 0);
+    assert_eq!(p.warnings_at(crate::Isolation::Shared).count(), 2);
+}
+
+#[test]
+fn a_cpu_quota_is_the_guests_budget() {
+    let b = Bundle::new();
+    let p = b
+        .policy(json!({"linux": {"resources": {"cpu": {"quota": 20000, "period": 50000}}}}))
+        .unwrap();
+    assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    let config = p.run_config(Default::default(), Default::default());
+    assert_eq!(
+        config.cpu.budget(),
+        Some((Duration::from_millis(20), Duration::from_millis(50)))
+    );
+    let p = b
+        .policy(json!({"linux": {"resources": {"cpu": {"quota": 30000}}}}))
+        .unwrap();
+    let config = p.run_config(Default::default(), Default::default());
+    assert_eq!(
+        config.cpu.budget(),
+        Some((Duration::from_millis(30), Duration::from_millis(100)))
+    );
+    let p = b
+        .policy(json!({"linux": {"resources": {"cpu": {"quota": -1}}}}))
+        .unwrap();
+    let config = p.run_config(Default::default(), Default::default());
+    assert_eq!(config.cpu.budget(), None);
 }
 
 #[test]

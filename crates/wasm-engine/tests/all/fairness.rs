@@ -67,3 +67,56 @@ async fn spinners_and_a_timer() {
     // the test honest on a loaded machine (the figure above is the measurement).
     assert!(worst_us < 250_000, "the timer was {worst_us} us late");
 }
+
+/// A spinning guest with a budget of 20 ms per 100 ms (a CFS quota of 0.2 CPU) beside an
+/// unbudgeted one: its CPU time over a second stays within ±30% of 0.2 s, and the
+/// unbudgeted one gets the rest of its worker.
+#[test]
+fn a_cpu_budget_holds_a_spinning_guest_to_its_quota() {
+    wasm_engine::guest_runtime(2)
+        .unwrap()
+        .block_on(budgeted_spinner());
+}
+
+async fn budgeted_spinner() {
+    let e = engine();
+    let p = e.load_file(fixtures::probe_module()).unwrap();
+    let mut runs = Vec::new();
+    let mut meters = Vec::new();
+    let mut kills = Vec::new();
+    for budget in [Some(Duration::from_millis(20)), None] {
+        let config = probe_run(&["spin"]);
+        config
+            .cpu
+            .set_budget(budget, Some(Duration::from_millis(100)));
+        meters.push(config.cpu.clone());
+        kills.push(config.kill.clone());
+        let (e, p) = (e.clone(), p.clone());
+        runs.push(tokio::spawn(async move { e.run(&p, config).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before: Vec<Duration> = meters.iter().map(|m| m.used()).collect();
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let wall = started.elapsed().as_secs_f64();
+    let share: Vec<f64> = meters
+        .iter()
+        .zip(&before)
+        .map(|(m, b)| (m.used() - *b).as_secs_f64() / wall)
+        .collect();
+    kills.iter().for_each(KillHandle::kill);
+    for run in runs {
+        assert_eq!(run.await.unwrap().unwrap().code(), 137);
+    }
+    eprintln!("budgeted share {:.3}, unbudgeted {:.3}", share[0], share[1]);
+    assert!(
+        (0.14..=0.26).contains(&share[0]),
+        "a 0.2 CPU budget gave a share of {:.3}",
+        share[0]
+    );
+    assert!(
+        share[1] > 0.5,
+        "the unbudgeted guest got only {:.3} CPU",
+        share[1]
+    );
+}
