@@ -25,6 +25,7 @@ use anyhow::{bail, Context};
 
 use crate::util::{cargo, require_wasm_toolchain, root, run as sh, Registry};
 
+mod density;
 mod pod;
 mod shim;
 
@@ -157,6 +158,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         } else {
             println!("\n== CRI pods: skipped (needs root)");
         }
+    }
+    // Minutes long (hundreds of containers per level): only when asked for by name.
+    if args.iter().any(|a| a == "density") {
+        density::run(args)?;
+    } else if args.is_empty() {
+        println!("\n== density: run `cargo xtask bench density [N...]` (default N: 50 200 500)");
     }
     Ok(())
 }
