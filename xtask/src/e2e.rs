@@ -1017,27 +1017,65 @@ fn check_containerd_restart(env: &Containerd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
-    env.run_detached("orphan", &[], &["sleep", "600000"])?;
-    let (pid, _) = env.task("orphan")?.context("task")?;
-    sh(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+/// Waits until containerd shows task `id` of a dead shim as stopped, or no longer at all.
+fn wait_dead_shim_task(env: &Containerd, id: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match env.task("orphan")? {
-            None => break,
-            Some((_, s)) if s == "STOPPED" => break,
+        match env.task(id)? {
+            None => return Ok(()),
+            Some((_, s)) if s == "STOPPED" => return Ok(()),
             Some(_) if Instant::now() > deadline => {
-                bail!("containerd still shows the task of a dead shim")
+                bail!("containerd still shows the task {id} of a dead shim")
             }
             Some(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
+    env.run_detached("orphan", &[], &["sleep", "600000"])?;
+    let (pid, _) = env.task("orphan")?.context("task")?;
+    sh(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+    wait_dead_shim_task(env, "orphan")?;
     let _ = env.ctr(&["task", "rm", "orphan"]);
     env.ctr_ok(&["container", "rm", "orphan"])?;
     ensure!(
         env.mounts().is_empty(),
         "mounts left after a dead shim: {:?}",
         env.mounts()
+    );
+    // At the process level the guest's own process dies with its shim, and the dead
+    // shim's cleanup removes its cgroup.
+    env.run_detached(
+        "orphan-p",
+        &["--annotation", "wasmpod.io/isolation=process"],
+        &["sleep", "600000"],
+    )?;
+    let (child, _) = env.task("orphan-p")?.context("task")?;
+    let shim = fs::read_to_string(format!("/proc/{child}/status"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_owned()))
+        .context("the guest's parent")?;
+    sh(Command::new("kill").args(["-KILL", &shim]))?;
+    wait_dead_shim_task(env, "orphan-p")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{child}")).exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "the guest process {child} outlived its shim"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = env.ctr(&["task", "rm", "orphan-p"]);
+    env.ctr_ok(&["container", "rm", "orphan-p"])?;
+    let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup/{NAMESPACE}/orphan-p")
+    } else {
+        format!("/sys/fs/cgroup/memory/{NAMESPACE}/orphan-p")
+    };
+    ensure!(
+        !Path::new(&cgroup).exists(),
+        "{cgroup} outlived the dead shim"
     );
     Ok(())
 }

@@ -23,6 +23,9 @@ use crate::error::{Error, Result};
 /// The hidden first argument that makes this binary run one guest instead of being a shim.
 pub const GUEST_COMMAND: &str = "__wasmpod-guest";
 
+/// The environment variable that tells the child its shim's pid.
+const PARENT_ENV: &str = "WASMPOD_SHIM_PID";
+
 /// The file a Wasm OCI artifact's program is written to in the bundle, for the child.
 pub(crate) const PROGRAM_FILE: &str = "wasmpod-program.wasm";
 
@@ -128,6 +131,7 @@ pub(crate) fn spawn(
         .arg(netns)
         .args(program.iter())
         .current_dir(bundle)
+        .env(PARENT_ENV, std::process::id().to_string())
         .stdin(child_stdio(stdio.stdin))
         .stdout(child_stdio(stdio.stdout))
         .stderr(child_stdio(stdio.stderr));
@@ -169,7 +173,44 @@ pub fn guest_main(args: &[String]) -> ! {
     std::process::exit(code)
 }
 
+/// Ends this process with SIGKILL when its shim dies: nobody would report its exit, and
+/// the dead shim's cleanup removes its cgroup.
+fn die_with_parent() -> std::result::Result<(), String> {
+    // SAFETY: prctl(2) with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "PR_SET_PDEATHSIG: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // The shim may have died before the line above.
+    let expected = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
+    // SAFETY: getppid(2) has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    if expected.is_some_and(|p: libc::pid_t| p != parent) {
+        return Err("the shim that started this guest is gone".into());
+    }
+    Ok(())
+}
+
+/// After a shim died: kills whatever is left of container `id`'s process level (its cgroup
+/// `path`) and removes the cgroup. Nothing to do for a shared-level container.
+pub(crate) fn clean_up_after_dead_shim(id: &str, bundle: &Path) {
+    let Ok(spec) = Spec::load(bundle.join("config.json")) else {
+        return;
+    };
+    let Ok(path) = sandbox::cgroup_path(&spec, id) else {
+        return;
+    };
+    if let Ok(cgroup) = Cgroup::open(&path) {
+        if let Err(error) = cgroup.delete() {
+            tracing::warn!(%id, %error, "removing the cgroup of a dead shim's container");
+        }
+    }
+}
+
 fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
+    die_with_parent()?;
     let [id, bundle, cgroup, netns, rest @ ..] = args else {
         return Err(format!(
             "usage: {GUEST_COMMAND} ID BUNDLE CGROUP NETNS|- [PROGRAM]"

@@ -101,6 +101,7 @@ impl Shim for Service {
     async fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
         // The serving shim died: its guests died with it. Detach what it had mounted.
         let bundle = Path::new(".");
+        crate::process::clean_up_after_dead_shim(&self.id, bundle);
         if rootfs::is_mounted(bundle) {
             if let Err(error) = rootfs::unmount(&self.id, bundle) {
                 tracing::warn!(id = %self.id, %error, "cleaning up after a dead shim");
