@@ -19,6 +19,7 @@ pub enum ProgramKind {
 pub struct Program {
     pub(crate) code: Code,
     digest: String,
+    compiled: bool,
 }
 
 #[derive(Clone)]
@@ -48,6 +49,12 @@ impl Program {
     /// The `sha256:<hex>` digest of the WebAssembly binary this was compiled from.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// Whether loading it compiled the code (no precompile cache, or a miss), leaving the
+    /// compiler's freed memory behind, rather than mapping it from the cache.
+    pub fn was_compiled(&self) -> bool {
+        self.compiled
     }
 }
 
@@ -134,6 +141,7 @@ impl Engine {
                 return Ok(Program {
                     code,
                     digest: format!("sha256:{digest}"),
+                    compiled: false,
                 });
             }
         }
@@ -144,6 +152,7 @@ impl Engine {
         Ok(Program {
             code,
             digest: format!("sha256:{digest}"),
+            compiled: true,
         })
     }
 

@@ -1,4 +1,4 @@
-//! `cargo xtask bench density [N...]`: N sleeping containers at once in each isolation level
+//! `cargo xtask bench density [N...] [shared|process|runc]`: N sleeping containers at once in each isolation level
 //! and, for comparison, N runc busybox `sleep` containers, all in one private containerd:
 //! start latency per container, and memory per container (PSS and RSS of the shim
 //! processes and everything under them, plus containerd's own growth).
@@ -59,6 +59,14 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("the density bench starts containerd: run it as root");
     }
     let counts: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    // `shared`, `process` or `runc` among the arguments pick setups; none: all three.
+    let picked = |setup: &Setup| {
+        let named: Vec<&String> = args
+            .iter()
+            .filter(|a| ["shared", "process", "runc"].contains(&a.as_str()))
+            .collect();
+        named.is_empty() || named.iter().any(|n| setup.name.contains(n.as_str()))
+    };
     let counts = if counts.is_empty() {
         DEFAULT_COUNTS.to_vec()
     } else {
@@ -78,7 +86,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "setup", "N", "start/ctr", "PSS/container", "RSS/container", "containerd +PSS"
     );
     for &n in &counts {
-        for setup in &SETUPS {
+        for setup in SETUPS.iter().filter(|s| picked(s)) {
             if setup.runtime != RUNTIME && runc.is_err() {
                 continue;
             }

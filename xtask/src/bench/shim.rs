@@ -27,41 +27,60 @@ pub(crate) fn run() -> anyhow::Result<()> {
     compile_fixture("hello", &hello)?;
     env.import(&hello, HELLO, "compat")?;
 
-    let time_runs = |runtime: &str, image: &str, args: &[&str]| -> anyhow::Result<Duration> {
-        let mut samples = Vec::new();
-        for i in 0..=RUNS {
-            let id = format!("bench-{i}");
-            let mut all = vec!["run", "--rm", "--runtime", runtime, image, &id];
-            all.extend_from_slice(args);
-            let t0 = Instant::now();
-            let out = env.ctr(&all)?;
-            let took = t0.elapsed();
-            ensure!(
-                out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ello"),
-                "ctr run {runtime}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if i > 0 {
-                samples.push(took); // the first run warms the caches (and compiles the wasm)
+    let time_runs =
+        |runtime: &str, flags: &[&str], image: &str, args: &[&str]| -> anyhow::Result<Duration> {
+            let mut samples = Vec::new();
+            for i in 0..=RUNS {
+                let id = format!("bench-{i}");
+                let mut all = vec!["run", "--rm", "--runtime", runtime];
+                all.extend_from_slice(flags);
+                all.extend_from_slice(&[image, &id]);
+                all.extend_from_slice(args);
+                let t0 = Instant::now();
+                let out = env.ctr(&all)?;
+                let took = t0.elapsed();
+                ensure!(
+                    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ello"),
+                    "ctr run {runtime}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if i > 0 {
+                    samples.push(took); // the first run warms the caches (and compiles the wasm)
+                }
             }
-        }
-        Ok(median(samples))
-    };
-    let wasm = time_runs(RUNTIME, HELLO, &[])?;
+            Ok(median(samples))
+        };
+    let wasm = time_runs(RUNTIME, &[], HELLO, &[])?;
     println!(
         "ctr run --rm hello (wasm shim):   {} median of {RUNS}",
         ms(wasm)
     );
+    let process = time_runs(
+        RUNTIME,
+        &["--annotation", "wasmpod.io/isolation=process"],
+        HELLO,
+        &[],
+    )?;
+    println!(
+        "ctr run --rm hello (wasm shim, process level): {} median of {RUNS}",
+        ms(process)
+    );
     match busybox_image(&env, crate::e2e::NAMESPACE) {
         Ok(()) => {
-            let runc = time_runs("io.containerd.runc.v2", BUSYBOX, &["/bin/echo", "hello"])?;
+            let runc = time_runs(
+                "io.containerd.runc.v2",
+                &[],
+                BUSYBOX,
+                &["/bin/echo", "hello"],
+            )?;
             println!(
                 "ctr run --rm busybox echo (runc): {} median of {RUNS}",
                 ms(runc)
             );
             println!(
-                "wasm shim / runc: {:.2}x",
-                wasm.as_secs_f64() / runc.as_secs_f64()
+                "wasm shim / runc: {:.2}x (process level: {:.2}x)",
+                wasm.as_secs_f64() / runc.as_secs_f64(),
+                process.as_secs_f64() / runc.as_secs_f64()
             );
         }
         Err(e) => println!("runc comparison skipped: {e:#}"),

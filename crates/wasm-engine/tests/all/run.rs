@@ -279,6 +279,7 @@ fn the_cache_serves_a_second_engine() {
     let second = Engine::new(config).unwrap();
     let b = second.load(EXIT_7.as_bytes()).unwrap();
     assert_eq!(a.digest(), b.digest());
+    assert!(a.was_compiled() && !b.was_compiled());
     let entries = walk(dir.path());
     assert_eq!(
         entries.iter().filter(|p| p.ends_with(".cwasm")).count(),
