@@ -767,39 +767,46 @@ fn check_stdin(env: &Containerd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts `ctr run --rm` of a spinning probe with `flags`, sends `signal` once it runs, and
+/// fails unless it ends with `expected` within a second; returns how long it took.
+pub(crate) fn kill_spinning(
+    env: &Containerd,
+    id: &str,
+    flags: &[&str],
+    signal: &str,
+    expected: i32,
+) -> anyhow::Result<Duration> {
+    let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+    all.extend_from_slice(flags);
+    all.extend_from_slice(&[IMAGE, id, "/probe.wasm", "spin"]);
+    let child = env
+        .ctr_cmd(&all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    env.wait_status(id, "RUNNING", Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    env.ctr_ok(&["task", "kill", "-s", signal, id])?;
+    let out = child.wait_with_output()?;
+    let took = t0.elapsed();
+    let code = out.status.code().unwrap_or(-1);
+    ensure!(
+        code == expected,
+        "{signal} gave exit {code}, not {expected}"
+    );
+    ensure!(
+        took < Duration::from_secs(1),
+        "{signal} took {took:?} to stop a spinning guest"
+    );
+    Ok(took)
+}
+
 fn check_kill(env: &Containerd) -> anyhow::Result<()> {
     for (signal, expected) in [("SIGTERM", 143), ("SIGKILL", 137)] {
         let id = format!("spin-{}", signal.to_lowercase());
-        let child = env
-            .ctr_cmd(&[
-                "run",
-                "--rm",
-                "--runtime",
-                RUNTIME,
-                IMAGE,
-                &id,
-                "/probe.wasm",
-                "spin",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        env.wait_status(&id, "RUNNING", Duration::from_secs(10))?;
-        std::thread::sleep(Duration::from_millis(200));
-        let t0 = Instant::now();
-        env.ctr_ok(&["task", "kill", "-s", signal, &id])?;
-        let out = child.wait_with_output()?;
-        let took = t0.elapsed();
-        let code = out.status.code().unwrap_or(-1);
-        ensure!(
-            code == expected,
-            "{signal} gave exit {code}, not {expected}"
-        );
-        ensure!(
-            took < Duration::from_secs(1),
-            "{signal} took {took:?} to stop a spinning guest"
-        );
-        eprintln!("  {signal}: spinning guest stopped in {took:.0?}, exit {code}");
+        let took = kill_spinning(env, &id, &[], signal, expected)?;
+        eprintln!("  {signal}: spinning guest stopped in {took:.0?}, exit {expected}");
     }
     Ok(())
 }

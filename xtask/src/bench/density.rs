@@ -156,7 +156,7 @@ fn measure(env: &Containerd, setup: &Setup, n: usize) -> anyhow::Result<Measured
 }
 
 /// `(PSS, RSS)` of a process in MiB, from `/proc/PID/smaps_rollup`.
-fn smaps(pid: u32) -> (f64, f64) {
+pub(super) fn smaps(pid: u32) -> (f64, f64) {
     let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let field = |name: &str| {
         rollup

@@ -119,21 +119,11 @@ fn idle_pss(env: &Containerd, n: usize) -> anyhow::Result<(f64, f64)> {
         env.run_detached(&format!("idle-{i}"), &annotations, &["sleep", "600000"])?;
     }
     std::thread::sleep(Duration::from_millis(500));
-    let (mut pss, mut rss) = (0f64, 0f64);
-    for pid in env.shims() {
-        let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-        let field = |name: &str| {
-            rollup
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        };
-        pss += field("Pss:");
-        rss += field("Rss:");
-    }
+    let (pss, rss) = env
+        .shims()
+        .into_iter()
+        .map(super::density::smaps)
+        .fold((0.0, 0.0), |(p, r), (p2, r2)| (p + p2, r + r2));
     for i in 0..n {
         let id = format!("idle-{i}");
         env.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id])?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 
-use super::{Containerd, IMAGE, NAMESPACE, RUNTIME};
+use super::{Containerd, NAMESPACE};
 
 /// The annotation that asks for the process level.
 const PROCESS: &str = "wasmpod.io/isolation=process";
@@ -142,35 +142,8 @@ pub(crate) fn check_process_level(env: &Containerd) -> anyhow::Result<()> {
     // Signals reach the child's guest, even while it spins.
     for (signal, expected) in [("SIGTERM", 143), ("SIGKILL", 137)] {
         let id = format!("p-spin-{}", signal.to_lowercase());
-        let child = env
-            .ctr_cmd(&[
-                "run",
-                "--rm",
-                "--runtime",
-                RUNTIME,
-                "--annotation",
-                PROCESS,
-                IMAGE,
-                &id,
-                "/probe.wasm",
-                "spin",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        env.wait_status(&id, "RUNNING", Duration::from_secs(10))?;
-        std::thread::sleep(Duration::from_millis(200));
-        let t0 = Instant::now();
-        env.ctr_ok(&["task", "kill", "-s", signal, &id])?;
-        let out = child.wait_with_output()?;
-        let took = t0.elapsed();
-        let code = out.status.code().unwrap_or(-1);
-        ensure!(
-            code == expected,
-            "{signal} gave exit {code}, not {expected}"
-        );
-        ensure!(took < Duration::from_secs(1), "{signal} took {took:?}");
-        eprintln!("  {signal}: spinning child stopped in {took:.0?}, exit {code}");
+        let took = super::kill_spinning(env, &id, &["--annotation", PROCESS], signal, expected)?;
+        eprintln!("  {signal}: spinning child stopped in {took:.0?}, exit {expected}");
     }
     Ok(())
 }
