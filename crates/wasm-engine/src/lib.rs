@@ -34,6 +34,7 @@ mod error;
 mod limits;
 mod program;
 mod run;
+mod serve;
 mod stdio;
 mod sys;
 
@@ -43,6 +44,7 @@ pub use program::{Program, ProgramKind};
 pub use run::{
     CpuMeter, ExitReason, ExitStatus, KillHandle, Limits, MemoryGauge, Preopen, RunConfig,
 };
+pub use serve::{ServeConfig, ServeStats};
 pub use stdio::{Stdio, StdioStream};
 
 /// Exit status of a guest stopped by a kill (128 + SIGKILL), as a container runtime reports it.

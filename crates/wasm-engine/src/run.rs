@@ -193,7 +193,7 @@ impl<F: std::future::Future> std::future::Future for Metered<F> {
 
 /// Makes a guest yield to the executor at every epoch tick, and sleep out the rest of its
 /// period when it has used its CPU quota.
-fn install_budget<T: 'static>(store: &mut Store<T>, meter: CpuMeter) {
+pub(crate) fn install_budget<T: 'static>(store: &mut Store<T>, meter: CpuMeter) {
     let mut clock = BudgetClock::new(meter);
     store.epoch_deadline_callback(move |_| {
         Ok(match clock.over_budget() {

@@ -2,10 +2,13 @@
 
 #[path = "../../../../tests/support/fixtures.rs"]
 mod fixtures;
+#[path = "../../../../tests/support/http_fixture.rs"]
+mod http_fixture;
 
 mod fairness;
 mod limits;
 mod run;
+mod serve;
 
 use wasm_engine::{Engine, EngineConfig, ExitStatus, Program, RunConfig};
 

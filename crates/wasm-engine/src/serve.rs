@@ -1,0 +1,306 @@
+//! Serving a `wasi:http/proxy` component: HTTP/1 on hyper, a fresh instance per request from
+//! one pre-instantiated template (`ProxyPre`), a drain on shutdown.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use wasmtime::component::ResourceTable;
+use wasmtime::Store;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::io::TokioIo as WasiTokioIo;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::error::{chain, Error, Result};
+use crate::limits::MemoryBudget;
+use crate::program::{Code, Program};
+use crate::run::{install_budget, CpuMeter, KillHandle, Limits, MemoryGauge, Preopen};
+use crate::stdio::{self, Stdio, StdioStream};
+use crate::Engine;
+
+/// What every instance of a served component is given, and what stops the server.
+#[derive(Debug, Default)]
+pub struct ServeConfig {
+    /// Environment variables of every instance.
+    pub env: Vec<(String, String)>,
+    /// Directories every instance may use.
+    pub preopens: Vec<Preopen>,
+    /// Where the instances' stdout and stderr go (stdin is always empty).
+    pub stdio: Stdio,
+    /// The memory cap of each instance.
+    pub limits: Limits,
+    /// Counts the CPU time of all instances together, and holds their shared budget.
+    pub cpu: CpuMeter,
+    /// Stops the server: no new connections; requests in flight are answered, then
+    /// [`Engine::serve`] returns.
+    pub shutdown: KillHandle,
+}
+
+/// What a server did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeStats {
+    /// Requests answered by the component.
+    pub requests: u64,
+    /// Requests that failed inside the component (answered 500).
+    pub failed: u64,
+}
+
+struct HttpHost {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    budget: MemoryBudget,
+}
+
+impl WasiView for HttpHost {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HttpHost {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// A copy of one output stream for one instance.
+fn clone_stream(stream: &StdioStream) -> std::io::Result<StdioStream> {
+    Ok(match stream {
+        StdioStream::Inherit => StdioStream::Inherit,
+        StdioStream::Null => StdioStream::Null,
+        StdioStream::File(f) => StdioStream::File(f.try_clone()?),
+    })
+}
+
+struct Server {
+    pre: ProxyPre<HttpHost>,
+    env: Vec<(String, String)>,
+    preopens: Vec<Preopen>,
+    stdio: Stdio,
+    limits: Limits,
+    cpu: CpuMeter,
+    requests: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Server {
+    fn store(&self) -> Result<Store<HttpHost>> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.envs(&self.env);
+        for p in &self.preopens {
+            let perms = if p.readonly {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&p.host, &p.guest, perms)
+                .map_err(|e| Error::Preopen {
+                    path: p.host.clone(),
+                    reason: chain(&e),
+                })?;
+        }
+        let io = |e| Error::Io {
+            context: "the instance's output streams".into(),
+            source: e,
+        };
+        let streams = Stdio {
+            stdin: StdioStream::Null,
+            stdout: clone_stream(&self.stdio.stdout).map_err(io)?,
+            stderr: clone_stream(&self.stdio.stderr).map_err(io)?,
+        };
+        stdio::install(streams, &mut builder)?;
+        let mut store = Store::new(
+            self.pre.engine(),
+            HttpHost {
+                wasi: builder.build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                budget: MemoryBudget::new(self.limits.memory, false, MemoryGauge::default()),
+            },
+        );
+        store.limiter(|h| &mut h.budget);
+        install_budget(&mut store, self.cpu.clone());
+        Ok(store)
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        let mut store = self.store()?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)?;
+        let out = store.data_mut().http().new_response_outparam(sender)?;
+        let pre = self.pre.clone();
+        // The guest may go on writing the body after it has sent the head.
+        let task = tokio::spawn(async move {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(wasmtime::Error::msg(format!(
+                "the component answered with an error: {code:?}"
+            ))),
+            Err(_) => {
+                let error = match task.await {
+                    Ok(Ok(())) => wasmtime::Error::msg("the component set no response"),
+                    Ok(Err(e)) => e,
+                    Err(e) => wasmtime::Error::msg(e.to_string()),
+                };
+                Err(error.context("the component set no response"))
+            }
+        }
+    }
+
+    /// Answers one request: the component's response, or 500 naming nothing of its
+    /// internals (they are logged).
+    async fn answer(
+        self: Arc<Self>,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> std::result::Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
+        let server = self.clone();
+        match server.handle(req).await {
+            Ok(response) => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                Ok(response)
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %chain(&e), "request failed");
+                let body = http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"internal error in the wasm handler\n",
+                ))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+                let mut response = hyper::Response::new(body);
+                *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                Ok(response)
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn proxy_pre(&self, program: &Program) -> Result<ProxyPre<HttpHost>> {
+        let Code::Component(component) = &program.code else {
+            return Err(Error::Instantiate(
+                "a core module cannot serve HTTP: it must be a component exporting \
+                 wasi:http/incoming-handler"
+                    .into(),
+            ));
+        };
+        let mut linker = wasmtime::component::Linker::new(&self.inner.wasmtime);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Config(chain(&e)))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| Error::Config(chain(&e)))?;
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| Error::Instantiate(chain(&e)))?;
+        ProxyPre::new(pre).map_err(|e| {
+            Error::Instantiate(format!(
+                "the component does not export wasi:http/incoming-handler: {}",
+                chain(&e)
+            ))
+        })
+    }
+
+    /// Whether `program` is a component that serves HTTP (exports
+    /// `wasi:http/incoming-handler`), rather than a command.
+    pub fn serves_http(&self, program: &Program) -> bool {
+        self.proxy_pre(program).is_ok()
+    }
+
+    /// Serves `program` on `listener` until [`ServeConfig::shutdown`] is used: each request
+    /// gets a fresh instance of the component; then requests in flight are answered and
+    /// idle connections closed before this returns. Must be called inside a tokio runtime.
+    pub async fn serve(
+        &self,
+        program: &Program,
+        listener: TcpListener,
+        config: ServeConfig,
+    ) -> Result<ServeStats> {
+        self.start_ticker()?;
+        let pre = self.proxy_pre(program)?;
+        let io = |context: &str| {
+            let context = context.to_owned();
+            move |source| Error::Io { context, source }
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(io("the listening socket"))?;
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(io("the listening socket"))?;
+        let ServeConfig {
+            env,
+            preopens,
+            stdio,
+            limits,
+            cpu,
+            shutdown,
+        } = config;
+        let server = Arc::new(Server {
+            pre,
+            env,
+            preopens,
+            stdio,
+            limits,
+            cpu,
+            requests: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a connection");
+                        continue;
+                    }
+                },
+                _ = shutdown.wait() => break,
+            };
+            let server = server.clone();
+            let service = service_fn(move |req| server.clone().answer(req));
+            let connection = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(WasiTokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!("draining requests in flight");
+        graceful.shutdown().await;
+        Ok(ServeStats {
+            requests: server.requests.load(Ordering::Relaxed),
+            failed: server.failed.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! Serving `wasi:http/proxy` components: a C handler built from `tests/fixtures/http_hello.c`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasm_engine::{KillHandle, ServeConfig, ServeStats};
+
+use super::*;
+
+/// One HTTP/1.1 request on a new connection: `(status line, body)`.
+async fn get(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// Serves the hello handler on a free loopback port; returns its address, the switch that
+/// drains it and the server's task.
+async fn serve_hello() -> (
+    SocketAddr,
+    KillHandle,
+    tokio::task::JoinHandle<wasm_engine::Result<ServeStats>>,
+) {
+    let e = engine();
+    let p = e
+        .load_file(http_fixture::hello_handler())
+        .expect("load the handler");
+    assert!(e.serves_http(&p));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = KillHandle::new();
+    let config = ServeConfig {
+        shutdown: shutdown.clone(),
+        ..Default::default()
+    };
+    let server = tokio::spawn(async move { e.serve(&p, listener, config).await });
+    (addr, shutdown, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_answers_http() {
+    let (addr, shutdown, server) = serve_hello().await;
+    let (status, body) = get(addr, "/greet?x=1").await.unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, "hello from wasm: GET /greet?x=1\n");
+    shutdown.kill();
+    let stats = server.await.unwrap().unwrap();
+    assert_eq!(
+        stats,
+        ServeStats {
+            requests: 1,
+            failed: 0
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_requests_are_all_answered() {
+    let (addr, shutdown, server) = serve_hello().await;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..200)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/n/{i}?sleep=50")).await }))
+        .collect();
+    for (i, r) in requests.into_iter().enumerate() {
+        let (status, body) = r.await.unwrap().unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK", "request {i}");
+        assert_eq!(body, format!("hello from wasm: GET /n/{i}?sleep=50\n"));
+    }
+    let took = started.elapsed();
+    eprintln!("200 concurrent requests, each waiting 50 ms in the guest: {took:?}");
+    shutdown.kill();
+    assert_eq!(server.await.unwrap().unwrap().requests, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight_and_refuses_new_ones() {
+    let (addr, shutdown, server) = serve_hello().await;
+    let in_flight: Vec<_> = (0..20)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/slow/{i}?sleep=500")).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    shutdown.kill();
+    let t0 = Instant::now();
+    for r in in_flight {
+        let (status, _) = r.await.unwrap().unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK");
+    }
+    let stats = server.await.unwrap().unwrap();
+    assert_eq!(stats.requests, 20, "{stats:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "drain took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the server still accepts after its drain"
+    );
+}
+
+#[test]
+fn a_command_is_not_a_handler() {
+    let e = engine();
+    let p = e.load_file(fixtures::probe_component()).unwrap();
+    assert!(!e.serves_http(&p));
+}
