@@ -387,6 +387,11 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) read_only: bool,
 
+    /// Serve a wasi:http/proxy component on this address (127.0.0.1:8080, [::]:80), a
+    /// fresh instance per request, until SIGTERM or Ctrl-C (which drain requests in flight)
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+
     /// Keep standard input attached (otherwise the guest reads end-of-file)
     #[arg(short = 'i', long)]
     pub(crate) interactive: bool,

@@ -139,9 +139,19 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
     let program = engine
         .load_named(&bytes, args.file())
         .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
-    engine
-        .check(&program)
-        .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+    if let Some(addr) = &args.listen {
+        return serve(&engine, &program, &policy, &args, addr).map(|()| 0);
+    }
+    if let Err(e) = engine.check(&program) {
+        let e = if engine.serves_http(&program) {
+            anyhow::anyhow!(
+                "a wasi:http/proxy component, not a command: serve it with --listen ADDR"
+            )
+        } else {
+            e.into()
+        };
+        return Err(fail(EXIT_CANNOT_START)(e));
+    }
 
     let stdio = Stdio {
         stdin: if args.interactive {
@@ -182,6 +192,64 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         }
     }
     Ok(status.code())
+}
+
+/// `--listen ADDR`: serves the component until SIGTERM or Ctrl-C, which drain it.
+fn serve(
+    engine: &Engine,
+    program: &wasm_engine::Program,
+    policy: &RunPolicy,
+    args: &RunArgs,
+    addr: &str,
+) -> Result<(), Failure> {
+    if !engine.serves_http(program) {
+        return Err(fail(EXIT_CANNOT_START)(anyhow::anyhow!(
+            "--listen needs a wasi:http/proxy component (one exporting \
+             wasi:http/incoming-handler); this is a command: run it without --listen"
+        )));
+    }
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("--listen {addr}"))
+        .map_err(fail(EXIT_WASMPOD_ERROR))?;
+    let local = listener
+        .local_addr()
+        .context("the listening socket")
+        .map_err(fail(EXIT_WASMPOD_ERROR))?;
+    let shutdown = KillHandle::new();
+    let run = policy.run_config(Stdio::inherit(), shutdown.clone());
+    let config = wasm_engine::ServeConfig {
+        env: run.env,
+        preopens: run.preopens,
+        stdio: Stdio {
+            stdin: StdioStream::Null,
+            stdout: StdioStream::Inherit,
+            stderr: StdioStream::Inherit,
+        },
+        limits: run.limits,
+        cpu: run.cpu,
+        shutdown: shutdown.clone(),
+    };
+    let runtime = wasm_engine::guest_runtime(2)
+        .context("starting the async runtime")
+        .map_err(fail(EXIT_WASMPOD_ERROR))?;
+    let stats = runtime
+        .block_on(async {
+            forward_signals(&shutdown)?;
+            eprintln!(
+                "wasmpod: serving {} on http://{local}",
+                args.file().display()
+            );
+            engine
+                .serve(program, listener, config)
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .map_err(fail(EXIT_CANNOT_START))?;
+    eprintln!(
+        "wasmpod: stopped after {} requests ({} failed)",
+        stats.requests, stats.failed
+    );
+    Ok(())
 }
 
 /// SIGINT and SIGTERM stop the guest with 130 and 143, as they would a native process.

@@ -3,11 +3,14 @@
 
 #[path = "../../../../tests/support/fixtures.rs"]
 mod fixtures;
+#[path = "../../../../tests/support/http_fixture.rs"]
+mod http_fixture;
 #[path = "../../../../tests/support/registry.rs"]
 mod registry;
 
 mod errors;
 mod fs;
+mod http;
 mod images;
 mod kube;
 mod limits;

@@ -1,0 +1,91 @@
+//! `wasmpod run --listen`: a wasi:http/proxy component served until SIGTERM, which drains it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use super::*;
+
+/// A GET on a new connection; the raw response.
+fn get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn listen_serves_a_handler_and_sigterm_drains_it() {
+    let w = Wasmpod::new();
+    let handler = http_fixture::hello_handler().to_str().unwrap();
+    let mut child = w
+        .command()
+        .args(["run", "--listen", "127.0.0.1:0", handler])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .rsplit_once("http://")
+        .map(|(_, a)| a.to_owned())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let response = get(&addr, "/hello");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("hello from wasm: GET /hello"),
+        "{response}"
+    );
+
+    // A request in flight when SIGTERM comes is answered; then wasmpod exits 0.
+    let slow = {
+        let addr = addr.clone();
+        std::thread::spawn(move || get(&addr, "/slow?sleep=800"))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) of our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let response = slow.join().unwrap();
+    assert!(
+        response.contains("hello from wasm: GET /slow?sleep=800"),
+        "{response}"
+    );
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(
+        rest.contains("stopped after 2 requests (0 failed)"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn a_handler_without_listen_and_a_command_with_it_are_named() {
+    let w = Wasmpod::new();
+    let out = w.run(&[http_fixture::hello_handler().to_str().unwrap()]);
+    assert_code(&out, 126);
+    assert!(
+        stderr(&out).contains("serve it with --listen ADDR"),
+        "{}",
+        stderr(&out)
+    );
+    let out = w.run(&["--listen", "127.0.0.1:0", probe()]);
+    assert_code(&out, 126);
+    assert!(
+        stderr(&out).contains("--listen needs a wasi:http/proxy component"),
+        "{}",
+        stderr(&out)
+    );
+}
