@@ -387,7 +387,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) read_only: bool,
 
-    /// Serve a wasi:http/proxy component on this address (127.0.0.1:8080, [::]:80), a
+    /// Serve a wasi:http/proxy component on this address (127.0.0.1:8080, 0.0.0.0:80), a
     /// fresh instance per request, until SIGTERM or Ctrl-C (which drain requests in flight)
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<String>,
