@@ -82,6 +82,11 @@ impl ExitWatch {
             })
     }
 
+    /// Stops watching (the child was never started).
+    pub(crate) async fn cancel(self) {
+        let _ = monitor_unsubscribe(self.0.id).await;
+    }
+
     /// Waits for `pid` to end; its exit status (128 + signal for a signal).
     pub(crate) async fn wait(mut self, pid: u32) -> i32 {
         let pid = i32::try_from(pid).unwrap_or(-1);

@@ -401,6 +401,9 @@ impl TaskService {
         let launched = match launched {
             Ok(l) => l,
             Err(e) => {
+                if let Some(watch) = watch {
+                    watch.cancel().await;
+                }
                 if let Ok(Some(exit)) = self.with(&id, |c| Ok(c.exit())) {
                     self.events.exit(&id, pid(), exit.code, exit.at).await;
                 }
