@@ -360,6 +360,17 @@ impl Containerd {
         self.ctr_in(NAMESPACE, args)
     }
 
+    /// `ctr events`, started and given time to subscribe before anything it should see.
+    pub(crate) fn watch_events(&self) -> anyhow::Result<EventWatch> {
+        let child = self
+            .ctr_cmd(&["events"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(EventWatch(child))
+    }
+
     /// `ctr run --rm` of the test image under our runtime: `(exit code, stdout, stderr)`.
     pub(crate) fn run_wasm(
         &self,
@@ -620,6 +631,20 @@ impl Containerd {
             }
         }
         pids
+    }
+}
+
+/// A running `ctr events`.
+pub(crate) struct EventWatch(Child);
+
+impl EventWatch {
+    /// Stops watching once late events have arrived; everything it printed.
+    pub(crate) fn finish(self) -> anyhow::Result<String> {
+        let mut child = self.0;
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -917,21 +942,13 @@ fn check_pod_sandbox(env: &Containerd) -> anyhow::Result<()> {
 }
 
 fn check_events_and_metrics(env: &Containerd) -> anyhow::Result<()> {
-    let mut events = env
-        .ctr_cmd(&["events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(300));
+    let events = env.watch_events()?;
     let (code, _, err) = env.run_wasm("ev", &[], &["alloc", "8"])?;
     ensure!(code == 0, "ev: exit {code}: {err}");
     env.run_detached("metrics", &[], &["sleep", "600000"])?;
     let metrics = env.ctr_ok(&["task", "metrics", "metrics"])?;
     env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "metrics"])?;
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = events.kill();
-    let out = events.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = events.finish()?;
     for topic in [
         "/tasks/create",
         "/tasks/start",
@@ -1024,6 +1041,29 @@ fn check_containerd_restart(env: &Containerd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A field of `/proc/PID/status` (`NoNewPrivs`, `CapBnd`).
+pub(crate) fn proc_status(pid: u32, field: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// A cgroup v1 file of container `id` (`memory`, `memory.usage_in_bytes`), as ctr's
+/// `cgroupsPath` `/NAMESPACE/ID` puts it.
+pub(crate) fn cgroup_file(controller: &str, id: &str, file: &str) -> PathBuf {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        format!("/sys/fs/cgroup/{NAMESPACE}/{id}/{file}").into()
+    } else {
+        format!("/sys/fs/cgroup/{controller}/{NAMESPACE}/{id}/{file}").into()
+    }
+}
+
 /// Waits until containerd shows task `id` of a dead shim as stopped, or no longer at all.
 fn wait_dead_shim_task(env: &Containerd, id: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1059,10 +1099,8 @@ fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
         &["sleep", "600000"],
     )?;
     let (child, _) = env.task("orphan-p")?.context("task")?;
-    let shim = fs::read_to_string(format!("/proc/{child}/status"))?
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_owned()))
-        .context("the guest's parent")?;
+    let shim = proc_status(child, "PPid");
+    ensure!(!shim.is_empty(), "the guest {child} has no parent");
     sh(Command::new("kill").args(["-KILL", &shim]))?;
     wait_dead_shim_task(env, "orphan-p")?;
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1075,14 +1113,11 @@ fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
     }
     let _ = env.ctr(&["task", "rm", "orphan-p"]);
     env.ctr_ok(&["container", "rm", "orphan-p"])?;
-    let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        format!("/sys/fs/cgroup/{NAMESPACE}/orphan-p")
-    } else {
-        format!("/sys/fs/cgroup/memory/{NAMESPACE}/orphan-p")
-    };
+    let cgroup = cgroup_file("memory", "orphan-p", "");
     ensure!(
-        !Path::new(&cgroup).exists(),
-        "{cgroup} outlived the dead shim"
+        !cgroup.exists(),
+        "{} outlived the dead shim",
+        cgroup.display()
     );
     Ok(())
 }

@@ -15,6 +15,24 @@ use crate::program::{Code, Program};
 use crate::stdio::{self, Stdio};
 use crate::{Engine, EXIT_KILLED, EXIT_TRAP};
 
+/// Gives the guest each of `preopens`, read-only where it says so.
+pub(crate) fn add_preopens(builder: &mut WasiCtxBuilder, preopens: &[Preopen]) -> Result<()> {
+    for p in preopens {
+        let perms = if p.readonly {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&p.host, &p.guest, perms)
+            .map_err(|e| Error::Preopen {
+                path: p.host.clone(),
+                reason: chain(&e),
+            })?;
+    }
+    Ok(())
+}
+
 /// A host directory made visible to the guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Preopen {
@@ -447,19 +465,7 @@ impl Engine {
         if let Some(cwd) = &cwd {
             builder.initial_cwd(cwd);
         }
-        for p in &preopens {
-            let perms = if p.readonly {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&p.host, &p.guest, perms)
-                .map_err(|e| Error::Preopen {
-                    path: p.host.clone(),
-                    reason: chain(&e),
-                })?;
-        }
+        add_preopens(&mut builder, &preopens)?;
         let mut err_sink = stdio::install(stdio, &mut builder)?;
         let budget = MemoryBudget::new(limits.memory, limits.oom_kill, memory);
 

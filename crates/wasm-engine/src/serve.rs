@@ -20,7 +20,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use crate::error::{chain, Error, Result};
 use crate::limits::MemoryBudget;
 use crate::program::{Code, Program};
-use crate::run::{install_budget, CpuMeter, KillHandle, Limits, MemoryGauge, Preopen};
+use crate::run::{
+    add_preopens, install_budget, CpuMeter, KillHandle, Limits, MemoryGauge, Preopen,
+};
 use crate::stdio::{self, Stdio, StdioStream};
 use crate::Engine;
 
@@ -101,19 +103,7 @@ impl Server {
     fn store(&self) -> Result<Store<HttpHost>> {
         let mut builder = WasiCtxBuilder::new();
         builder.envs(&self.env);
-        for p in &self.preopens {
-            let perms = if p.readonly {
-                wasmtime_wasi::FsPerms::ReadOnly
-            } else {
-                wasmtime_wasi::FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&p.host, &p.guest, perms)
-                .map_err(|e| Error::Preopen {
-                    path: p.host.clone(),
-                    reason: chain(&e),
-                })?;
-        }
+        add_preopens(&mut builder, &self.preopens)?;
         let io = |e| Error::Io {
             context: "the instance's output streams".into(),
             source: e,

@@ -357,16 +357,11 @@ data: {{greeting: hello from a configmap}}
     let sandbox = pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     let sandbox = sandbox.trim().to_owned();
     // One shim holds the sandbox and both containers: every task reports its pid.
-    let tasks = env.ctr_in(K8S_NAMESPACE, &["task", "ls"])?;
-    let pids: Vec<u32> = tasks
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .collect();
+    let pids = task_pids(env)?;
     let shims = env.shims();
     ensure!(
         pids.len() == 3,
-        "expected 3 tasks (sandbox, sleeper-a, sleeper-b): {tasks}"
+        "expected 3 tasks (sandbox, sleeper-a, sleeper-b): {pids:?}"
     );
     ensure!(
         shims.len() == 1 && pids.iter().all(|p| *p == shims[0]),
@@ -730,10 +725,7 @@ handler: wasm-process
     let ip = field(&status, "/status/network/ip");
     let net = |pid: u32| fs::read_link(format!("/proc/{pid}/ns/net")).ok();
     for pid in &children {
-        let parent = fs::read_to_string(format!("/proc/{pid}/status"))?
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:").map(|v| v.trim().to_owned()))
-            .unwrap_or_default();
+        let parent = super::proc_status(*pid, "PPid");
         ensure!(parent == shim.to_string(), "{pid}'s parent is {parent}");
         ensure!(
             net(*pid) != net(std::process::id()),

@@ -2,27 +2,14 @@
 //! limited by its cgroup, with cgroup stats, forwarded signals and OOM events.
 
 use std::fs;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 
-use super::{Containerd, NAMESPACE};
+use super::{cgroup_file, proc_status, Containerd, NAMESPACE};
 
 /// The annotation that asks for the process level.
 const PROCESS: &str = "wasmpod.io/isolation=process";
-
-/// A field of `/proc/PID/status` (`NoNewPrivs`, `CapBnd`).
-fn proc_status(pid: u32, field: &str) -> String {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{field}:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
 
 /// The namespace `/proc/PID/ns/KIND` links to (`net:[4026531840]`).
 fn namespace(pid: u32, kind: &str) -> String {
@@ -41,17 +28,6 @@ fn metrics(env: &Containerd, id: &str) -> anyhow::Result<std::collections::HashM
             Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
         })
         .collect())
-}
-
-/// A cgroup v1 file of container `id` (`memory`, `memory.usage_in_bytes`), as ctr's
-/// `cgroupsPath` `/NAMESPACE/ID` puts it.
-fn cgroup_file(controller: &str, id: &str, file: &str) -> std::path::PathBuf {
-    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    if v2 {
-        format!("/sys/fs/cgroup/{NAMESPACE}/{id}/{file}").into()
-    } else {
-        format!("/sys/fs/cgroup/{controller}/{NAMESPACE}/{id}/{file}").into()
-    }
 }
 
 fn read_u64(path: &std::path::Path) -> anyhow::Result<u64> {
@@ -149,21 +125,14 @@ pub(crate) fn check_process_level(env: &Containerd) -> anyhow::Result<()> {
 }
 
 pub(crate) fn check_process_oom(env: &Containerd) -> anyhow::Result<()> {
-    let mut events = env
-        .ctr_cmd(&["events"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::thread::sleep(Duration::from_millis(300));
+    let events = env.watch_events()?;
     let limit = (32u64 << 20).to_string();
     let (code, out, err) = env.run_wasm(
         "p-oom",
         &["--annotation", PROCESS, "--memory-limit", &limit],
         &["alloc", "64"],
     )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = events.kill();
-    let seen = String::from_utf8_lossy(&events.wait_with_output()?.stdout).into_owned();
+    let seen = events.finish()?;
     ensure!(
         code == 137 && !out.contains("allocated"),
         "a 32 MiB cgroup let the guest go on (exit {code}): {out:?} {err:?}"
