@@ -270,6 +270,10 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         // killer, as for any other container; Update changes it.
         config.limits.memory = None;
         config.limits.oom_kill = false;
+        // The cgroup's CFS quota holds its CPU too. The engine's budget counts the time
+        // the guest is polled, which includes the time the kernel throttles it: both
+        // together would hold a spinning guest well below its quota.
+        config.cpu.set_budget(None, None);
         engine
             .run(&program, config)
             .await
