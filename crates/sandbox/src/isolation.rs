@@ -109,12 +109,16 @@ impl fmt::Display for Grouping {
 /// What a runtime handler's options set (containerd's `options` table of the runtime, as
 /// TOML): `isolation = "process"`, `grouping = "node"`. Keys are matched without regard to
 /// case, as containerd's own options are (`Isolation`, `isolation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HandlerOptions {
     /// The handler's isolation level, if it sets one.
     pub isolation: Option<Isolation>,
     /// The handler's grouping, if it sets one.
     pub grouping: Option<Grouping>,
+    /// Outbound destinations its containers may reach when their
+    /// `wasmpod.io/allowed-outbound` annotation does not say (`allowed_outbound =
+    /// "host:port,..."`).
+    pub allowed_outbound: Vec<wasm_engine::Destination>,
 }
 
 impl HandlerOptions {
@@ -139,6 +143,9 @@ impl HandlerOptions {
                 options.isolation = Some(Isolation::parse(text()?, &field)?);
             } else if key.eq_ignore_ascii_case("grouping") {
                 options.grouping = Some(Grouping::parse(text()?, &field)?);
+            } else if key.eq_ignore_ascii_case("allowed_outbound") {
+                options.allowed_outbound = wasm_engine::NetworkPolicy::parse_outbound(text()?)
+                    .map_err(|e| Error::Spec(format!("{field}: {e}")))?;
             }
         }
         Ok(options)

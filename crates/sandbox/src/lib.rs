@@ -42,6 +42,8 @@ mod cgroup;
 mod confine;
 mod error;
 mod isolation;
+mod netns;
+mod network;
 mod paths;
 mod policy;
 
@@ -50,5 +52,9 @@ pub use confine::{Confinement, Network};
 pub use error::{Error, Result};
 pub use isolation::{
     Grouping, HandlerOptions, Isolation, Selection, GROUPING_ANNOTATION, ISOLATION_ANNOTATION,
+};
+pub use netns::{thread_inode, NetnsRuntime};
+pub use network::{
+    exposed_tcp_ports, NetworkPlan, ALLOWED_OUTBOUND_ANNOTATION, DEFAULT_PORT, PORT_ANNOTATION,
 };
 pub use policy::{RunPolicy, Warning};

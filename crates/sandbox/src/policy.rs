@@ -8,7 +8,7 @@ use std::time::Duration;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use oci_spec::runtime::{Mount, Spec};
-use wasm_engine::{KillHandle, Limits, Preopen, RunConfig, Stdio};
+use wasm_engine::{KillHandle, Limits, NetworkPolicy, Preopen, RunConfig, Stdio};
 
 use crate::error::{Error, Result};
 use crate::paths;
@@ -43,6 +43,8 @@ pub struct RunPolicy {
     limits: Limits,
     /// `linux.resources.cpu.quota` and `.period`, as the guest's CPU budget.
     cpu_budget: Option<(Duration, Option<Duration>)>,
+    /// Sockets and outgoing requests; nothing until [`set_network`](Self::set_network).
+    network: NetworkPolicy,
     warnings: Vec<Warning>,
 }
 
@@ -176,6 +178,7 @@ impl RunPolicy {
             preopens,
             limits,
             cpu_budget,
+            network: NetworkPolicy::default(),
             warnings,
         })
     }
@@ -248,6 +251,16 @@ impl RunPolicy {
         Ok(bytes)
     }
 
+    /// Sets what the guest may do on the network (see [`NetworkPlan`](crate::NetworkPlan)).
+    pub fn set_network(&mut self, network: NetworkPolicy) {
+        self.network = network;
+    }
+
+    /// What the guest may do on the network.
+    pub fn network(&self) -> &NetworkPolicy {
+        &self.network
+    }
+
     /// The engine's run configuration for this policy.
     pub fn run_config(&self, stdio: Stdio, kill: KillHandle) -> RunConfig {
         RunConfig {
@@ -266,6 +279,7 @@ impl RunPolicy {
                 }
                 cpu
             },
+            network: self.network.clone(),
         }
     }
 

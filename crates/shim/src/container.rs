@@ -2,8 +2,10 @@
 //! removed on Delete. Every other transition is a `FailedPrecondition` naming the state.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use sandbox::NetnsRuntime;
 use tokio::sync::{oneshot, watch};
 use wasm_engine::{CpuMeter, KillHandle, MemoryGauge, Program, RunConfig};
 
@@ -18,6 +20,11 @@ pub(crate) enum Workload {
         program: Program,
         /// Arguments, environment, preopens, stdio and limits from the spec.
         config: Box<RunConfig>,
+        /// The port a `wasi:http` handler is served on; `None` for a command.
+        serve: Option<u16>,
+        /// The runtime whose threads are in the container's network namespace, for a
+        /// component outside the host's network (its sockets must be the pod's).
+        net: Option<Arc<NetnsRuntime>>,
     },
     /// A wasm program run by a child process of its own (the process isolation level).
     Process(Box<ProcessWorkload>),
@@ -71,6 +78,14 @@ impl State {
 pub(crate) enum Runner {
     /// A guest (or a held sandbox) in this process: its kill handle.
     Guest(KillHandle),
+    /// A served `wasi:http` handler in this process: SIGKILL aborts it, any other
+    /// terminating signal drains it (requests in flight are answered, then it exits 0).
+    Server {
+        /// Stops accepting and drains.
+        drain: KillHandle,
+        /// Drops everything at once.
+        abort: KillHandle,
+    },
     /// A child process: its pid, to signal.
     Child(u32),
 }

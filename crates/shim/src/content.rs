@@ -78,19 +78,13 @@ impl ContentStore {
         (!image.is_empty()).then_some(image)
     }
 
-    /// The wasm layer of container `id`'s image; `None` when the container names no image
-    /// or its image has no wasm layer (an ordinary image: the wasm is in its files).
-    pub(crate) async fn wasm_layer(&self, id: &str) -> Result<Option<WasmLayer>> {
-        let client = self.connect().await?;
-        let image = self.container_image(&client, id).await?;
-        if image.is_empty() {
-            return Ok(None);
-        }
+    /// The manifest of image `image` (the wasm platform's, for an index).
+    async fn manifest(&self, client: &Client, image: &str) -> Result<ImageManifest> {
         let target = client
             .images()
             .get(with_namespace!(
                 GetImageRequest {
-                    name: image.clone()
+                    name: image.to_owned()
                 },
                 self.namespace
             ))
@@ -103,8 +97,8 @@ impl ContentStore {
         let mut manifest_digest = target.digest.clone();
         let mut document = self
             .read(
-                &client,
-                &image,
+                client,
+                image,
                 &target.digest,
                 u64::try_from(target.size).unwrap_or(u64::MAX),
                 MAX_DOCUMENT,
@@ -117,19 +111,52 @@ impl ContentStore {
                 })?;
                 manifest_digest = entry.digest().to_string();
                 document = self
-                    .read(
-                        &client,
-                        &image,
-                        &manifest_digest,
-                        entry.size(),
-                        MAX_DOCUMENT,
-                    )
+                    .read(client, image, &manifest_digest, entry.size(), MAX_DOCUMENT)
                     .await?;
             }
         }
-        let manifest: ImageManifest = serde_json::from_slice(&document).map_err(|e| {
-            Error::Content(format!("image {image}: manifest {manifest_digest}: {e}"))
-        })?;
+        serde_json::from_slice(&document)
+            .map_err(|e| Error::Content(format!("image {image}: manifest {manifest_digest}: {e}")))
+    }
+
+    /// The TCP ports container `id`'s image config exposes (`ExposedPorts`); empty when it
+    /// names no image or none.
+    pub(crate) async fn exposed_ports(&self, id: &str) -> Result<Vec<u16>> {
+        let client = self.connect().await?;
+        let image = self.container_image(&client, id).await?;
+        if image.is_empty() {
+            return Ok(Vec::new());
+        }
+        let manifest = self.manifest(&client, &image).await?;
+        let config = manifest.config();
+        let bytes = self
+            .read(
+                &client,
+                &image,
+                config.digest().as_ref(),
+                config.size(),
+                MAX_DOCUMENT,
+            )
+            .await?;
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Content(format!("image {image}: config: {e}")))?;
+        Ok(config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().as_ref())
+            .map(sandbox::exposed_tcp_ports)
+            .unwrap_or_default())
+    }
+
+    /// The wasm layer of container `id`'s image; `None` when the container names no image
+    /// or its image has no wasm layer (an ordinary image: the wasm is in its files).
+    pub(crate) async fn wasm_layer(&self, id: &str) -> Result<Option<WasmLayer>> {
+        let client = self.connect().await?;
+        let image = self.container_image(&client, id).await?;
+        if image.is_empty() {
+            return Ok(None);
+        }
+        let manifest = self.manifest(&client, &image).await?;
         let Some(layer) = manifest
             .layers()
             .iter()

@@ -38,7 +38,16 @@ pub(crate) struct ProcessWorkload {
     pub(crate) program: Option<PathBuf>,
     /// The pod's network namespace, when the spec names it through the sandbox's process.
     pub(crate) netns: Option<PathBuf>,
+    /// Its port and network policy.
+    pub(crate) network: sandbox::NetworkPlan,
+    /// Whether the program is a `wasi:http` handler, served on the plan's port.
+    pub(crate) serve: bool,
 }
+
+/// The environment variables that give the child its network plan.
+const PORT_ENV: &str = "WASMPOD_PORT";
+const OUTBOUND_ENV: &str = "WASMPOD_ALLOWED_OUTBOUND";
+const SERVE_ENV: &str = "WASMPOD_SERVE";
 
 /// The network namespace path of the pod a container belongs to, for one whose spec names
 /// it as `/proc/<sandbox task pid>/ns/net`: containerd's CRI joins a pod's containers to
@@ -125,7 +134,15 @@ pub(crate) fn spawn(
         stdio,
         program,
         netns,
+        network,
+        serve,
     } = workload;
+    let outbound: Vec<String> = network
+        .policy
+        .outbound
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let netns = netns.map_or_else(|| "-".into(), |p| p.into_os_string());
     let mut command = Command::new(exe);
     command
@@ -137,6 +154,9 @@ pub(crate) fn spawn(
         .args(program.iter())
         .current_dir(bundle)
         .env(PARENT_ENV, std::process::id().to_string())
+        .env(PORT_ENV, network.port.to_string())
+        .env(OUTBOUND_ENV, outbound.join(","))
+        .env(SERVE_ENV, if serve { "1" } else { "" })
         .stdin(child_stdio(stdio.stdin))
         .stdout(child_stdio(stdio.stdout))
         .stderr(child_stdio(stdio.stderr));
@@ -261,6 +281,20 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
     confinement
         .apply()
         .map_err(|e| fail("confining its process")(&e))?;
+    let port = std::env::var(PORT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(sandbox::DEFAULT_PORT);
+    let outbound = wasm_engine::NetworkPolicy::parse_outbound(
+        &std::env::var(OUTBOUND_ENV).unwrap_or_default(),
+    )
+    .map_err(|e| fail("its network policy")(&e))?;
+    let mut policy = policy;
+    policy.set_network(wasm_engine::NetworkPolicy {
+        listen_ports: vec![port],
+        outbound,
+    });
+    let serve = std::env::var(SERVE_ENV).is_ok_and(|v| v == "1");
     let runtime = wasm_engine::guest_runtime(0).map_err(|e| fail("starting a runtime")(&e))?;
     runtime.block_on(async move {
         let kill = KillHandle::new();
@@ -274,6 +308,21 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         // the guest is polled, which includes the time the kernel throttles it: both
         // together would hold a spinning guest well below its quota.
         config.cpu.set_budget(None, None);
+        if serve {
+            // In the pod's network namespace now: its port is the pod's. SIGTERM drains
+            // (exit 0); SIGKILL ends the process.
+            let listener = std::net::TcpListener::bind(("0.0.0.0", port))
+                .map_err(|e| fail(&format!("listening on port {port}"))(&e))?;
+            let stats = engine
+                .serve(&program, listener, wasm_engine::ServeConfig::from(config))
+                .await
+                .map_err(|e| fail("serving")(&e))?;
+            eprintln!(
+                "wasmpod: stopped after {} requests ({} failed)",
+                stats.requests, stats.failed
+            );
+            return Ok(0);
+        }
         engine
             .run(&program, config)
             .await

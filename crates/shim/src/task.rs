@@ -13,10 +13,11 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 use oci_spec::runtime::Spec;
-use sandbox::{Cgroup, HandlerOptions, Isolation, RunPolicy, Selection};
+use sandbox::{Cgroup, HandlerOptions, Isolation, NetnsRuntime, NetworkPlan, RunPolicy, Selection};
 use tracing::Instrument;
 use wasm_engine::{
-    Engine, ExitReason, KillHandle, Program, EXIT_CANNOT_START, EXIT_KILLED, EXIT_TERMINATED,
+    Engine, ExitReason, KillHandle, Program, ProgramKind, EXIT_CANNOT_START, EXIT_KILLED,
+    EXIT_TERMINATED,
 };
 
 use crate::container::{Container, Runner, State, StdioPaths, Workload};
@@ -34,6 +35,8 @@ pub struct TaskService {
     events: Events,
     exit: Arc<ExitSignal>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// The network runtimes of pods' namespaces, by path, while a container uses one.
+    netns_runtimes: Arc<Mutex<HashMap<PathBuf, std::sync::Weak<NetnsRuntime>>>>,
 }
 
 impl std::fmt::Debug for TaskService {
@@ -45,6 +48,43 @@ impl std::fmt::Debug for TaskService {
 /// The pid of this shim: what containerd is shown for a task whose guest runs inside it.
 fn pid() -> u32 {
     std::process::id()
+}
+
+/// Starts a [`NetnsRuntime`] (threads and a setns each: off the async threads).
+async fn new_netns_runtime(network: sandbox::Network, owner: &str) -> Result<NetnsRuntime> {
+    let what = format!("{network:?}");
+    tokio::task::spawn_blocking(move || NetnsRuntime::new(&network, 1))
+        .await
+        .map_err(|e| Error::Io {
+            context: format!("{owner}: network runtime"),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(|e| Error::Io {
+            context: format!("{owner}: threads in network namespace {what}"),
+            source: std::io::Error::other(e),
+        })
+}
+
+/// The listener of a served container: port `port` on every address of its network
+/// namespace, bound on a thread inside that namespace (or here, in the host's).
+fn bind(id: &str, port: u16, net: Option<&NetnsRuntime>) -> Result<std::net::TcpListener> {
+    let bind = move || std::net::TcpListener::bind(("0.0.0.0", port));
+    let bound = match net {
+        Some(net) => {
+            // A plain thread would be in the host's namespace: ask one of the runtime's.
+            let (tx, rx) = std::sync::mpsc::channel();
+            net.handle().spawn_blocking(move || {
+                let _ = tx.send(bind());
+            });
+            rx.recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the network runtime stopped")))
+        }
+        None => bind(),
+    };
+    bound.map_err(|source| Error::Io {
+        context: format!("container {id}: listening on port {port} for its wasi:http handler"),
+        source,
+    })
 }
 
 /// What Create prepared for a container.
@@ -111,6 +151,7 @@ impl TaskService {
             events,
             exit,
             containers: Arc::default(),
+            netns_runtimes: Arc::default(),
         }
     }
 
@@ -132,6 +173,33 @@ impl TaskService {
         } else {
             Err(Error::NotFound(format!("{id} exec {exec_id}")))
         }
+    }
+
+    /// The runtime of network namespace `path`, shared by the containers in it (a pod's).
+    async fn netns_runtime(&self, path: PathBuf) -> Result<Arc<NetnsRuntime>> {
+        let found = {
+            let map = self
+                .netns_runtimes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            map.get(&path).and_then(std::sync::Weak::upgrade)
+        };
+        if let Some(runtime) = found {
+            return Ok(runtime);
+        }
+        let runtime =
+            Arc::new(new_netns_runtime(sandbox::Network::Join(path.clone()), "pod").await?);
+        let mut map = self
+            .netns_runtimes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, weak| weak.strong_count() > 0);
+        // Two Creates may race; the first one kept wins.
+        if let Some(existing) = map.get(&path).and_then(std::sync::Weak::upgrade) {
+            return Ok(existing);
+        }
+        map.insert(path, Arc::downgrade(&runtime));
+        Ok(runtime)
     }
 
     /// Loads what the container will run: the spec, the policy, the compiled entrypoint and
@@ -184,6 +252,7 @@ impl TaskService {
             id: id.to_owned(),
             source,
         })?;
+        let mut policy = policy;
         let process_level = selection.isolation == Isolation::Process;
         for warning in policy.warnings_at(selection.isolation) {
             tracing::warn!(field = %warning.field, "{}", warning.message);
@@ -220,16 +289,20 @@ impl TaskService {
                 crate::sys::release_free_memory();
             }
             let program = program?;
-            engine.check(&program)?;
-            Ok(program)
+            // A component exporting wasi:http/incoming-handler is served, not run.
+            let serves = program.kind() == ProgramKind::Component && engine.serves_http(&program);
+            if !serves {
+                engine.check(&program)?;
+            }
+            Ok((program, serves))
         })
         .await
         .map_err(|e| Error::Io {
             context: format!("container {id}: compiling"),
             source: std::io::Error::other(e),
         })?;
-        let program = match loaded {
-            Ok(program) => program,
+        let (program, serves) = match loaded {
+            Ok(loaded) => loaded,
             Err(source) => {
                 // Name the image even where CRI's annotation does not (`ctr run`).
                 let what = match self.content.image_name(id).await {
@@ -245,18 +318,39 @@ impl TaskService {
                 });
             }
         };
+        let image_ports = if serves {
+            self.content
+                .exposed_ports(id)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::debug!(%error, "no exposed ports from the image");
+                    Vec::new()
+                })
+        } else {
+            Vec::new()
+        };
+        let network = NetworkPlan::decide(&spec, handler, &image_ports).map_err(policy_error)?;
+        if serves {
+            tracing::info!(port = network.port, "a wasi:http handler: served");
+        }
+        policy.set_network(network.policy.clone());
+        let sandbox_id = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::SANDBOX_ID_ANNOTATION))
+            .cloned();
+        // Only a process-level child and a component (sockets) use the pod's namespace.
+        let netns = if process_level || program.kind() == ProgramKind::Component {
+            process::pod_netns(&spec, || {
+                let map = self.containers();
+                map.get(sandbox_id.as_deref()?)?.netns.clone()
+            })?
+        } else {
+            None
+        };
         if process_level {
             // The child loads the program from the precompile cache this compile filled.
             drop(program);
-            let sandbox_id = spec
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(crate::SANDBOX_ID_ANNOTATION))
-                .cloned();
-            let netns = process::pod_netns(&spec, || {
-                let map = self.containers();
-                map.get(sandbox_id.as_deref()?)?.netns.clone()
-            })?;
             let path = sandbox::cgroup_path(&spec, id).map_err(policy_error)?;
             let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
             // A handful of mkdir and small writes under /sys/fs/cgroup.
@@ -273,18 +367,38 @@ impl TaskService {
                     stdio: streams.stdio,
                     program: program_file,
                     netns,
+                    network,
+                    serve: serves,
                 })),
                 stdin_close: streams.stdin_close,
                 cgroup: Some(cgroup),
                 netns: None,
             });
         }
+        // A component's sockets must be its pod's: it runs on threads in that namespace.
+        // A module has no sockets and stays on the shim's own threads.
+        let net = match (program.kind(), netns) {
+            (ProgramKind::Module, _) => None,
+            (ProgramKind::Component, Some(path)) => Some(self.netns_runtime(path).await?),
+            (ProgramKind::Component, None) => {
+                match sandbox::Confinement::from_spec(&spec).map(|c| c.network().clone()) {
+                    Ok(sandbox::Network::Host) => None,
+                    Ok(sandbox::Network::Join(path)) => Some(self.netns_runtime(path).await?),
+                    Ok(network @ sandbox::Network::New) => {
+                        Some(Arc::new(new_netns_runtime(network, id).await?))
+                    }
+                    Err(source) => return Err(policy_error(source)),
+                }
+            }
+        };
         let streams = stdio::open(paths).await?;
         let config = policy.run_config(streams.stdio, KillHandle::new());
         Ok(Prepared {
             workload: Workload::Wasm {
                 program,
                 config: Box::new(config),
+                serve: serves.then_some(network.port),
+                net,
             },
             stdin_close: streams.stdin_close,
             cgroup: None,
@@ -381,6 +495,13 @@ impl TaskService {
         };
         enum Launched {
             Guest(Workload, KillHandle),
+            Server {
+                program: Program,
+                config: Box<wasm_engine::RunConfig>,
+                listener: std::net::TcpListener,
+                net: Option<Arc<NetnsRuntime>>,
+                abort: KillHandle,
+            },
             Child(u32),
         }
         let launched = self.with(&id, |c| {
@@ -391,6 +512,30 @@ impl TaskService {
                         .expect("a process-level container has a cgroup");
                     let pid = process::spawn(&id, &bundle, cgroup, *p)?;
                     Ok((Runner::Child(pid), Launched::Child(pid)))
+                }
+                Workload::Wasm {
+                    program,
+                    config,
+                    serve: Some(port),
+                    net,
+                } => {
+                    let listener = bind(&id, port, net.as_deref())?;
+                    let (drain, abort) = (KillHandle::new(), KillHandle::new());
+                    let mut config = config;
+                    // The served config's kill handle is its shutdown: a drain.
+                    config.kill = drain.clone();
+                    let runner = Runner::Server {
+                        drain: drain.clone(),
+                        abort: abort.clone(),
+                    };
+                    let launched = Launched::Server {
+                        program,
+                        config,
+                        listener,
+                        net,
+                        abort,
+                    };
+                    Ok((runner, launched))
                 }
                 other => {
                     let kill = KillHandle::new();
@@ -438,9 +583,21 @@ impl TaskService {
                         Workload::Wasm {
                             program,
                             mut config,
+                            net,
+                            ..
                         } => {
                             config.kill = kill;
-                            match engine.run(&program, *config).await {
+                            let run = async move { engine.run(&program, *config).await };
+                            let ended = match &net {
+                                Some(net) => net.handle().spawn(run.in_current_span()).await,
+                                None => Ok(run.await),
+                            };
+                            let ended = ended.unwrap_or_else(|e| {
+                                Err(wasm_engine::Error::Instantiate(format!(
+                                    "the guest's task: {e}"
+                                )))
+                            });
+                            match ended {
                                 Ok(status) => {
                                     tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
                                     if matches!(status.reason(), ExitReason::OutOfMemory(_)) {
@@ -456,6 +613,48 @@ impl TaskService {
                         }
                         Workload::Process(_) => unreachable!("launched as a child"),
                         Workload::Sandbox => kill.wait().await,
+                    }
+                };
+                (pid(), Box::pin(run))
+            }
+            Launched::Server {
+                program,
+                config,
+                listener,
+                net,
+                abort,
+            } => {
+                let engine = self.engine.clone();
+                let run = async move {
+                    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+                    tracing::info!(port, "serving wasi:http");
+                    let config = wasm_engine::ServeConfig::from(*config);
+                    let serve = async move { engine.serve(&program, listener, config).await };
+                    let served = match &net {
+                        Some(net) => net.handle().spawn(serve.in_current_span()),
+                        None => tokio::spawn(serve.in_current_span()),
+                    };
+                    let abort_task = served.abort_handle();
+                    tokio::select! {
+                        ended = served => match ended {
+                            Ok(Ok(stats)) => {
+                                tracing::info!(requests = stats.requests, failed = stats.failed, "drained; exited");
+                                0
+                            }
+                            Ok(Err(error)) => {
+                                tracing::error!(%error, "cannot serve");
+                                EXIT_CANNOT_START
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "the server's task ended");
+                                EXIT_KILLED
+                            }
+                        },
+                        code = abort.wait() => {
+                            abort_task.abort();
+                            tracing::info!(code, "aborted");
+                            code
+                        }
                     }
                 };
                 (pid(), Box::pin(run))
@@ -484,6 +683,14 @@ impl TaskService {
         let killed_before_start = self.with(&req.id, |c| match c.state() {
             State::Running(Runner::Guest(kill)) => {
                 kill.kill_with(code);
+                Ok(None)
+            }
+            State::Running(Runner::Server { drain, abort }) => {
+                if code == EXIT_KILLED {
+                    abort.kill();
+                } else {
+                    drain.kill_with(code);
+                }
                 Ok(None)
             }
             State::Running(Runner::Child(child)) => {

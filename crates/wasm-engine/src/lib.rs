@@ -32,6 +32,7 @@ mod cache;
 mod engine;
 mod error;
 mod limits;
+mod net;
 mod program;
 mod run;
 mod serve;
@@ -40,6 +41,7 @@ mod sys;
 
 pub use engine::{guest_runtime, Engine, EngineConfig};
 pub use error::{Error, Result};
+pub use net::{Destination, HostPattern, NetworkPolicy};
 pub use program::{Program, ProgramKind};
 pub use run::{
     CpuMeter, ExitReason, ExitStatus, KillHandle, Limits, MemoryGauge, Preopen, RunConfig,

@@ -8,9 +8,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::error::{chain, Error, Result};
 use crate::limits::{MemoryBudget, OutOfMemory};
+use crate::net::{NetworkPolicy, PolicyHooks};
 use crate::program::{Code, Program};
 use crate::stdio::{self, Stdio};
 use crate::{Engine, EXIT_KILLED, EXIT_TRAP};
@@ -77,6 +79,8 @@ pub struct RunConfig {
     pub memory: MemoryGauge,
     /// Counts the guest's CPU time and holds its CPU budget.
     pub cpu: CpuMeter,
+    /// What a component may do on the network (`wasi:sockets`, outgoing `wasi:http`).
+    pub network: NetworkPolicy,
 }
 
 /// A guest's CPU time, and the budget it runs under (a quota per period, as a CFS quota
@@ -374,8 +378,20 @@ pub(crate) struct P1Host {
 /// Store data of a preview 2 component.
 pub(crate) struct P2Host {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: PolicyHooks,
     table: ResourceTable,
     budget: MemoryBudget,
+}
+
+impl WasiHttpView for P2Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
 }
 
 impl WasiView for P2Host {
@@ -408,6 +424,8 @@ impl Engine {
         }
         let mut linker = wasmtime::component::Linker::new(&self.inner.wasmtime);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Config(chain(&e)))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| Error::Config(chain(&e)))?;
         Ok(self.inner.p2_linker.get_or_init(|| linker))
     }
@@ -458,10 +476,12 @@ impl Engine {
             kill,
             memory,
             cpu,
+            network,
         } = config;
         self.start_ticker()?;
         let mut builder = WasiCtxBuilder::new();
         builder.args(&args).envs(&env);
+        network.apply(&mut builder);
         if let Some(cwd) = &cwd {
             builder.initial_cwd(cwd);
         }
@@ -474,7 +494,10 @@ impl Engine {
             inner: Box::pin(async move {
                 match &program.code {
                     Code::Module(m) => self.run_module(m, builder, budget, meter).await,
-                    Code::Component(c) => self.run_component(c, builder, budget, meter).await,
+                    Code::Component(c) => {
+                        let hooks = PolicyHooks(Arc::new(network));
+                        self.run_component(c, builder, hooks, budget, meter).await
+                    }
                 }
             }),
             meter: cpu,
@@ -560,6 +583,7 @@ impl Engine {
         &self,
         component: &wasmtime::component::Component,
         mut builder: WasiCtxBuilder,
+        hooks: PolicyHooks,
         budget: MemoryBudget,
         cpu: CpuMeter,
     ) -> Result<(wasmtime::Result<i32>, bool)> {
@@ -577,6 +601,8 @@ impl Engine {
             &self.inner.wasmtime,
             P2Host {
                 wasi: builder.build(),
+                http: WasiHttpCtx::new(),
+                hooks,
                 table: ResourceTable::new(),
                 budget,
             },

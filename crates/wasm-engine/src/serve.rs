@@ -19,6 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::error::{chain, Error, Result};
 use crate::limits::MemoryBudget;
+use crate::net::{NetworkPolicy, PolicyHooks};
 use crate::program::{Code, Program};
 use crate::run::{
     add_preopens, install_budget, CpuMeter, KillHandle, Limits, MemoryGauge, Preopen,
@@ -42,6 +43,27 @@ pub struct ServeConfig {
     /// Stops the server: no new connections; requests in flight are answered, then
     /// [`Engine::serve`] returns.
     pub shutdown: KillHandle,
+    /// What every instance may do on the network (`wasi:sockets`, outgoing `wasi:http`).
+    pub network: NetworkPolicy,
+}
+
+impl From<crate::RunConfig> for ServeConfig {
+    /// The same environment, directories, output, limits, CPU meter and network; the run's
+    /// kill handle becomes the shutdown, and stdin is closed (requests are the input).
+    fn from(run: crate::RunConfig) -> Self {
+        ServeConfig {
+            env: run.env,
+            preopens: run.preopens,
+            stdio: Stdio {
+                stdin: StdioStream::Null,
+                ..run.stdio
+            },
+            limits: run.limits,
+            cpu: run.cpu,
+            shutdown: run.kill,
+            network: run.network,
+        }
+    }
 }
 
 /// What a server did.
@@ -56,6 +78,7 @@ pub struct ServeStats {
 struct HttpHost {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    hooks: PolicyHooks,
     table: ResourceTable,
     budget: MemoryBudget,
 }
@@ -74,7 +97,7 @@ impl WasiHttpView for HttpHost {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -95,14 +118,18 @@ struct Server {
     stdio: Stdio,
     limits: Limits,
     cpu: CpuMeter,
+    network: Arc<NetworkPolicy>,
     requests: AtomicU64,
     failed: AtomicU64,
+    /// The instances running; dropping the server aborts them.
+    instances: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl Server {
     fn store(&self) -> Result<Store<HttpHost>> {
         let mut builder = WasiCtxBuilder::new();
         builder.envs(&self.env);
+        self.network.apply(&mut builder);
         add_preopens(&mut builder, &self.preopens)?;
         let io = |e| Error::Io {
             context: "the instance's output streams".into(),
@@ -119,6 +146,7 @@ impl Server {
             HttpHost {
                 wasi: builder.build(),
                 http: WasiHttpCtx::new(),
+                hooks: PolicyHooks(self.network.clone()),
                 table: ResourceTable::new(),
                 budget: MemoryBudget::new(self.limits.memory, false, MemoryGauge::default()),
             },
@@ -140,24 +168,33 @@ impl Server {
             .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // The guest may go on writing the body after it has sent the head.
-        let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
-        });
+        {
+            let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+            while instances.try_join_next().is_some() {}
+            instances.spawn(async move {
+                let result = async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await
+                }
+                .await;
+                let _ = done_tx.send(result);
+            });
+        }
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(wasmtime::Error::msg(format!(
                 "the component answered with an error: {code:?}"
             ))),
             Err(_) => {
-                let error = match task.await {
+                let error = match done_rx.await {
                     Ok(Ok(())) => wasmtime::Error::msg("the component set no response"),
                     Ok(Err(e)) => e,
-                    Err(e) => wasmtime::Error::msg(e.to_string()),
+                    Err(_) => wasmtime::Error::msg("the instance was stopped"),
                 };
                 Err(error.context("the component set no response"))
             }
@@ -225,7 +262,9 @@ impl Engine {
 
     /// Serves `program` on `listener` until [`ServeConfig::shutdown`] is used: each request
     /// gets a fresh instance of the component; then requests in flight are answered and
-    /// idle connections closed before this returns. Must be called inside a tokio runtime.
+    /// idle connections closed before this returns. Dropping the future instead aborts
+    /// every connection and instance at once (a SIGKILL). Must be called inside a tokio
+    /// runtime.
     pub async fn serve(
         &self,
         program: &Program,
@@ -250,6 +289,7 @@ impl Engine {
             limits,
             cpu,
             shutdown,
+            network,
         } = config;
         let server = Arc::new(Server {
             pre,
@@ -258,9 +298,14 @@ impl Engine {
             stdio,
             limits,
             cpu,
+            network: Arc::new(network),
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            instances: Default::default(),
         });
+        // Dropping this future (an abort) drops the connections, and with the last of
+        // them the server and its instances.
+        let mut connections = tokio::task::JoinSet::new();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let (stream, _) = tokio::select! {
@@ -279,7 +324,8 @@ impl Engine {
                 .keep_alive(true)
                 .serve_connection(WasiTokioIo::new(stream), service);
             let connection = graceful.watch(connection);
-            tokio::spawn(async move {
+            while connections.try_join_next().is_some() {}
+            connections.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "connection ended");
                 }
@@ -288,6 +334,7 @@ impl Engine {
         drop(listener);
         tracing::info!("draining requests in flight");
         graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
         Ok(ServeStats {
             requests: server.requests.load(Ordering::Relaxed),
             failed: server.failed.load(Ordering::Relaxed),

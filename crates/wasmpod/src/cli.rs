@@ -392,6 +392,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<String>,
 
+    /// Let a component connect and send to these destinations (host:port,...; `*` for
+    /// any host or port), as the wasmpod.io/allowed-outbound annotation does; by default
+    /// every outbound connection and request is refused
+    #[arg(long, value_name = "LIST", value_parser = parse_outbound)]
+    pub(crate) allow_outbound: Option<Vec<wasm_engine::Destination>>,
+
     /// Keep standard input attached (otherwise the guest reads end-of-file)
     #[arg(short = 'i', long)]
     pub(crate) interactive: bool,
@@ -445,6 +451,10 @@ impl RunArgs {
     pub(crate) fn args(&self) -> &[String] {
         &self.command[1..]
     }
+}
+
+fn parse_outbound(list: &str) -> Result<Vec<wasm_engine::Destination>, String> {
+    wasm_engine::NetworkPolicy::parse_outbound(list)
 }
 
 #[cfg(test)]

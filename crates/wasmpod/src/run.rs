@@ -123,6 +123,19 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         .context("invalid container configuration")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
     policy.set_timeout(args.timeout);
+    let handler = sandbox::HandlerOptions {
+        allowed_outbound: args.allow_outbound.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut network = sandbox::NetworkPlan::decide(&spec, &handler, &[])
+        .context("invalid container configuration")
+        .map_err(fail(EXIT_WASMPOD_ERROR))?
+        .policy;
+    if args.listen.is_some() {
+        // The host owns the served port; the guest listens on nothing of its own.
+        network.listen_ports.clear();
+    }
+    policy.set_network(network);
     tracing::debug!(?policy, "run policy");
     for warning in policy.warnings() {
         tracing::warn!("{warning}");
@@ -216,19 +229,8 @@ fn serve(
         .context("the listening socket")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
     let shutdown = KillHandle::new();
-    let run = policy.run_config(Stdio::inherit(), shutdown.clone());
-    let config = wasm_engine::ServeConfig {
-        env: run.env,
-        preopens: run.preopens,
-        stdio: Stdio {
-            stdin: StdioStream::Null,
-            stdout: StdioStream::Inherit,
-            stderr: StdioStream::Inherit,
-        },
-        limits: run.limits,
-        cpu: run.cpu,
-        shutdown: shutdown.clone(),
-    };
+    let config =
+        wasm_engine::ServeConfig::from(policy.run_config(Stdio::inherit(), shutdown.clone()));
     let runtime = wasm_engine::guest_runtime(2)
         .context("starting the async runtime")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
