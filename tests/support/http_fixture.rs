@@ -15,16 +15,24 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
-/// Generates the C bindings of the `handler` world into `dir`: `handler.c`, `handler.h`,
+/// The world a fixture is written against: `http_net.c` may open sockets.
+fn world_of(name: &str) -> &'static str {
+    match name {
+        "http_net" => "net-handler",
+        _ => "handler",
+    }
+}
+
+/// Generates the C bindings of `world` into `dir`: for `handler`, `handler.c`, `handler.h`,
 /// `handler_component_type.o`.
-pub fn bindings(dir: &Path) {
+pub fn bindings(dir: &Path, world: &str) {
     let mut resolve = Resolve::default();
     let (package, _) = resolve
         .push_dir(fixtures_dir().join("wit"))
         .expect("parse tests/fixtures/wit");
     let world = resolve
-        .select_world(&[package], Some("handler"))
-        .expect("the handler world");
+        .select_world(&[package], Some(world))
+        .expect("the fixture's world");
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default()
         .build()
@@ -37,10 +45,17 @@ pub fn bindings(dir: &Path) {
 
 /// Builds `tests/fixtures/<name>.c` as a `wasi:http/proxy` component; returns its path.
 pub fn http_component(name: &str) -> PathBuf {
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-fixtures");
+    let tmp = option_env!("CARGO_TARGET_TMPDIR").expect("built as a test");
+    http_component_in(name, &Path::new(tmp).join("http-fixtures"))
+}
+
+/// Builds `tests/fixtures/<name>.c` as a component into `out_dir/<name>.wasm`.
+pub fn http_component_in(name: &str, out_dir: &Path) -> PathBuf {
+    let world = world_of(name);
+    let prefix = world.replace('-', "_");
     let work = out_dir.join(format!("{name}.build{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("create the fixture directory");
-    bindings(&work);
+    bindings(&work, world);
     let module = work.join(format!("{name}.module.wasm"));
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)
@@ -49,8 +64,8 @@ pub fn http_component(name: &str) -> PathBuf {
         .arg("-o")
         .arg(&module)
         .arg(fixtures_dir().join(format!("{name}.c")))
-        .arg(work.join("handler.c"))
-        .arg(work.join("handler_component_type.o"))
+        .arg(work.join(format!("{prefix}.c")))
+        .arg(work.join(format!("{prefix}_component_type.o")))
         .status()
         .unwrap_or_else(|e| {
             panic!(
@@ -74,7 +89,9 @@ pub fn http_component(name: &str) -> PathBuf {
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, component).expect("write the component");
     std::fs::rename(&tmp, &out).expect("rename the component");
-    let _ = std::fs::remove_dir_all(&work);
+    if std::env::var_os("KEEP_FIXTURE_BUILD").is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     out
 }
 
@@ -83,4 +100,10 @@ pub fn http_component(name: &str) -> PathBuf {
 pub fn hello_handler() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| http_component("http_hello"))
+}
+
+/// `tests/fixtures/http_net.c`: connects and fetches where its request path says.
+pub fn net_handler() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| http_component("http_net"))
 }

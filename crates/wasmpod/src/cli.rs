@@ -396,7 +396,7 @@ pub(crate) struct RunArgs {
     /// any host or port), as the wasmpod.io/allowed-outbound annotation does; by default
     /// every outbound connection and request is refused
     #[arg(long, value_name = "LIST", value_parser = parse_outbound)]
-    pub(crate) allow_outbound: Option<Vec<wasm_engine::Destination>>,
+    pub(crate) allow_outbound: Option<Outbound>,
 
     /// Keep standard input attached (otherwise the guest reads end-of-file)
     #[arg(short = 'i', long)]
@@ -453,8 +453,12 @@ impl RunArgs {
     }
 }
 
-fn parse_outbound(list: &str) -> Result<Vec<wasm_engine::Destination>, String> {
-    wasm_engine::NetworkPolicy::parse_outbound(list)
+/// The destinations of `--allow-outbound`.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound(pub(crate) Vec<wasm_engine::Destination>);
+
+fn parse_outbound(list: &str) -> Result<Outbound, String> {
+    wasm_engine::NetworkPolicy::parse_outbound(list).map(Outbound)
 }
 
 #[cfg(test)]

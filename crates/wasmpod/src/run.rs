@@ -124,7 +124,11 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
     policy.set_timeout(args.timeout);
     let handler = sandbox::HandlerOptions {
-        allowed_outbound: args.allow_outbound.clone().unwrap_or_default(),
+        allowed_outbound: args
+            .allow_outbound
+            .as_ref()
+            .map(|o| o.0.clone())
+            .unwrap_or_default(),
         ..Default::default()
     };
     let mut network = sandbox::NetworkPlan::decide(&spec, &handler, &[])

@@ -134,3 +134,61 @@ fn a_command_is_not_a_handler() {
     let p = e.load_file(fixtures::probe_component()).unwrap();
     assert!(!e.serves_http(&p));
 }
+
+/// The network policy inside a served instance: a TCP connect (`wasi:sockets`) and an HTTP
+/// request (`wasi:http/outgoing-handler`) reach an allowed destination; others fail inside
+/// the guest with access-denied / HTTP-request-denied; a policy with no destinations
+/// denies both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_follow_the_policy() {
+    // The allowed destination: a tiny HTTP server on loopback.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream")
+                    .await;
+            });
+        }
+    });
+    // A port nobody is allowed to reach (nothing listens there either).
+    let other = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+
+    for (list, allowed) in [(format!("127.0.0.1:{}", up.port()), true), (String::new(), false)] {
+        let e = engine();
+        let p = e.load_file(http_fixture::net_handler()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = KillHandle::new();
+        let config = ServeConfig {
+            shutdown: shutdown.clone(),
+            network: wasm_engine::NetworkPolicy {
+                listen_ports: vec![],
+                outbound: wasm_engine::NetworkPolicy::parse_outbound(&list).unwrap(),
+            },
+            ..Default::default()
+        };
+        let server = tokio::spawn(async move { e.serve(&p, listener, config).await });
+        let body = |path: String| async move { get(addr, &path).await.unwrap().1 };
+        let connect = body(format!("/connect/127.0.0.1/{}", up.port())).await;
+        let fetch = body(format!("/fetch/127.0.0.1:{}/x", up.port())).await;
+        if allowed {
+            assert_eq!(connect, "connected\n");
+            assert_eq!(fetch, "fetched 200: upstream");
+        } else {
+            assert_eq!(connect, "socket error 1 (access-denied)\n");
+            assert_eq!(fetch, "http error 15 (HTTP-request-denied)\n");
+        }
+        let denied_connect = body(format!("/connect/127.0.0.1/{}", other.port())).await;
+        assert_eq!(denied_connect, "socket error 1 (access-denied)\n", "{list}");
+        let denied_fetch = body(format!("/fetch/127.0.0.1:{}/", other.port())).await;
+        assert_eq!(denied_fetch, "http error 15 (HTTP-request-denied)\n", "{list}");
+        shutdown.kill();
+        let stats = server.await.unwrap().unwrap();
+        assert_eq!(stats.requests, 4);
+    }
+}
