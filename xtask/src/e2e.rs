@@ -15,6 +15,7 @@ use anyhow::{bail, ensure, Context};
 use crate::util::{cargo, have, output_ok, root, run as sh, Registry};
 
 pub(crate) mod cri;
+pub(crate) mod http;
 pub(crate) mod isolation;
 pub(crate) mod kind;
 
@@ -77,6 +78,8 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-node-grouping", cri::check_pod_node_grouping),
         ("pod-pull-secret", cri::check_pod_pull_secret),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
+        ("http-serve", http::check_http_serve),
+        ("pod-http", http::check_pod_http),
     ];
     let mut failed = Vec::new();
     for (name, check) in checks {

@@ -295,40 +295,56 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         outbound,
     });
     let serve = std::env::var(SERVE_ENV).is_ok_and(|v| v == "1");
+    // What the runtime has to say about the guest (a connection the network policy
+    // denied) goes to the container's stderr, where `kubectl logs` shows it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMPOD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+    // At the filter's level, so that it is recorded: it names the container.
+    let span = tracing::warn_span!("container", %id);
     let runtime = wasm_engine::guest_runtime(0).map_err(|e| fail("starting a runtime")(&e))?;
-    runtime.block_on(async move {
-        let kill = KillHandle::new();
-        forward_signals(&kill);
-        let mut config = policy.run_config(Stdio::inherit(), kill);
-        // The cgroup holds the memory limit of the whole process: one limit, one OOM
-        // killer, as for any other container; Update changes it.
-        config.limits.memory = None;
-        config.limits.oom_kill = false;
-        // The cgroup's CFS quota holds its CPU too. The engine's budget counts the time
-        // the guest is polled, which includes the time the kernel throttles it: both
-        // together would hold a spinning guest well below its quota.
-        config.cpu.set_budget(None, None);
-        if serve {
-            // In the pod's network namespace now: its port is the pod's. SIGTERM drains
-            // (exit 0); SIGKILL ends the process.
-            let listener = std::net::TcpListener::bind(("0.0.0.0", port))
-                .map_err(|e| fail(&format!("listening on port {port}"))(&e))?;
-            let stats = engine
-                .serve(&program, listener, wasm_engine::ServeConfig::from(config))
+    runtime.block_on(tracing::Instrument::instrument(
+        async move {
+            let kill = KillHandle::new();
+            forward_signals(&kill);
+            let mut config = policy.run_config(Stdio::inherit(), kill);
+            // The cgroup holds the memory limit of the whole process: one limit, one OOM
+            // killer, as for any other container; Update changes it.
+            config.limits.memory = None;
+            config.limits.oom_kill = false;
+            // The cgroup's CFS quota holds its CPU too. The engine's budget counts the time
+            // the guest is polled, which includes the time the kernel throttles it: both
+            // together would hold a spinning guest well below its quota.
+            config.cpu.set_budget(None, None);
+            if serve {
+                // In the pod's network namespace now: its port is the pod's. SIGTERM drains
+                // (exit 0); SIGKILL ends the process.
+                let listener = std::net::TcpListener::bind(("0.0.0.0", port))
+                    .map_err(|e| fail(&format!("listening on port {port}"))(&e))?;
+                let stats = engine
+                    .serve(&program, listener, wasm_engine::ServeConfig::from(config))
+                    .await
+                    .map_err(|e| fail("serving")(&e))?;
+                eprintln!(
+                    "wasmpod: stopped after {} requests ({} failed)",
+                    stats.requests, stats.failed
+                );
+                return Ok(0);
+            }
+            engine
+                .run(&program, config)
                 .await
-                .map_err(|e| fail("serving")(&e))?;
-            eprintln!(
-                "wasmpod: stopped after {} requests ({} failed)",
-                stats.requests, stats.failed
-            );
-            return Ok(0);
-        }
-        engine
-            .run(&program, config)
-            .await
-            .map(|status| status.code())
-            .map_err(|e| fail("starting the guest")(&e))
-    })
+                .map(|status| status.code())
+                .map_err(|e| fail("starting the guest")(&e))
+        },
+        span,
+    ))
 }
 
 /// Signals whose default action would end the process end the guest instead, with the

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use tracing::Instrument;
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -173,17 +174,20 @@ impl Server {
         {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             while instances.try_join_next().is_some() {}
-            instances.spawn(async move {
-                let result = async {
-                    let proxy = pre.instantiate_async(&mut store).await?;
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, req, out)
-                        .await
+            instances.spawn(
+                async move {
+                    let result = async {
+                        let proxy = pre.instantiate_async(&mut store).await?;
+                        proxy
+                            .wasi_http_incoming_handler()
+                            .call_handle(&mut store, req, out)
+                            .await
+                    }
+                    .await;
+                    let _ = done_tx.send(result);
                 }
-                .await;
-                let _ = done_tx.send(result);
-            });
+                .in_current_span(),
+            );
         }
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
@@ -325,11 +329,15 @@ impl Engine {
                 .serve_connection(WasiTokioIo::new(stream), service);
             let connection = graceful.watch(connection);
             while connections.try_join_next().is_some() {}
-            connections.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended");
+            // In the caller's span: what instances log names the container.
+            connections.spawn(
+                async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
                 }
-            });
+                .in_current_span(),
+            );
         }
         drop(listener);
         tracing::info!("draining requests in flight");

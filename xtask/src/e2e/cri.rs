@@ -18,7 +18,7 @@ pub(crate) const PAUSE_IMAGE: &str = "localhost/wasmpod-e2e/pause:v1";
 /// containerd's CRI namespace.
 pub(crate) const K8S_NAMESPACE: &str = "k8s.io";
 /// The pod network of the test's CNI config.
-const SUBNET_PREFIX: &str = "10.231.0.";
+pub(crate) const SUBNET_PREFIX: &str = "10.231.0.";
 
 /// The bridge interface of this run's CNI network (at most 15 characters).
 fn bridge() -> String {
@@ -83,7 +83,7 @@ pub(crate) fn import_pause_image(env: &Containerd) -> anyhow::Result<()> {
 
 /// Builds `wasm` (a `.wasm` or `.wat`) as a compat image and pushes it to the e2e
 /// registry; returns the image name containerd pulls.
-fn push_image(env: &Containerd, wasm: &Path, name: &str) -> anyhow::Result<String> {
+pub(crate) fn push_image(env: &Containerd, wasm: &Path, name: &str) -> anyhow::Result<String> {
     let image = format!("{}/{name}:v1", env.registry()?);
     sh(env.wasmpod(&["build"]).arg(wasm).args(["-t", &image]))?;
     sh(&mut env.wasmpod(&["push", &image]))?;
@@ -100,7 +100,7 @@ pub(crate) fn probe_image(env: &Containerd) -> anyhow::Result<String> {
 }
 
 /// Writes a manifest into the test directory and returns its path.
-fn manifest(env: &Containerd, name: &str, yaml: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn manifest(env: &Containerd, name: &str, yaml: &str) -> anyhow::Result<PathBuf> {
     let path = env.dir.join(format!("{name}.yaml"));
     fs::write(&path, yaml)?;
     Ok(path)
@@ -116,7 +116,7 @@ fn probe_pod(name: &str, image: &str, spec: &str, args: &str) -> String {
 }
 
 /// Runs `wasmpod`, failing unless it succeeds; returns stdout.
-fn wasmpod_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn wasmpod_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
     output_ok(&mut env.wasmpod(args))
 }
 
@@ -139,7 +139,7 @@ fn pod_run(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
 }
 
 /// [`pod_run_cmd`], failing unless it succeeds; returns stdout.
-fn pod_run_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn pod_run_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<String> {
     output_ok(&mut pod_run_cmd(env, args))
 }
 
@@ -155,13 +155,13 @@ fn ensure_exit(out: &Output, code: i32) -> anyhow::Result<()> {
 }
 
 /// `wasmpod cri inspect ID` as JSON.
-fn inspect(env: &Containerd, id: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn inspect(env: &Containerd, id: &str) -> anyhow::Result<serde_json::Value> {
     let text = wasmpod_ok(env, &["cri", "inspect", id])?;
     serde_json::from_str(&text).with_context(|| format!("cri inspect {id}: {text}"))
 }
 
 /// The scalar at `path` (`/status/exit_code`) as text: strings without quotes.
-fn field(json: &serde_json::Value, path: &str) -> String {
+pub(crate) fn field(json: &serde_json::Value, path: &str) -> String {
     match json.pointer(path) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),

@@ -156,9 +156,15 @@ async fn outbound_connections_follow_the_policy() {
         }
     });
     // A port nobody is allowed to reach (nothing listens there either).
-    let other = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let other = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
 
-    for (list, allowed) in [(format!("127.0.0.1:{}", up.port()), true), (String::new(), false)] {
+    for (list, allowed) in [
+        (format!("127.0.0.1:{}", up.port()), true),
+        (String::new(), false),
+    ] {
         let e = engine();
         let p = e.load_file(http_fixture::net_handler()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -186,7 +192,10 @@ async fn outbound_connections_follow_the_policy() {
         let denied_connect = body(format!("/connect/127.0.0.1/{}", other.port())).await;
         assert_eq!(denied_connect, "socket error 1 (access-denied)\n", "{list}");
         let denied_fetch = body(format!("/fetch/127.0.0.1:{}/", other.port())).await;
-        assert_eq!(denied_fetch, "http error 15 (HTTP-request-denied)\n", "{list}");
+        assert_eq!(
+            denied_fetch, "http error 15 (HTTP-request-denied)\n",
+            "{list}"
+        );
         shutdown.kill();
         let stats = server.await.unwrap().unwrap();
         assert_eq!(stats.requests, 4);
