@@ -264,9 +264,11 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
             .read_entrypoint()
             .map_err(|e| fail("reading its entrypoint")(&e))?,
     };
+    let serve = std::env::var(SERVE_ENV).is_ok_and(|v| v == "1");
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(crate::service::cache_dir()),
         compile_on_caller_thread: true,
+        pooling: serve.then(wasm_engine::Pooling::default),
     })
     .map_err(|e| fail("starting the engine")(&e))?;
     let program = engine
@@ -294,7 +296,6 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         listen_ports: vec![port],
         outbound,
     });
-    let serve = std::env::var(SERVE_ENV).is_ok_and(|v| v == "1");
     // What the runtime has to say about the guest (a connection the network policy
     // denied) goes to the container's stderr, where `kubectl logs` shows it.
     let _ = tracing_subscriber::fmt()

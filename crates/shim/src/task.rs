@@ -35,6 +35,8 @@ pub struct TaskService {
     events: Events,
     exit: Arc<ExitSignal>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// The engine of served handlers (made with the first): the pooling allocator.
+    serving: Arc<std::sync::OnceLock<Engine>>,
     /// The network runtimes of pods' namespaces, by path, while a container uses one.
     netns_runtimes: Arc<Mutex<HashMap<PathBuf, std::sync::Weak<NetnsRuntime>>>>,
 }
@@ -48,6 +50,20 @@ impl std::fmt::Debug for TaskService {
 /// The pid of this shim: what containerd is shown for a task whose guest runs inside it.
 fn pid() -> u32 {
     std::process::id()
+}
+
+/// The engine that serves `wasi:http` handlers in this shim: instances come from the
+/// pooling allocator's ready slots; the code from the same precompile cache.
+fn serving_engine(cell: &std::sync::OnceLock<Engine>) -> wasm_engine::Result<Engine> {
+    if let Some(engine) = cell.get() {
+        return Ok(engine.clone());
+    }
+    let engine = Engine::new(wasm_engine::EngineConfig {
+        cache_dir: Some(crate::service::cache_dir()),
+        pooling: Some(wasm_engine::Pooling::default()),
+        ..Default::default()
+    })?;
+    Ok(cell.get_or_init(|| engine).clone())
 }
 
 /// Starts a [`NetnsRuntime`] (threads and a setns each: off the async threads).
@@ -152,6 +168,7 @@ impl TaskService {
             exit,
             containers: Arc::default(),
             netns_runtimes: Arc::default(),
+            serving: Arc::default(),
         }
     }
 
@@ -278,23 +295,30 @@ impl TaskService {
             }
         };
         let engine = self.engine.clone();
+        let serving = self.serving.clone();
         let name = PathBuf::from(policy.entrypoint());
         // Compiling is CPU-bound: keep it off the threads that serve the task API.
         let loaded = tokio::task::spawn_blocking(move || {
             let program = engine.load_named(&bytes, &name);
-            drop(bytes);
             // Only a compile leaves much behind; trimming walks the whole heap, which in a
             // shim holding hundreds of guests took 35 of the 71 ms of a `ctr run`.
             if program.as_ref().map_or(true, Program::was_compiled) {
                 crate::sys::release_free_memory();
             }
             let program = program?;
-            // A component exporting wasi:http/incoming-handler is served, not run.
+            // A component exporting wasi:http/incoming-handler is served, not run: by
+            // the serving engine here (from the cache just filled), by its own process in
+            // the process level.
             let serves = program.kind() == ProgramKind::Component && engine.serves_http(&program);
             if !serves {
                 engine.check(&program)?;
+                return Ok((program, false));
             }
-            Ok((program, serves))
+            if process_level {
+                return Ok((program, true));
+            }
+            let program = serving_engine(&serving)?.load_named(&bytes, &name)?;
+            Ok((program, true))
         })
         .await
         .map_err(|e| Error::Io {
@@ -496,6 +520,7 @@ impl TaskService {
         enum Launched {
             Guest(Workload, KillHandle),
             Server {
+                engine: Engine,
                 program: Program,
                 config: Box<wasm_engine::RunConfig>,
                 listener: std::net::TcpListener,
@@ -519,6 +544,12 @@ impl TaskService {
                     serve: Some(port),
                     net,
                 } => {
+                    // Made by Create with the program; only its errors come from here.
+                    let engine = serving_engine(&self.serving).map_err(|source| Error::Engine {
+                        id: id.clone(),
+                        what: "the serving engine".into(),
+                        source,
+                    })?;
                     let listener = bind(&id, port, net.as_deref())?;
                     let (drain, abort) = (KillHandle::new(), KillHandle::new());
                     let mut config = config;
@@ -529,6 +560,7 @@ impl TaskService {
                         abort: abort.clone(),
                     };
                     let launched = Launched::Server {
+                        engine,
                         program,
                         config,
                         listener,
@@ -618,13 +650,13 @@ impl TaskService {
                 (pid(), Box::pin(run))
             }
             Launched::Server {
+                engine,
                 program,
                 config,
                 listener,
                 net,
                 abort,
             } => {
-                let engine = self.engine.clone();
                 let run = async move {
                     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
                     tracing::info!(port, "serving wasi:http");

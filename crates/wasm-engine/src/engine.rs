@@ -40,6 +40,29 @@ pub struct EngineConfig {
     /// Compile on the calling thread only, starting no compiler threads: for a process that
     /// must stay single-threaded until it has dropped its privileges.
     pub compile_on_caller_thread: bool,
+    /// Keep instance slots ready (wasmtime's pooling allocator) instead of allocating
+    /// memories, tables and stacks for every instance: for a server that instantiates per
+    /// request. `None`: on demand.
+    pub pooling: Option<Pooling>,
+}
+
+/// The pooling allocator's sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pooling {
+    /// Component instances alive at once (requests in flight, over every server of the
+    /// engine); past it an instantiation fails.
+    pub instances: u32,
+    /// The largest linear memory of an instance, in bytes.
+    pub max_memory: u64,
+}
+
+impl Default for Pooling {
+    fn default() -> Self {
+        Self {
+            instances: 1000,
+            max_memory: 1 << 30,
+        }
+    }
 }
 
 /// The WebAssembly engine: compiler, precompile cache and epoch ticker.
@@ -79,6 +102,19 @@ impl Engine {
             .wasm_component_model(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .parallel_compilation(!config.compile_on_caller_thread);
+        if let Some(pool) = config.pooling {
+            // A component is its module and the preview 1 adapter's, a few core instances
+            // and two memories each.
+            let n = pool.instances.max(1);
+            let mut p = wasmtime::PoolingAllocationConfig::new();
+            p.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(4))
+                .total_stacks(n)
+                .max_memory_size(usize::try_from(pool.max_memory).unwrap_or(usize::MAX));
+            wt.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
+        }
         let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| Error::Config(e.to_string()))?;
         let cache = match config.cache_dir {
             Some(dir) => Cache::open(dir, &wasmtime),

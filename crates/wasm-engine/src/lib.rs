@@ -39,7 +39,7 @@ mod serve;
 mod stdio;
 mod sys;
 
-pub use engine::{guest_runtime, Engine, EngineConfig};
+pub use engine::{guest_runtime, Engine, EngineConfig, Pooling};
 pub use error::{Error, Result};
 pub use net::{Destination, HostPattern, NetworkPolicy};
 pub use program::{Program, ProgramKind};

@@ -147,6 +147,8 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
 
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(dirs.cache.clone()),
+        // A server instantiates per request: from slots kept ready.
+        pooling: args.listen.is_some().then(wasm_engine::Pooling::default),
         ..Default::default()
     })
     .map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;

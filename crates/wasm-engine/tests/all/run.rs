@@ -288,6 +288,31 @@ fn the_cache_serves_a_second_engine() {
     );
 }
 
+/// A pooling engine (a server's) loads what an on-demand engine (the shim's, at Create)
+/// compiled into the cache, and runs it.
+#[tokio::test]
+async fn a_pooling_engine_shares_the_cache_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        cache_dir: Some(dir.path().join("cache")),
+        ..Default::default()
+    };
+    let first = Engine::new(config.clone()).unwrap();
+    let a = first.load(EXIT_7.as_bytes()).unwrap();
+    let pooled = Engine::new(EngineConfig {
+        pooling: Some(wasm_engine::Pooling {
+            instances: 4,
+            max_memory: 64 << 20,
+        }),
+        ..config
+    })
+    .unwrap();
+    let b = pooled.load(EXIT_7.as_bytes()).unwrap();
+    assert!(a.was_compiled() && !b.was_compiled(), "compiled again");
+    let status = pooled.run(&b, RunConfig::default()).await.unwrap();
+    assert_eq!(status.code(), 7);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

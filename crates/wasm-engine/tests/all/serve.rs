@@ -51,7 +51,15 @@ async fn serve_hello() -> (
     KillHandle,
     tokio::task::JoinHandle<wasm_engine::Result<ServeStats>>,
 ) {
-    let e = engine();
+    // As servers run: instances from the pooling allocator's slots.
+    let e = Engine::new(EngineConfig {
+        pooling: Some(wasm_engine::Pooling {
+            instances: 256,
+            max_memory: 64 << 20,
+        }),
+        ..Default::default()
+    })
+    .unwrap();
     let p = e
         .load_file(http_fixture::hello_handler())
         .expect("load the handler");
