@@ -50,8 +50,19 @@ pub fn http_component(name: &str) -> PathBuf {
     http_component_in(name, &tmp.join("http-fixtures"))
 }
 
-/// Builds `tests/fixtures/<name>.c` as a component into `out_dir/<name>.wasm`.
+/// Builds `tests/fixtures/<name>.c` as a component into `out_dir/<name>.wasm` (`static-site`:
+/// `examples/static-site/site.c`, which reads files, with the reactor adapter).
 pub fn http_component_in(name: &str, out_dir: &Path) -> PathBuf {
+    let (source, adapter) = match name {
+        "static-site" => (
+            fixtures_dir().join("../../examples/static-site/site.c"),
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        ),
+        _ => (
+            fixtures_dir().join(format!("{name}.c")),
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
+        ),
+    };
     let world = world_of(name);
     let prefix = world.replace('-', "_");
     let work = out_dir.join(format!("{name}.build{}", std::process::id()));
@@ -64,7 +75,7 @@ pub fn http_component_in(name: &str, out_dir: &Path) -> PathBuf {
         .arg(&work)
         .arg("-o")
         .arg(&module)
-        .arg(fixtures_dir().join(format!("{name}.c")))
+        .arg(&source)
         .arg(work.join(format!("{prefix}.c")))
         .arg(work.join(format!("{prefix}_component_type.o")))
         .status()
@@ -73,17 +84,14 @@ pub fn http_component_in(name: &str, out_dir: &Path) -> PathBuf {
                 "cannot run {clang} ({e}): install clang lld wasi-libc libclang-rt-14-dev-wasm32"
             )
         });
-    assert!(status.success(), "clang failed on {name}.c");
+    assert!(status.success(), "clang failed on {}", source.display());
     let module = std::fs::read(&module).expect("read the module");
     let component = wit_component::ComponentEncoder::default()
         .validate(true)
         .module(&module)
         .expect("the module for the encoder")
-        .adapter(
-            "wasi_snapshot_preview1",
-            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
-        )
-        .expect("the preview 1 proxy adapter")
+        .adapter("wasi_snapshot_preview1", adapter)
+        .expect("the preview 1 adapter")
         .encode()
         .expect("encode the component");
     let out = out_dir.join(format!("{name}.wasm"));

@@ -80,6 +80,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
         ("http-serve", http::check_http_serve),
         ("pod-http", http::check_pod_http),
+        ("static-site", http::check_static_site),
     ];
     let mut failed = Vec::new();
     for (name, check) in checks {

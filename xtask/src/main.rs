@@ -2,6 +2,7 @@
 
 mod bench;
 mod e2e;
+mod example;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -19,6 +20,8 @@ tasks:
           [CHECK...] runs only the checks whose names contain one of the words
           --kind: the same on a kind cluster (needs docker, kind, kubectl)
   bench   startup, compile/cache and throughput figures (release build)
+  example static-site [-t REF] [-o OUT.tar]: builds the static-site example image from
+          its sources (a wasi:http component serving files from its own root)
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -27,6 +30,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => test::run(&args[1..]),
         Some("e2e") => e2e::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("example") => example::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -40,6 +40,60 @@ pub struct BuildOptions {
     pub annotations: BTreeMap<String, String>,
     /// Creation time; `None` is `$SOURCE_DATE_EPOCH` if set (reproducible builds), else now.
     pub created: Option<SystemTime>,
+    /// Host directories copied into the image's files (compat format only): each
+    /// directory's contents go under its destination (an absolute path inside the image).
+    /// Only regular files and directories are taken; anything else is an error.
+    pub files: Vec<(PathBuf, String)>,
+    /// TCP ports the image exposes (`ExposedPorts` in its config): where the shim serves a
+    /// `wasi:http` handler.
+    pub exposed_ports: Vec<u16>,
+}
+
+/// Appends the contents of `dir` under `dest` (a relative path inside the image, or "").
+fn append_dir(tar: &mut tar::Builder<Vec<u8>>, dir: &Path, dest: &str, mtime: u64) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .collect::<std::io::Result<_>>()
+        .map_err(Error::io(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name
+            .to_str()
+            .ok_or_else(|| Error::invalid(path.display().to_string(), "not a UTF-8 file name"))?;
+        let inside = if dest.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dest}/{name}")
+        };
+        let meta = fs::symlink_metadata(&path).map_err(Error::io(&path))?;
+        let mut header = tar::Header::new_ustar();
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        if meta.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            tar.append_data(&mut header, format!("{inside}/"), std::io::empty())
+                .map_err(Error::io(&path))?;
+            append_dir(tar, &path, &inside, mtime)?;
+        } else if meta.is_file() {
+            let bytes = fs::read(&path).map_err(Error::io(&path))?;
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_size(bytes.len() as u64);
+            tar.append_data(&mut header, &inside, bytes.as_slice())
+                .map_err(Error::io(&path))?;
+        } else {
+            return Err(Error::invalid(
+                path.display().to_string(),
+                "only regular files and directories can be added to an image",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Builds an image from wasm bytes into the store and tags it. Returns its record.
@@ -67,6 +121,17 @@ pub fn build(store: &Store, wasm: &[u8], options: &BuildOptions) -> Result<Image
     annotations.extend(options.annotations.clone());
     let layer_annotations = json!({"org.opencontainers.image.title": name});
 
+    if options.format == BuildFormat::Artifact && !options.files.is_empty() {
+        return Err(Error::invalid(
+            options.reference.to_string(),
+            "a Wasm OCI artifact holds only the wasm: add files to the compat format",
+        ));
+    }
+    let exposed: serde_json::Map<String, Value> = options
+        .exposed_ports
+        .iter()
+        .map(|p| (format!("{p}/tcp"), json!({})))
+        .collect();
     let record = match options.format {
         BuildFormat::Artifact => {
             let layer = store.write_blob(wasm, None)?;
@@ -104,6 +169,31 @@ pub fn build(store: &Store, wasm: &[u8], options: &BuildOptions) -> Result<Image
             header.set_gid(0);
             tar.append_data(&mut header, name, wasm)
                 .map_err(Error::io(name.as_str()))?;
+            for (dir, dest) in &options.files {
+                let dest = dest.trim_matches('/');
+                if dest.split('/').any(|c| c == ".." || c == ".") {
+                    return Err(Error::invalid(
+                        dest.to_owned(),
+                        "a destination inside the image must not contain . or ..",
+                    ));
+                }
+                let mut prefix = String::new();
+                for component in dest.split('/').filter(|c| !c.is_empty()) {
+                    prefix = if prefix.is_empty() {
+                        component.to_owned()
+                    } else {
+                        format!("{prefix}/{component}")
+                    };
+                    let mut h = tar::Header::new_ustar();
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    h.set_mtime(mtime);
+                    tar.append_data(&mut h, format!("{prefix}/"), std::io::empty())
+                        .map_err(Error::io(dir))?;
+                }
+                append_dir(&mut tar, dir, dest, mtime)?;
+            }
             let tar = tar.into_inner().map_err(Error::io(name.as_str()))?;
             let diff_id = media::sha256_digest(&tar);
             let mut gz = flate2::GzBuilder::new()
@@ -119,7 +209,11 @@ pub fn build(store: &Store, wasm: &[u8], options: &BuildOptions) -> Result<Image
                     "created": created,
                     "architecture": arch,
                     "os": p_os,
-                    "config": {"Entrypoint": [format!("/{name}")]},
+                    "config": if exposed.is_empty() {
+                        json!({"Entrypoint": [format!("/{name}")]})
+                    } else {
+                        json!({"Entrypoint": [format!("/{name}")], "ExposedPorts": exposed})
+                    },
                     "rootfs": {"type": "layers", "diff_ids": [diff_id]},
                     "history": [{"created": created, "created_by": format!("wasmpod build {name}")}],
                 }))?;
@@ -334,7 +428,62 @@ mod tests {
                 "https://example.com/app".into(),
             )]),
             created: Some(UNIX_EPOCH),
+            files: Vec::new(),
+            exposed_ports: Vec::new(),
         }
+    }
+
+    #[test]
+    fn compat_images_take_files_and_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site");
+        std::fs::create_dir_all(site.join("css")).unwrap();
+        std::fs::write(site.join("index.html"), "<h1>hi</h1>").unwrap();
+        std::fs::write(site.join("css/a.css"), "h1{}").unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let mut opts = options(BuildFormat::Compat);
+        opts.files = vec![(site.clone(), "/srv/www".into())];
+        opts.exposed_ports = vec![8080];
+        let record = build(&store, COMPONENT, &opts).unwrap();
+        let manifest: Value =
+            serde_json::from_slice(&store.read_blob(&record.manifest).unwrap()).unwrap();
+        let config_digest = manifest["config"]["digest"].as_str().unwrap();
+        let config: Value =
+            serde_json::from_slice(&store.read_blob(config_digest).unwrap()).unwrap();
+        assert_eq!(config["config"]["ExposedPorts"], json!({"8080/tcp": {}}));
+        let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+        let gz = store.read_blob(layer).unwrap();
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(gz.as_slice()));
+        let names: Vec<String> = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "app.wasm",
+                "srv/",
+                "srv/www/",
+                "srv/www/css/",
+                "srv/www/css/a.css",
+                "srv/www/index.html"
+            ]
+        );
+        // Not into an artifact; no way out of the image's root; nothing but files and dirs.
+        let mut opts = options(BuildFormat::Artifact);
+        opts.files = vec![(site.clone(), "/www".into())];
+        let e = build(&store, COMPONENT, &opts).unwrap_err().to_string();
+        assert!(e.contains("compat"), "{e}");
+        let mut opts = options(BuildFormat::Compat);
+        opts.files = vec![(site.clone(), "/a/../..".into())];
+        let e = build(&store, COMPONENT, &opts).unwrap_err().to_string();
+        assert!(e.contains(".."), "{e}");
+        std::os::unix::fs::symlink("/etc/passwd", site.join("link")).unwrap();
+        let mut opts = options(BuildFormat::Compat);
+        opts.files = vec![(site.clone(), "/www".into())];
+        let e = build(&store, COMPONENT, &opts).unwrap_err().to_string();
+        assert!(e.contains("link") && e.contains("regular files"), "{e}");
     }
 
     #[test]

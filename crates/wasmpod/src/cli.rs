@@ -340,6 +340,32 @@ pub(crate) struct BuildArgs {
     /// Add an annotation to the manifest (KEY=VALUE)
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub(crate) annotations: Vec<String>,
+
+    /// Copy a host directory's contents into the image at DEST (compat format), e.g. a
+    /// static site's files: ./public:/site
+    #[arg(long = "add", value_name = "DIR:DEST", value_parser = parse_add)]
+    pub(crate) add: Vec<(PathBuf, String)>,
+
+    /// Declare a TCP port the image serves on (its ExposedPorts; where the shim serves a
+    /// wasi:http handler)
+    #[arg(long = "expose", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) expose: Vec<u16>,
+}
+
+fn parse_add(value: &str) -> Result<(PathBuf, String), String> {
+    let (dir, dest) = value
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{value:?}: expected DIR:DEST"))?;
+    if !dest.starts_with('/') {
+        return Err(format!(
+            "{value:?}: the destination must be an absolute path"
+        ));
+    }
+    let dir = PathBuf::from(dir);
+    if !dir.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    Ok((dir, dest.to_owned()))
 }
 
 #[derive(Debug, Args)]

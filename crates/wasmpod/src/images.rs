@@ -121,6 +121,8 @@ pub(crate) fn build(dirs: &Dirs, args: BuildArgs) -> anyhow::Result<()> {
         file_name: format!("{stem}.wasm"),
         annotations,
         created: None,
+        files: args.add.clone(),
+        exposed_ports: args.expose.clone(),
     };
     let record =
         oci_image::build(&store, &wasm, &options).with_context(|| file.display().to_string())?;

@@ -51,6 +51,8 @@ pub(crate) fn build(store: &Store, reference: &ImageRef, format: BuildFormat, wa
             file_name: "app.wasm".into(),
             annotations: BTreeMap::new(),
             created: Some(UNIX_EPOCH),
+            files: Vec::new(),
+            exposed_ports: Vec::new(),
         },
     )
     .unwrap();
