@@ -437,9 +437,9 @@ mod tests {
     fn compat_images_take_files_and_ports() {
         let dir = tempfile::tempdir().unwrap();
         let site = dir.path().join("site");
-        std::fs::create_dir_all(site.join("css")).unwrap();
-        std::fs::write(site.join("index.html"), "<h1>hi</h1>").unwrap();
-        std::fs::write(site.join("css/a.css"), "h1{}").unwrap();
+        fs::create_dir_all(site.join("css")).unwrap();
+        fs::write(site.join("index.html"), "<h1>hi</h1>").unwrap();
+        fs::write(site.join("css/a.css"), "h1{}").unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         let mut opts = options(BuildFormat::Compat);
         opts.files = vec![(site.clone(), "/srv/www".into())];
