@@ -440,7 +440,7 @@ mod tests {
         fs::create_dir_all(site.join("css")).unwrap();
         fs::write(site.join("index.html"), "<h1>hi</h1>").unwrap();
         fs::write(site.join("css/a.css"), "h1{}").unwrap();
-        let store = Store::open(&dir.path().join("store")).unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
         let mut opts = options(BuildFormat::Compat);
         opts.files = vec![(site.clone(), "/srv/www".into())];
         opts.exposed_ports = vec![8080];
