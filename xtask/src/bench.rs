@@ -15,7 +15,11 @@
 //! - through containerd's CRI plugin (as root): pod start latency, RunPodSandbox to the
 //!   containers running, of a wasm pod against a runc busybox pod (`bench/pod.rs`).
 //!
-//! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `shim`, `pod`) runs one section only.
+//! - HTTP: the hello handler under `wasmpod run --listen` against `wasmtime serve`, loaded by
+//!   wrk (`bench/http.rs`; `--connections N --seconds S`).
+//!
+//! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `http`, `shim`, `pod`) runs one
+//! section only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +30,7 @@ use anyhow::{bail, Context};
 use crate::util::{cargo, require_wasm_toolchain, root, run as sh, Registry};
 
 mod density;
+mod http;
 mod pod;
 mod shim;
 
@@ -144,6 +149,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if only("pull") {
         image_pull(&wasmpod, &out)?;
+    }
+    if only("http") {
+        http::run(&wasmpod, &out, args)?;
     }
     if only("shim") {
         if crate::util::is_root() {

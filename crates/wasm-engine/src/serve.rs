@@ -322,6 +322,10 @@ impl Engine {
                 },
                 _ = shutdown.wait() => break,
             };
+            // Responses go out as they are written, not held back for more (Nagle).
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY");
+            }
             let server = server.clone();
             let service = service_fn(move |req| server.clone().answer(req));
             let connection = http1::Builder::new()
