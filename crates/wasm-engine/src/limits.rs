@@ -16,6 +16,10 @@ pub(crate) struct MemoryBudget {
     denied: bool,
     oom_kill: bool,
     gauge: MemoryGauge,
+    /// The gauge is shared with other stores (a server's instances): this store charges
+    /// its growth to it and gives its bytes back when dropped, and the cap is theirs
+    /// together, as a container's memory limit is.
+    shared: bool,
 }
 
 /// The trap that ends a guest past its memory cap when the run asked for OOM kills.
@@ -34,6 +38,16 @@ impl MemoryBudget {
         Self {
             oom_kill,
             gauge,
+            ..Self::default()
+        }
+    }
+
+    /// A budget charged to `gauge` together with every other store given the same gauge:
+    /// their memories and tables together stay under its cap.
+    pub(crate) fn shared(gauge: MemoryGauge) -> Self {
+        Self {
+            gauge,
+            shared: true,
             ..Self::default()
         }
     }
@@ -66,6 +80,17 @@ impl MemoryBudget {
 
     fn grow(&mut self, current: usize, desired: usize) -> bool {
         let next = self.used.saturating_sub(current).saturating_add(desired);
+        if self.shared {
+            let delta = next.saturating_sub(self.used) as u64;
+            if !self.gauge.try_charge(delta) {
+                self.denied = true;
+                tracing::debug!(asked = delta, cap = ?self.cap(), "memory growth refused");
+                return false;
+            }
+            self.used = next;
+            self.peak = self.peak.max(next);
+            return true;
+        }
         let cap = self.cap();
         if cap.is_some_and(|cap| next > cap) {
             self.denied = true;
@@ -81,6 +106,14 @@ impl MemoryBudget {
         self.peak = self.peak.max(next);
         self.gauge.set(next);
         true
+    }
+}
+
+impl Drop for MemoryBudget {
+    fn drop(&mut self) {
+        if self.shared {
+            self.gauge.release(self.used as u64);
+        }
     }
 }
 
@@ -117,6 +150,23 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
 mod tests {
     use super::*;
     use wasmtime::ResourceLimiter as _;
+
+    #[test]
+    fn shared_budgets_hold_one_cap_together_and_give_back_on_drop() {
+        let gauge = MemoryGauge::default();
+        gauge.set_limit(Some(100));
+        let mut a = MemoryBudget::shared(gauge.clone());
+        let mut b = MemoryBudget::shared(gauge.clone());
+        assert!(a.memory_growing(0, 60, None).unwrap());
+        assert!(!b.memory_growing(0, 50, None).unwrap(), "60 + 50 > 100");
+        assert!(b.memory_growing(0, 40, None).unwrap());
+        assert_eq!(gauge.bytes(), 100);
+        drop(a);
+        assert_eq!(gauge.bytes(), 40);
+        assert!(b.memory_growing(40, 90, None).unwrap());
+        drop(b);
+        assert_eq!(gauge.bytes(), 0);
+    }
 
     #[test]
     fn memories_and_tables_share_one_budget() {

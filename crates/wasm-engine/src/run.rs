@@ -195,9 +195,10 @@ impl BudgetClock {
 }
 
 /// A future whose polls are counted as the guest's CPU time.
-struct Metered<F> {
-    inner: std::pin::Pin<Box<F>>,
-    meter: CpuMeter,
+/// A future whose polling time is counted on a [`CpuMeter`]: a guest's CPU time.
+pub(crate) struct Metered<F> {
+    pub(crate) inner: std::pin::Pin<Box<F>>,
+    pub(crate) meter: CpuMeter,
 }
 
 impl<F: std::future::Future> std::future::Future for Metered<F> {
@@ -261,6 +262,37 @@ impl MemoryGauge {
         self.0
             .cap
             .store(stored, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Charges `delta` more bytes to a gauge that several stores share (a server's
+    /// instances), unless that would pass its cap; `false` then, and nothing changes.
+    pub(crate) fn try_charge(&self, delta: u64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cap = self.limit();
+        let mut used = self.0.used.load(Relaxed);
+        loop {
+            let next = used.saturating_add(delta);
+            if cap.is_some_and(|cap| next > cap) {
+                return false;
+            }
+            match self
+                .0
+                .used
+                .compare_exchange_weak(used, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Gives back bytes [`try_charge`](Self::try_charge) took.
+    pub(crate) fn release(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = self
+            .0
+            .used
+            .fetch_update(Relaxed, Relaxed, |used| Some(used.saturating_sub(bytes)));
     }
 
     pub(crate) fn set(&self, bytes: usize) {

@@ -23,7 +23,7 @@ use crate::limits::MemoryBudget;
 use crate::net::{NetworkPolicy, PolicyHooks};
 use crate::program::{Code, Program};
 use crate::run::{
-    add_preopens, install_budget, CpuMeter, KillHandle, Limits, MemoryGauge, Preopen,
+    add_preopens, install_budget, CpuMeter, KillHandle, Limits, MemoryGauge, Metered, Preopen,
 };
 use crate::stdio::{self, Stdio, StdioStream};
 use crate::Engine;
@@ -37,10 +37,13 @@ pub struct ServeConfig {
     pub preopens: Vec<Preopen>,
     /// Where the instances' stdout and stderr go (stdin is always empty).
     pub stdio: Stdio,
-    /// The memory cap of each instance.
+    /// The memory cap of all instances together (see [`memory`](Self::memory)).
     pub limits: Limits,
     /// Counts the CPU time of all instances together, and holds their shared budget.
     pub cpu: CpuMeter,
+    /// The memory of all instances together, under one cap: [`Limits::memory`] when set
+    /// (a container's memory limit covers everything it runs at once).
+    pub memory: MemoryGauge,
     /// Stops the server: no new connections; requests in flight are answered, then
     /// [`Engine::serve`] returns.
     pub shutdown: KillHandle,
@@ -61,6 +64,7 @@ impl From<crate::RunConfig> for ServeConfig {
             },
             limits: run.limits,
             cpu: run.cpu,
+            memory: run.memory,
             shutdown: run.kill,
             network: run.network,
         }
@@ -117,7 +121,7 @@ struct Server {
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
     stdio: Stdio,
-    limits: Limits,
+    memory: MemoryGauge,
     cpu: CpuMeter,
     network: Arc<NetworkPolicy>,
     requests: AtomicU64,
@@ -149,7 +153,7 @@ impl Server {
                 http: WasiHttpCtx::new(),
                 hooks: PolicyHooks(self.network.clone()),
                 table: ResourceTable::new(),
-                budget: MemoryBudget::new(self.limits.memory, false, MemoryGauge::default()),
+                budget: MemoryBudget::shared(self.memory.clone()),
             },
         );
         store.limiter(|h| &mut h.budget);
@@ -174,14 +178,19 @@ impl Server {
         {
             let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
             while instances.try_join_next().is_some() {}
+            // Its time counts as the container's CPU time, as a command's does.
+            let meter = self.cpu.clone();
             instances.spawn(
                 async move {
-                    let result = async {
-                        let proxy = pre.instantiate_async(&mut store).await?;
-                        proxy
-                            .wasi_http_incoming_handler()
-                            .call_handle(&mut store, req, out)
-                            .await
+                    let result = Metered {
+                        inner: Box::pin(async {
+                            let proxy = pre.instantiate_async(&mut store).await?;
+                            proxy
+                                .wasi_http_incoming_handler()
+                                .call_handle(&mut store, req, out)
+                                .await
+                        }),
+                        meter,
                     }
                     .await;
                     let _ = done_tx.send(result);
@@ -292,15 +301,17 @@ impl Engine {
             stdio,
             limits,
             cpu,
+            memory,
             shutdown,
             network,
         } = config;
+        memory.set_limit(limits.memory);
         let server = Arc::new(Server {
             pre,
             env,
             preopens,
             stdio,
-            limits,
+            memory,
             cpu,
             network: Arc::new(network),
             requests: AtomicU64::new(0),

@@ -207,6 +207,16 @@ pub(crate) fn check_http_serve(env: &Containerd) -> anyhow::Result<()> {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(300));
+        // The instances in flight show in the task's memory (the engine's gauge in the
+        // shared level, the cgroup in the process level).
+        let m = super::isolation::metrics(env, &id)?;
+        let memory = m.get("memory.usage_in_bytes").copied().unwrap_or(0);
+        let cpu = m.get("cpuacct.usage").copied().unwrap_or(0);
+        ensure!(
+            memory > 0 && cpu > 0,
+            "{level}: no memory or CPU time in the metrics after 200 requests, 20 in flight: {}",
+            env.ctr_ok(&["task", "metrics", &id])?
+        );
         env.ctr_ok(&["task", "kill", "-s", "SIGTERM", &id])?;
         let mut drained = 0;
         for s in slow {
@@ -248,7 +258,8 @@ pub(crate) fn check_http_serve(env: &Containerd) -> anyhow::Result<()> {
         ensure!(cut.is_err(), "{level}: a request survived SIGKILL: {cut:?}");
         eprintln!(
             "  {level} level: first answer {first:.0?} after ctr run, 200 concurrent requests in {burst:.0?}, \
-             SIGTERM drained 20 in flight (exit 0), SIGKILL ended it in {killed_in:.0?} (137)"
+             {:.1} MiB with 20 in flight, SIGTERM drained them (exit 0), SIGKILL ended it in {killed_in:.0?} (137)",
+            memory as f64 / 1048576.0
         );
     }
     Ok(())

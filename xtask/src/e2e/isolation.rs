@@ -19,7 +19,10 @@ fn namespace(pid: u32, kind: &str) -> String {
 }
 
 /// `ctr task metrics ID` as `name → value`.
-fn metrics(env: &Containerd, id: &str) -> anyhow::Result<std::collections::HashMap<String, u64>> {
+pub(crate) fn metrics(
+    env: &Containerd,
+    id: &str,
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
     let text = env.ctr_ok(&["task", "metrics", id])?;
     Ok(text
         .lines()

@@ -209,3 +209,67 @@ async fn outbound_connections_follow_the_policy() {
         assert_eq!(stats.requests, 4);
     }
 }
+
+/// A server's instances share the container's memory gauge: their memory shows while
+/// requests are in flight and is given back after; with a cap, requests past it fail (500)
+/// while those within it are answered, as one memory limit over the whole container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_one_memory_gauge_and_cap() {
+    async fn serve_with(
+        memory: wasm_engine::MemoryGauge,
+        cap: Option<u64>,
+    ) -> (SocketAddr, KillHandle) {
+        // As servers run: from the pooling allocator.
+        let e = Engine::new(EngineConfig {
+            pooling: Some(wasm_engine::Pooling::default()),
+            ..Default::default()
+        })
+        .unwrap();
+        let p = e.load_file(http_fixture::hello_handler()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = KillHandle::new();
+        let config = ServeConfig {
+            shutdown: shutdown.clone(),
+            memory,
+            limits: wasm_engine::Limits {
+                memory: cap,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        tokio::spawn(async move { e.serve(&p, listener, config).await });
+        (addr, shutdown)
+    }
+    // One instance's size, while its request sleeps.
+    let gauge = wasm_engine::MemoryGauge::default();
+    let (addr, shutdown) = serve_with(gauge.clone(), None).await;
+    let slow = tokio::spawn(async move { get(addr, "/one?sleep=400").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let one = gauge.bytes();
+    assert!(one > 0, "no memory counted for a request in flight");
+    let (status, _) = slow.await.unwrap().unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(gauge.bytes(), 0, "memory kept after the request");
+    shutdown.kill();
+
+    // Room for two and a half instances: of four at once, two are answered.
+    let gauge = wasm_engine::MemoryGauge::default();
+    let (addr, shutdown) = serve_with(gauge.clone(), Some(one * 5 / 2)).await;
+    let requests: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/{i}?sleep=400")).await }))
+        .collect();
+    let mut ok = 0;
+    let mut failed = 0;
+    for r in requests {
+        match r.await.unwrap().unwrap().0.as_str() {
+            "HTTP/1.1 200 OK" => ok += 1,
+            "HTTP/1.1 500 Internal Server Error" => failed += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, failed), (2, 2), "one instance is {one} bytes");
+    assert!(gauge.bytes() <= one * 5 / 2);
+    shutdown.kill();
+}
