@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::util::{output_ok, root, run as sh};
+use crate::util::{root, run as sh};
 
 /// The image the example is tagged with unless `-t` says otherwise.
 pub(crate) const STATIC_SITE: &str = "localhost/wasmpod-examples/static-site:v1";
@@ -32,7 +32,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     crate::util::require_wasm_toolchain()?;
     let work = root().join("target/examples");
     std::fs::create_dir_all(&work)?;
-    let wasm = build_static_site_component(&work)?;
+    let wasm = crate::util::build_http_component("static-site", &work)?;
     let wasmpod = std::env::var("WASMPOD").map(PathBuf::from).ok();
     let mut cmd = match &wasmpod {
         Some(bin) => Command::new(bin),
@@ -52,28 +52,6 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "run it: wasmpod run --listen 127.0.0.1:8080 {tag}   (then open http://127.0.0.1:8080/)"
     );
     Ok(())
-}
-
-/// The component, built into `dir/static-site.wasm`.
-pub(crate) fn build_static_site_component(dir: &Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    output_ok(
-        Command::new(cargo)
-            .current_dir(root())
-            .args([
-                "run",
-                "-q",
-                "-p",
-                "wasm-engine",
-                "--example",
-                "http-fixture",
-                "--",
-            ])
-            .arg("static-site")
-            .arg(dir),
-    )
-    .context("building examples/static-site/site.c")?;
-    Ok(dir.join("static-site.wasm"))
 }
 
 /// `wasmpod build` arguments of the image: the component, the site's files, port 8080.

@@ -151,3 +151,23 @@ impl Drop for Registry {
         let _ = self.0.wait();
     }
 }
+
+/// Builds the `wasi:http` handler NAME (`tests/fixtures/NAME.c`, or `static-site` from
+/// `examples/`) as a component into `dir/NAME.wasm`, through the engine's `http-fixture`
+/// example (which generates the C bindings and adds the preview 1 adapter). The example is
+/// built with the whole workspace's features, as the tests build the engine: `cargo run -p
+/// wasm-engine` alone would build wasmtime a second time with fewer features.
+pub(crate) fn build_http_component(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    output_ok(cargo().args(["build", "-q", "--workspace", "--example", "http-fixture"]))
+        .context("building the http-fixture example")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    output_ok(
+        Command::new(target.join("debug/examples/http-fixture"))
+            .arg(name)
+            .arg(dir),
+    )
+    .with_context(|| format!("building the {name} handler"))?;
+    Ok(dir.join(format!("{name}.wasm")))
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::util::{have, root};
+use crate::util::have;
 
 /// What one wrk run reported.
 struct Load {
@@ -129,23 +129,7 @@ pub(crate) fn run(wasmpod: &Path, out: &Path, args: &[String]) -> anyhow::Result
     };
     let connections = number("--connections", 50);
     let seconds = number("--seconds", 10);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    crate::util::run(
-        Command::new(cargo)
-            .current_dir(root())
-            .args([
-                "run",
-                "-q",
-                "-p",
-                "wasm-engine",
-                "--example",
-                "http-fixture",
-                "--",
-            ])
-            .arg("http_hello")
-            .arg(out),
-    )?;
-    let component = out.join("http_hello.wasm");
+    let component = crate::util::build_http_component("http_hello", out)?;
     let version = crate::util::output_ok(Command::new(&wasmtime).arg("--version"))?;
     let root_dir = out.join("wasmpod-http-root");
     let mut ours = Command::new(wasmpod);

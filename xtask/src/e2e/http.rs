@@ -19,26 +19,10 @@ const HTTP_IMAGE: &str = "localhost/wasmpod-e2e/http:v1";
 /// `http-fixture` example, which generates its bindings), once per e2e run.
 pub(crate) fn http_fixture(env: &Containerd, name: &str) -> anyhow::Result<PathBuf> {
     let out = env.dir.join(format!("{name}.wasm"));
-    if !out.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        output_ok(
-            Command::new(cargo)
-                .current_dir(root())
-                .args([
-                    "run",
-                    "-q",
-                    "-p",
-                    "wasm-engine",
-                    "--example",
-                    "http-fixture",
-                    "--",
-                ])
-                .arg(name)
-                .arg(&env.dir),
-        )
-        .with_context(|| format!("building the {name} handler"))?;
+    if out.exists() {
+        return Ok(out);
     }
-    Ok(out)
+    crate::util::build_http_component(name, &env.dir)
 }
 
 /// One `GET path` on a new connection to `addr`: `(status code, body)`.
@@ -394,7 +378,7 @@ spec:
 /// run by `ctr` (shared level, port from the image's ExposedPorts): its files come back
 /// with their content types, a missing file or a path out of `/site` is 404.
 pub(crate) fn check_static_site(env: &Containerd) -> anyhow::Result<()> {
-    let wasm = crate::example::build_static_site_component(&env.dir)?;
+    let wasm = http_fixture(env, "static-site")?;
     let tar = env.dir.join("static-site.tar");
     let image = "localhost/wasmpod-e2e/static-site:v1";
     let mut build = Command::new(&env.wasmpod);
