@@ -82,6 +82,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-http", http::check_pod_http),
         ("static-site", http::check_static_site),
     ];
+    let sockets_before = shim_sockets();
     let mut failed = Vec::new();
     for (name, check) in checks {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
@@ -97,6 +98,24 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         }
         env.clean_namespace();
     }
+    // Every shim removes its socket when it ends, or `shim delete` does after it died.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let left: Vec<String> = shim_sockets()
+            .difference(&sockets_before)
+            .cloned()
+            .collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if left.is_empty() {
+        eprintln!("e2e shim-sockets: ok (no socket left under {SHIM_SOCKETS})");
+    } else {
+        eprintln!("e2e shim-sockets: FAILED: sockets left under {SHIM_SOCKETS}: {left:?}");
+        failed.push("shim-sockets");
+    }
     if !failed.is_empty() {
         eprintln!(
             "containerd's log: {}",
@@ -106,6 +125,20 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         bail!("e2e checks failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Where the shim library puts shims' ttrpc sockets, whatever containerd's own root.
+const SHIM_SOCKETS: &str = "/run/containerd/s";
+
+/// The socket files under [`SHIM_SOCKETS`].
+fn shim_sockets() -> std::collections::BTreeSet<String> {
+    fs::read_dir(SHIM_SOCKETS)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The binaries under test.

@@ -27,6 +27,23 @@ pub struct Service {
     id: String,
     /// containerd's gRPC socket, for its content store.
     address: String,
+    /// The ttrpc socket this serving shim listens on (`unix:///run/containerd/s/…`).
+    socket: String,
+}
+
+/// Removes the shim socket `address` (`unix://PATH`) unless a shim still answers on it:
+/// a shim that dies, or outlives the bundle that holds its `address` file (the first
+/// container of a node-grouped shim), would otherwise leave the file behind for good.
+pub(crate) fn remove_dead_socket(address: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let path = Path::new(address.trim_start_matches("unix://"));
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket || std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return;
+    }
+    if let Err(error) = std::fs::remove_file(path) {
+        tracing::warn!(socket = %path.display(), %error, "removing a dead shim's socket");
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -84,6 +101,7 @@ impl Shim for Service {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             address: args.address.clone(),
+            socket: args.socket.clone(),
         }
     }
 
@@ -99,9 +117,13 @@ impl Shim for Service {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
-        // The serving shim died: its guests died with it. Detach what it had mounted.
+        // The serving shim died: its guests died with it. Detach what it had mounted, and
+        // its socket, which nobody else removes.
         let bundle = Path::new(".");
         crate::process::clean_up_after_dead_shim(&self.id, bundle);
+        if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+            remove_dead_socket(address.trim());
+        }
         if rootfs::is_mounted(bundle) {
             if let Err(error) = rootfs::unmount(&self.id, bundle) {
                 tracing::warn!(id = %self.id, %error, "cleaning up after a dead shim");
@@ -117,6 +139,13 @@ impl Shim for Service {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        // The library removes the socket named in the first container's bundle, which may
+        // be gone by now (node grouping); this one is known. Its server is still up, so
+        // unlink the file directly.
+        let path = Path::new(self.socket.trim_start_matches("unix://"));
+        if !self.socket.is_empty() && path.starts_with("/") {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
@@ -144,6 +173,22 @@ impl Shim for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_dead_shims_socket_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let address = format!("unix://{}", path.display());
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        remove_dead_socket(&address);
+        assert!(path.exists(), "a live shim's socket was removed");
+        drop(listener);
+        remove_dead_socket(&address);
+        assert!(!path.exists(), "a dead shim's socket was left");
+        std::fs::write(&path, "not a socket").unwrap();
+        remove_dead_socket(&address);
+        assert!(path.exists(), "a file that is not a socket was removed");
+    }
 
     fn spec_with(annotations: &[(&str, &str)]) -> Spec {
         let mut spec = Spec::default();
