@@ -64,6 +64,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("artifact", check_artifact),
         ("containerd-restart", check_containerd_restart),
         ("shim-killed", check_shim_killed),
+        ("shim-socket", check_shim_socket),
         ("cycles", check_cycles),
         ("process-level", isolation::check_process_level),
         ("process-oom", isolation::check_process_oom),
@@ -1162,6 +1163,49 @@ fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
 /// Open fds of a process.
 fn fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The shim's ttrpc socket is a file under a directory only root can enter — not an
+/// abstract socket a host-network container could reach (containerd's CVE-2020-15257): root
+/// connects, an unprivileged user (65534) is refused.
+fn check_shim_socket(env: &Containerd) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    env.run_detached("sock", &[], &["sleep", "600000"])?;
+    let bundle = env
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(NAMESPACE)
+        .join("sock");
+    let address = fs::read_to_string(bundle.join("address"))?;
+    let path = address.trim().trim_start_matches("unix://").to_owned();
+    ensure!(
+        path.starts_with('/') && Path::new(&path).exists(),
+        "the shim's address {address:?} is not a socket file"
+    );
+    let me = std::env::current_exe()?;
+    let connect = |unprivileged: bool| -> anyhow::Result<Option<i32>> {
+        let mut cmd = Command::new(&me);
+        cmd.args(["__connect", &path]);
+        if unprivileged {
+            // std drops the supplementary groups when root changes uid.
+            cmd.uid(65534).gid(65534);
+        }
+        Ok(cmd.status()?.code())
+    };
+    let as_root = connect(false)?;
+    let as_nobody = connect(true)?;
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "sock"])?;
+    ensure!(
+        as_root == Some(0),
+        "root could not connect to {path}: {as_root:?}"
+    );
+    ensure!(
+        as_nobody == Some(13),
+        "uid 65534 was not refused at {path} (status {as_nobody:?})"
+    );
+    let parent = Path::new(&path).parent().and_then(Path::parent);
+    eprintln!("  {path}: root connects, uid 65534 refused (permission denied under {parent:?})");
+    Ok(())
 }
 
 fn check_cycles(env: &Containerd) -> anyhow::Result<()> {

@@ -31,6 +31,21 @@ fn main() -> anyhow::Result<()> {
         Some("e2e") => e2e::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("example") => example::run(&args[1..]),
+        // For the e2e: connect to a unix socket as whichever user runs this; exit 0 when
+        // connected, 13 when refused for permissions, 1 otherwise.
+        Some("__connect") => {
+            let path = args.get(1).map(String::as_str).unwrap_or_default();
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => std::process::exit(0),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    std::process::exit(13)
+                }
+                Err(e) => {
+                    eprintln!("{path}: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
