@@ -407,7 +407,7 @@ pub(crate) struct P1Host {
     budget: MemoryBudget,
 }
 
-/// Store data of a preview 2 component.
+/// Store data of a preview 2 component: a command's, or one served instance's.
 pub(crate) struct P2Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -435,6 +435,30 @@ impl WasiView for P2Host {
     }
 }
 
+/// A store for one component instance: its WASI context, its network hooks, its memory
+/// budget as the store's limiter, and its CPU meter at every epoch tick.
+pub(crate) fn component_store(
+    engine: &wasmtime::Engine,
+    wasi: WasiCtx,
+    hooks: PolicyHooks,
+    budget: MemoryBudget,
+    cpu: CpuMeter,
+) -> Store<P2Host> {
+    let mut store = Store::new(
+        engine,
+        P2Host {
+            wasi,
+            http: WasiHttpCtx::new(),
+            hooks,
+            table: ResourceTable::new(),
+            budget,
+        },
+    );
+    store.limiter(|h| &mut h.budget);
+    install_budget(&mut store, cpu);
+    store
+}
+
 fn instantiate_err(e: &wasmtime::Error) -> Error {
     Error::Instantiate(chain(e))
 }
@@ -450,7 +474,8 @@ impl Engine {
         Ok(self.inner.p1_linker.get_or_init(|| linker))
     }
 
-    fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2Host>> {
+    /// The linker of every component, command or handler: WASI preview 2 and `wasi:http`.
+    pub(crate) fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2Host>> {
         if let Some(l) = self.inner.p2_linker.get() {
             return Ok(l);
         }
@@ -629,18 +654,7 @@ impl Engine {
                 chain(&e)
             ))
         })?;
-        let mut store = Store::new(
-            &self.inner.wasmtime,
-            P2Host {
-                wasi: builder.build(),
-                http: WasiHttpCtx::new(),
-                hooks,
-                table: ResourceTable::new(),
-                budget,
-            },
-        );
-        store.limiter(|h| &mut h.budget);
-        install_budget(&mut store, cpu);
+        let mut store = component_store(&self.inner.wasmtime, builder.build(), hooks, budget, cpu);
         let command = pre
             .instantiate_async(&mut store)
             .await

@@ -9,21 +9,21 @@ use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use tracing::Instrument;
-use wasmtime::component::ResourceTable;
 use wasmtime::Store;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::io::TokioIo as WasiTokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpView;
 
 use crate::error::{chain, Error, Result};
 use crate::limits::MemoryBudget;
 use crate::net::{NetworkPolicy, PolicyHooks};
 use crate::program::{Code, Program};
 use crate::run::{
-    add_preopens, install_budget, CpuMeter, KillHandle, Limits, MemoryGauge, Metered, Preopen,
+    add_preopens, component_store, CpuMeter, KillHandle, Limits, MemoryGauge, Metered, P2Host,
+    Preopen,
 };
 use crate::stdio::{self, Stdio, StdioStream};
 use crate::Engine;
@@ -80,33 +80,6 @@ pub struct ServeStats {
     pub failed: u64,
 }
 
-struct HttpHost {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    hooks: PolicyHooks,
-    table: ResourceTable,
-    budget: MemoryBudget,
-}
-
-impl WasiView for HttpHost {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for HttpHost {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
 /// A copy of one output stream for one instance.
 fn clone_stream(stream: &StdioStream) -> std::io::Result<StdioStream> {
     Ok(match stream {
@@ -117,7 +90,7 @@ fn clone_stream(stream: &StdioStream) -> std::io::Result<StdioStream> {
 }
 
 struct Server {
-    pre: ProxyPre<HttpHost>,
+    pre: ProxyPre<P2Host>,
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
     stdio: Stdio,
@@ -131,7 +104,7 @@ struct Server {
 }
 
 impl Server {
-    fn store(&self) -> Result<Store<HttpHost>> {
+    fn store(&self) -> Result<Store<P2Host>> {
         let mut builder = WasiCtxBuilder::new();
         builder.envs(&self.env);
         self.network.apply(&mut builder);
@@ -146,19 +119,13 @@ impl Server {
             stderr: clone_stream(&self.stdio.stderr).map_err(io)?,
         };
         stdio::install(streams, &mut builder)?;
-        let mut store = Store::new(
+        Ok(component_store(
             self.pre.engine(),
-            HttpHost {
-                wasi: builder.build(),
-                http: WasiHttpCtx::new(),
-                hooks: PolicyHooks(self.network.clone()),
-                table: ResourceTable::new(),
-                budget: MemoryBudget::shared(self.memory.clone()),
-            },
-        );
-        store.limiter(|h| &mut h.budget);
-        install_budget(&mut store, self.cpu.clone());
-        Ok(store)
+            builder.build(),
+            PolicyHooks(self.network.clone()),
+            MemoryBudget::shared(self.memory.clone()),
+            self.cpu.clone(),
+        ))
     }
 
     async fn handle(
@@ -243,7 +210,7 @@ impl Server {
 }
 
 impl Engine {
-    fn proxy_pre(&self, program: &Program) -> Result<ProxyPre<HttpHost>> {
+    fn proxy_pre(&self, program: &Program) -> Result<ProxyPre<P2Host>> {
         let Code::Component(component) = &program.code else {
             return Err(Error::Instantiate(
                 "a core module cannot serve HTTP: it must be a component exporting \
@@ -251,12 +218,8 @@ impl Engine {
                     .into(),
             ));
         };
-        let mut linker = wasmtime::component::Linker::new(&self.inner.wasmtime);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| Error::Config(chain(&e)))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| Error::Config(chain(&e)))?;
-        let pre = linker
+        let pre = self
+            .p2_linker()?
             .instantiate_pre(component)
             .map_err(|e| Error::Instantiate(chain(&e)))?;
         ProxyPre::new(pre).map_err(|e| {
