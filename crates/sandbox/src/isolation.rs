@@ -152,6 +152,15 @@ impl HandlerOptions {
     }
 }
 
+/// The value of annotation `key` in `spec`, unless it is missing or blank.
+pub(crate) fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+        .filter(|v| !v.trim().is_empty())
+}
+
 /// The level and grouping of one container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Selection {
@@ -165,12 +174,7 @@ impl Selection {
     /// Decides for `spec`: its annotations first, then the handler's options, then the
     /// defaults. A wrong annotation value is an error naming the annotation.
     pub fn decide(spec: &Spec, handler: &HandlerOptions) -> Result<Self> {
-        let annotation = |key: &str| {
-            spec.annotations()
-                .as_ref()
-                .and_then(|a| a.get(key))
-                .filter(|v| !v.trim().is_empty())
-        };
+        let annotation = |key| annotation(spec, key);
         let isolation = match annotation(ISOLATION_ANNOTATION) {
             Some(v) => Isolation::parse(v, &format!("annotation {ISOLATION_ANNOTATION}"))?,
             None => handler.isolation.unwrap_or_default(),

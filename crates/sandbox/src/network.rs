@@ -33,13 +33,7 @@ impl NetworkPlan {
     /// `ExposedPorts`), else 8080. Outbound: the `wasmpod.io/allowed-outbound` annotation,
     /// else the handler's option, else none. Errors name the annotation, variable or option.
     pub fn decide(spec: &Spec, handler: &HandlerOptions, image_ports: &[u16]) -> Result<Self> {
-        let annotation = |key: &str| {
-            spec.annotations()
-                .as_ref()
-                .and_then(|a| a.get(key))
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty())
-        };
+        let annotation = |key| crate::isolation::annotation(spec, key).map(str::trim);
         let env_port = spec
             .process()
             .as_ref()
