@@ -515,7 +515,12 @@ mod tests {
             (Some("wasip2"), Some("wasm"))
         );
 
-        let image = image::open(&store, &options(BuildFormat::Artifact).reference, None).unwrap();
+        let image = image::open(
+            &store,
+            &options(BuildFormat::Artifact).reference,
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(image.format, crate::ImageFormat::Artifact);
         assert_eq!(image.config.entrypoint, ["/app.wasm"]);
         assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), COMPONENT);
@@ -556,7 +561,12 @@ mod tests {
             index["manifests"][0]["digest"].as_str().unwrap()
         );
 
-        let image = image::open(&store, &options(BuildFormat::Compat).reference, None).unwrap();
+        let image = image::open(
+            &store,
+            &options(BuildFormat::Compat).reference,
+            &Default::default(),
+        )
+        .unwrap();
         assert_eq!(image.format, crate::ImageFormat::Compat);
         assert_eq!(image.config.argv(&[]), ["/app.wasm"]);
         assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), MODULE);

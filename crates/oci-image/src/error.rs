@@ -87,6 +87,15 @@ pub enum Error {
         /// The cap in bytes.
         limit: u64,
     },
+    /// A manifest, index or config is larger, or has more layers, than the configured
+    /// [`ImageLimits`](crate::ImageLimits) allow.
+    #[error("{what}: {detail}")]
+    LimitExceeded {
+        /// The document at fault.
+        what: String,
+        /// Its size or layer count and the limit.
+        detail: String,
+    },
     /// The image is not in the local store.
     #[error("{0}: no such image in the local store")]
     NotFound(String),

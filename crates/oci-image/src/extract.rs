@@ -17,9 +17,6 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _, Permissions, Permission
 use crate::error::{Error, Result};
 use crate::media::LayerKind;
 
-/// Default cap on the bytes one image may unpack to.
-pub const DEFAULT_MAX_UNPACKED: u64 = 1 << 30;
-
 /// Overhead charged per entry, so millions of empty files also exhaust the budget.
 const ENTRY_COST: u64 = 512;
 

@@ -9,7 +9,8 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::error::{Error, Result};
-use crate::extract::{unpack_layer, DEFAULT_MAX_UNPACKED};
+use crate::extract::unpack_layer;
+use crate::limits::ImageLimits;
 use crate::media::{self, LayerKind};
 use crate::reference::ImageRef;
 use crate::store::{ImageRecord, Store};
@@ -71,19 +72,15 @@ pub struct Image {
     pub rootfs: PathBuf,
 }
 
-/// Opens an image in the store, unpacking it on first use (`max_unpacked` bytes at most).
-pub fn open(store: &Store, reference: &ImageRef, max_unpacked: Option<u64>) -> Result<Image> {
+/// Opens an image in the store, unpacking it on first use within `limits`.
+pub fn open(store: &Store, reference: &ImageRef, limits: &ImageLimits) -> Result<Image> {
     let record = store
         .resolve(reference)?
         .ok_or_else(|| Error::NotFound(reference.to_string()))?;
     let manifest = read_manifest(store, &record.manifest)?;
+    limits.layers(&record.manifest, manifest.layers().len())?;
     let (format, config) = inspect(store, &manifest, &record.manifest)?;
-    let rootfs = unpack(
-        store,
-        &record.manifest,
-        &manifest,
-        max_unpacked.unwrap_or(DEFAULT_MAX_UNPACKED),
-    )?;
+    let rootfs = unpack(store, &record.manifest, &manifest, limits.max_unpacked)?;
     Ok(Image {
         reference: reference.clone(),
         record,

@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use crate::auth::Credentials;
 use crate::error::{Error, Result};
 use crate::image::{self, Image};
+use crate::limits::ImageLimits;
 use crate::media::{self, LayerKind};
 use crate::progress::{Progress, Quiet};
 use crate::reference::ImageRef;
@@ -27,8 +28,8 @@ pub struct PullOptions {
     /// certificate verification for any HTTPS it redirects to. Loopback registries use
     /// plain HTTP without it (but still verify certificates elsewhere).
     pub insecure: bool,
-    /// Cap on the unpacked size of the image ([`crate::DEFAULT_MAX_UNPACKED`] if unset).
-    pub max_unpacked: Option<u64>,
+    /// Caps on the documents, layers and unpacked size of the image.
+    pub limits: ImageLimits,
     /// Receives download progress.
     pub progress: Option<Arc<dyn Progress>>,
 }
@@ -38,7 +39,7 @@ impl std::fmt::Debug for PullOptions {
         f.debug_struct("PullOptions")
             .field("credentials", &self.credentials)
             .field("insecure", &self.insecure)
-            .field("max_unpacked", &self.max_unpacked)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -187,12 +188,21 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
         .pull_manifest_raw(oci_ref, &registry.auth, media::MANIFEST_TYPES)
         .await
         .map_err(|e| registry.error(reference, e))?;
+    let limits = &options.limits;
+    limits.document(
+        &format!("{reference}: manifest {digest}"),
+        bytes.len() as u64,
+    )?;
     let media_type = document_media_type(&bytes);
     store.write_blob(&bytes, None)?;
     let (manifest_digest, manifest_bytes) = if is_index(&media_type, &bytes) {
         let index = image::read_index(&bytes, &digest)?;
         let entry = image::select_manifest(&index, &reference.to_string())?;
         let entry_digest = entry.digest().to_string();
+        limits.document(
+            &format!("{reference}: manifest {entry_digest}"),
+            entry.size(),
+        )?;
         let by_digest = reference.with_digest(&entry_digest);
         let (m, _) = registry
             .client
@@ -206,7 +216,12 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
     };
     let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| Error::invalid(format!("manifest {manifest_digest}"), e))?;
-    // Refuse unknown layer types before downloading anything.
+    // Refuse oversized or unknown content before downloading anything.
+    limits.layers(&manifest_digest, manifest.layers().len())?;
+    limits.document(
+        &format!("{reference}: image config {}", manifest.config().digest()),
+        manifest.config().size(),
+    )?;
     for layer in manifest.layers() {
         LayerKind::of(layer.media_type().as_ref(), layer.digest().as_ref())?;
     }
@@ -222,7 +237,7 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
         size,
     };
     store.tag(reference, record)?;
-    image::open(store, reference, options.max_unpacked)
+    image::open(store, reference, limits)
 }
 
 /// Downloads one blob into the store unless it is there; resumes a partial download, and

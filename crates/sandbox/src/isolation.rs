@@ -119,9 +119,21 @@ pub struct HandlerOptions {
     /// `wasmpod.io/allowed-outbound` annotation does not say (`allowed_outbound =
     /// "host:port,..."`).
     pub allowed_outbound: Vec<wasm_engine::Destination>,
+    /// What its containers' programs may be: `max_module_size = "64Mi"` (bytes, or a
+    /// size with a suffix) and `max_functions = 100000`; the engine's defaults otherwise.
+    pub program_limits: wasm_engine::ProgramLimits,
 }
 
 impl HandlerOptions {
+    /// The keys a handler's options may set (others are containerd's, and ignored).
+    pub const KEYS: [&str; 5] = [
+        "isolation",
+        "grouping",
+        "allowed_outbound",
+        "max_module_size",
+        "max_functions",
+    ];
+
     /// Reads the options from the TOML body of a handler's `options` table (what
     /// containerd's CRI sends as `runtimeoptions.v1.Options.config_body`, or the file
     /// `ctr run --runtime-config-path` names). Other keys belong to containerd and are
@@ -146,6 +158,25 @@ impl HandlerOptions {
             } else if key.eq_ignore_ascii_case("allowed_outbound") {
                 options.allowed_outbound = wasm_engine::NetworkPolicy::parse_outbound(text()?)
                     .map_err(|e| Error::Spec(format!("{field}: {e}")))?;
+            } else if key.eq_ignore_ascii_case("max_module_size") {
+                options.program_limits.max_size = match value.as_integer() {
+                    Some(n) => u64::try_from(n)
+                        .map_err(|_| Error::Spec(format!("{field}: {n} is not a size")))?,
+                    None => crate::parse_bytes(text()?)
+                        .map_err(|e| Error::Spec(format!("{field}: {e}")))?,
+                };
+            } else if key.eq_ignore_ascii_case("max_functions") {
+                let count = match value.as_integer() {
+                    Some(n) => Some(n),
+                    None => text()?.trim().parse().ok(),
+                };
+                options.program_limits.max_functions =
+                    count.and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                        Error::Spec(format!(
+                            "{field}: expected a count of functions, got {}",
+                            value.to_string().trim()
+                        ))
+                    })?;
             }
         }
         Ok(options)
@@ -253,5 +284,41 @@ mod tests {
         );
         let e = HandlerOptions::from_toml("isolation = [", "runtime options").unwrap_err();
         assert!(e.to_string().contains("runtime options: not TOML"), "{e}");
+    }
+
+    #[test]
+    fn program_limits_from_the_handler() {
+        let o = HandlerOptions::from_toml(
+            "max_module_size = \"64Mi\"\nMax_Functions = \"5000\"",
+            "options",
+        )
+        .unwrap();
+        assert_eq!(
+            o.program_limits,
+            wasm_engine::ProgramLimits {
+                max_size: 64 << 20,
+                max_functions: 5000
+            }
+        );
+        let o =
+            HandlerOptions::from_toml("max_module_size = 1000\nmax_functions = 7", "o").unwrap();
+        assert_eq!(
+            (o.program_limits.max_size, o.program_limits.max_functions),
+            (1000, 7)
+        );
+        let defaults = HandlerOptions::from_toml("", "o").unwrap().program_limits;
+        assert_eq!(defaults, wasm_engine::ProgramLimits::default());
+        let e = HandlerOptions::from_toml("max_module_size = \"lots\"", "options").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("options: max_module_size: \"lots\" is not a size"),
+            "{e}"
+        );
+        let e = HandlerOptions::from_toml("max_functions = -1", "options").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("options: max_functions: expected a count of functions, got -1"),
+            "{e}"
+        );
     }
 }

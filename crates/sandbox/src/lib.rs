@@ -46,6 +46,7 @@ mod netns;
 mod network;
 mod paths;
 mod policy;
+mod units;
 
 pub use cgroup::{cgroup_path, shares_to_weight, Cgroup, CgroupStats};
 pub use confine::{Confinement, Network};
@@ -58,3 +59,4 @@ pub use network::{
     exposed_tcp_ports, NetworkPlan, ALLOWED_OUTBOUND_ANNOTATION, DEFAULT_PORT, PORT_ANNOTATION,
 };
 pub use policy::{RunPolicy, Warning};
+pub use units::parse_bytes;

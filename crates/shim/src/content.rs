@@ -17,10 +17,8 @@ const WASM_LAYER_TYPES: [&str; 2] = [
     "application/wasm",
     "application/vnd.wasm.content.layer.v1+wasm",
 ];
-/// The largest manifest or index read.
+/// The largest manifest, index or config read (containerd's own limit, and oci-image's).
 const MAX_DOCUMENT: u64 = 4 << 20;
-/// The largest wasm layer read.
-const MAX_WASM: u64 = 512 << 20;
 
 /// containerd's content store, reached through its gRPC socket.
 #[derive(Debug, Clone)]
@@ -150,7 +148,7 @@ impl ContentStore {
 
     /// The wasm layer of container `id`'s image; `None` when the container names no image
     /// or its image has no wasm layer (an ordinary image: the wasm is in its files).
-    pub(crate) async fn wasm_layer(&self, id: &str) -> Result<Option<WasmLayer>> {
+    pub(crate) async fn wasm_layer(&self, id: &str, max_size: u64) -> Result<Option<WasmLayer>> {
         let client = self.connect().await?;
         let image = self.container_image(&client, id).await?;
         if image.is_empty() {
@@ -170,7 +168,7 @@ impl ContentStore {
                 &image,
                 layer.digest().as_ref(),
                 layer.size(),
-                MAX_WASM,
+                max_size,
             )
             .await?;
         Ok(Some(WasmLayer { image, bytes }))

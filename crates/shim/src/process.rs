@@ -16,7 +16,9 @@ use std::sync::Arc;
 use containerd_shim::monitor::{monitor_subscribe, monitor_unsubscribe, Subject, Topic};
 use oci_spec::runtime::Spec;
 use sandbox::{Cgroup, Confinement, RunPolicy};
-use wasm_engine::{Engine, EngineConfig, KillHandle, Stdio, StdioStream, EXIT_CANNOT_START};
+use wasm_engine::{
+    Engine, EngineConfig, KillHandle, ProgramLimits, Stdio, StdioStream, EXIT_CANNOT_START,
+};
 
 use crate::error::{Error, Result};
 
@@ -271,8 +273,9 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         pooling: serve.then(wasm_engine::Pooling::default),
     })
     .map_err(|e| fail("starting the engine")(&e))?;
+    // Create checked the program against the handler's limits and compiled it into the cache.
     let program = engine
-        .load_named(&bytes, Path::new(policy.entrypoint()))
+        .load_limited(&bytes, Path::new(policy.entrypoint()), &ProgramLimits::NONE)
         .map_err(|e| fail("loading its program")(&e))?;
     drop(bytes);
     let mut confinement =

@@ -259,7 +259,9 @@ impl TaskService {
         let layer = if has_rootfs {
             None
         } else {
-            self.content.wasm_layer(id).await?
+            self.content
+                .wasm_layer(id, handler.program_limits.max_size)
+                .await?
         };
         let policy = match &layer {
             Some(_) => RunPolicy::from_spec_with_program(&spec, bundle),
@@ -297,9 +299,10 @@ impl TaskService {
         let engine = self.engine.clone();
         let serving = self.serving.clone();
         let name = PathBuf::from(policy.entrypoint());
+        let limits = handler.program_limits;
         // Compiling is CPU-bound: keep it off the threads that serve the task API.
         let loaded = tokio::task::spawn_blocking(move || {
-            let program = engine.load_named(&bytes, &name);
+            let program = engine.load_limited(&bytes, &name, &limits);
             // Only a compile leaves much behind; trimming walks the whole heap, which in a
             // shim holding hundreds of guests took 35 of the 71 ms of a `ctr run`.
             if program.as_ref().map_or(true, Program::was_compiled) {
@@ -317,7 +320,7 @@ impl TaskService {
             if process_level {
                 return Ok((program, true));
             }
-            let program = serving_engine(&serving)?.load_named(&bytes, &name)?;
+            let program = serving_engine(&serving)?.load_limited(&bytes, &name, &limits)?;
             Ok((program, true))
         })
         .await

@@ -17,6 +17,14 @@ pub enum Error {
     /// The bytes look like WebAssembly but do not validate or compile.
     #[error("invalid WebAssembly: {0}")]
     Invalid(String),
+    /// The program is larger, or defines more functions, than the [`ProgramLimits`](crate::ProgramLimits) allow.
+    #[error("{name}: {detail}")]
+    LimitExceeded {
+        /// The program's name (its file, or its image's layer).
+        name: String,
+        /// Its size or function count and the limit.
+        detail: String,
+    },
     /// The program imports something the host does not provide, or lacks its entry point.
     #[error("cannot instantiate: {0}")]
     Instantiate(String),

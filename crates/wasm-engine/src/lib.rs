@@ -42,7 +42,7 @@ mod sys;
 pub use engine::{guest_runtime, Engine, EngineConfig, Pooling};
 pub use error::{Error, Result};
 pub use net::{Destination, HostPattern, NetworkPolicy};
-pub use program::{Program, ProgramKind};
+pub use program::{Program, ProgramKind, ProgramLimits};
 pub use run::{
     CpuMeter, ExitReason, ExitStatus, KillHandle, Limits, MemoryGauge, Preopen, RunConfig,
 };

@@ -60,6 +60,83 @@ impl Program {
 
 const MAGIC: &[u8; 4] = b"\0asm";
 
+/// What a program may be before the engine compiles it: compiling is native code
+/// generation, whose time and memory grow with the program, so an image or a file the
+/// runtime does not control is bounded here. Past a limit, loading fails with
+/// [`Error::LimitExceeded`] naming the program, its size or count, and the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramLimits {
+    /// Bytes of the binary (or of the text, and of the binary it becomes).
+    pub max_size: u64,
+    /// Functions defined by the module, or by all core modules inside a component.
+    pub max_functions: u32,
+}
+
+impl ProgramLimits {
+    /// Default cap on a program's size.
+    pub const DEFAULT_MAX_SIZE: u64 = 256 << 20;
+    /// Default cap on a program's defined functions (wasmtime itself stops at 1,000,000).
+    pub const DEFAULT_MAX_FUNCTIONS: u32 = 200_000;
+
+    /// Limits nobody reaches: for a program already checked by whoever wrote it to the
+    /// cache (the process level's child loads what Create checked).
+    pub const NONE: ProgramLimits = ProgramLimits {
+        max_size: u64::MAX,
+        max_functions: u32::MAX,
+    };
+
+    /// Refuses `size` bytes.
+    pub fn check_size(&self, name: &Path, size: u64) -> Result<()> {
+        if size > self.max_size {
+            return Err(Error::LimitExceeded {
+                name: name.display().to_string(),
+                detail: format!(
+                    "{size} bytes, over the limit of {} bytes for a program",
+                    self.max_size
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts the functions a binary defines (nested modules included) and refuses too
+    /// many. Reads section headers only; malformed bytes are left to the compiler's errors.
+    fn check_functions(&self, name: &Path, binary: &[u8]) -> Result<()> {
+        if self.max_functions == u32::MAX {
+            return Ok(());
+        }
+        let mut functions: u64 = 0;
+        for payload in wasmparser::Parser::new(0).parse_all(binary) {
+            match payload {
+                Ok(wasmparser::Payload::FunctionSection(reader)) => {
+                    functions += u64::from(reader.count());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            if functions > u64::from(self.max_functions) {
+                return Err(Error::LimitExceeded {
+                    name: name.display().to_string(),
+                    detail: format!(
+                        "defines {functions} functions or more, over the limit of {}",
+                        self.max_functions
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for ProgramLimits {
+    fn default() -> Self {
+        Self {
+            max_size: Self::DEFAULT_MAX_SIZE,
+            max_functions: Self::DEFAULT_MAX_FUNCTIONS,
+        }
+    }
+}
+
 /// Tells a core module from a component by the 8-byte header: magic, then a
 /// version (1 for modules) or a version and layer (layer 1 for components).
 pub(crate) fn detect(bytes: &[u8]) -> Result<ProgramKind> {
@@ -121,8 +198,21 @@ impl Engine {
         self.load_named(&bytes, path)
     }
 
-    /// [`load`](Self::load), with `name` used for the location of errors in text.
+    /// [`load`](Self::load), with `name` used for the location of errors in text, within
+    /// the default [`ProgramLimits`].
     pub fn load_named(&self, bytes: &[u8], name: &Path) -> Result<Program> {
+        self.load_limited(bytes, name, &ProgramLimits::default())
+    }
+
+    /// [`load_named`](Self::load_named) within `limits`, checked before anything is
+    /// compiled or taken from the cache.
+    pub fn load_limited(
+        &self,
+        bytes: &[u8],
+        name: &Path,
+        limits: &ProgramLimits,
+    ) -> Result<Program> {
+        limits.check_size(name, bytes.len() as u64)?;
         let text;
         let binary = if looks_like_text(bytes) {
             text = wat::parse_bytes(bytes).map_err(|mut e| {
@@ -134,6 +224,8 @@ impl Engine {
             bytes
         };
         let kind = detect(binary)?;
+        limits.check_size(name, binary.len() as u64)?;
+        limits.check_functions(name, binary)?;
         let digest = crate::cache::sha256_hex(binary);
         if let Some(cache) = &self.inner.cache {
             if let Some(code) = cache.get(&self.inner.wasmtime, &digest, kind) {
@@ -214,6 +306,60 @@ mod tests {
     #[test]
     fn unknown_version() {
         check(b"\0asm\x02\0\0\0", Err("unsupported WebAssembly version"));
+    }
+
+    #[test]
+    fn limits_name_the_program_its_size_or_count_and_the_limit() {
+        let engine = Engine::new(Default::default()).unwrap();
+        let name = Path::new("/app/big.wasm");
+        let three = r#"(module (func) (func) (func (export "_start")))"#;
+        let size = ProgramLimits {
+            max_size: 20,
+            ..ProgramLimits::default()
+        };
+        let e = engine
+            .load_limited(three.as_bytes(), name, &size)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "/app/big.wasm: {} bytes, over the limit of 20 bytes for a program",
+                three.len()
+            )
+        );
+        let two = ProgramLimits {
+            max_functions: 2,
+            ..ProgramLimits::default()
+        };
+        let e = engine
+            .load_limited(three.as_bytes(), name, &two)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/app/big.wasm: defines 3 functions or more, over the limit of 2"
+        );
+        // Functions of the core modules inside a component count too.
+        let component = r#"(component
+            (core module (func) (func))
+            (core module (func) (func)))"#;
+        let three = ProgramLimits {
+            max_functions: 3,
+            ..ProgramLimits::default()
+        };
+        let e = engine
+            .load_limited(component.as_bytes(), name, &three)
+            .unwrap_err();
+        assert!(matches!(e, Error::LimitExceeded { .. }), "{e}");
+        let four = ProgramLimits {
+            max_functions: 4,
+            ..ProgramLimits::default()
+        };
+        engine
+            .load_limited(component.as_bytes(), name, &four)
+            .unwrap();
+        engine
+            .load_limited(component.as_bytes(), name, &ProgramLimits::NONE)
+            .unwrap();
     }
 
     #[test]

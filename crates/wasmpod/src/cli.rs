@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::units;
+use sandbox::parse_bytes;
 
 /// Run WebAssembly workloads as containers.
 #[derive(Debug, Parser)]
@@ -181,7 +181,7 @@ pub(crate) struct CriUpdateArgs {
     pub(crate) target: CriTargetArgs,
 
     /// The new memory limit (64Mi, 1g, 1048576)
-    #[arg(short, long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    #[arg(short, long, value_name = "BYTES", value_parser = parse_bytes)]
     pub(crate) memory: u64,
 }
 
@@ -294,8 +294,28 @@ pub(crate) struct RegistryArgs {
     pub(crate) password_stdin: bool,
 
     /// Cap on the unpacked size of an image (1Gi by default)
-    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub(crate) max_unpacked: Option<u64>,
+
+    /// Cap on the size of a manifest, index or image config (4Mi by default)
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) max_manifest_size: Option<u64>,
+
+    /// Cap on the number of layers of an image (128 by default)
+    #[arg(long, value_name = "N")]
+    pub(crate) max_layers: Option<usize>,
+}
+
+impl RegistryArgs {
+    /// The image limits these flags set, defaults elsewhere.
+    pub(crate) fn limits(&self) -> oci_image::ImageLimits {
+        let default = oci_image::ImageLimits::default();
+        oci_image::ImageLimits {
+            max_document: self.max_manifest_size.unwrap_or(default.max_document),
+            max_layers: self.max_layers.unwrap_or(default.max_layers),
+            max_unpacked: self.max_unpacked.unwrap_or(default.max_unpacked),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -402,7 +422,7 @@ pub(crate) struct RunArgs {
     pub(crate) workdir: Option<String>,
 
     /// Memory limit over all linear memories and tables (64Mi, 64m, 1g, 1048576)
-    #[arg(short = 'm', long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    #[arg(short = 'm', long, value_name = "BYTES", value_parser = parse_bytes)]
     pub(crate) memory: Option<u64>,
 
     /// Kill the workload (status 137) after this long (500ms, 10s, 2m)
@@ -424,6 +444,14 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "LIST", value_parser = parse_outbound)]
     pub(crate) allow_outbound: Option<Outbound>,
 
+    /// Refuse a program larger than this (256Mi by default)
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) max_module_size: Option<u64>,
+
+    /// Refuse a program defining more functions than this (200000 by default)
+    #[arg(long, value_name = "N")]
+    pub(crate) max_functions: Option<u32>,
+
     /// Keep standard input attached (otherwise the guest reads end-of-file)
     #[arg(short = 'i', long)]
     pub(crate) interactive: bool,
@@ -443,6 +471,17 @@ pub(crate) struct RunArgs {
         value_name = "FILE|IMAGE [ARGS]"
     )]
     command: Vec<String>,
+}
+
+impl RunArgs {
+    /// The program limits these flags set, defaults elsewhere.
+    pub(crate) fn program_limits(&self) -> wasm_engine::ProgramLimits {
+        let default = wasm_engine::ProgramLimits::default();
+        wasm_engine::ProgramLimits {
+            max_size: self.max_module_size.unwrap_or(default.max_size),
+            max_functions: self.max_functions.unwrap_or(default.max_functions),
+        }
+    }
 }
 
 /// `--pull`, as podman's.

@@ -70,7 +70,7 @@ pub(crate) fn options(args: &RegistryArgs, quiet: bool) -> anyhow::Result<PullOp
     Ok(PullOptions {
         credentials,
         insecure: args.insecure,
-        max_unpacked: args.max_unpacked,
+        limits: args.limits(),
         progress,
     })
 }

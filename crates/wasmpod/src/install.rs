@@ -110,8 +110,9 @@ fn runtime_options(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
             .with_context(|| format!("--option {pair:?}: expected KEY=VALUE"))?;
         let key = key.trim().to_ascii_lowercase();
         anyhow::ensure!(
-            key == "isolation" || key == "grouping",
-            "--option {pair:?}: unknown option {key:?} (isolation, grouping)"
+            sandbox::HandlerOptions::KEYS.contains(&key.as_str()),
+            "--option {pair:?}: unknown option {key:?} ({})",
+            sandbox::HandlerOptions::KEYS.join(", ")
         );
         toml.push_str(&format!("{key} = {:?}\n", val.trim()));
         options.push((key, val.trim().to_owned()));

@@ -8,7 +8,6 @@ mod install;
 mod pod;
 mod run;
 mod sys;
-mod units;
 
 use clap::Parser;
 

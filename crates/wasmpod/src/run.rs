@@ -89,7 +89,7 @@ fn image(dirs: &Dirs, args: &RunArgs) -> anyhow::Result<oci_image::Image> {
         Ok(oci_image::open(
             &store,
             &reference,
-            args.registry.max_unpacked,
+            &args.registry.limits(),
         )?)
     }
 }
@@ -156,7 +156,7 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         .read_entrypoint()
         .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
     let program = engine
-        .load_named(&bytes, args.file())
+        .load_limited(&bytes, args.file(), &args.program_limits())
         .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
     if let Some(addr) = &args.listen {
         return serve(&engine, &program, &policy, &args, addr).map(|()| 0);

@@ -72,14 +72,14 @@ impl Root {
         Self { dir, cap }
     }
     fn unpack(&self, layer: &[u8], kind: LayerKind) -> Result<ExtractReport> {
-        let mut budget = DEFAULT_MAX_UNPACKED;
+        let mut budget = crate::DEFAULT_MAX_UNPACKED;
         unpack_layer(
             &self.cap,
             layer,
             kind,
             "sha256:test",
             &mut budget,
-            DEFAULT_MAX_UNPACKED,
+            crate::DEFAULT_MAX_UNPACKED,
         )
     }
     fn path(&self, p: &str) -> PathBuf {

@@ -3,7 +3,9 @@
 use std::fs;
 use std::sync::{Arc, Mutex};
 
-use oci_image::{BuildFormat, Credentials, Error, ImageFormat, ImageRef, Progress, PullOptions};
+use oci_image::{
+    BuildFormat, Credentials, Error, ImageFormat, ImageLimits, ImageRef, Progress, PullOptions,
+};
 
 use crate::registry::{Registry, PASSWORD, USER};
 use crate::{anonymous, build, module, rt, store};
@@ -377,4 +379,77 @@ fn clear_errors() {
             .contains("unsupported media type \"application/x-rar\""),
         "{err}"
     );
+}
+
+#[test]
+fn limits_refuse_an_image_before_its_blobs_and_name_it() {
+    let registry = Registry::start();
+    let rt = rt();
+    let reference = ImageRef::parse(&format!("{}/limits:v1", registry.host())).unwrap();
+    let (_d, local) = store();
+    let wasm = module(64 << 10);
+    build(&local, &reference, BuildFormat::Compat, &wasm);
+    rt.block_on(oci_image::push(
+        &local,
+        &reference,
+        &reference,
+        &anonymous(),
+    ))
+    .unwrap();
+    let record = local.resolve(&reference).unwrap().unwrap();
+    let pull_with = |limits: ImageLimits| {
+        let (dir, fresh) = store();
+        let options = PullOptions {
+            limits,
+            ..anonymous()
+        };
+        let result = rt.block_on(oci_image::pull(&fresh, &reference, &options));
+        (dir, fresh, result)
+    };
+    let defaults = ImageLimits::default();
+
+    let (_d1, fresh, result) = pull_with(ImageLimits {
+        max_layers: 0,
+        ..defaults
+    });
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "manifest {}: 1 layers, over the limit of 0 layers",
+            record.manifest
+        )
+    );
+    // Refused before any layer or config was downloaded, and nothing tagged.
+    assert_eq!(fresh.resolve(&reference).unwrap(), None);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&local.read_blob(&record.manifest).unwrap()).unwrap();
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert!(!fresh.has_blob(config) && !fresh.has_blob(layer));
+
+    let (_d2, fresh, result) = pull_with(ImageLimits {
+        max_document: 100,
+        ..defaults
+    });
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("{reference}: manifest {}: ", record.digest))
+            && err.ends_with("bytes, over the limit of 100 bytes for a manifest, index or config"),
+        "{err}"
+    );
+    assert_eq!(fresh.resolve(&reference).unwrap(), None);
+
+    let (_d3, fresh, result) = pull_with(ImageLimits {
+        max_unpacked: 1000,
+        ..defaults
+    });
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.ends_with("unpacks to more than the limit of 1000 bytes"),
+        "{err}"
+    );
+    // The unpack was abandoned whole: no root filesystem, finished or partial.
+    assert_eq!(fs::read_dir(fresh.dir().join("rootfs")).unwrap().count(), 0);
 }

@@ -87,3 +87,31 @@ fn bad_volume_is_named() {
         stderr(&out)
     );
 }
+
+#[test]
+fn programs_past_the_limits_are_refused_naming_the_limit() {
+    let (_d, path) = file_with(
+        "three.wat",
+        br#"(module (func) (func) (func (export "_start")))"#,
+    );
+    let w = Wasmpod::new();
+    let out = w.run(&["--max-functions", "2", path_str(&path)]);
+    assert_code(&out, 126);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "wasmpod: {}: defines 3 functions or more, over the limit of 2\n",
+            path.display()
+        )
+    );
+    let out = w.run(&["--max-module-size", "16", path_str(&path)]);
+    assert_code(&out, 126);
+    assert!(
+        stderr(&out).contains("bytes, over the limit of 16 bytes for a program"),
+        "{}",
+        stderr(&out)
+    );
+    // Within the limits the same program runs.
+    let out = w.run(&["--max-functions", "3", path_str(&path)]);
+    assert_code(&out, 0);
+}

@@ -4,7 +4,7 @@
 /// `g`, `t`, optionally followed by `b`, any case) or Kubernetes (`Ki`, `Mi`, `Gi`, `Ti`)
 /// write it. Decimal suffixes (`M`, `G` in Kubernetes' sense) are rejected rather than
 /// guessed at, except that docker's single letters are binary as docker reads them.
-pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, suffix) = s.split_at(split);
