@@ -238,6 +238,55 @@ impl Store {
         Ok(report)
     }
 
+    /// Checks the store's consistency and returns what is wrong, in words (empty when all
+    /// is well): every blob hashes to its name, every name reaches a manifest whose config
+    /// and layers are all present, and no half-written blob or root filesystem is in
+    /// place. Downloads in progress (`ingest/`) are not blobs yet and are not checked.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let blobs = self.dir.join("blobs/sha256");
+        for entry in fs::read_dir(&blobs).map_err(Error::io(&blobs))? {
+            let entry = entry.map_err(Error::io(&blobs))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut file = File::open(entry.path()).map_err(Error::io(entry.path()))?;
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut file, &mut hasher).map_err(Error::io(entry.path()))?;
+            let actual = hex::encode(hasher.finalize());
+            if actual != name {
+                problems.push(format!("blob sha256:{name} hashes to sha256:{actual}"));
+            }
+        }
+        for (name, record) in self.read_refs()? {
+            let mut needed = vec![record.digest.clone(), record.manifest.clone()];
+            if self.has_blob(&record.manifest) {
+                match self.read_blob(&record.manifest).and_then(|bytes| {
+                    serde_json::from_slice::<ImageManifest>(&bytes)
+                        .map_err(|e| Error::invalid(&record.manifest, e))
+                }) {
+                    Ok(m) => {
+                        needed.push(m.config().digest().to_string());
+                        needed.extend(m.layers().iter().map(|l| l.digest().to_string()));
+                    }
+                    Err(e) => problems.push(format!("{name}: {e}")),
+                }
+            }
+            for digest in needed {
+                if !self.has_blob(&digest) {
+                    problems.push(format!("{name}: blob {digest} is missing"));
+                }
+            }
+        }
+        let rootfs = self.dir.join("rootfs");
+        for entry in fs::read_dir(&rootfs).map_err(Error::io(&rootfs))? {
+            let entry = entry.map_err(Error::io(&rootfs))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                problems.push(format!("rootfs/{name}: an unfinished unpack"));
+            }
+        }
+        Ok(problems)
+    }
+
     /// Marks a document and everything it references as live (hex digests).
     fn mark(&self, digest: &str, media_type: &str, live: &mut BTreeSet<String>) -> Result<()> {
         live.insert(digest_hex(digest)?.to_owned());

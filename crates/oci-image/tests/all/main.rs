@@ -5,6 +5,7 @@ mod registry;
 #[path = "../../../../tests/support/token_proxy.rs"]
 mod token_proxy;
 
+mod faults;
 mod pull;
 
 use std::collections::BTreeMap;
