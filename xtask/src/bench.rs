@@ -18,6 +18,10 @@
 //! - HTTP: the hello handler under `wasmpod run --listen` against `wasmtime serve`, loaded by
 //!   wrk (`bench/http.rs`; `--connections N --seconds S`).
 //!
+//! - `cargo xtask bench --load [CYCLES]`: 1,000 `ctr run --rm` cycles 8 at a time per runtime
+//!   (ours, one shim per container and one node-grouped shim; runc), cycles per second and
+//!   what they left behind (`bench/load.rs`).
+//!
 //! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `http`, `shim`, `pod`) runs one
 //! section only.
 
@@ -31,6 +35,7 @@ use crate::util::{cargo, require_wasm_toolchain, root, run as sh, Registry};
 
 mod density;
 mod http;
+mod load;
 mod pod;
 mod shim;
 
@@ -118,6 +123,10 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    // Minutes long: only when asked for, and then alone.
+    if args.iter().any(|a| a == "--load" || a == "load") {
+        return load::run(args);
+    }
     let only = |section: &str| args.is_empty() || args.iter().any(|a| a == section);
     require_wasm_toolchain()?;
     sh(cargo().args(["build", "--release", "-p", "wasmpod"]))?;

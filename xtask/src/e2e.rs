@@ -18,6 +18,7 @@ pub(crate) mod cri;
 pub(crate) mod http;
 pub(crate) mod isolation;
 pub(crate) mod kind;
+pub(crate) mod load;
 
 /// The runtime type of our shim.
 pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
@@ -66,6 +67,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("shim-killed", check_shim_killed),
         ("shim-socket", check_shim_socket),
         ("cycles", check_cycles),
+        ("load", load::check_load),
         ("process-level", isolation::check_process_level),
         ("process-oom", isolation::check_process_oom),
         ("cpu-quota", isolation::check_cpu_quota),

@@ -1,0 +1,73 @@
+//! `cargo xtask bench --load [CYCLES]`: create/start/wait/delete cycles (`ctr run --rm`),
+//! 8 at a time, through a private containerd — our shim with a shim per container, our
+//! shim with one node-grouped shim for all, and runc with busybox in the same containerd —
+//! with cycles per second and what each left behind (descriptors, memory of the
+//! long-lived processes, shims, mounts, files).
+
+use anyhow::bail;
+
+use crate::e2e::load::{self, Workload, WASM};
+use crate::e2e::{build_binaries_in, Containerd};
+
+const PARALLEL: usize = 8;
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let cycles = args
+        .iter()
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(1000);
+    println!("\n== load: {cycles} × ctr run --rm, {PARALLEL} at a time");
+    if !crate::util::is_root() {
+        bail!("the load bench starts containerd: run it as root");
+    }
+    let bins = build_binaries_in("release", &["--release"])?;
+    let env = Containerd::start(&bins)?;
+    env.prepare_image()?;
+    let mut passes = vec![
+        load::pass(&env, &WASM, false, cycles, PARALLEL)?,
+        load::pass(&env, &WASM, true, cycles, PARALLEL)?,
+    ];
+    match super::shim::busybox_image(&env, crate::e2e::NAMESPACE) {
+        Ok(()) => {
+            let runc = Workload {
+                label: "runc",
+                runtime: "io.containerd.runc.v2",
+                flags: &[],
+                image: super::shim::BUSYBOX,
+                args: &["/bin/true"],
+            };
+            passes.push(load::pass(&env, &runc, false, cycles, PARALLEL)?);
+        }
+        Err(e) => println!("runc comparison skipped: {e:#}"),
+    }
+    println!("| runtime | cycles/s | time | left behind |");
+    println!("|---|---|---|---|");
+    for p in &passes {
+        let left = match load::check_growth(p, 4) {
+            Ok(()) => "nothing".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        println!(
+            "| {} | {:.1} | {:.1?} | {left} |",
+            p.label,
+            p.per_second(),
+            p.took
+        );
+    }
+    for p in &passes {
+        println!(
+            "{}: before {}\n{}: after  {}",
+            p.label, p.before, p.label, p.after
+        );
+    }
+    if let Some(runc) = passes.iter().find(|p| p.label == "runc") {
+        for p in passes.iter().filter(|p| p.label != "runc") {
+            println!(
+                "{} / runc: {:.2}x the cycles per second",
+                p.label,
+                p.per_second() / runc.per_second()
+            );
+        }
+    }
+    Ok(())
+}
