@@ -15,6 +15,7 @@ use anyhow::{bail, ensure, Context};
 use crate::util::{cargo, have, output_ok, root, run as sh, Registry};
 
 pub(crate) mod cri;
+pub(crate) mod faults;
 pub(crate) mod http;
 pub(crate) mod isolation;
 pub(crate) mod kind;
@@ -65,6 +66,10 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("artifact", check_artifact),
         ("containerd-restart", check_containerd_restart),
         ("shim-killed", check_shim_killed),
+        (
+            "containerd-killed-in-create",
+            faults::check_containerd_killed_during_create,
+        ),
         ("shim-socket", check_shim_socket),
         ("cycles", check_cycles),
         ("load", load::check_load),
@@ -346,6 +351,20 @@ impl Containerd {
             }
         }
         Ok(())
+    }
+
+    /// Kills containerd outright (SIGKILL), as a crash or the OOM killer would.
+    pub(crate) fn kill_daemon(&self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.borrow_mut().take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts containerd again after [`Self::kill_daemon`] or [`Self::stop_daemon`].
+    pub(crate) fn relaunch(&self) -> anyhow::Result<()> {
+        self.launch()
     }
 
     /// Restarts containerd with the same config.
@@ -1120,12 +1139,28 @@ fn wait_dead_shim_task(env: &Containerd, id: &str) -> anyhow::Result<()> {
 }
 
 fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
-    env.run_detached("orphan", &[], &["sleep", "600000"])?;
+    // Two tasks in one shim (node grouping); the shim is SIGKILLed under them: containerd
+    // reports each task's exit (137) and cleans up after the dead shim.
+    let node = ["--annotation", "wasmpod.io/grouping=node"];
+    env.run_detached("orphan", &node, &["sleep", "600000"])?;
+    env.run_detached("orphan-2", &node, &["sleep", "600000"])?;
     let (pid, _) = env.task("orphan")?.context("task")?;
+    let (pid2, _) = env.task("orphan-2")?.context("task")?;
+    ensure!(pid == pid2, "node grouping: two shims {pid} and {pid2}");
+    let events = env.watch_events()?;
     sh(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
     wait_dead_shim_task(env, "orphan")?;
-    let _ = env.ctr(&["task", "rm", "orphan"]);
-    env.ctr_ok(&["container", "rm", "orphan"])?;
+    wait_dead_shim_task(env, "orphan-2")?;
+    let text = events.finish()?;
+    for id in ["orphan", "orphan-2"] {
+        ensure!(
+            text.lines()
+                .any(|l| l.contains("/tasks/exit") && l.contains(&format!("\"{id}\""))),
+            "no /tasks/exit for {id} after its shim was killed:\n{text}"
+        );
+        let _ = env.ctr(&["task", "rm", id]);
+        env.ctr_ok(&["container", "rm", id])?;
+    }
     ensure!(
         env.mounts().is_empty(),
         "mounts left after a dead shim: {:?}",

@@ -35,6 +35,15 @@ pub struct TaskService {
     events: Events,
     exit: Arc<ExitSignal>,
     containers: Arc<Mutex<HashMap<String, Container>>>,
+    /// Containers whose Create is under way, and a wake-up for every Create that ends: a
+    /// call about such a container waits for it rather than answer "not found" — after
+    /// containerd was restarted in the middle of a Create, its calls about the task come
+    /// while the compile still runs, and a task it was told is missing would never be
+    /// deleted (its shim, mount and bundle left for good).
+    creating: Arc<(
+        Mutex<std::collections::HashSet<String>>,
+        tokio::sync::Notify,
+    )>,
     /// The engine of served handlers (made with the first): the pooling allocator.
     serving: Arc<std::sync::OnceLock<Engine>>,
     /// The network runtimes of pods' namespaces, by path, while a container uses one.
@@ -167,6 +176,7 @@ impl TaskService {
             events,
             exit,
             containers: Arc::default(),
+            creating: Arc::default(),
             netns_runtimes: Arc::default(),
             serving: Arc::default(),
         }
@@ -174,6 +184,21 @@ impl TaskService {
 
     fn containers(&self) -> MutexGuard<'_, HashMap<String, Container>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn creating(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
+        self.creating.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits while a Create of `id` is under way.
+    async fn settled(&self, id: &str) {
+        loop {
+            let ended = self.creating.1.notified();
+            if !self.creating().contains(id) {
+                return;
+            }
+            ended.await;
+        }
     }
 
     fn with<T>(&self, id: &str, f: impl FnOnce(&mut Container) -> Result<T>) -> Result<T> {
@@ -435,9 +460,49 @@ impl TaskService {
 
     async fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         let id = req.id.clone();
-        if self.containers().contains_key(&id) {
+        if self.containers().contains_key(&id) || !self.creating().insert(id.clone()) {
             return Err(Error::AlreadyExists(id));
         }
+        // Ends the Create's mark however it ends.
+        struct Mark(TaskService, String);
+        impl Drop for Mark {
+            fn drop(&mut self) {
+                self.0.creating().remove(&self.1);
+                self.0.creating.1.notify_waiters();
+            }
+        }
+        let mark = Mark(self.clone(), id.clone());
+        // The Create runs to its end even if the caller goes: the ttrpc server drops a
+        // call whose connection closed (containerd killed or restarted), and a Create
+        // dropped halfway would leave its rootfs mounted and the container unknown.
+        // Finished, it is a created task containerd finds again when it comes back. Failed
+        // with nobody to tell, and nothing else here, the shim ends as containerd would
+        // have ended it: a restarted containerd then cleans the bundle up after it.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let create = async move {
+            let result = this.create_container(req).await;
+            drop(mark);
+            if let Err(Err(e)) = tx.send(result) {
+                tracing::warn!(error = %e, "create failed after its caller left");
+                if this.containers().is_empty() && this.creating().is_empty() {
+                    tracing::info!("no containers left: shutting down");
+                    this.exit.signal();
+                }
+            }
+        };
+        tokio::spawn(create.instrument(tracing::Span::current()));
+        rx.await.map_err(|e| Error::Io {
+            context: format!("container {id}: create"),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    async fn create_container(
+        &self,
+        req: api::CreateTaskRequest,
+    ) -> Result<api::CreateTaskResponse> {
+        let id = req.id.clone();
         if !req.checkpoint.is_empty() {
             return Err(Error::Unimplemented("Create from a checkpoint"));
         }
@@ -914,7 +979,8 @@ fn cgroup_metrics(s: &sandbox::CgroupStats) -> Metrics {
 
 /// Runs one task call inside the container's span and maps its error once.
 macro_rules! traced {
-    ($id:expr, $call:expr) => {{
+    ($self:expr, $id:expr, $call:expr) => {{
+        $self.settled($id).await;
         let result: Result<_> = $call.instrument(span($id)).await;
         result.map_err(|e| -> containerd_shim::protos::ttrpc::Error {
             tracing::warn!(id = %$id, error = %e, "task call failed");
@@ -931,7 +997,7 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let id = req.id.clone();
-        traced!(&id, self.do_create(req))
+        traced!(self, &id, self.do_create(req))
     }
 
     async fn start(
@@ -940,13 +1006,13 @@ impl Task for TaskService {
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         let id = req.id.clone();
-        let resp = traced!(&id, self.do_start(&req))?;
+        let resp = traced!(self, &id, self.do_start(&req))?;
         self.events.start(&id, resp.pid).await;
         Ok(resp)
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        traced!(&req.id, self.do_kill(&req))?;
+        traced!(self, &req.id, self.do_kill(&req))?;
         Ok(api::Empty::default())
     }
 
@@ -955,7 +1021,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        let mut rx = traced!(&req.id, async {
+        let mut rx = traced!(self, &req.id, async {
             Self::no_exec(&req.exec_id, &req.id)?;
             self.with(&req.id, |c| Ok(c.subscribe()))
         })?;
@@ -980,7 +1046,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        traced!(&req.id, self.do_delete(&req))
+        traced!(self, &req.id, self.do_delete(&req))
     }
 
     async fn state(
@@ -988,7 +1054,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        traced!(&req.id, async { self.do_state(&req) })
+        traced!(self, &req.id, async { self.do_state(&req) })
     }
 
     async fn pids(
@@ -996,7 +1062,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        let task_pid = traced!(&req.id, async { self.with(&req.id, |c| Ok(c.pid())) })?;
+        let task_pid = traced!(self, &req.id, async { self.with(&req.id, |c| Ok(c.pid())) })?;
         Ok(api::PidsResponse {
             processes: vec![containerd_shim::protos::api::ProcessInfo {
                 pid: task_pid,
@@ -1011,7 +1077,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        traced!(&req.id, async { self.do_stats(&req) })
+        traced!(self, &req.id, async { self.do_stats(&req) })
     }
 
     async fn close_io(
@@ -1019,7 +1085,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
-        traced!(&req.id, async {
+        traced!(self, &req.id, async {
             Self::no_exec(&req.exec_id, &req.id)?;
             let close = self.with(&req.id, |c| Ok(c.stdin_close.take()))?;
             if close.is_some() {
@@ -1048,8 +1114,9 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _req: api::ShutdownRequest,
     ) -> TtrpcResult<api::Empty> {
-        // containerd asks after each Delete; a pod's shim stays while it has containers.
-        if self.containers().is_empty() {
+        // containerd asks after each Delete; a pod's shim stays while it has containers,
+        // or one is being created.
+        if self.containers().is_empty() && self.creating().is_empty() {
             tracing::info!("no containers left: shutting down");
             self.exit.signal();
         }

@@ -1,0 +1,128 @@
+//! Faults under containerd: containerd killed while our shim is inside Create. (The shim
+//! killed with tasks running is `shim-killed` in `e2e.rs`.)
+
+use std::fmt::Write as _;
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+
+use super::{Containerd, NAMESPACE, RUNTIME};
+
+const SLOW_IMAGE: &str = "localhost/wasmpod-e2e/slow:v1";
+
+/// A module whose compile takes seconds in a debug shim: many functions of arithmetic.
+/// `nonce` makes it new to the precompile cache.
+fn slow_module(functions: usize, nonce: u128) -> String {
+    let mut wat = format!("(module (global i64 (i64.const {}))\n", nonce as i64);
+    for i in 0..functions {
+        let _ = write!(wat, "(func (param i32) (result i32) local.get 0 ");
+        for k in 0..12 {
+            let _ = write!(
+                wat,
+                "i32.const {} i32.add i32.const {} i32.mul ",
+                i + k,
+                k | 1
+            );
+        }
+        wat.push_str(")\n");
+    }
+    wat.push_str("(func (export \"_start\")))\n");
+    wat
+}
+
+/// containerd SIGKILLed while a container's Create is compiling in the shim; after it
+/// comes back and the container is removed as a user would, no shim process, mount,
+/// bundle or cgroup of it is left.
+pub(crate) fn check_containerd_killed_during_create(env: &Containerd) -> anyhow::Result<()> {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let wat = env.dir.join("slow.wat");
+    fs::write(&wat, slow_module(20_000, nonce))?;
+    env.import(&wat, SLOW_IMAGE, "compat")?;
+    let shims_before = env.shims();
+    let mounts_before = env.mounts();
+    let mut run = env
+        .ctr_cmd(&[
+            "run",
+            "-d",
+            "--runtime",
+            RUNTIME,
+            SLOW_IMAGE,
+            "slow",
+            "/slow.wasm",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The shim exists as soon as containerd started it; Create follows at once, and the
+    // compile keeps it there for seconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let shim = loop {
+        if let Some(pid) = env.shims().into_iter().find(|p| !shims_before.contains(p)) {
+            break pid;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no shim started for the container"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    env.kill_daemon()?;
+    // The shim logs `created` (to containerd's log) when its Create ends.
+    let log = fs::read_to_string(env.dir.join("containerd.log"))?;
+    let in_create = !log
+        .lines()
+        .any(|l| l.contains("container{id=slow}") && l.ends_with("created"));
+    let _ = run.wait();
+    env.relaunch()?;
+    // containerd reconnects to (or cleans up after) the shim it left; give it a moment,
+    // then remove the container as a user would.
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = env.task("slow")?;
+    let _ = env.ctr(&["task", "rm", "-f", "slow"]);
+    let _ = env.ctr(&["container", "rm", "slow"]);
+    let bundle = env
+        .dir
+        .join("state/io.containerd.runtime.v2.task")
+        .join(NAMESPACE)
+        .join("slow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shims: Vec<u32> = env
+            .shims()
+            .into_iter()
+            .filter(|p| !shims_before.contains(p))
+            .collect();
+        let mounts = env.mounts();
+        let left_mounts: Vec<&String> = mounts
+            .iter()
+            .filter(|m| !mounts_before.contains(m))
+            .collect();
+        let containers = env.ctr_ok(&["container", "ls", "-q"])?;
+        if shims.is_empty()
+            && left_mounts.is_empty()
+            && !bundle.exists()
+            && !containers.contains("slow")
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after containerd was killed during Create and came back: shims {shims:?} left, \
+             mounts {left_mounts:?}, bundle left {}, containers {containers:?}",
+            bundle.exists()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cgroup = super::cgroup_file("memory", "slow", "");
+    ensure!(!cgroup.exists(), "{} was left", cgroup.display());
+    eprintln!(
+        "  killed containerd {}; after its restart the task was {seen:?}; shim {shim}, its mount and bundle all gone",
+        if in_create { "inside Create (no task yet)" } else { "after Create" }
+    );
+    Ok(())
+}
