@@ -138,6 +138,20 @@ impl PodPlan {
         if name.is_empty() {
             return Err(bad("metadata.name", "missing".into()));
         }
+        // The three name directories on the node (the pod's state, its logs): a `/` or a
+        // leading `.` could put them, and what is removed with the pod, anywhere.
+        if !is_plain_name(&name) {
+            return Err(bad(
+                "metadata.name",
+                format!("{name:?} is not a DNS subdomain (a-z, 0-9, '-', '.')"),
+            ));
+        }
+        if namespace.is_empty() || !is_plain_name(&namespace) {
+            return Err(bad(
+                "metadata.namespace",
+                format!("{namespace:?} is not a DNS label (a-z, 0-9, '-')"),
+            ));
+        }
         let spec = pod
             .spec
             .as_ref()
@@ -154,6 +168,17 @@ impl PodPlan {
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| options.uid.clone());
+        let uid_ok = uid.len() <= 128
+            && !uid.starts_with('.')
+            && uid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !uid_ok {
+            return Err(bad(
+                "metadata.uid",
+                format!("{uid:?} is not a uid (letters, digits, '-', '_', '.')"),
+            ));
+        }
         let handler = match &spec.runtime_class_name {
             None => String::new(),
             Some(class) => manifests

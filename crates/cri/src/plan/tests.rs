@@ -341,3 +341,29 @@ fn expansion() {
     check("cost: $5", "cost: $5");
     check("$", "$");
 }
+
+/// The pod's name, namespace and uid become directories on the node, and the state one is
+/// removed with the pod: none may climb out of the node's pods or log directory (a uid of
+/// `../../../etc` planned a state directory of `/etc`).
+#[test]
+fn names_and_uid_cannot_leave_the_node_directories() {
+    for (field, value, error) in [
+        ("uid", "../../../etc", "metadata.uid: \"../../../etc\" is not a uid"),
+        ("uid", "/etc", "metadata.uid: \"/etc\" is not a uid"),
+        ("uid", "..", "metadata.uid: \"..\" is not a uid"),
+        ("name", "../x", "metadata.name: \"../x\" is not a DNS subdomain"),
+        ("namespace", "a/../../b", "metadata.namespace: \"a/../../b\" is not a DNS label"),
+    ] {
+        let yaml = HELLO.replace("  name: hello\n", &format!("  name: hello\n  {field}: {value:?}\n"));
+        let yaml = if field == "name" {
+            HELLO.replace("  name: hello\n", &format!("  name: {value:?}\n"))
+        } else {
+            yaml
+        };
+        let e = err(&yaml);
+        assert!(e.contains(error), "{field} {value:?}: {e}");
+    }
+    let ok = HELLO.replace("  name: hello\n", "  name: hello\n  uid: 0f8e-AB_12.x\n");
+    let p = plan(&ok).unwrap();
+    assert_eq!(p.state_dir, Path::new("/run/wasmpod/pods/0f8e-AB_12.x"));
+}
