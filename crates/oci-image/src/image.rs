@@ -224,7 +224,7 @@ pub(crate) fn inspect(
 
 /// The file a wasm layer becomes: its `org.opencontainers.image.title` when that is a
 /// plain file name, else `module.wasm` (`module-<i>.wasm` after the first).
-fn wasm_file_name(layer: &Descriptor, i: usize) -> String {
+pub(crate) fn wasm_file_name(layer: &Descriptor, i: usize) -> String {
     let title = layer
         .annotations()
         .as_ref()

@@ -37,3 +37,56 @@ pub use pull::{pull, PullOptions};
 pub use push::push;
 pub use reference::ImageRef;
 pub use store::{ImageRecord, PruneReport, Store};
+
+/// Entry points for the fuzz targets in `fuzz/`: what a pull and an unpack do with bytes a
+/// registry sends. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use oci_spec::image::ImageManifest;
+
+    use crate::media::LayerKind;
+    use crate::store::{document_media_type, is_index};
+    use crate::Store;
+
+    /// Reads `document` as a pull does (an index: the entry chosen for this host; a
+    /// manifest: its layers' kinds and file names, and `config` as its image config).
+    /// Panics if a file name it would write is not a plain name.
+    pub fn documents(store: &Store, document: &[u8], config: &[u8]) {
+        let media_type = document_media_type(document);
+        if is_index(&media_type, document) {
+            if let Ok(index) = crate::image::read_index(document, "fuzz") {
+                let _ = crate::image::select_manifest(&index, "fuzz");
+            }
+            return;
+        }
+        let Ok(mut manifest) = serde_json::from_slice::<ImageManifest>(document) else {
+            return;
+        };
+        for (i, layer) in manifest.layers().iter().enumerate() {
+            let kind = LayerKind::of(layer.media_type().as_ref(), layer.digest().as_ref());
+            if matches!(kind, Ok(LayerKind::Wasm)) {
+                let name = crate::image::wasm_file_name(layer, i);
+                let mut parts = std::path::Path::new(&name).components();
+                assert!(
+                    matches!(parts.next(), Some(std::path::Component::Normal(_)))
+                        && parts.next().is_none(),
+                    "a wasm layer's file name {name:?} is not a plain name"
+                );
+            }
+        }
+        let Ok(digest) = store.write_blob(config, None) else {
+            return;
+        };
+        let mut descriptor = manifest.config().clone();
+        if let Ok(d) = digest.parse() {
+            descriptor.set_digest(d);
+            descriptor.set_size(config.len() as u64);
+            manifest.set_config(descriptor);
+            let _ = crate::image::inspect(store, &manifest, "fuzz");
+        }
+        // One blob per input would fill the disk over a long run.
+        if let Ok(path) = store.blob_path(&digest) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

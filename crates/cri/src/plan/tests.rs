@@ -348,13 +348,28 @@ fn expansion() {
 #[test]
 fn names_and_uid_cannot_leave_the_node_directories() {
     for (field, value, error) in [
-        ("uid", "../../../etc", "metadata.uid: \"../../../etc\" is not a uid"),
+        (
+            "uid",
+            "../../../etc",
+            "metadata.uid: \"../../../etc\" is not a uid",
+        ),
         ("uid", "/etc", "metadata.uid: \"/etc\" is not a uid"),
         ("uid", "..", "metadata.uid: \"..\" is not a uid"),
-        ("name", "../x", "metadata.name: \"../x\" is not a DNS subdomain"),
-        ("namespace", "a/../../b", "metadata.namespace: \"a/../../b\" is not a DNS label"),
+        (
+            "name",
+            "../x",
+            "metadata.name: \"../x\" is not a DNS subdomain",
+        ),
+        (
+            "namespace",
+            "a/../../b",
+            "metadata.namespace: \"a/../../b\" is not a DNS label",
+        ),
     ] {
-        let yaml = HELLO.replace("  name: hello\n", &format!("  name: hello\n  {field}: {value:?}\n"));
+        let yaml = HELLO.replace(
+            "  name: hello\n",
+            &format!("  name: hello\n  {field}: {value:?}\n"),
+        );
         let yaml = if field == "name" {
             HELLO.replace("  name: hello\n", &format!("  name: {value:?}\n"))
         } else {
