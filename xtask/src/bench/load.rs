@@ -34,7 +34,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 runtime: "io.containerd.runc.v2",
                 flags: &[],
                 image: super::shim::BUSYBOX,
-                args: &["/bin/true"],
+                args: &["/bin/sh", "-c", "exit 0"],
             };
             passes.push(load::pass(&env, &runc, false, cycles, PARALLEL)?);
         }
