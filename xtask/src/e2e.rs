@@ -164,11 +164,11 @@ pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
 
 /// Builds the shim and the CLI in `profile` (`debug` or `release`).
 pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result<Binaries> {
+    // One build: two (`-p shim` alone for the example) would resolve different features
+    // and compile wasmtime twice.
     sh(cargo()
-        .args(["build", "--quiet", "-p", "shim", "-p", "wasmpod"])
-        .args(flags))?;
-    sh(cargo()
-        .args(["build", "--quiet", "-p", "shim", "--example", "run-via-api"])
+        .args(["build", "--quiet", "-p", "shim", "-p", "wasmpod", "--bins"])
+        .args(["--example", "run-via-api"])
         .args(flags))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
