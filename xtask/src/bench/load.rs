@@ -43,7 +43,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     println!("| runtime | cycles/s | time | left behind |");
     println!("|---|---|---|---|");
     for p in &passes {
-        let left = match load::check_growth(p, 4) {
+        let left = match load::check_growth(p) {
             Ok(()) => "nothing".to_owned(),
             Err(e) => format!("{e:#}"),
         };
