@@ -138,8 +138,9 @@ impl PodPlan {
         if name.is_empty() {
             return Err(bad("metadata.name", "missing".into()));
         }
-        // The three name directories on the node (the pod's state, its logs): a `/` or a
-        // leading `.` could put them, and what is removed with the pod, anywhere.
+        // These name directories on the node (the pod's state and volumes, its logs): a
+        // `/` or a leading `.` could put them — and the volumes made, emptied and
+        // rewritten in them — anywhere.
         if !is_plain_name(&name) {
             return Err(bad(
                 "metadata.name",

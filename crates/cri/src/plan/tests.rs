@@ -342,9 +342,9 @@ fn expansion() {
     check("$", "$");
 }
 
-/// The pod's name, namespace and uid become directories on the node, and the state one is
-/// removed with the pod: none may climb out of the node's pods or log directory (a uid of
-/// `../../../etc` planned a state directory of `/etc`).
+/// The pod's name, namespace and uid become directories on the node, where its volumes are
+/// made, emptied and rewritten: none may climb out of the node's pods or log directory (a
+/// uid of `../../../etc` planned the pod's volumes under `/etc/volumes/`).
 #[test]
 fn names_and_uid_cannot_leave_the_node_directories() {
     for (field, value, error) in [
