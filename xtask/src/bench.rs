@@ -138,9 +138,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "--example",
         "engine-bench",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = crate::util::target_dir();
     let out = target.join("bench");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;

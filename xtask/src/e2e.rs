@@ -170,9 +170,7 @@ pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result
         .args(["build", "--quiet", "-p", "shim", "-p", "wasmpod", "--bins"])
         .args(["--example", "run-via-api"])
         .args(flags))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = crate::util::target_dir();
     let dir = target.join(profile);
     Ok(Binaries {
         shim: dir.join("containerd-shim-wasm-v1"),

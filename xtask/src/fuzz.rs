@@ -100,10 +100,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// Builds every target; returns the directory of the binaries.
 fn build() -> anyhow::Result<PathBuf> {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("fuzz");
+    let target_dir = crate::util::target_dir().join("fuzz");
     // The flags go to the target only (`--target`): build scripts and proc macros, which
     // rustc loads, stay uninstrumented.
     sh(cargo()

@@ -152,6 +152,13 @@ impl Drop for Registry {
     }
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else the workspace's `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// Builds the `wasi:http` handler NAME (`tests/fixtures/NAME.c`, or `static-site` from
 /// `examples/`) as a component into `dir/NAME.wasm`, through the engine's `http-fixture`
 /// example (which generates the C bindings and adds the preview 1 adapter). The example is
@@ -160,9 +167,7 @@ impl Drop for Registry {
 pub(crate) fn build_http_component(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
     output_ok(cargo().args(["build", "-q", "--workspace", "--example", "http-fixture"]))
         .context("building the http-fixture example")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = target_dir();
     output_ok(
         Command::new(target.join("debug/examples/http-fixture"))
             .arg(name)
