@@ -663,8 +663,14 @@ impl Containerd {
             .collect()
     }
 
-    /// Shim processes serving this containerd.
+    /// Our shim processes serving this containerd.
     pub(crate) fn shims(&self) -> Vec<u32> {
+        self.shim_pids("containerd-shim-wasm-v1")
+    }
+
+    /// Processes serving this containerd whose command line names `binary`
+    /// (`containerd-shim` for every runtime's shims).
+    pub(crate) fn shim_pids(&self, binary: &str) -> Vec<u32> {
         let needle = self.dir.join("containerd.sock.ttrpc");
         let needle = needle.to_string_lossy();
         let mut pids = Vec::new();
@@ -680,7 +686,7 @@ impl Containerd {
             };
             let cmdline = String::from_utf8_lossy(&cmdline);
             // A process-level container's child runs the same binary: not a shim.
-            if cmdline.contains("containerd-shim-wasm-v1")
+            if cmdline.contains(binary)
                 && !cmdline.contains("__wasmpod-guest")
                 && String::from_utf8_lossy(&environ).contains(needle.as_ref())
             {
@@ -1196,7 +1202,7 @@ fn check_shim_killed(env: &Containerd) -> anyhow::Result<()> {
 }
 
 /// Open fds of a process.
-fn fds(pid: u32) -> usize {
+pub(crate) fn fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 

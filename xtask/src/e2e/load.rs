@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 
-use super::{Containerd, IMAGE, RUNTIME};
+use super::{fds, Containerd, IMAGE, RUNTIME};
 
 /// What the node holds at one moment: the long-lived processes' descriptors and memory,
 /// and what is left in the kernel and on disk.
@@ -54,10 +54,6 @@ impl std::fmt::Display for Snapshot {
     }
 }
 
-fn fds(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 fn rss_kib(pid: u32) -> u64 {
     super::proc_status(pid, "VmRSS")
         .trim_end_matches("kB")
@@ -82,27 +78,6 @@ fn count_files(dir: &Path) -> usize {
         .sum()
 }
 
-/// Shim processes (ours and runc's) whose containerd is this one.
-fn all_shims(env: &Containerd) -> usize {
-    let needle = env.dir.join("containerd.sock.ttrpc");
-    let needle = needle.to_string_lossy().into_owned();
-    let mut n = 0;
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("containerd-shim")
-            && !cmdline.contains("__wasmpod-guest")
-            && fs::read(entry.path().join("environ"))
-                .is_ok_and(|e| String::from_utf8_lossy(&e).contains(&needle))
-        {
-            n += 1;
-        }
-    }
-    n
-}
-
 pub(crate) fn snapshot(env: &Containerd, shim: Option<u32>) -> anyhow::Result<Snapshot> {
     let containerd = env.pid().context("containerd pid")?;
     Ok(Snapshot {
@@ -110,7 +85,7 @@ pub(crate) fn snapshot(env: &Containerd, shim: Option<u32>) -> anyhow::Result<Sn
         containerd_rss_kib: rss_kib(containerd),
         shim_fds: shim.map(fds),
         shim_rss_kib: shim.map(rss_kib),
-        shims: all_shims(env),
+        shims: env.shim_pids("containerd-shim").len(),
         mounts: env.mounts().len(),
         state_files: count_files(&env.dir.join("state")),
         root_files: count_files(&env.dir.join("root")),
