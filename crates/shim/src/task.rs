@@ -537,20 +537,8 @@ impl TaskService {
         container.stdin_close = stdin_close;
         container.cgroup = cgroup.map(Arc::new);
         container.netns = netns;
-        {
-            let mut map = self.containers();
-            if map.contains_key(&id) {
-                drop(map);
-                if mounted {
-                    let _ = rootfs::unmount(&id, Path::new(&req.bundle));
-                }
-                if let Some(cgroup) = &container.cgroup {
-                    let _ = cgroup.delete();
-                }
-                return Err(Error::AlreadyExists(id));
-            }
-            map.insert(id.clone(), container);
-        }
+        // No other Create of this id runs (`do_create` marked it), so the slot is free.
+        self.containers().insert(id.clone(), container);
         tracing::info!("created");
         self.events
             .create(TaskCreate {
