@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use oci_image::{BuildFormat, Error, ImageRef, PullOptions, Store};
+use oci_image::{BuildFormat, Error, ImageRef, Store};
 
 use crate::registry::Registry;
 use crate::{anonymous, build, module, rt, store};
@@ -110,7 +110,7 @@ fn push(registry: &str, name: &str, format: BuildFormat, wasm: &[u8]) -> ImageRe
 fn a_connection_cut_mid_blob_fails_cleanly_and_the_next_pull_resumes() {
     let registry = Registry::start();
     let wasm = module(2 << 20);
-    let pushed = push(&registry.host(), "cut", BuildFormat::Artifact, &wasm);
+    push(&registry.host(), "cut", BuildFormat::Artifact, &wasm);
     let layer = oci_image::media::sha256_digest(&wasm);
     // Cut 1 MiB into the layer's answer (headers included), once.
     let proxy = CuttingProxy::start(registry.host(), layer.clone(), 1 << 20, 1);
@@ -147,7 +147,6 @@ fn a_connection_cut_mid_blob_fails_cleanly_and_the_next_pull_resumes() {
         .unwrap();
     assert_eq!(std::fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
     assert_consistent(&fresh);
-    drop(pushed);
 }
 
 fn is_root() -> bool {
@@ -230,11 +229,7 @@ fn a_full_disk_during_the_download_is_a_clear_error_and_nothing_corrupt() {
     // Room again: the same pull completes from what arrived.
     disk.resize("16m");
     let image = rt
-        .block_on(oci_image::pull(
-            &store,
-            &reference,
-            &PullOptions { ..anonymous() },
-        ))
+        .block_on(oci_image::pull(&store, &reference, &anonymous()))
         .unwrap();
     assert_eq!(std::fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
     assert_consistent(&store);
