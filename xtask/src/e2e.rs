@@ -1,7 +1,9 @@
-//! `cargo xtask e2e`: the shim under a real containerd. Starts Debian's containerd with a
-//! private root, state, sockets and config that registers `io.containerd.wasm.v1`, and
-//! Debian's docker-registry on loopback; builds the test image with `wasmpod build`; then
-//! checks what `ctr` users see. Everything is torn down afterwards, also when a check fails.
+//! `cargo xtask e2e`: the shim under a real containerd. Starts containerd 2.3.4 (from
+//! `../shared/containerd/`, unpacked into the test's directory), then Debian's 1.6 as the
+//! legacy pass, each with a private root, state, sockets and config that registers
+//! `io.containerd.wasm.v1` through `wasmpod install`, and Debian's docker-registry on
+//! loopback; builds the test image with `wasmpod build`; then checks what `ctr` and CRI
+//! users see. Everything is torn down afterwards, also when a check fails.
 
 use std::fs;
 use std::io::Write;
@@ -31,11 +33,95 @@ pub(crate) const IMAGE: &str = "localhost/wasmpod-e2e/probe:v1";
 /// One e2e check against the running containerd.
 type Check = fn(&Containerd) -> anyhow::Result<()>;
 
-/// Runs every check; extra arguments pick checks by name.
-pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
-    if filter.first().is_some_and(|f| f == "--kind") {
+/// Which containerd a pass runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Flavor {
+    /// containerd 2.3.4 from `../shared/containerd/`: config version 3, a drop-in
+    /// directory, the CRI plugin as `io.containerd.cri.v1.runtime`/`.images`.
+    #[default]
+    V2,
+    /// Debian's containerd 1.6 (`apt-get install containerd`): config version 2.
+    V1,
+}
+
+impl Flavor {
+    /// The name a pass is printed under and `--containerd` takes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Flavor::V2 => "2.3.4",
+            Flavor::V1 => "1.6",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "2" | "2.3" | "2.3.4" => Ok(Flavor::V2),
+            "1" | "1.6" => Ok(Flavor::V1),
+            other => bail!("--containerd {other}: 2.3.4 or 1.6"),
+        }
+    }
+}
+
+/// The containerd 2.3.4 release archive: `$WASMPOD_CONTAINERD2_TGZ`, else
+/// `../shared/containerd/` beside the checkout.
+pub(crate) fn containerd2_archive() -> anyhow::Result<PathBuf> {
+    const NAME: &str = "containerd-2.3.4-linux-amd64.tgz";
+    let candidates: Vec<PathBuf> = match std::env::var_os("WASMPOD_CONTAINERD2_TGZ") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![root().join("../shared/containerd").join(NAME)],
+    };
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "containerd 2.3.4 not found at {} (set WASMPOD_CONTAINERD2_TGZ to {NAME})",
+                candidates[0].display()
+            )
+        })
+}
+
+/// Runs every check, on containerd 2.3.4 and then 1.6; `--containerd 2.3.4|1.6` picks one
+/// pass, other arguments pick checks by name.
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    if args.first().is_some_and(|f| f == "--kind") {
         return kind::run();
     }
+    let mut flavors = vec![Flavor::V2, Flavor::V1];
+    let mut filter = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--containerd" {
+            let name = args.next().context("--containerd needs 2.3.4 or 1.6")?;
+            flavors = vec![Flavor::parse(name)?];
+        } else {
+            filter.push(arg.clone());
+        }
+    }
+    let mut failed = Vec::new();
+    for flavor in flavors {
+        let started = Instant::now();
+        match run_pass(flavor, &filter) {
+            Ok(()) => eprintln!(
+                "e2e on containerd {}: all checks ok in {:.0?}",
+                flavor.name(),
+                started.elapsed()
+            ),
+            Err(e) => {
+                eprintln!("e2e on containerd {}: {e:#}", flavor.name());
+                failed.push(flavor.name());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("e2e failed on containerd {}", failed.join(" and "));
+    }
+    Ok(())
+}
+
+/// One pass of the checks on `flavor`.
+fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
     for (program, package) in [
         ("containerd", "containerd"),
         ("ctr", "containerd"),
@@ -49,7 +135,13 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
     }
     crate::util::require_wasm_toolchain()?;
     let bins = build_binaries()?;
-    let env = Containerd::start(&bins)?;
+    let env = Containerd::start_flavor(&bins, flavor)?;
+    eprintln!(
+        "e2e: containerd {} ({}) in {}",
+        flavor.name(),
+        env.version()?,
+        env.dir.display()
+    );
     env.prepare_image()?;
     cri::import_pause_image(&env)?;
     let checks: &[(&str, Check)] = &[
@@ -86,6 +178,7 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         ("pod-node-grouping", cri::check_pod_node_grouping),
         ("pod-pull-secret", cri::check_pod_pull_secret),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
+        ("pod-artifact", cri::check_pod_artifact),
         ("http-serve", http::check_http_serve),
         ("pod-http", http::check_pod_http),
         ("static-site", http::check_static_site),
@@ -97,10 +190,11 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
             continue;
         }
         let started = Instant::now();
+        let version = flavor.name();
         match check(&env) {
-            Ok(()) => eprintln!("e2e {name}: ok ({:.1?})", started.elapsed()),
+            Ok(()) => eprintln!("e2e {name} [{version}]: ok ({:.1?})", started.elapsed()),
             Err(e) => {
-                eprintln!("e2e {name}: FAILED: {e:#}");
+                eprintln!("e2e {name} [{version}]: FAILED: {e:#}");
                 failed.push(*name);
             }
         }
@@ -124,6 +218,14 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         eprintln!("e2e shim-sockets: FAILED: sockets left under {SHIM_SOCKETS}: {left:?}");
         failed.push("shim-sockets");
     }
+    // Nothing the shim did may show as an error in containerd's log.
+    match shim_errors_in_log(&env) {
+        Ok(()) => eprintln!("e2e containerd-log [{}]: ok", flavor.name()),
+        Err(e) => {
+            eprintln!("e2e containerd-log [{}]: FAILED: {e:#}", flavor.name());
+            failed.push("containerd-log");
+        }
+    }
     if !failed.is_empty() {
         eprintln!(
             "containerd's log: {}",
@@ -132,6 +234,61 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
         env.keep_log();
         bail!("e2e checks failed: {}", failed.join(", "));
     }
+    Ok(())
+}
+
+/// Every error containerd logged over the pass: none may come from the shim's side. The
+/// only ones allowed are those a check provokes on purpose, each matched exactly.
+fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
+    /// (the check, the parts of what containerd logs for it), for 2.3.4 and 1.6 alike.
+    const EXPECTED: &[(&str, &[&str])] = &[
+        // A RuntimeClass whose handler containerd does not know.
+        (
+            "pod-unknown-handler",
+            &["msg=\"RunPodSandbox for ", "nohandler", "failed, error"],
+        ),
+        // The anonymous pull of a private image.
+        (
+            "pod-pull-secret",
+            &["msg=\"PullImage \\\"", "/private/probe:v1\\\" failed\""],
+        ),
+        // 1.6 refuses an artifact at pull.
+        (
+            "pod-artifact",
+            &[
+                "/e2e/probe-artifact:v1\\\" failed\"",
+                "mismatched image rootfs and manifest layers",
+            ],
+        ),
+        // containerd, killed inside a Create, finds after its restart that the shim it
+        // had started ended (the Create failed with nobody to tell).
+        (
+            "containerd-killed-in-create",
+            &["msg=\"failed to delete task\" error=\"ttrpc: closed\" id=slow"],
+        ),
+        // containerd's copy of a shim's log, whose pipe containerd itself closed while it
+        // cleaned up after a failed Create (not-wasm): its own race.
+        (
+            "not-wasm",
+            &["msg=\"copy shim log\" error=\"read /proc/self/fd/"],
+        ),
+    ];
+    let log = fs::read_to_string(env.dir.join("containerd.log"))?;
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("level=error") || l.contains("level=fatal"))
+        .filter(|l| {
+            !EXPECTED
+                .iter()
+                .any(|(_, parts)| parts.iter().all(|p| l.contains(p)))
+        })
+        .collect();
+    ensure!(
+        bad.is_empty(),
+        "{} unexpected error lines in containerd's log:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
     Ok(())
 }
 
@@ -173,7 +330,9 @@ pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result
     let target = crate::util::target_dir();
     let dir = target.join(profile);
     Ok(Binaries {
-        shim: dir.join("containerd-shim-wasm-v1"),
+        // Another shim binary under the same checks (a release build, a wrapper).
+        shim: std::env::var_os("WASMPOD_E2E_SHIM")
+            .map_or_else(|| dir.join("containerd-shim-wasm-v1"), PathBuf::from),
         wasmpod: dir.join("wasmpod"),
         run_via_api: dir.join("examples/run-via-api"),
     })
@@ -193,12 +352,14 @@ pub(crate) fn compile_fixture(name: &str, out: &Path) -> anyhow::Result<()> {
 /// containerd's config: private root, state, sockets; the CRI plugin with a sandbox image
 /// of the test's own, CNI from Debian's plugins with a bridge config in `dir`, pod network
 /// namespaces under the state directory, registry hosts from `dir/certs.d`, and the
-/// adjustments these VMs need (`restrict_oom_score_adj`).
-fn config_toml(dir: &Path) -> String {
+/// adjustments these VMs need (`restrict_oom_score_adj`). 1.6 reads version 2; 2.3.4
+/// version 3, which also imports the drop-in directory `dir/conf.d` that `wasmpod install`
+/// writes the handlers into.
+fn config_toml(dir: &Path, flavor: Flavor) -> String {
     let d = dir.display();
-    format!(
-        r#"version = 2
-root = "{d}/root"
+    let pause = cri::PAUSE_IMAGE;
+    let common = format!(
+        r#"root = "{d}/root"
 state = "{d}/state"
 disabled_plugins = [
   "io.containerd.snapshotter.v1.btrfs",
@@ -215,7 +376,17 @@ disabled_plugins = [
   level = "info"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
+# Collect garbage after every deletion (by default only after 100 mutations), so that a
+# removed container's snapshot is gone when the load check counts files, not at some
+# later mutation.
+[plugins."io.containerd.gc.v1.scheduler"]
+  deletion_threshold = 1
+"#
+    );
+    match flavor {
+        Flavor::V1 => format!(
+            r#"version = 2
+{common}[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
@@ -232,14 +403,44 @@ disabled_plugins = [
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".registry]
   config_path = "{d}/certs.d"
-"#,
-        pause = cri::PAUSE_IMAGE
-    )
+"#
+        ),
+        Flavor::V2 => format!(
+            r#"version = 3
+imports = ["{d}/conf.d/*.toml"]
+{common}[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{pause}"
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "{d}/certs.d"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  enable_cdi = false
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["/usr/lib/cni"]
+  conf_dir = "{d}/cni/net.d"
+  max_conf_num = 1
+[plugins."io.containerd.cri.v1.runtime".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+"#
+        ),
+    }
 }
 
 /// A private containerd: its own root, state, sockets and config, stopped on drop.
 pub(crate) struct Containerd {
     pub(crate) dir: PathBuf,
+    /// Which containerd this is.
+    pub(crate) flavor: Flavor,
+    /// Where its `containerd`, `ctr` and `containerd-shim-runc-v2` are (`None`: on PATH).
+    bin: Option<PathBuf>,
     /// The `wasmpod` binary under test.
     pub(crate) wasmpod: PathBuf,
     /// The gRPC client example (see [`Binaries::run_via_api`]).
@@ -251,15 +452,38 @@ pub(crate) struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd in a new temporary directory, with `bins.shim` on its PATH.
+    /// Starts containerd 2.3.4 in a new temporary directory, with `bins.shim` on its PATH.
     pub(crate) fn start(bins: &Binaries) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("wasmpod-e2e-{}", std::process::id()));
+        Self::start_flavor(bins, Flavor::default())
+    }
+
+    /// Starts containerd `flavor` in a new temporary directory, with `bins.shim` on its
+    /// PATH.
+    pub(crate) fn start_flavor(bins: &Binaries, flavor: Flavor) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "wasmpod-e2e-{}-{}",
+            std::process::id(),
+            flavor.name()
+        ));
         if dir.exists() {
             fs::remove_dir_all(&dir)?;
         }
         fs::create_dir_all(dir.join("bin"))?;
         symlink(&bins.shim, dir.join("bin/containerd-shim-wasm-v1"))?;
-        fs::write(dir.join("config.toml"), config_toml(&dir))?;
+        let bin = match flavor {
+            Flavor::V1 => None,
+            Flavor::V2 => {
+                let bin = dir.join("containerd-2.3.4");
+                fs::create_dir_all(&bin)?;
+                sh(Command::new("tar")
+                    .arg("xzf")
+                    .arg(containerd2_archive()?)
+                    .arg("-C")
+                    .arg(&bin))?;
+                Some(bin)
+            }
+        };
+        fs::write(dir.join("config.toml"), config_toml(&dir, flavor))?;
         // The runtime handlers go in as users add them: by `wasmpod install`. Besides
         // `wasm`, one per handler option: the process level, and one shim per node.
         for extra in [
@@ -280,6 +504,8 @@ impl Containerd {
         cri::write_cni_config(&dir)?;
         let env = Self {
             dir,
+            flavor,
+            bin,
             wasmpod: bins.wasmpod.clone(),
             run_via_api: bins.run_via_api.clone(),
             child: std::cell::RefCell::new(None),
@@ -295,12 +521,12 @@ impl Containerd {
             .create(true)
             .append(true)
             .open(self.dir.join("containerd.log"))?;
-        let path = format!(
-            "{}:{}",
-            self.dir.join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new("containerd")
+        let mut path = format!("{}:", self.dir.join("bin").display());
+        if let Some(bin) = &self.bin {
+            path.push_str(&format!("{}:", bin.display()));
+        }
+        path.push_str(&std::env::var("PATH").unwrap_or_default());
+        let child = Command::new(self.program("containerd"))
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .env("PATH", path)
@@ -380,6 +606,24 @@ impl Containerd {
         self.dir.join("containerd.sock")
     }
 
+    /// `name` (`containerd`, `ctr`) of this containerd's release.
+    pub(crate) fn program(&self, name: &str) -> PathBuf {
+        self.bin
+            .as_ref()
+            .map_or_else(|| PathBuf::from(name), |b| b.join(name))
+    }
+
+    /// The daemon's version, as its version service reports it.
+    pub(crate) fn version(&self) -> anyhow::Result<String> {
+        let out = self.ctr_ok(&["version"])?;
+        let server = out.split("Server:").nth(1).unwrap_or(&out);
+        Ok(server
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Version:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default())
+    }
+
     fn keep_log(&self) {
         self.keep_log.set(true);
     }
@@ -391,7 +635,7 @@ impl Containerd {
 
     /// `ctr` against this containerd, in `namespace`.
     pub(crate) fn ctr_cmd_in(&self, namespace: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(self.program("ctr"));
         cmd.arg("--address")
             .arg(self.socket())
             .args(["--namespace", namespace])

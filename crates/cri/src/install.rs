@@ -1,7 +1,12 @@
 //! The node installer: puts `containerd-shim-wasm-v1` where containerd finds it and adds
 //! the `wasm` runtime handler to containerd's config (version 2 for containerd 1.6/1.7,
-//! version 3 for 2.x), editing the file in place — comments and order kept, nothing
-//! written when it already says the same, a backup of the previous file otherwise.
+//! version 3 for 2.0–2.2, version 4 — the same CRI tables as 3 — for 2.3+).
+//!
+//! Where the config imports a drop-in directory (`imports = ['/etc/containerd/conf.d/*.toml']`,
+//! the default of containerd 2.3), the handler goes into a file of its own there,
+//! `wasmpod-<handler>.toml`, and the main config is not touched; otherwise the main config
+//! is edited in place. Either way comments and order are kept, nothing is written when the
+//! file already says the same, and the previous file is kept as a backup.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -34,7 +39,7 @@ pub struct InstallOptions {
     /// Where the shim goes: a directory on containerd's PATH (`/usr/local/bin`).
     pub bin_dir: PathBuf,
     /// The config version to write when the file is missing or empty (2 for containerd
-    /// 1.6/1.7, 3 for 2.x).
+    /// 1.6/1.7, 3 for 2.0–2.2, 4 for 2.3+).
     pub new_config_version: i64,
 }
 
@@ -49,6 +54,10 @@ pub struct InstallReport {
     pub backup: Option<PathBuf>,
     /// The config version found (or written).
     pub config_version: i64,
+    /// The file that holds the handler: the main config, or the drop-in file.
+    pub config_file: PathBuf,
+    /// Whether [`Self::config_file`] is a drop-in file the main config imports.
+    pub drop_in: bool,
 }
 
 impl InstallReport {
@@ -64,15 +73,21 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
     if let Some(shim) = &options.shim {
         report.shim_installed = install_shim(shim, &options.bin_dir)?;
     }
-    let path = &options.config;
-    let original = match std::fs::read_to_string(path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(path)(e)),
-    };
+    let main = read_config(&options.config)?;
+    let (path, original, version) =
+        match drop_in_file(&options.config, main.as_deref(), &options.handler)? {
+            Some((file, version)) => {
+                report.drop_in = true;
+                let text = read_config(&file)?;
+                (file, text, version)
+            }
+            None => (options.config.clone(), main, options.new_config_version),
+        };
+    let path = &path;
+    report.config_file = path.clone();
     let text = original.clone().unwrap_or_default();
-    let options_path =
-        (!options.runtime_options.is_empty()).then(|| options_file(path, &options.handler));
+    let options_path = (!options.runtime_options.is_empty())
+        .then(|| options_file(&options.config, &options.handler));
     if let Some(file) = &options_path {
         let body: String = options
             .runtime_options
@@ -92,7 +107,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
         &text,
         &options.handler,
         options_path.as_deref(),
-        options.new_config_version,
+        version,
     )?;
     report.config_version = version;
     if original.as_deref() == Some(updated.as_str()) {
@@ -109,6 +124,123 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
     }
     write_atomically(path, updated.as_bytes(), mode_of(path))?;
     Ok(report)
+}
+
+/// The text of config file `path`; `None` when there is none.
+fn read_config(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path)(e)),
+    }
+}
+
+/// The drop-in file for `handler` and the version it is written in, when the main config
+/// at `path` (text `main`) imports a directory of drop-ins and does not already define
+/// the handler itself (an earlier install edited it in place: that entry is kept up to
+/// date instead). Imports are resolved against the main config's directory, as
+/// containerd does; the first whose pattern takes `wasmpod-<handler>.toml` is used.
+pub fn drop_in_file(
+    path: &Path,
+    main: Option<&str>,
+    handler: &str,
+) -> Result<Option<(PathBuf, i64)>> {
+    let Some(text) = main.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| Error::Config {
+        path: path.to_owned(),
+        reason,
+    };
+    let doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| bad(e.to_string()))?;
+    let version = config_version(&doc, path)?;
+    let defined = doc
+        .get("plugins")
+        .and_then(|p| p.get(cri_plugin(version)))
+        .and_then(|c| c.get("containerd"))
+        .and_then(|c| c.get("runtimes"))
+        .and_then(|r| r.get(handler))
+        .is_some();
+    if defined {
+        return Ok(None);
+    }
+    let name = drop_in_name(handler);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let imports = doc.get("imports").and_then(Item::as_array);
+    for import in imports.into_iter().flatten().filter_map(|v| v.as_str()) {
+        let import = base.join(import);
+        let (Some(dir), Some(pattern)) = (import.parent(), import.file_name()) else {
+            continue;
+        };
+        let pattern = pattern.to_string_lossy();
+        let dir_is_plain = !dir.to_string_lossy().contains(['*', '?', '[']);
+        if dir_is_plain && pattern.contains(['*', '?']) && glob_matches(&pattern, &name) {
+            return Ok(Some((dir.join(&name), version)));
+        }
+    }
+    Ok(None)
+}
+
+/// `wasmpod-<handler>.toml`: the drop-in file of a handler.
+fn drop_in_name(handler: &str) -> String {
+    format!("wasmpod-{handler}.toml")
+}
+
+/// Whether `name` matches the glob `pattern` of `*` and `?` (a pattern with a bracket
+/// expression matches nothing here: the installer does not guess at one).
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    if pattern.contains('[') {
+        return false;
+    }
+    fn matches(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => matches(&p[1..], n) || (!n.is_empty() && matches(p, &n[1..])),
+            (Some('?'), Some(_)) => matches(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => matches(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    matches(&p, &n)
+}
+
+/// The version of config `doc`: its `version` key (a file without one is version 1).
+fn config_version(doc: &DocumentMut, path: &Path) -> Result<i64> {
+    let bad = |reason: String| Error::Config {
+        path: path.to_owned(),
+        reason,
+    };
+    let version = match doc.get("version") {
+        Some(v) => v
+            .as_integer()
+            .ok_or_else(|| bad("version is not an integer".into()))?,
+        None => 1,
+    };
+    match version {
+        2..=4 => Ok(version),
+        1 => Err(bad(
+            "has no `version`, so it is a version 1 config, which wasmpod does not edit: \
+             run `containerd config migrate` (containerd 1.7+) or add `version = 2` and \
+             move the CRI tables under plugins.\"io.containerd.grpc.v1.cri\""
+                .into(),
+        )),
+        other => Err(bad(format!(
+            "config version {other} is not known (2, 3 and 4 are)"
+        ))),
+    }
+}
+
+/// The plugin whose `containerd.runtimes` table holds runtime handlers in a config of
+/// `version` (3 and 4 share their CRI tables).
+fn cri_plugin(version: i64) -> &'static str {
+    if version >= 3 {
+        "io.containerd.cri.v1.runtime"
+    } else {
+        "io.containerd.grpc.v1.cri"
+    }
 }
 
 /// Where the options of `handler` live: `wasmpod-<handler>.toml` beside the config.
@@ -144,33 +276,13 @@ pub fn add_runtime(
     let mut doc: DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| bad(e.to_string()))?;
-    let version = match doc.get("version") {
-        Some(v) => v
-            .as_integer()
-            .ok_or_else(|| bad("version is not an integer".into()))?,
-        None if doc.is_empty() => {
-            doc.insert("version", value(new_version));
-            new_version
-        }
-        None => 1,
+    let version = if doc.get("version").is_none() && doc.is_empty() {
+        doc.insert("version", value(new_version));
+        new_version
+    } else {
+        config_version(&doc, path)?
     };
-    let plugin = match version {
-        2 => "io.containerd.grpc.v1.cri",
-        3 => "io.containerd.cri.v1.runtime",
-        1 => {
-            return Err(bad(
-                "has no `version`, so it is a version 1 config, which wasmpod does not edit: \
-                 run `containerd config migrate` (containerd 1.7+) or add `version = 2` and \
-                 move the CRI tables under plugins.\"io.containerd.grpc.v1.cri\""
-                    .into(),
-            ))
-        }
-        other => {
-            return Err(bad(format!(
-                "config version {other} is not known (2 and 3 are)"
-            )))
-        }
-    };
+    let plugin = cri_plugin(version);
     let plugins = table_at(doc.as_table_mut(), "plugins", path)?;
     let cri = table_at(plugins, plugin, path)?;
     let containerd = table_at(cri, "containerd", path)?;

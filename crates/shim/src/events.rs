@@ -2,13 +2,16 @@
 //! see every transition.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use containerd_shim::protos::api::Envelope;
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::shim::events::ForwardRequest;
+use containerd_shim::protos::shim_async::{Client, EventsClient};
 use containerd_shim::protos::topics;
-use containerd_shim::publisher::RemotePublisher;
 
 /// A protobuf timestamp of `at`.
 pub(crate) fn timestamp(at: SystemTime) -> Timestamp {
@@ -22,38 +25,99 @@ pub(crate) fn timestamp(at: SystemTime) -> Timestamp {
     }
 }
 
-/// Publishes events in the shim's containerd namespace. A failure is logged, never fatal:
-/// the task goes on whether or not containerd heard about it.
+/// How long one event may take to reach containerd before it is given up (logged).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Publishes events in the shim's containerd namespace, each one sent and acknowledged by
+/// containerd before `publish` returns — so an event published before a task call answers
+/// is with containerd when the answer is, and a shim that ends after its last Delete has
+/// lost nothing and leaves no request half-sent (the `containerd-shim` crate's publisher
+/// queues events and sends them later, which loses the last ones of an exiting shim and
+/// makes containerd log `failed sending message on channel ... broken pipe`). One
+/// connection, taken in turn, keeps events in the order they were published; a failed
+/// send reconnects and tries once more. A failure is logged, never fatal: the task goes
+/// on whether or not containerd heard about it.
 #[derive(Clone)]
 pub(crate) struct Events {
-    publisher: Arc<RemotePublisher>,
+    /// containerd's ttrpc socket.
+    address: String,
+    client: Arc<tokio::sync::Mutex<Option<EventsClient>>>,
     namespace: String,
 }
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events")
+            .field("address", &self.address)
             .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
 }
 
+/// A connection to containerd's ttrpc socket `address`.
+fn connect(address: &str) -> Result<EventsClient, String> {
+    let fd = containerd_shim::util::connect(address.trim_start_matches("unix://"))
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    Ok(EventsClient::new(Client::new(fd)))
+}
+
 impl Events {
-    pub(crate) fn new(publisher: RemotePublisher, namespace: String) -> Self {
+    /// Events for containerd at `address` (its ttrpc socket), in `namespace`; connects on
+    /// first use.
+    pub(crate) fn new(address: String, namespace: String) -> Self {
         Self {
-            publisher: Arc::new(publisher),
+            address,
+            client: Arc::new(tokio::sync::Mutex::new(None)),
             namespace,
         }
     }
 
     async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let ctx = containerd_shim::Context::default();
-        if let Err(error) = self
-            .publisher
-            .publish(ctx, topic, &self.namespace, event)
-            .await
-        {
-            tracing::warn!(topic, %error, "cannot publish event");
+        let mut envelope = Envelope::new();
+        envelope.topic = topic.to_owned();
+        envelope.namespace = self.namespace.clone();
+        envelope.timestamp = Some(timestamp(SystemTime::now())).into();
+        let mut any = Any::new();
+        any.type_url = event.descriptor_dyn().full_name().to_owned();
+        any.value = match event.write_to_bytes_dyn() {
+            Ok(v) => v,
+            Err(error) => {
+                tracing::warn!(topic, %error, "cannot encode event");
+                return;
+            }
+        };
+        envelope.event = Some(any).into();
+        let mut request = ForwardRequest::new();
+        request.envelope = Some(envelope).into();
+        let mut client = self.client.lock().await;
+        for attempt in 0..2 {
+            if client.is_none() {
+                match connect(&self.address) {
+                    Ok(c) => *client = Some(c),
+                    Err(error) => {
+                        tracing::warn!(topic, %error, "cannot publish event");
+                        return;
+                    }
+                }
+            }
+            let Some(c) = client.as_ref() else { return };
+            let ctx = containerd_shim::Context::default();
+            match tokio::time::timeout(PUBLISH_TIMEOUT, c.forward(ctx, &request)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(error)) if attempt == 0 => {
+                    tracing::debug!(topic, %error, "publishing an event: reconnecting");
+                    *client = None;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(topic, %error, "cannot publish event");
+                    *client = None;
+                }
+                Err(_) => {
+                    tracing::warn!(topic, timeout = ?PUBLISH_TIMEOUT, "cannot publish event: containerd did not answer");
+                    *client = None;
+                    return;
+                }
+            }
         }
     }
 

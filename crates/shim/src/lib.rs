@@ -4,8 +4,10 @@
 //! # Core concepts
 //!
 //! - [`Service`]: the shim process as containerd starts it. `start` spawns (or, for the
-//!   containers of one pod, reuses) a serving shim and prints its ttrpc address; `delete`
-//!   cleans up after a serving shim that died; serving answers the task API.
+//!   containers of one pod, reuses) a serving shim and prints its ttrpc address in the form
+//!   the calling containerd reads (1.6 to 2.3: see `bootstrap`); `delete` cleans up after
+//!   a serving shim that died; serving answers the task API as v2 and as v3; `-info` and
+//!   `-v` describe the shim.
 //! - [`TaskService`]: the task API over the containers of one serving shim. Each container
 //!   walks `Created → Running → Stopped` and is removed on Delete. Create mounts the
 //!   snapshot containerd sends at `bundle/rootfs`, turns `config.json` into a
@@ -30,6 +32,7 @@
 
 #![deny(missing_docs)]
 
+mod bootstrap;
 mod container;
 mod content;
 mod error;
@@ -57,26 +60,12 @@ pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 /// CRI's annotation naming a container's image.
 pub const IMAGE_NAME_ANNOTATION: &str = "io.kubernetes.cri.image-name";
 
-/// Runs the shim as containerd invoked it (`start`, `delete`, or serving); never returns
-/// on failure, exiting with status 1 and the reason on stderr.
+/// Runs the shim as containerd invoked it (`start`, `delete`, serving, `-info`, `-v`);
+/// never returns, exiting with status 1 and the reason on stderr on failure.
 pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(process::GUEST_COMMAND) {
         process::guest_main(&args[1..]);
     }
-    let runtime = match wasm_engine::guest_runtime(2) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{RUNTIME_TYPE}: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let config = containerd_shim::Config {
-        no_setup_logger: true,
-        ..Default::default()
-    };
-    runtime.block_on(containerd_shim::asynchronous::run::<Service>(
-        RUNTIME_TYPE,
-        Some(config),
-    ));
+    bootstrap::main(&args)
 }

@@ -7,13 +7,12 @@
 //! containerd 1.6 fills only `config_path` (the table's `ConfigPath` key: a TOML file, which
 //! `wasmpod install --option` writes); 1.7 and later send the whole table as TOML in
 //! `config_body` when `ConfigPath` is not set. Both are read. They reach the
-//! shim twice: on the stdin of `start` (the grouping must be known before a shim is chosen)
-//! and in Create's `options` (the isolation level of that container).
-
-use std::io::Read;
+//! shim twice: on the stdin of `start` (the grouping must be known before a shim is chosen;
+//! `bootstrap` unwraps them from each containerd version's form) and in Create's
+//! `options` (the isolation level of that container).
 
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{CodedInputStream, Message};
+use containerd_shim::protos::protobuf::CodedInputStream;
 use sandbox::HandlerOptions;
 
 use crate::error::{Error, Result};
@@ -43,7 +42,7 @@ fn decode(value: &[u8]) -> Result<(String, String)> {
 /// The handler options in `any`: empty when containerd sent none, or sent another runtime's
 /// options (runc's, from a `ctr run` without `--runtime-config-path`).
 pub(crate) fn from_any(any: &Any) -> Result<HandlerOptions> {
-    if !any.type_url.ends_with(RUNTIME_OPTIONS) {
+    if !is_runtime_options(any) {
         if !any.type_url.is_empty() {
             tracing::debug!(type_url = %any.type_url, "runtime options of another kind: ignored");
         }
@@ -63,19 +62,9 @@ pub(crate) fn from_any(any: &Any) -> Result<HandlerOptions> {
         .map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
-/// The handler options containerd wrote on `start`'s stdin, which is then at its end (so
-/// that the shim library, which also reads it for runc's shim cgroup, finds nothing).
-pub(crate) fn from_stdin() -> Result<HandlerOptions> {
-    let mut data = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut data)
-        .map_err(|e| Error::InvalidArgument(format!("reading runtime options on stdin: {e}")))?;
-    if data.is_empty() {
-        return Ok(HandlerOptions::default());
-    }
-    let any = Any::parse_from_bytes(&data)
-        .map_err(|e| Error::InvalidArgument(format!("runtime options on stdin: {e}")))?;
-    from_any(&any)
+/// Whether `any` holds containerd's generic runtime options (a handler's options table).
+pub(crate) fn is_runtime_options(any: &Any) -> bool {
+    any.type_url.ends_with(RUNTIME_OPTIONS)
 }
 
 #[cfg(test)]

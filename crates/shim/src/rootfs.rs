@@ -56,3 +56,24 @@ pub(crate) fn unmount(id: &str, bundle: &Path) -> Result<()> {
 pub(crate) fn is_mounted(bundle: &Path) -> bool {
     sys::is_mount_point(&target(bundle))
 }
+
+/// Whether the root filesystem at `bundle/rootfs` holds nothing (or is not there): an
+/// image without filesystem layers, such as a Wasm OCI artifact pulled by the CRI.
+pub(crate) fn is_empty(bundle: &Path) -> bool {
+    std::fs::read_dir(target(bundle)).map_or(true, |mut d| d.next().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_root_filesystem_is_told_apart() {
+        let bundle = tempfile::tempdir().unwrap();
+        assert!(is_empty(bundle.path()), "no rootfs at all");
+        std::fs::create_dir(target(bundle.path())).unwrap();
+        assert!(is_empty(bundle.path()), "an empty rootfs");
+        std::fs::write(target(bundle.path()).join("app.wasm"), b"\0asm").unwrap();
+        assert!(!is_empty(bundle.path()));
+    }
+}

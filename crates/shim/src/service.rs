@@ -1,15 +1,13 @@
-//! The shim process: `start` (spawn or reuse the serving shim of a pod), `delete` (clean up
-//! after a shim that died) and serving the task API.
+//! The shim process: which serving shim a container joins, `delete` (clean up after a shim
+//! that died) and the task service a serving shim answers with (`bootstrap` drives them).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use async_trait::async_trait;
 use containerd_shim::api::DeleteResponse;
-use containerd_shim::asynchronous::{spawn, ExitSignal, Shim};
-use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Config, Flags, StartOpts};
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::Flags;
 use oci_spec::runtime::Spec;
 use sandbox::{Grouping, HandlerOptions, Selection};
 use wasm_engine::{Engine, EngineConfig, EXIT_KILLED};
@@ -19,7 +17,7 @@ use crate::events::{timestamp, Events};
 use crate::task::TaskService;
 use crate::{rootfs, SANDBOX_ID_ANNOTATION};
 
-/// The shim as containerd's `start`, `delete` and serve calls see it.
+/// The shim as containerd's `delete` and serve calls see it.
 #[derive(Clone)]
 pub struct Service {
     exit: Arc<ExitSignal>,
@@ -89,36 +87,21 @@ pub(crate) fn cache_dir() -> PathBuf {
         .join("cache")
 }
 
-#[async_trait]
-impl Shim for Service {
-    type T = TaskService;
-
-    async fn new(_runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
-        config.no_setup_logger = true;
-        crate::logging::init(args);
+impl Service {
+    /// The shim of container `flags.id` in `flags.namespace`, as containerd named it.
+    pub(crate) fn new(flags: &Flags) -> Self {
         Service {
             exit: Arc::new(ExitSignal::default()),
-            namespace: args.namespace.clone(),
-            id: args.id.clone(),
-            address: args.address.clone(),
-            socket: args.socket.clone(),
+            namespace: flags.namespace.clone(),
+            id: flags.id.clone(),
+            address: flags.address.clone(),
+            socket: flags.socket.clone(),
         }
     }
 
-    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
-        // containerd runs `start` in the new container's bundle.
-        let spec = Spec::load("config.json").ok();
-        let handler = crate::options::from_stdin()
-            .map_err(|e| containerd_shim::Error::InvalidArgument(e.to_string()))?;
-        let grouping = grouping(&opts.id, spec.as_ref(), &handler);
-        let address = spawn(opts, &grouping, Vec::new()).await?;
-        containerd_shim::asynchronous::util::write_str_to_file("address", &address).await?;
-        Ok(address)
-    }
-
-    async fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
-        // The serving shim died: its guests died with it. Detach what it had mounted, and
-        // its socket, which nobody else removes.
+    /// `delete`: the serving shim died, and its guests with it. Detaches what it had
+    /// mounted, and its socket, which nobody else removes.
+    pub(crate) fn delete(&self) -> DeleteResponse {
         let bundle = Path::new(".");
         crate::process::clean_up_after_dead_shim(&self.id, bundle);
         if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
@@ -129,26 +112,28 @@ impl Shim for Service {
                 tracing::warn!(id = %self.id, %error, "cleaning up after a dead shim");
             }
         }
-        Ok(DeleteResponse {
+        DeleteResponse {
             pid: 0,
             exit_status: u32::try_from(EXIT_KILLED).unwrap_or(137),
             exited_at: Some(timestamp(SystemTime::now())).into(),
             ..Default::default()
-        })
+        }
     }
 
-    async fn wait(&mut self) {
+    /// Waits until the last container is gone and Shutdown was called.
+    pub(crate) async fn wait(&self) {
         self.exit.wait().await;
-        // The library removes the socket named in the first container's bundle, which may
-        // be gone by now (node grouping); this one is known. Its server is still up, so
-        // unlink the file directly.
+        // Its server is still up, so unlink the socket file directly (the first
+        // container's bundle, which names it too, may be gone by now).
         let path = Path::new(self.socket.trim_start_matches("unix://"));
         if !self.socket.is_empty() && path.starts_with("/") {
             let _ = std::fs::remove_file(path);
         }
     }
 
-    async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+    /// The task service of this serving shim, publishing events to containerd's ttrpc
+    /// socket `ttrpc_address`.
+    pub(crate) fn task_service(&self, ttrpc_address: &str) -> TaskService {
         let engine = Engine::new(EngineConfig {
             cache_dir: Some(cache_dir()),
             ..Default::default()
@@ -164,7 +149,7 @@ impl Shim for Service {
         TaskService::new(
             engine,
             content,
-            Events::new(publisher, self.namespace.clone()),
+            Events::new(ttrpc_address.to_owned(), self.namespace.clone()),
             self.exit.clone(),
         )
     }

@@ -59,3 +59,46 @@ pub(crate) fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Makes this process the reaper of its orphaned descendants (a guest's children), as
+/// containerd's shims are.
+pub(crate) fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps one child that has ended, without waiting: `(pid, exit status)`, the status
+/// 128 + the signal for a child killed by one. `None` when no child has ended.
+pub(crate) fn reap_any() -> Option<(i32, i32)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int for waitpid to fill; WNOHANG never blocks.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            if libc::WIFEXITED(status) {
+                return Some((pid, libc::WEXITSTATUS(status)));
+            }
+            if libc::WIFSIGNALED(status) {
+                return Some((pid, 128 + libc::WTERMSIG(status)));
+            }
+            continue; // stopped or continued: not an end
+        }
+        if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Points stdout at stderr: `start` reads the serving shim's stdout until it closes, and
+/// that tells it the server is up.
+pub(crate) fn close_stdout() -> io::Result<()> {
+    // SAFETY: dup2 of the process's own standard descriptors touches no memory.
+    if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

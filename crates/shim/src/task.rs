@@ -44,6 +44,10 @@ pub struct TaskService {
         Mutex<std::collections::HashSet<String>>,
         tokio::sync::Notify,
     )>,
+    /// The ids of the last Creates that failed: containerd cleans up after a failed Create
+    /// by deleting the task, and that Delete succeeds (the task ended before it began)
+    /// rather than make containerd log an error about a task it knows never existed.
+    failed: Arc<Mutex<std::collections::VecDeque<String>>>,
     /// The engine of served handlers (made with the first): the pooling allocator.
     serving: Arc<std::sync::OnceLock<Engine>>,
     /// The network runtimes of pods' namespaces, by path, while a container uses one.
@@ -178,6 +182,7 @@ impl TaskService {
             containers: Arc::default(),
             creating: Arc::default(),
             netns_runtimes: Arc::default(),
+            failed: Arc::default(),
             serving: Arc::default(),
         }
     }
@@ -279,9 +284,10 @@ impl TaskService {
         };
         let selection = Selection::decide(&spec, handler).map_err(policy_error)?;
         tracing::info!(isolation = %selection.isolation, grouping = %selection.grouping, "isolation");
-        // No snapshot to mount: a Wasm OCI artifact, whose program is a layer in
-        // containerd's content store rather than a file.
-        let layer = if has_rootfs {
+        // No snapshot to mount, or an empty one (containerd 2.x's CRI makes one for an
+        // image without filesystem layers): a Wasm OCI artifact, whose program is a layer
+        // in containerd's content store rather than a file.
+        let layer = if has_rootfs && !rootfs::is_empty(bundle) {
             None
         } else {
             self.content
@@ -460,6 +466,7 @@ impl TaskService {
 
     async fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         let id = req.id.clone();
+        let req_id = id.clone();
         if self.containers().contains_key(&id) || !self.creating().insert(id.clone()) {
             return Err(Error::AlreadyExists(id));
         }
@@ -482,6 +489,9 @@ impl TaskService {
         let this = self.clone();
         let create = async move {
             let result = this.create_container(req).await;
+            if result.is_err() {
+                this.remember_failed(&id);
+            }
             drop(mark);
             if let Err(Err(e)) = tx.send(result) {
                 tracing::warn!(error = %e, "create failed after its caller left");
@@ -493,9 +503,28 @@ impl TaskService {
         };
         tokio::spawn(create.instrument(tracing::Span::current()));
         rx.await.map_err(|e| Error::Io {
-            context: format!("container {id}: create"),
+            context: format!("container {}: create", req_id),
             source: std::io::Error::other(e),
         })?
+    }
+
+    /// Notes that the Create of `id` failed (see [`TaskService::failed`]).
+    fn remember_failed(&self, id: &str) {
+        /// How many failed Creates are remembered: containerd deletes right after.
+        const REMEMBERED: usize = 64;
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.len() == REMEMBERED {
+            failed.pop_front();
+        }
+        failed.push_back(id.to_owned());
+    }
+
+    /// Forgets the failed Create of `id`; whether there was one.
+    fn forget_failed(&self, id: &str) -> bool {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let before = failed.len();
+        failed.retain(|f| f != id);
+        failed.len() != before
     }
 
     async fn create_container(
@@ -805,9 +834,19 @@ impl TaskService {
         Self::no_exec(&req.exec_id, &req.id)?;
         let container = {
             let mut map = self.containers();
-            let c = map
-                .get(&req.id)
-                .ok_or_else(|| Error::NotFound(req.id.clone()))?;
+            let Some(c) = map.get(&req.id) else {
+                drop(map);
+                if self.forget_failed(&req.id) {
+                    tracing::debug!("deleted after a failed create");
+                    return Ok(api::DeleteResponse {
+                        pid: 0,
+                        exit_status: u32::try_from(EXIT_CANNOT_START).unwrap_or(126),
+                        exited_at: Some(timestamp(std::time::SystemTime::now())).into(),
+                        ..Default::default()
+                    });
+                }
+                return Err(Error::NotFound(req.id.clone()));
+            };
             c.check_delete()?;
             map.remove(&req.id)
                 .expect("present: looked up under the same lock")

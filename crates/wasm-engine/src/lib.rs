@@ -49,6 +49,9 @@ pub use run::{
 pub use serve::{ServeConfig, ServeStats};
 pub use stdio::{Stdio, StdioStream};
 
+/// The wasmtime release the engine is built on (the workspace pins it), for version output.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
 /// Exit status of a guest stopped by a kill (128 + SIGKILL), as a container runtime reports it.
 pub const EXIT_KILLED: i32 = 137;
 /// Exit status of a guest stopped by a polite termination (128 + SIGTERM).

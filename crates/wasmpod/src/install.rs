@@ -35,11 +35,16 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
         println!("installed {}", path.display());
     }
     if report.config_changed {
+        let imported = if report.drop_in {
+            format!(", imported by {}", args.containerd_config.display())
+        } else {
+            String::new()
+        };
         println!(
-            "added runtime handler {:?} ({}) to {} (config version {})",
+            "added runtime handler {:?} ({}) to {} (config version {}{imported})",
             args.handler,
             cri::install::RUNTIME_TYPE,
-            args.containerd_config.display(),
+            report.config_file.display(),
             report.config_version
         );
     }
@@ -49,7 +54,7 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
     if !report.needs_restart() {
         println!(
             "nothing changed: {} already runs wasm containers",
-            args.containerd_config.display()
+            report.config_file.display()
         );
         return Ok(());
     }
@@ -81,22 +86,30 @@ fn beside_me() -> anyhow::Result<PathBuf> {
     Ok(shim)
 }
 
-/// The config version this node's containerd reads: 3 for containerd 2.x, else 2.
+/// The config version this node's containerd writes by default: 4 for containerd 2.3+,
+/// 3 for 2.0–2.2, else 2.
 fn containerd_config_version() -> i64 {
     let out = Command::new("containerd").arg("--version").output();
     let text = out
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    // "containerd github.com/containerd/containerd v1.6.20 ..." or ".../v2 v2.0.0 ..."
-    let major = text.split_whitespace().find_map(|w| {
-        w.strip_prefix('v')
-            .and_then(|v| v.split('.').next())
-            .and_then(|m| m.parse::<u32>().ok())
+    config_version_for(&text)
+}
+
+/// [`containerd_config_version`] from `containerd --version`'s output:
+/// "containerd github.com/containerd/containerd v1.6.20 …", "… containerd/v2 v2.0.0 …",
+/// or, from a build without the `v`, "… containerd/v2 2.3.4".
+fn config_version_for(text: &str) -> i64 {
+    let release = text.split_whitespace().skip(2).find_map(|w| {
+        let mut parts = w.trim_start_matches('v').split('.');
+        let major = parts.next()?.parse::<u32>().ok()?;
+        let minor = parts.next()?.parse::<u32>().ok()?;
+        Some((major, minor))
     });
-    if major.is_some_and(|m| m >= 2) {
-        3
-    } else {
-        2
+    match release {
+        Some((major, minor)) if major > 2 || (major == 2 && minor >= 3) => 4,
+        Some((2, _)) => 3,
+        _ => 2,
     }
 }
 
@@ -119,4 +132,39 @@ fn runtime_options(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     }
     sandbox::HandlerOptions::from_toml(&toml, "--option")?;
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_version_for;
+
+    #[test]
+    fn config_version_follows_containerd_release() {
+        for (text, version) in [
+            (
+                "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+b1\n",
+                2,
+            ),
+            (
+                "containerd github.com/containerd/containerd v1.7.27 05044ec\n",
+                2,
+            ),
+            (
+                "containerd github.com/containerd/containerd/v2 v2.0.0 207ad71\n",
+                3,
+            ),
+            (
+                "containerd github.com/containerd/containerd/v2 v2.2.1 abc\n",
+                3,
+            ),
+            ("containerd github.com/containerd/containerd/v2 2.3.4\n", 4),
+            (
+                "containerd github.com/containerd/containerd/v2 v3.0.0 x\n",
+                4,
+            ),
+            ("", 2),
+        ] {
+            assert_eq!(config_version_for(text), version, "{text}");
+        }
+    }
 }

@@ -63,6 +63,12 @@ pub(crate) fn check_process_level(env: &Containerd) -> anyhow::Result<()> {
         ppid == shims[0],
         "the child's parent is {ppid}, not the shim"
     );
+    // The child confines itself before the guest's first instruction, which may be just
+    // after the task is reported running.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proc_status(pid, "NoNewPrivs") != "1" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     ensure!(
         proc_status(pid, "NoNewPrivs") == "1",
         "no_new_privs is not set"

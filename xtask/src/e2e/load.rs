@@ -14,7 +14,7 @@ use super::{fds, Containerd, IMAGE, RUNTIME};
 
 /// What the node holds at one moment: the long-lived processes' descriptors and memory,
 /// and what is left in the kernel and on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Snapshot {
     pub(crate) containerd_fds: usize,
     pub(crate) containerd_rss_kib: u64,
@@ -26,9 +26,9 @@ pub(crate) struct Snapshot {
     pub(crate) mounts: usize,
     /// Files and directories under containerd's state and root, and under wasmpod's root
     /// (the precompile cache).
-    pub(crate) state_files: usize,
-    pub(crate) root_files: usize,
-    pub(crate) cache_files: usize,
+    pub(crate) state_files: Files,
+    pub(crate) root_files: Files,
+    pub(crate) cache_files: Files,
 }
 
 impl std::fmt::Display for Snapshot {
@@ -49,7 +49,11 @@ impl std::fmt::Display for Snapshot {
         write!(
             f,
             ", {} shims, {} mounts, files: state {} root {} cache {}",
-            self.shims, self.mounts, self.state_files, self.root_files, self.cache_files
+            self.shims,
+            self.mounts,
+            self.state_files.len(),
+            self.root_files.len(),
+            self.cache_files.len()
         )
     }
 }
@@ -62,20 +66,21 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn count_files(dir: &Path) -> usize {
+/// The paths of the files and directories under a directory.
+pub(crate) type Files = std::collections::BTreeSet<std::path::PathBuf>;
+
+fn files(dir: &Path) -> Files {
+    let mut found = Files::new();
     let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
+        return found;
     };
-    entries
-        .flatten()
-        .map(|e| {
-            let nested = match e.file_type() {
-                Ok(t) if t.is_dir() => count_files(&e.path()),
-                _ => 0,
-            };
-            1 + nested
-        })
-        .sum()
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(files(&e.path()));
+        }
+        found.insert(e.path());
+    }
+    found
 }
 
 pub(crate) fn snapshot(env: &Containerd, shim: Option<u32>) -> anyhow::Result<Snapshot> {
@@ -87,9 +92,9 @@ pub(crate) fn snapshot(env: &Containerd, shim: Option<u32>) -> anyhow::Result<Sn
         shim_rss_kib: shim.map(rss_kib),
         shims: env.shim_pids("containerd-shim").len(),
         mounts: env.mounts().len(),
-        state_files: count_files(&env.dir.join("state")),
-        root_files: count_files(&env.dir.join("root")),
-        cache_files: count_files(&env.dir.join("wasmpod")),
+        state_files: files(&env.dir.join("state")),
+        root_files: files(&env.dir.join("root")),
+        cache_files: files(&env.dir.join("wasmpod")),
     })
 }
 
@@ -294,12 +299,18 @@ fn growth(b: &Snapshot, a: &Snapshot) -> Vec<String> {
         left.push(format!("shims {} -> {}", b.shims, a.shims));
     }
     for (what, x, y) in [
-        ("files under state", b.state_files, a.state_files),
-        ("files under root", b.root_files, a.root_files),
-        ("files under the cache", b.cache_files, a.cache_files),
+        ("files under state", &b.state_files, &a.state_files),
+        ("files under root", &b.root_files, &a.root_files),
+        ("files under the cache", &b.cache_files, &a.cache_files),
     ] {
         if y != x {
-            left.push(format!("{what} {x} -> {y}"));
+            let new: Vec<_> = y.difference(x).take(5).map(|p| p.display()).collect();
+            let gone: Vec<_> = x.difference(y).take(5).map(|p| p.display()).collect();
+            left.push(format!(
+                "{what} {} -> {} (new: {new:?}, gone: {gone:?})",
+                x.len(),
+                y.len()
+            ));
         }
     }
     if a.containerd_fds > b.containerd_fds + 2 {

@@ -79,6 +79,38 @@ fn the_shipped_snippets_are_already_installed() {
             "{name} differs from what wasmpod install writes"
         );
     }
+    // The drop-in for containerd 2.3 is what install writes into an imported directory
+    // (its comment lines aside).
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 4\nimports = ['{}/conf.d/*.toml']\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let report = install(&InstallOptions {
+        config,
+        handler: "wasm".into(),
+        runtime_options: Vec::new(),
+        shim: None,
+        bin_dir: dir.path().join("bin"),
+        new_config_version: 4,
+    })
+    .unwrap();
+    assert!(report.drop_in);
+    let shipped = std::fs::read_to_string(deploy.join("wasmpod-wasm.toml")).unwrap();
+    let shipped: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        std::fs::read_to_string(&report.config_file).unwrap(),
+        shipped
+    );
 }
 
 #[test]
@@ -234,4 +266,158 @@ fn a_second_handler_gets_its_options_file() {
         std::fs::read_to_string(&file).unwrap(),
         "isolation = \"shared\"\n"
     );
+}
+
+/// `containerd config default` of 2.3.4 (version 4, importing `conf.d/*.toml`) and of
+/// 1.6 (version 2, no imports): the handler goes into a drop-in for the first and into the
+/// main config for the second; twice in a row, the second run changes nothing.
+#[test]
+fn the_default_configs_of_2_3_and_1_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf_d = dir.path().join("conf.d");
+    // 2.3.4's default, its import pointed into the test's directory.
+    let config = dir.path().join("config.toml");
+    let original = sample("containerd-2.3.4-default.toml").replace(
+        "imports = ['/etc/containerd/conf.d/*.toml']",
+        &format!("imports = ['{}/*.toml']", conf_d.display()),
+    );
+    assert!(original.contains(&conf_d.display().to_string()));
+    std::fs::write(&config, &original).unwrap();
+    let options = InstallOptions {
+        config: config.clone(),
+        handler: "wasm".into(),
+        runtime_options: Vec::new(),
+        shim: None,
+        bin_dir: dir.path().join("bin"),
+        new_config_version: 4,
+    };
+    let first = install(&options).unwrap();
+    let drop_in = conf_d.join("wasmpod-wasm.toml");
+    assert!(first.config_changed && first.drop_in, "{first:?}");
+    assert_eq!(first.config_file, drop_in);
+    assert_eq!(first.config_version, 4);
+    assert_eq!(first.backup, None, "a new drop-in has nothing to back up");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+    let text = std::fs::read_to_string(&drop_in).unwrap();
+    assert!(text.starts_with("version = 4\n"), "{text}");
+    let doc: DocumentMut = text.parse().unwrap();
+    let wasm = runtime(&doc, "io.containerd.cri.v1.runtime", "wasm");
+    assert_eq!(
+        wasm.get("runtime_type").unwrap().as_str(),
+        Some(RUNTIME_TYPE)
+    );
+    let second = install(&options).unwrap();
+    assert!(!second.config_changed && second.drop_in, "{second:?}");
+    assert_eq!(std::fs::read_to_string(&drop_in).unwrap(), text);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+    // A second handler with options gets a drop-in of its own.
+    let node = InstallOptions {
+        handler: "wasm-node".into(),
+        runtime_options: vec![("grouping".into(), "node".into())],
+        ..options.clone()
+    };
+    let report = install(&node).unwrap();
+    assert_eq!(report.config_file, conf_d.join("wasmpod-wasm-node.toml"));
+    let doc: DocumentMut = std::fs::read_to_string(&report.config_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let handler = runtime(&doc, "io.containerd.cri.v1.runtime", "wasm-node");
+    assert_eq!(
+        handler
+            .get("options")
+            .and_then(|o| o.get("ConfigPath"))
+            .and_then(Item::as_str),
+        Some(options_file(&config, "wasm-node").to_str().unwrap())
+    );
+    assert!(!install(&node).unwrap().config_changed);
+
+    // 1.6's default imports nothing: edited in place, once.
+    let config = dir.path().join("config-1.6.toml");
+    let original = sample("containerd-1.6-default.toml");
+    std::fs::write(&config, &original).unwrap();
+    let options = InstallOptions {
+        config: config.clone(),
+        new_config_version: 2,
+        ..options
+    };
+    let first = install(&options).unwrap();
+    assert!(first.config_changed && !first.drop_in, "{first:?}");
+    assert_eq!(
+        (first.config_file.clone(), first.config_version),
+        (config.clone(), 2)
+    );
+    let written = std::fs::read_to_string(&config).unwrap();
+    let doc: DocumentMut = written.parse().unwrap();
+    runtime(&doc, "io.containerd.grpc.v1.cri", "wasm");
+    assert_eq!(
+        std::fs::read_to_string(first.backup.unwrap()).unwrap(),
+        original
+    );
+    assert!(!install(&options).unwrap().config_changed);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), written);
+}
+
+#[test]
+fn which_imports_take_a_drop_in() {
+    let check = |imports: &str, expected: Option<&str>| {
+        let text = format!("version = 3\nimports = {imports}\n");
+        let found = drop_in_file(
+            Path::new("/etc/containerd/config.toml"),
+            Some(&text),
+            "wasm",
+        )
+        .unwrap()
+        .map(|(p, v)| {
+            assert_eq!(v, 3);
+            p.display().to_string()
+        });
+        assert_eq!(found.as_deref(), expected, "{imports}");
+    };
+    check("[]", None);
+    check(
+        "['/etc/containerd/conf.d/*.toml']",
+        Some("/etc/containerd/conf.d/wasmpod-wasm.toml"),
+    );
+    // Relative to the main config's directory, as containerd resolves them.
+    check(
+        "['conf.d/*.toml']",
+        Some("/etc/containerd/conf.d/wasmpod-wasm.toml"),
+    );
+    check("['/etc/x/*']", Some("/etc/x/wasmpod-wasm.toml"));
+    // A single file, a pattern our name does not match, a glob in the directory.
+    check("['/etc/containerd/extra.toml']", None);
+    check("['/etc/containerd/conf.d/*.conf']", None);
+    check("['/etc/containerd/*/x.toml']", None);
+    check("['/etc/containerd/conf.d/[a-z]*.toml']", None);
+    check(
+        "['/etc/a/*.conf', '/etc/b/wasmpod-*.toml']",
+        Some("/etc/b/wasmpod-wasm.toml"),
+    );
+    // A main config that already defines the handler keeps it (edited in place).
+    let text = "version = 3\nimports = ['/c/*.toml']\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.wasm]\n  runtime_type = 'io.containerd.wasm.v1'\n";
+    assert_eq!(
+        drop_in_file(Path::new("/etc/containerd/config.toml"), Some(text), "wasm").unwrap(),
+        None
+    );
+    // No config, or an empty one: nothing imports anything yet.
+    assert_eq!(
+        drop_in_file(Path::new("/c.toml"), None, "wasm").unwrap(),
+        None
+    );
+    assert_eq!(
+        drop_in_file(Path::new("/c.toml"), Some(""), "wasm").unwrap(),
+        None
+    );
+}
+
+#[test]
+fn version_4_has_the_tables_of_version_3() {
+    let (after, version) =
+        add_runtime(Path::new("c.toml"), "version = 4\n", "wasm", None, 2).unwrap();
+    assert_eq!(version, 4);
+    let doc: DocumentMut = after.parse().unwrap();
+    runtime(&doc, "io.containerd.cri.v1.runtime", "wasm");
+    let (after, _) = add_runtime(Path::new("c.toml"), "", "wasm", None, 4).unwrap();
+    assert!(after.starts_with("version = 4\n"), "{after}");
 }
