@@ -352,10 +352,11 @@ pub(crate) fn compile_fixture(name: &str, out: &Path) -> anyhow::Result<()> {
 /// containerd's config: private root, state, sockets; the CRI plugin with a sandbox image
 /// of the test's own, CNI from Debian's plugins with a bridge config in `dir`, pod network
 /// namespaces under the state directory, registry hosts from `dir/certs.d`, and the
-/// adjustments these VMs need (`restrict_oom_score_adj`). 1.6 reads version 2; 2.3.4
-/// version 3, which also imports the drop-in directory `dir/conf.d` that `wasmpod install`
-/// writes the handlers into.
-fn config_toml(dir: &Path, flavor: Flavor) -> String {
+/// adjustments these VMs need (`restrict_oom_score_adj`). 1.6 reads version 2, written
+/// here; 2.3.4's is what its `containerd config default` prints (version 4, importing
+/// `conf.d/*.toml`, where `wasmpod install` puts the handlers), with only its paths and
+/// those settings changed (`default` is that text).
+fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::Result<String> {
     let d = dir.display();
     let pause = cri::PAUSE_IMAGE;
     let common = format!(
@@ -384,7 +385,7 @@ disabled_plugins = [
 "#
     );
     match flavor {
-        Flavor::V1 => format!(
+        Flavor::V1 => Ok(format!(
             r#"version = 2
 {common}[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
@@ -404,33 +405,57 @@ disabled_plugins = [
 [plugins."io.containerd.grpc.v1.cri".registry]
   config_path = "{d}/certs.d"
 "#
-        ),
-        Flavor::V2 => format!(
-            r#"version = 3
-imports = ["{d}/conf.d/*.toml"]
-{common}[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{pause}"
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "{d}/certs.d"
-[plugins."io.containerd.cri.v1.runtime"]
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  enable_cdi = false
-[plugins."io.containerd.cri.v1.runtime".cni]
-  bin_dirs = ["/usr/lib/cni"]
-  conf_dir = "{d}/cni/net.d"
-  max_conf_num = 1
-[plugins."io.containerd.cri.v1.runtime".containerd]
-  default_runtime_name = "runc"
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-[plugins."io.containerd.nri.v1.nri"]
-  disable = true
-"#
-        ),
+        )),
+        Flavor::V2 => {
+            let mut text = default.to_owned();
+            // (what the default says, what the test's containerd needs), each exactly once.
+            let edits = [
+                ("root = '/var/lib/containerd'".to_owned(), format!("root = '{d}/root'")),
+                ("state = '/run/containerd'".to_owned(), format!("state = '{d}/state'")),
+                (
+                    "imports = ['/etc/containerd/conf.d/*.toml']".to_owned(),
+                    format!("imports = ['{d}/conf.d/*.toml']"),
+                ),
+                (
+                    "disabled_plugins = []".to_owned(),
+                    "disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.erofs']".to_owned(),
+                ),
+                (
+                    "sandbox = 'registry.k8s.io/pause:3.10.2'".to_owned(),
+                    format!("sandbox = '{pause}'"),
+                ),
+                ("config_path = ''\n\n    [plugins.'io.containerd.cri.v1.images'.image_decryption]".to_owned(),
+                    format!("config_path = '{d}/certs.d'\n\n    [plugins.'io.containerd.cri.v1.images'.image_decryption]")),
+                ("restrict_oom_score_adj = false".to_owned(), "restrict_oom_score_adj = true".to_owned()),
+                (
+                    "netns_mounts_under_state_dir = false".to_owned(),
+                    "netns_mounts_under_state_dir = true".to_owned(),
+                ),
+                ("enable_cdi = true".to_owned(), "enable_cdi = false".to_owned()),
+                // NRI's socket is the node's, not the test's.
+                ("disable = false".to_owned(), "disable = true".to_owned()),
+                ("bin_dirs = ['/opt/cni/bin']".to_owned(), "bin_dirs = ['/usr/lib/cni']".to_owned()),
+                ("conf_dir = '/etc/cni/net.d'".to_owned(), format!("conf_dir = '{d}/cni/net.d'")),
+                ("deletion_threshold = 0".to_owned(), "deletion_threshold = 1".to_owned()),
+                ("path = '/opt/containerd'".to_owned(), format!("path = '{d}/opt'")),
+                (
+                    "address = '/run/containerd/containerd.sock'".to_owned(),
+                    format!("address = '{d}/containerd.sock'"),
+                ),
+                (
+                    "address = '/run/containerd/containerd.sock.ttrpc'".to_owned(),
+                    format!("address = '{d}/containerd.sock.ttrpc'"),
+                ),
+            ];
+            for (old, new) in edits {
+                ensure!(
+                    text.matches(&old).count() == 1,
+                    "containerd config default: expected {old:?} once"
+                );
+                text = text.replace(&old, &new);
+            }
+            Ok(text)
+        }
     }
 }
 
@@ -483,23 +508,43 @@ impl Containerd {
                 Some(bin)
             }
         };
-        fs::write(dir.join("config.toml"), config_toml(&dir, flavor))?;
+        let default = match &bin {
+            Some(bin) => {
+                output_ok(Command::new(bin.join("containerd")).args(["config", "default"]))?
+            }
+            None => String::new(),
+        };
+        fs::write(
+            dir.join("config.toml"),
+            config_toml(&dir, flavor, &default)?,
+        )?;
         // The runtime handlers go in as users add them: by `wasmpod install`. Besides
-        // `wasm`, one per handler option: the process level, and one shim per node.
-        for extra in [
-            &[][..],
-            &["--handler", "wasm-process", "--option", "isolation=process"],
-            &["--handler", "wasm-node", "--option", "grouping=node"],
-        ] {
-            sh(Command::new(&bins.wasmpod)
-                .args([
-                    "install",
-                    "--config-only",
-                    "--no-restart",
-                    "--containerd-config",
-                ])
-                .arg(dir.join("config.toml"))
-                .args(extra))?;
+        // `wasm`, one per handler option: the process level, and one shim per node. A
+        // second round must find nothing to change.
+        for round in 0..2 {
+            for extra in [
+                &[][..],
+                &["--handler", "wasm-process", "--option", "isolation=process"],
+                &["--handler", "wasm-node", "--option", "grouping=node"],
+            ] {
+                let out = output_ok(
+                    Command::new(&bins.wasmpod)
+                        .args([
+                            "install",
+                            "--config-only",
+                            "--no-restart",
+                            "--containerd-config",
+                        ])
+                        .arg(dir.join("config.toml"))
+                        .args(extra),
+                )?;
+                eprint!("{out}");
+                ensure!(
+                    (round == 0) != out.contains("nothing changed"),
+                    "wasmpod install {extra:?}, round {}: {out}",
+                    round + 1
+                );
+            }
         }
         cri::write_cni_config(&dir)?;
         let env = Self {
