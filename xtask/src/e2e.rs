@@ -63,21 +63,35 @@ impl Flavor {
 }
 
 /// The containerd 2.3.4 release archive: `$WASMPOD_CONTAINERD2_TGZ`, else
-/// `../shared/containerd/` beside the checkout.
+/// `shared/containerd/` beside the checkout or beside any directory above it, else
+/// `/work/shared/containerd/`.
 pub(crate) fn containerd2_archive() -> anyhow::Result<PathBuf> {
     const NAME: &str = "containerd-2.3.4-linux-amd64.tgz";
-    let candidates: Vec<PathBuf> = match std::env::var_os("WASMPOD_CONTAINERD2_TGZ") {
-        Some(p) => vec![PathBuf::from(p)],
-        None => vec![root().join("../shared/containerd").join(NAME)],
-    };
+    if let Some(p) = std::env::var_os("WASMPOD_CONTAINERD2_TGZ") {
+        let p = PathBuf::from(p);
+        ensure!(
+            p.is_file(),
+            "WASMPOD_CONTAINERD2_TGZ={}: no such file",
+            p.display()
+        );
+        return Ok(p);
+    }
+    let root = root();
+    let candidates: Vec<PathBuf> = root
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/containerd").join(NAME))
+        .chain([PathBuf::from("/work/shared/containerd").join(NAME)])
+        .collect();
     candidates
         .iter()
         .find(|p| p.is_file())
         .cloned()
         .with_context(|| {
             format!(
-                "containerd 2.3.4 not found at {} (set WASMPOD_CONTAINERD2_TGZ to {NAME})",
-                candidates[0].display()
+                "containerd 2.3.4 ({NAME}) is not in shared/containerd/ beside {} or above it, \
+             nor in /work/shared/containerd/: set WASMPOD_CONTAINERD2_TGZ",
+                root.display()
             )
         })
 }
@@ -89,18 +103,28 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         return kind::run();
     }
     let mut flavors = vec![Flavor::V2, Flavor::V1];
+    let mut chosen = false;
     let mut filter = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         if arg == "--containerd" {
             let name = args.next().context("--containerd needs 2.3.4 or 1.6")?;
             flavors = vec![Flavor::parse(name)?];
+            chosen = true;
         } else {
             filter.push(arg.clone());
         }
     }
     let mut failed = Vec::new();
     for flavor in flavors {
+        if flavor == Flavor::V2 && !chosen {
+            if let Err(e) = containerd2_archive() {
+                // Said loudly, and the 1.6 pass still runs: the archive is part of the
+                // machine, not of the checkout.
+                eprintln!("e2e on containerd 2.3.4: SKIPPED: {e:#}");
+                continue;
+            }
+        }
         let started = Instant::now();
         match run_pass(flavor, &filter) {
             Ok(()) => eprintln!(
@@ -162,6 +186,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
             "containerd-killed-in-create",
             faults::check_containerd_killed_during_create,
         ),
+        ("hostile-entrypoint", faults::check_hostile_entrypoint),
         ("shim-socket", check_shim_socket),
         ("cycles", check_cycles),
         ("load", load::check_load),

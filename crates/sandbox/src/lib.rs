@@ -32,7 +32,7 @@
 //! for warning in policy.warnings() {
 //!     eprintln!("warning: {warning}");
 //! }
-//! let wasm = policy.read_entrypoint()?;
+//! let wasm = policy.read_entrypoint(wasm_engine::ProgramLimits::DEFAULT_MAX_SIZE)?;
 //! # Ok(()) }
 //! ```
 

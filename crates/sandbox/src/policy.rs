@@ -224,8 +224,11 @@ impl RunPolicy {
     }
 
     /// Reads the wasm file named by `process.args[0]`, resolved inside the container's
-    /// directories: a symlink or `..` that would lead out of them is refused.
-    pub fn read_entrypoint(&self) -> Result<Vec<u8>> {
+    /// directories: a symlink or `..` that would lead out of them is refused. A file of
+    /// more than `max_size` bytes (the program size limit) is refused before anything is
+    /// read — by its length, and again while reading, should it grow — so a tenant's
+    /// sparse 40 GiB file costs nothing.
+    pub fn read_entrypoint(&self, max_size: u64) -> Result<Vec<u8>> {
         let err = |reason: String| Error::Entrypoint {
             path: self.entrypoint.clone(),
             reason,
@@ -245,10 +248,7 @@ impl RunPolicy {
         if !meta.is_file() {
             return Err(err("not a regular file".into()));
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.read_to_end(&mut bytes)
-            .map_err(|e| err(e.to_string()))?;
-        Ok(bytes)
+        read_limited(file, meta.len(), max_size).map_err(err)
     }
 
     /// Sets what the guest may do on the network (see [`NetworkPlan`](crate::NetworkPlan)).
@@ -520,6 +520,22 @@ fn locate(guest: &str, preopens: &[Preopen]) -> Option<(PathBuf, String)> {
         .filter_map(|p| paths::strip(guest, &p.guest).map(|rel| (p, rel)))
         .max_by_key(|(p, _)| p.guest.len())
         .map(|(p, rel)| (p.host.clone(), rel.to_owned()))
+}
+
+/// Reads `file`, whose length is `len`, unless it holds more than `max` bytes.
+fn read_limited(file: impl Read, len: u64, max: u64) -> std::result::Result<Vec<u8>, String> {
+    let over = |size: String| format!("{size} bytes, over the limit of {max} bytes for a program");
+    if len > max {
+        return Err(over(len.to_string()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(over(format!("more than {max}")));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

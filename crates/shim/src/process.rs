@@ -44,12 +44,16 @@ pub(crate) struct ProcessWorkload {
     pub(crate) network: sandbox::NetworkPlan,
     /// Whether the program is a `wasi:http` handler, served on the plan's port.
     pub(crate) serve: bool,
+    /// The handler's program size limit, which the child reads the entrypoint under too
+    /// (the file may have changed since Create).
+    pub(crate) max_size: u64,
 }
 
 /// The environment variables that give the child its network plan.
 const PORT_ENV: &str = "WASMPOD_PORT";
 const OUTBOUND_ENV: &str = "WASMPOD_ALLOWED_OUTBOUND";
 const SERVE_ENV: &str = "WASMPOD_SERVE";
+const MAX_SIZE_ENV: &str = "WASMPOD_MAX_MODULE_SIZE";
 
 /// The network namespace path of the pod a container belongs to, for one whose spec names
 /// it as `/proc/<sandbox task pid>/ns/net`: containerd's CRI joins a pod's containers to
@@ -138,6 +142,7 @@ pub(crate) fn spawn(
         netns,
         network,
         serve,
+        max_size,
     } = workload;
     let outbound: Vec<String> = network
         .policy
@@ -159,6 +164,7 @@ pub(crate) fn spawn(
         .env(PORT_ENV, network.port.to_string())
         .env(OUTBOUND_ENV, outbound.join(","))
         .env(SERVE_ENV, if serve { "1" } else { "" })
+        .env(MAX_SIZE_ENV, max_size.to_string())
         .stdin(child_stdio(stdio.stdin))
         .stdout(child_stdio(stdio.stdout))
         .stderr(child_stdio(stdio.stderr));
@@ -262,9 +268,15 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
     .map_err(|e| fail("policy")(&e))?;
     let bytes = match &program_file {
         Some(path) => std::fs::read(path).map_err(|e| fail("reading its program")(&e))?,
-        None => policy
-            .read_entrypoint()
-            .map_err(|e| fail("reading its entrypoint")(&e))?,
+        None => {
+            let max = std::env::var(MAX_SIZE_ENV)
+                .ok()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(ProgramLimits::DEFAULT_MAX_SIZE);
+            policy
+                .read_entrypoint(max)
+                .map_err(|e| fail("reading its entrypoint")(&e))?
+        }
     };
     let serve = std::env::var(SERVE_ENV).is_ok_and(|v| v == "1");
     let engine = Engine::new(EngineConfig {

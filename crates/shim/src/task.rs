@@ -320,10 +320,13 @@ impl TaskService {
                 (format!("image {}: wasm layer", layer.image), layer.bytes)
             }
             None => {
-                let bytes = policy.read_entrypoint().map_err(|source| Error::Policy {
-                    id: id.to_owned(),
-                    source,
-                })?;
+                let max = handler.program_limits.max_size;
+                let bytes = policy
+                    .read_entrypoint(max)
+                    .map_err(|source| Error::Policy {
+                        id: id.to_owned(),
+                        source,
+                    })?;
                 (describe_entrypoint(&spec, policy.entrypoint()), bytes)
             }
         };
@@ -427,6 +430,7 @@ impl TaskService {
                     netns,
                     network,
                     serve: serves,
+                    max_size: handler.program_limits.max_size,
                 })),
                 stdin_close: streams.stdin_close,
                 cgroup: Some(cgroup),

@@ -153,7 +153,7 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
     })
     .map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;
     let bytes = policy
-        .read_entrypoint()
+        .read_entrypoint(args.program_limits().max_size)
         .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
     let program = engine
         .load_limited(&bytes, args.file(), &args.program_limits())

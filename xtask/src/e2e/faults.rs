@@ -126,3 +126,57 @@ pub(crate) fn check_containerd_killed_during_create(env: &Containerd) -> anyhow:
     );
     Ok(())
 }
+
+/// A hostile tenant in a node-grouped shim: a container whose entrypoint is a sparse
+/// 40 GiB file in a shared volume (made with one seek). Its Create fails with the size
+/// limit named, at once; the shim and the sleeping tenant beside it are unharmed.
+pub(crate) fn check_hostile_entrypoint(env: &Containerd) -> anyhow::Result<()> {
+    const NODE: [&str; 2] = ["--annotation", "wasmpod.io/grouping=node"];
+    let volume = env.dir.join("hostile-volume");
+    fs::create_dir_all(&volume)?;
+    fs::File::create(volume.join("big.wasm"))?.set_len(40 << 30)?;
+    env.run_detached("sleeper", &NODE, &["sleep", "600000"])?;
+    let shims = env.shims();
+    ensure!(shims.len() == 1, "one node-grouped shim, not {shims:?}");
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        volume.display()
+    );
+    let started = Instant::now();
+    let out = env.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        NODE[0],
+        NODE[1],
+        "--mount",
+        &mount,
+        super::IMAGE,
+        "hostile",
+        "/data/big.wasm",
+    ])?;
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success()
+            && err.contains("/data/big.wasm")
+            && err.contains("over the limit of 268435456 bytes for a program"),
+        "the hostile Create: {} {err}",
+        out.status
+    );
+    ensure!(
+        took < Duration::from_secs(10),
+        "the hostile Create took {took:?}"
+    );
+    ensure!(
+        env.shims() == shims,
+        "the shim changed: {shims:?} -> {:?}",
+        env.shims()
+    );
+    env.wait_status("sleeper", "RUNNING", Duration::from_secs(1))?;
+    eprintln!(
+        "  a 40 GiB sparse entrypoint refused in {took:.1?}; the shim and its sleeper unharmed"
+    );
+    Ok(())
+}

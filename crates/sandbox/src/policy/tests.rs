@@ -80,7 +80,7 @@ fn minimal_spec() {
         }
     );
     assert!(p.warnings().is_empty(), "{:?}", p.warnings());
-    assert_eq!(p.read_entrypoint().unwrap(), b"\0asm\x01\0\0\0");
+    assert_eq!(p.read_entrypoint(u64::MAX).unwrap(), b"\0asm\x01\0\0\0");
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn missing_entrypoint_is_named() {
     let p = b
         .policy(json!({"process": {"args": ["/missing.wasm"]}}))
         .unwrap();
-    let err = p.read_entrypoint().unwrap_err().to_string();
+    let err = p.read_entrypoint(u64::MAX).unwrap_err().to_string();
     assert!(
         err.contains("/missing.wasm") && err.contains("no such file"),
         "{err}"
@@ -296,16 +296,16 @@ fn entrypoint_relative_to_cwd_and_by_path() {
     let p = b
         .policy(json!({"process": {"args": ["tool.wasm"], "env": ["PATH=/usr/bin:/bin"]}}))
         .unwrap();
-    assert_eq!(p.read_entrypoint().unwrap(), b"tool");
+    assert_eq!(p.read_entrypoint(u64::MAX).unwrap(), b"tool");
     let p = b
         .policy(json!({"process": {"args": ["./tool.wasm"], "cwd": "/bin"}}))
         .unwrap();
-    assert_eq!(p.read_entrypoint().unwrap(), b"tool");
+    assert_eq!(p.read_entrypoint(u64::MAX).unwrap(), b"tool");
     assert_eq!(warning_fields(&p), ["process.cwd"]);
     let p = b
         .policy(json!({"process": {"args": ["hello.wasm"]}}))
         .unwrap();
-    assert_eq!(p.read_entrypoint().unwrap(), b"\0asm\x01\0\0\0");
+    assert_eq!(p.read_entrypoint(u64::MAX).unwrap(), b"\0asm\x01\0\0\0");
 }
 
 #[test]
@@ -319,7 +319,7 @@ fn entrypoint_inside_a_mount() {
             "mounts": [{"destination": "/opt", "type": "bind", "source": data.path(), "options": ["ro"]}]
         }))
         .unwrap();
-    assert_eq!(p.read_entrypoint().unwrap(), b"app");
+    assert_eq!(p.read_entrypoint(u64::MAX).unwrap(), b"app");
 }
 
 #[test]
@@ -346,7 +346,7 @@ fn entrypoint_symlink_out_of_the_root_is_refused() {
     ] {
         let p = b.policy(json!({"process": {"args": [name]}})).unwrap();
         assert!(
-            p.read_entrypoint().is_err(),
+            p.read_entrypoint(u64::MAX).is_err(),
             "{name} was read from outside the root"
         );
     }
@@ -383,16 +383,55 @@ fn an_artifact_program_needs_no_file_in_the_root() {
     let b = Bundle::new();
     let spec = b.spec(json!({"process": {"args": ["app.wasm", "x"]}}));
     // In the container's files, a name that is nowhere cannot be read...
-    let from_files = RunPolicy::from_spec(&spec, b.path()).and_then(|p| p.read_entrypoint());
+    let from_files =
+        RunPolicy::from_spec(&spec, b.path()).and_then(|p| p.read_entrypoint(u64::MAX));
     assert!(from_files.unwrap_err().to_string().contains("app.wasm"));
     // ...but the wasm layer of an artifact only borrows args[0] as its name.
     let p = RunPolicy::from_spec_with_program(&spec, b.path()).unwrap();
     assert_eq!(p.args(), ["app.wasm", "x"]);
     assert_eq!(p.preopens().len(), 1);
-    let err = p.read_entrypoint().unwrap_err();
+    let err = p.read_entrypoint(u64::MAX).unwrap_err();
     assert!(
         err.to_string()
             .contains("does not come from the container's files"),
         "{err}"
     );
+}
+
+/// A tenant's sparse 40 GiB file named as an entrypoint is refused by its length, before
+/// any memory is committed to it (it used to be read whole, aborting a node-grouped shim).
+#[test]
+fn an_entrypoint_over_the_size_limit_is_refused_before_it_is_read() {
+    let b = Bundle::new();
+    let big = std::fs::File::create(b.path().join("rootfs/big.wasm")).unwrap();
+    big.set_len(40 << 30).unwrap();
+    let p = b
+        .policy(json!({"process": {"args": ["/big.wasm"]}}))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = p.read_entrypoint(256 << 20).unwrap_err().to_string();
+    assert!(
+        e.contains("/big.wasm")
+            && e.contains("42949672960 bytes, over the limit of 268435456 bytes for a program"),
+        "{e}"
+    );
+    // Refused from the length alone: no 40 GiB read (which takes minutes, if memory lasts).
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // At the limit exactly, the file is read.
+    assert_eq!(
+        b.policy(json!({})).unwrap().read_entrypoint(8).unwrap(),
+        b"\0asm\x01\0\0\0"
+    );
+    assert!(b.policy(json!({})).unwrap().read_entrypoint(7).is_err());
+}
+
+/// A file that holds more than its length said (it grew, or lied) stops at the limit.
+#[test]
+fn reading_stops_at_the_limit_whatever_the_length_said() {
+    let e = read_limited(&b"0123456789"[..], 4, 8).unwrap_err();
+    assert_eq!(
+        e,
+        "more than 8 bytes, over the limit of 8 bytes for a program"
+    );
+    assert_eq!(read_limited(&b"01234567"[..], 4, 8).unwrap(), b"01234567");
 }
