@@ -240,7 +240,7 @@ impl RunPolicy {
         };
         let dir = Dir::open_ambient_dir(host_dir, ambient_authority())
             .map_err(|e| err(format!("cannot open {}: {e}", host_dir.display())))?;
-        let mut file = dir.open(rel).map_err(|e| match e.kind() {
+        let file = dir.open(rel).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => err("no such file in the container".into()),
             _ => err(e.to_string()),
         })?;
