@@ -402,11 +402,6 @@ disabled_plugins = [
   level = "info"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
-# Collect garbage after every deletion (by default only after 100 mutations), so that a
-# removed container's snapshot is gone when the load check counts files, not at some
-# later mutation.
-[plugins."io.containerd.gc.v1.scheduler"]
-  deletion_threshold = 1
 "#
     );
     match flavor {
@@ -461,7 +456,6 @@ disabled_plugins = [
                 ("disable = false".to_owned(), "disable = true".to_owned()),
                 ("bin_dirs = ['/opt/cni/bin']".to_owned(), "bin_dirs = ['/usr/lib/cni']".to_owned()),
                 ("conf_dir = '/etc/cni/net.d'".to_owned(), format!("conf_dir = '{d}/cni/net.d'")),
-                ("deletion_threshold = 0".to_owned(), "deletion_threshold = 1".to_owned()),
                 ("path = '/opt/containerd'".to_owned(), format!("path = '{d}/opt'")),
                 (
                     "address = '/run/containerd/containerd.sock'".to_owned(),

@@ -24,6 +24,11 @@ pub(crate) struct Snapshot {
     /// Shim processes of any runtime serving this containerd.
     pub(crate) shims: usize,
     pub(crate) mounts: usize,
+    /// Snapshots in containerd's metadata (`ctr snapshot ls`), which a container's delete
+    /// removes at once; the snapshotter's directories follow at containerd's next garbage
+    /// collection, which may come later than any wait here, so they are not counted as
+    /// files under root.
+    pub(crate) snapshots: usize,
     /// Files and directories under containerd's state and root, and under wasmpod's root
     /// (the precompile cache).
     pub(crate) state_files: Files,
@@ -48,9 +53,10 @@ impl std::fmt::Display for Snapshot {
         }
         write!(
             f,
-            ", {} shims, {} mounts, files: state {} root {} cache {}",
+            ", {} shims, {} mounts, {} snapshots, files: state {} root {} cache {}",
             self.shims,
             self.mounts,
+            self.snapshots,
             self.state_files.len(),
             self.root_files.len(),
             self.cache_files.len()
@@ -65,6 +71,9 @@ fn rss_kib(pid: u32) -> u64 {
         .parse()
         .unwrap_or(0)
 }
+
+/// The overlayfs snapshotter's snapshot directories, under the e2e directory.
+const SNAPSHOTS: &str = "root/io.containerd.snapshotter.v1.overlayfs/snapshots";
 
 /// The paths of the files and directories under a directory.
 pub(crate) type Files = std::collections::BTreeSet<std::path::PathBuf>;
@@ -92,8 +101,17 @@ pub(crate) fn snapshot(env: &Containerd, shim: Option<u32>) -> anyhow::Result<Sn
         shim_rss_kib: shim.map(rss_kib),
         shims: env.shim_pids("containerd-shim").len(),
         mounts: env.mounts().len(),
+        snapshots: env
+            .ctr_ok(&["snapshot", "ls"])?
+            .lines()
+            .skip(1)
+            .filter(|l| !l.trim().is_empty())
+            .count(),
         state_files: files(&env.dir.join("state")),
-        root_files: files(&env.dir.join("root")),
+        root_files: files(&env.dir.join("root"))
+            .into_iter()
+            .filter(|p| !p.starts_with(env.dir.join(SNAPSHOTS)))
+            .collect(),
         cache_files: files(&env.dir.join("wasmpod")),
     })
 }
@@ -297,6 +315,9 @@ fn growth(b: &Snapshot, a: &Snapshot) -> Vec<String> {
     }
     if a.shims != b.shims {
         left.push(format!("shims {} -> {}", b.shims, a.shims));
+    }
+    if a.snapshots != b.snapshots {
+        left.push(format!("snapshots {} -> {}", b.snapshots, a.snapshots));
     }
     for (what, x, y) in [
         ("files under state", &b.state_files, &a.state_files),
