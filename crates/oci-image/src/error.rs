@@ -69,6 +69,14 @@ pub enum Error {
         /// The platforms the index offers.
         found: String,
     },
+    /// A directory the runtime trusts (the store's) can be changed by another user.
+    #[error("{}: {reason}: refusing to trust what is in it", path.display())]
+    UnsafeDirectory {
+        /// The directory at fault.
+        path: PathBuf,
+        /// Who else could change it.
+        reason: String,
+    },
     /// A layer cannot be unpacked safely.
     #[error("layer {layer}: {entry}: {reason}")]
     UnsafeLayer {

@@ -25,6 +25,7 @@ mod pull;
 mod push;
 mod reference;
 mod store;
+mod trust;
 
 pub use auth::Credentials;
 pub use build::{build, export, BuildFormat, BuildOptions};
@@ -37,6 +38,7 @@ pub use pull::{pull, PullOptions};
 pub use push::push;
 pub use reference::ImageRef;
 pub use store::{ImageRecord, PruneReport, Store};
+pub use trust::check_private_dir;
 
 /// Entry points for the fuzz targets in `fuzz/`: what a pull and an unpack do with bytes a
 /// registry sends. Not a stable API.

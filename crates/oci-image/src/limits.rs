@@ -60,4 +60,69 @@ impl ImageLimits {
         }
         Ok(())
     }
+
+    /// The most the layers of an image within [`Self::max_unpacked`] can take to download:
+    /// a tar entry is 512 bytes of header plus its contents rounded up to 512, so a layer
+    /// is under twice what it unpacks to, plus its end-of-archive blocks; compression adds
+    /// well under 1 MiB to that.
+    pub fn max_download(&self) -> u64 {
+        self.max_unpacked.saturating_mul(2).saturating_add(1 << 20)
+    }
+
+    /// Refuses layers whose descriptors alone say they cannot unpack within the limit,
+    /// before anything of them is downloaded. `layers` are `(digest, size)`.
+    pub(crate) fn downloads<'a>(
+        &self,
+        manifest: &str,
+        layers: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Result<()> {
+        let cap = self.max_download();
+        let mut total = 0u64;
+        for (digest, size) in layers {
+            total = total.saturating_add(size);
+            if total > cap {
+                return Err(Error::LimitExceeded {
+                    what: format!("manifest {manifest}: layer {digest}"),
+                    detail: format!(
+                        "{total} bytes of layers to download, more than an image within the \
+                         unpacked limit of {} bytes can take ({cap})",
+                        self.max_unpacked
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_downloads_are_capped_from_their_descriptors() {
+        let limits = ImageLimits {
+            max_unpacked: 1 << 20,
+            ..ImageLimits::default()
+        };
+        assert_eq!(limits.max_download(), 3 << 20);
+        limits
+            .downloads("sha256:m", [("sha256:a", 1 << 20), ("sha256:b", 2 << 20)])
+            .unwrap();
+        let e = limits
+            .downloads("sha256:m", [("sha256:a", 300 << 20)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("layer sha256:a") && e.contains("314572800 bytes"),
+            "{e}"
+        );
+        // A descriptor claiming 2^62 bytes, and sizes that would overflow a sum.
+        assert!(limits.downloads("m", [("a", 1 << 62)]).is_err());
+        let e = limits
+            .downloads("m", [("a", 1 << 20), ("b", u64::MAX)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("layer b"), "{e}");
+    }
 }

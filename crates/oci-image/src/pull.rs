@@ -225,6 +225,13 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
     for layer in manifest.layers() {
         LayerKind::of(layer.media_type().as_ref(), layer.digest().as_ref())?;
     }
+    limits.downloads(
+        &manifest_digest,
+        manifest
+            .layers()
+            .iter()
+            .map(|l| (l.digest().as_ref(), l.size())),
+    )?;
     let blobs = std::iter::once(manifest.config()).chain(manifest.layers().iter());
     let downloads = blobs.map(|d| fetch_blob(&registry, reference, store, d, progress.as_ref()));
     futures_util::future::try_join_all(downloads).await?;

@@ -55,7 +55,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating, mode 0700) the store at `dir`.
+    /// Opens (creating, mode 0700) the store at `dir`, which must be private to this
+    /// user ([`check_private_dir`](crate::check_private_dir)): what is in it is run.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         for sub in ["blobs/sha256", "ingest", "rootfs"] {
@@ -66,6 +67,7 @@ impl Store {
                 .create(&path)
                 .map_err(Error::io(&path))?;
         }
+        crate::check_private_dir(&dir)?;
         Ok(Self { dir })
     }
 

@@ -290,6 +290,8 @@ impl Bundle {
             .mode(0o700)
             .create(state)
             .with_context(|| format!("creating state directory {}", state.display()))?;
+        // The bundle made here is run: nobody else may be able to swap it.
+        oci_image::check_private_dir(state)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())

@@ -452,4 +452,37 @@ fn limits_refuse_an_image_before_its_blobs_and_name_it() {
     );
     // The unpack was abandoned whole: no root filesystem, finished or partial.
     assert_eq!(fs::read_dir(fresh.dir().join("rootfs")).unwrap().count(), 0);
+
+    // A layer whose descriptor alone says it cannot unpack within the limit (a 4 MiB wasm
+    // layer under a 1 MiB limit, which allows 3 MiB of download) is not downloaded at all.
+    let big = ImageRef::parse(&format!("{}/limits-big:v1", registry.host())).unwrap();
+    build(&local, &big, BuildFormat::Artifact, &module(4 << 20));
+    rt.block_on(oci_image::push(&local, &big, &big, &anonymous()))
+        .unwrap();
+    let (_d4, fresh) = store();
+    let options = PullOptions {
+        limits: ImageLimits {
+            max_unpacked: 1 << 20,
+            ..defaults
+        },
+        ..anonymous()
+    };
+    let err = rt
+        .block_on(oci_image::pull(&fresh, &big, &options))
+        .unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("layers to download, more than an image within the unpacked limit of 1048576 bytes can take (3145728)"),
+        "{text}"
+    );
+    let record = local.resolve(&big).unwrap().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&local.read_blob(&record.manifest).unwrap()).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert!(!fresh.has_blob(layer));
+    let ingest = fresh.dir().join("ingest");
+    let partial = fs::read_dir(&ingest).map_or(0, |d| d.count());
+    assert_eq!(partial, 0, "nothing of the layer in {}", ingest.display());
+    assert_eq!(fresh.resolve(&big).unwrap(), None);
 }

@@ -115,3 +115,33 @@ fn programs_past_the_limits_are_refused_naming_the_limit() {
     let out = w.run(&["--max-functions", "3", path_str(&path)]);
     assert_code(&out, 0);
 }
+
+/// A state or store directory someone else could swap is refused, naming it: what is in
+/// it would be run as this user.
+#[test]
+fn directories_others_can_write_are_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = Wasmpod::new();
+    let state = w.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = w.run(&[probe(), "exit", "0"]);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&state.display().to_string()) && err.contains("writable by others"),
+        "{err}"
+    );
+    // The store under a root open to everyone (no sticky bit).
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let root = state.with_file_name("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = w.cmd(&["images"]);
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&root.display().to_string()) && err.contains("refusing to trust"),
+        "{err}"
+    );
+}
