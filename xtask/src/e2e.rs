@@ -36,7 +36,7 @@ type Check = fn(&Containerd) -> anyhow::Result<()>;
 /// Which containerd a pass runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Flavor {
-    /// containerd 2.3.4 from `../shared/containerd/`: config version 3, a drop-in
+    /// containerd 2.3.4 from `../shared/containerd/`: its default config (version 4), a drop-in
     /// directory, the CRI plugin as `io.containerd.cri.v1.runtime`/`.images`.
     #[default]
     V2,
