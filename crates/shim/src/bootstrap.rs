@@ -110,6 +110,15 @@ fn version_text() -> String {
     )
 }
 
+/// Writes `bytes` (what containerd reads back) to stdout and flushes it.
+fn write_stdout(bytes: &[u8], what: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(io(what))
+}
+
 /// Reads at most [`MAX_STDIN`] bytes of stdin.
 fn read_stdin() -> Result<Vec<u8>> {
     let mut data = Vec::new();
@@ -135,11 +144,7 @@ fn info() -> Result<()> {
     let bytes = runtime_info(options)
         .write_to_bytes()
         .map_err(|e| Error::InvalidArgument(format!("encoding the runtime info: {e}")))?;
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(&bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(io("writing the runtime info"))
+    write_stdout(&bytes, "writing the runtime info")
 }
 
 /// The shim's `RuntimeInfo`: name, version, the options it was given, the OCI features it
@@ -426,11 +431,7 @@ async fn shim(mut flags: Flags) -> Result<()> {
             }
             crate::logging::init(&flags);
             let answer = start(&flags, &launch).await?;
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&answer)
-                .and_then(|()| stdout.flush())
-                .map_err(io("writing the shim's address"))
+            write_stdout(&answer, "writing the shim's address")
         }
         "delete" => {
             crate::logging::init(&flags);
@@ -438,11 +439,7 @@ async fn shim(mut flags: Flags) -> Result<()> {
             let bytes = response
                 .write_to_bytes()
                 .map_err(|e| Error::InvalidArgument(format!("encoding Delete's answer: {e}")))?;
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&bytes)
-                .and_then(|()| stdout.flush())
-                .map_err(io("writing Delete's answer"))
+            write_stdout(&bytes, "writing Delete's answer")
         }
         "" => serve(flags).await,
         other => Err(Error::InvalidArgument(format!(
