@@ -242,8 +242,24 @@ impl Unpacker<'_> {
     }
 
     /// Absolute targets become relative to the link's directory; relative targets may not
-    /// climb above the root.
+    /// climb above the root. Both count from where the link's directory really is — its
+    /// path with the links already in the root resolved (`a -> .` makes `a/a/a` the root
+    /// itself) — not from the path the entry was written under.
     fn link_target(&mut self, parent: &Path, target: &Path, raw: &str) -> Result<PathBuf> {
+        let real = self
+            .root
+            .canonicalize(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })
+            .map_err(|e| self.bad(raw, e))?;
+        // The directories from the root down to it (`.` for the root itself).
+        let parent: PathBuf = real
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        let parent = parent.as_path();
         if target.is_absolute() {
             let inside = self.clean(&target.to_string_lossy()).map_err(|_| {
                 self.unsafe_entry(

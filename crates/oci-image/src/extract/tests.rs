@@ -163,6 +163,35 @@ fn symlinks_cannot_lead_out() {
     assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
 }
 
+/// A link's depth is where its directory really is: after `a -> .`, `a/a/…/a` is the root,
+/// so `a/…/a/b -> ../…/outside` climbs out (it was counted from the written path, and
+/// unpacked a link resolving outside the store); an absolute target is rewritten from
+/// the real depth too.
+#[test]
+fn link_depth_follows_the_real_directory_chain() {
+    let deep = ["a"; 12].join("/");
+    let up = [".."; 12].join("/");
+    let root = Root::new();
+    let layer = Layer::default()
+        .symlink("a", ".")
+        .symlink(&format!("{deep}/b"), &format!("{up}/outside"))
+        .bytes();
+    let err = root.unpack(&layer, LayerKind::Tar).unwrap_err().to_string();
+    assert!(err.contains("leaves the root filesystem"), "{err}");
+
+    let root = Root::new();
+    let layer = Layer::default()
+        .symlink("a", ".")
+        .symlink(&format!("{deep}/passwd"), "/etc/passwd")
+        .bytes();
+    root.unpack(&layer, LayerKind::Tar).unwrap();
+    // Written through a/…/a, the link is in the root: its target climbs nothing.
+    assert_eq!(
+        fs::read_link(root.path("passwd")).unwrap(),
+        Path::new("etc/passwd")
+    );
+}
+
 #[test]
 fn hard_links_stay_inside() {
     let root = Root::new();
