@@ -563,7 +563,7 @@ async fn listen(address: &str) -> Result<Option<std::os::unix::net::UnixListener
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    std::fs::remove_file(path).map_err(io(format!("removing the dead {}", path.display())))?;
+    crate::service::remove_dead_socket(address);
     std::os::unix::net::UnixListener::bind(path)
         .map(Some)
         .map_err(io(format!("listening on {}", path.display())))

@@ -3,7 +3,7 @@
 //!
 //! # Core concepts
 //!
-//! - [`Service`]: the shim process as containerd starts it. `start` spawns (or, for the
+//! - `Service`: the shim process as containerd starts it. `start` spawns (or, for the
 //!   containers of one pod, reuses) a serving shim and prints its ttrpc address in the form
 //!   the calling containerd reads (1.6 to 2.3: see `bootstrap`); `delete` cleans up after
 //!   a serving shim that died; serving answers the task API as v2 and as v3; `-info` and
@@ -47,7 +47,6 @@ mod sys;
 mod task;
 
 pub use error::{Error, Result};
-pub use service::Service;
 pub use task::TaskService;
 
 /// The runtime type containerd knows this shim by.

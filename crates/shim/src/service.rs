@@ -19,7 +19,7 @@ use crate::{rootfs, SANDBOX_ID_ANNOTATION};
 
 /// The shim as containerd's `delete` and serve calls see it.
 #[derive(Clone)]
-pub struct Service {
+pub(crate) struct Service {
     exit: Arc<ExitSignal>,
     namespace: String,
     id: String,
