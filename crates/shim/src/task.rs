@@ -470,7 +470,6 @@ impl TaskService {
 
     async fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
         let id = req.id.clone();
-        let req_id = id.clone();
         if self.containers().contains_key(&id) || !self.creating().insert(id.clone()) {
             return Err(Error::AlreadyExists(id));
         }
@@ -494,7 +493,7 @@ impl TaskService {
         let create = async move {
             let result = this.create_container(req).await;
             if result.is_err() {
-                this.remember_failed(&id);
+                this.remember_failed(&mark.1);
             }
             drop(mark);
             if let Err(Err(e)) = tx.send(result) {
@@ -507,7 +506,7 @@ impl TaskService {
         };
         tokio::spawn(create.instrument(tracing::Span::current()));
         rx.await.map_err(|e| Error::Io {
-            context: format!("container {}: create", req_id),
+            context: format!("container {id}: create"),
             source: std::io::Error::other(e),
         })?
     }
