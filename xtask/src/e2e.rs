@@ -384,8 +384,10 @@ pub(crate) fn compile_fixture(name: &str, out: &Path) -> anyhow::Result<()> {
 fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::Result<String> {
     let d = dir.display();
     let pause = cri::PAUSE_IMAGE;
-    let common = format!(
-        r#"root = "{d}/root"
+    match flavor {
+        Flavor::V1 => Ok(format!(
+            r#"version = 2
+root = "{d}/root"
 state = "{d}/state"
 disabled_plugins = [
   "io.containerd.snapshotter.v1.btrfs",
@@ -402,12 +404,7 @@ disabled_plugins = [
   level = "info"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
-"#
-    );
-    match flavor {
-        Flavor::V1 => Ok(format!(
-            r#"version = 2
-{common}[plugins."io.containerd.grpc.v1.cri"]
+[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
