@@ -143,11 +143,6 @@ impl Store {
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
             }
-            // Under the lock: the previous holder may have finished (and renamed the file we
-            // opened into the blob), so look again before appending anything.
-            if blob.is_file() {
-                return Ok(None);
-            }
             let linked = fs::metadata(&path)
                 .ok()
                 .zip(file.metadata().ok())
@@ -155,6 +150,17 @@ impl Store {
                     use std::os::unix::fs::MetadataExt;
                     a.ino() == b.ino() && a.dev() == b.dev()
                 });
+            // Under the lock: the previous holder may have finished (and renamed the file we
+            // opened into the blob), so look again before appending anything. If our open
+            // came after that rename it created a new, empty ingest file: remove it, or it
+            // stays behind as an abandoned download (whoever else opened it looks again
+            // under the lock, as here).
+            if blob.is_file() {
+                if linked {
+                    let _ = fs::remove_file(&path);
+                }
+                return Ok(None);
+            }
             if !linked {
                 continue; // removed or replaced while we waited: open the current one
             }
@@ -486,6 +492,47 @@ mod tests {
             store.read_blob(&d),
             Err(Error::DigestMismatch { .. })
         ));
+    }
+
+    /// Writers racing for one blob: whoever opens the ingest file after the winner renamed
+    /// it into the store creates a new, empty one, which must not stay behind.
+    #[test]
+    fn racing_writers_of_one_blob_leave_no_ingest_file() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_time()
+            .build()
+            .unwrap();
+        for round in 0..40u32 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let bytes = format!("blob {round}").into_bytes();
+            let digest = media::sha256_digest(&bytes);
+            let writers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (store, bytes, digest) = (store.clone(), bytes.clone(), digest.clone());
+                    rt.spawn(async move {
+                        if let Some(mut ingest) = store.ingest(&digest).await.unwrap() {
+                            ingest.truncate().unwrap();
+                            let mut hasher = Sha256::new();
+                            hasher.update(&bytes);
+                            ingest.write(&bytes).unwrap();
+                            let len = bytes.len() as u64;
+                            ingest.commit(hasher, len, len).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                rt.block_on(w).unwrap();
+            }
+            assert_eq!(store.read_blob(&digest).unwrap(), bytes);
+            let left: Vec<_> = fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(left.is_empty(), "round {round}: left in ingest/: {left:?}");
+        }
     }
 
     #[test]
