@@ -7,9 +7,15 @@
 //! targets and hard links that climb above the root are refused; device nodes and FIFOs
 //! are skipped; setuid, setgid and sticky bits are stripped; whiteouts are applied; and a
 //! byte budget stops decompression bombs.
+//!
+//! Every entry is charged to the budget — its header and its whole size, whatever its type
+//! — before a byte of it is read or written. The archive is read raw: GNU long names and
+//! links and pax records (which the `tar` crate would read whole into memory before we
+//! saw them) are read here, each under [`MAX_METADATA`] and charged like any entry.
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt as _, Permissions, PermissionsExt as _};
@@ -19,6 +25,37 @@ use crate::media::LayerKind;
 
 /// Overhead charged per entry, so millions of empty files also exhaust the budget.
 const ENTRY_COST: u64 = 512;
+
+/// The most a GNU long name or link, or a pax record set, may hold (Linux's `PATH_MAX` is
+/// 4 KiB; pax records for one file are a few hundred bytes).
+pub const MAX_METADATA: u64 = 64 << 10;
+
+/// How much of an entry's name an error shows.
+const SHOWN_NAME: usize = 256;
+
+/// What GNU long-name/link and pax entries say about the entry after them.
+#[derive(Default)]
+struct Pending {
+    path: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    size: Option<u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.path.is_none() && self.link.is_none() && self.size.is_none()
+    }
+}
+
+/// An entry's name as errors and logs show it: lossy UTF-8, at most [`SHOWN_NAME`] bytes.
+fn shown(raw: &[u8]) -> String {
+    let cut = &raw[..raw.len().min(SHOWN_NAME)];
+    let mut name = String::from_utf8_lossy(cut).into_owned();
+    if raw.len() > SHOWN_NAME {
+        name.push_str(&format!("… ({} bytes)", raw.len()));
+    }
+    name
+}
 
 /// What an extraction skipped (it never fails silently: these are logged too).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -99,22 +136,122 @@ impl Unpacker<'_> {
 
     fn tar(&mut self, reader: impl Read) -> Result<()> {
         let mut archive = tar::Archive::new(reader);
-        let entries = archive.entries().map_err(|e| self.bad("", e))?;
+        let entries = archive.entries().map_err(|e| self.bad("", e))?.raw(true);
+        let mut pending = Pending::default();
+        let mut last = String::new();
         for entry in entries {
-            let entry = entry.map_err(|e| self.bad("", e))?;
-            self.entry(entry)?;
+            let mut entry = entry.map_err(|e| self.bad(&last, format!("after this entry: {e}")))?;
+            let header_name = entry.path_bytes().into_owned();
+            last = shown(&header_name);
+            // Charged before any of it is read: its header and all its data, whatever it is
+            // (the archive skips a device's or a directory's data by reading it too).
+            self.charge(ENTRY_COST)?;
+            self.charge(entry.size())?;
+            let kind = entry.header().entry_type();
+            if kind.is_gnu_longname()
+                || kind.is_gnu_longlink()
+                || kind.is_pax_local_extensions()
+                || kind.is_pax_global_extensions()
+            {
+                let data = self.metadata(&mut entry, &last)?;
+                if kind.is_gnu_longname() || kind.is_gnu_longlink() {
+                    let slot = if kind.is_gnu_longname() {
+                        &mut pending.path
+                    } else {
+                        &mut pending.link
+                    };
+                    if slot.is_some() {
+                        return Err(self.unsafe_entry(&last, "two long names for one entry"));
+                    }
+                    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    *slot = Some(data[..end].to_vec());
+                } else if kind.is_pax_local_extensions() {
+                    self.pax(&data, &mut pending, &last)?;
+                }
+                // Global pax records (`g`) say nothing a root filesystem keeps.
+                continue;
+            }
+            let pending = std::mem::take(&mut pending);
+            if let Some(size) = pending.size {
+                if size != entry.size() {
+                    // Parsers that disagree on where an entry ends see different archives.
+                    return Err(self.unsafe_entry(
+                        &last,
+                        format!(
+                            "its pax size {size} differs from its header's {}",
+                            entry.size()
+                        ),
+                    ));
+                }
+            }
+            let path = pending.path.unwrap_or(header_name);
+            let link = pending
+                .link
+                .or_else(|| entry.link_name_bytes().map(|l| l.into_owned()));
+            last = shown(&path);
+            self.entry(entry, &path, link)?;
+        }
+        if !pending.is_empty() {
+            return Err(self.unsafe_entry(
+                &last,
+                "the archive ends with a long name or pax record that describes no entry",
+            ));
         }
         Ok(())
     }
 
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry
-            .path()
-            .map_err(|e| self.bad("", e))?
-            .to_string_lossy()
-            .into_owned();
-        self.charge(ENTRY_COST)?;
-        let path = self.clean(&raw)?;
+    /// The data of a long-name or pax entry, refused past [`MAX_METADATA`] before it is read.
+    fn metadata<R: Read>(&self, entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Vec<u8>> {
+        let size = entry.size();
+        if size > MAX_METADATA {
+            return Err(self.unsafe_entry(
+                shown,
+                format!(
+                    "a long name or pax record of {size} bytes, over the limit of {MAX_METADATA}"
+                ),
+            ));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry
+            .take(size)
+            .read_to_end(&mut data)
+            .map_err(|e| self.bad(shown, e))?;
+        if data.len() as u64 != size {
+            return Err(self.bad(shown, "archive ends inside a long name or pax record"));
+        }
+        Ok(data)
+    }
+
+    /// Applies a pax record set's `path`, `linkpath` and `size` to the next entry.
+    fn pax(&self, data: &[u8], pending: &mut Pending, shown: &str) -> Result<()> {
+        for record in tar::PaxExtensions::new(data) {
+            let record = record.map_err(|e| self.bad(shown, format!("pax record: {e}")))?;
+            match record.key_bytes() {
+                b"path" => pending.path = Some(record.value_bytes().to_vec()),
+                b"linkpath" => pending.link = Some(record.value_bytes().to_vec()),
+                b"size" => {
+                    let size = record
+                        .value()
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| self.bad(shown, "pax size is not a number"))?;
+                    pending.size = Some(size);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        path_bytes: &[u8],
+        link: Option<Vec<u8>>,
+    ) -> Result<()> {
+        let raw = shown(path_bytes);
+        let path = self.clean_path(Path::new(std::ffi::OsStr::from_bytes(path_bytes)), &raw)?;
+        let link = link.map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(&l)));
         let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             return Ok(()); // the root itself
         };
@@ -150,7 +287,6 @@ impl Unpacker<'_> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.size();
-                self.charge(size)?;
                 self.remove(&path, &raw)?;
                 let mut file = self
                     .root
@@ -171,11 +307,8 @@ impl Unpacker<'_> {
                     .map_err(|e| self.bad(&raw, e))?;
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| self.bad(&raw, e))?
-                    .ok_or_else(|| self.bad(&raw, "symbolic link without a target"))?
-                    .into_owned();
+                let target =
+                    link.ok_or_else(|| self.bad(&raw, "symbolic link without a target"))?;
                 let target = self.link_target(&parent, &target, &raw)?;
                 self.remove(&path, &raw)?;
                 self.root
@@ -183,26 +316,22 @@ impl Unpacker<'_> {
                     .map_err(|e| self.bad(&raw, e))?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| self.bad(&raw, e))?
-                    .ok_or_else(|| self.bad(&raw, "hard link without a target"))?
-                    .to_string_lossy()
-                    .into_owned();
-                let source = self.clean(&target).map_err(|_| {
+                let target = link.ok_or_else(|| self.bad(&raw, "hard link without a target"))?;
+                let shown_target = shown(target.as_os_str().as_bytes());
+                let source = self.clean_path(&target, &raw).map_err(|_| {
                     self.unsafe_entry(
                         &raw,
-                        format!("hard link to {target:?} leaves the root filesystem"),
+                        format!("hard link to {shown_target:?} leaves the root filesystem"),
                     )
                 })?;
                 let meta = self
                     .root
                     .symlink_metadata(&source)
-                    .map_err(|e| self.bad(&raw, format!("hard link to {target:?}: {e}")))?;
+                    .map_err(|e| self.bad(&raw, format!("hard link to {shown_target:?}: {e}")))?;
                 if !meta.is_file() {
                     return Err(self.unsafe_entry(
                         &raw,
-                        format!("hard link to {target:?}, which is not a regular file"),
+                        format!("hard link to {shown_target:?}, which is not a regular file"),
                     ));
                 }
                 self.remove(&path, &raw)?;
@@ -215,8 +344,8 @@ impl Unpacker<'_> {
                 self.report.skipped_devices += 1;
                 return Ok(());
             }
-            // Metadata-only entries (pax, GNU long names) are consumed by the tar crate;
-            // anything else carries nothing a wasm guest can use.
+            // Anything else (GNU sparse files, volume labels, …) carries nothing a wasm
+            // guest can use; its data was charged all the same.
             other => {
                 tracing::warn!(layer = self.layer, entry = %raw, kind = ?other, "skipping an unsupported tar entry");
                 return Ok(());
@@ -227,9 +356,9 @@ impl Unpacker<'_> {
     }
 
     /// A relative path with no `..`, `.` or root components; `..` is refused.
-    fn clean(&self, raw: &str) -> Result<PathBuf> {
+    fn clean_path(&self, path: &Path, raw: &str) -> Result<PathBuf> {
         let mut out = PathBuf::new();
-        for c in Path::new(raw).components() {
+        for c in path.components() {
             match c {
                 Component::Normal(part) => out.push(part),
                 Component::CurDir | Component::RootDir => {}
@@ -261,12 +390,12 @@ impl Unpacker<'_> {
             .collect();
         let parent = parent.as_path();
         if target.is_absolute() {
-            let inside = self.clean(&target.to_string_lossy()).map_err(|_| {
+            let inside = self.clean_path(target, raw).map_err(|_| {
                 self.unsafe_entry(
                     raw,
                     format!(
                         "symbolic link to {} leaves the root filesystem",
-                        target.display()
+                        shown(target.as_os_str().as_bytes())
                     ),
                 )
             })?;
@@ -293,7 +422,7 @@ impl Unpacker<'_> {
                     raw,
                     format!(
                         "symbolic link to {} leaves the root filesystem",
-                        target.display()
+                        shown(target.as_os_str().as_bytes())
                     ),
                 ));
             }
@@ -301,8 +430,9 @@ impl Unpacker<'_> {
         Ok(target.to_owned())
     }
 
+    /// Whether `path` is a directory (the empty path is the root, which always is).
     fn is_dir(&self, path: &Path) -> bool {
-        self.root.symlink_metadata(path).is_ok_and(|m| m.is_dir())
+        path.as_os_str().is_empty() || self.root.symlink_metadata(path).is_ok_and(|m| m.is_dir())
     }
 
     /// Removes whatever is at `path` (a symlink itself, never its target).

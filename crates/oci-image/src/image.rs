@@ -77,6 +77,17 @@ pub fn open(store: &Store, reference: &ImageRef, limits: &ImageLimits) -> Result
     let record = store
         .resolve(reference)?
         .ok_or_else(|| Error::NotFound(reference.to_string()))?;
+    open_record(store, reference, record, limits)
+}
+
+/// Opens what `record` points at under the name `reference`, which need not be tagged yet
+/// (a pull tags it only once this succeeded).
+pub(crate) fn open_record(
+    store: &Store,
+    reference: &ImageRef,
+    record: ImageRecord,
+    limits: &ImageLimits,
+) -> Result<Image> {
     let manifest = read_manifest(store, &record.manifest)?;
     limits.layers(&record.manifest, manifest.layers().len())?;
     let (format, config) = inspect(store, &manifest, &record.manifest)?;

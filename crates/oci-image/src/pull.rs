@@ -243,8 +243,10 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
         manifest: manifest_digest,
         size,
     };
+    // Tagged only once it unpacked: a name never points at an image that cannot open.
+    let image = image::open_record(store, reference, record.clone(), limits)?;
     store.tag(reference, record)?;
-    image::open(store, reference, limits)
+    Ok(image)
 }
 
 /// Downloads one blob into the store unless it is there; resumes a partial download, and

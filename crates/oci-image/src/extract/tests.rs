@@ -289,3 +289,206 @@ fn compressed_layers_and_the_size_cap() {
     );
     assert!(!root.path("big").exists(), "nothing written past the cap");
 }
+
+/// A layer that is `prefix` and then zeros without end, counting what the extractor read.
+struct Endless {
+    prefix: Vec<u8>,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let at = self.read.get() as usize;
+        let n = buf.len();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self.prefix.get(at + i).copied().unwrap_or(0);
+        }
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// A header claiming `size` bytes of data, which the endless zeros then supply.
+fn header_claiming(kind: tar::EntryType, name: &str, size: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(size);
+    header.set_mtime(0);
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+fn unpack_endless(prefix: Vec<u8>, limit: u64) -> (String, u64) {
+    let root = Root::new();
+    let read = std::rc::Rc::new(std::cell::Cell::new(0));
+    let layer = Endless {
+        prefix,
+        read: read.clone(),
+    };
+    let mut budget = limit;
+    let err = unpack_layer(
+        &root.cap,
+        layer,
+        LayerKind::Tar,
+        "sha256:hostile",
+        &mut budget,
+        limit,
+    )
+    .unwrap_err()
+    .to_string();
+    (err, read.get())
+}
+
+/// Issue 17, finding 2: GNU long names and links and pax records claiming gigabytes are
+/// refused from their headers, before their data is read (the `tar` crate read them whole:
+/// a 3 MB layer took 15.8 GB), and the error line stays short.
+#[test]
+fn long_names_and_pax_records_are_bounded_before_they_are_read() {
+    for kind in [
+        tar::EntryType::GNULongName,
+        tar::EntryType::GNULongLink,
+        tar::EntryType::XHeader,
+        tar::EntryType::XGlobalHeader,
+    ] {
+        // Under a budget that would allow it, the metadata cap refuses it.
+        let (err, read) = unpack_endless(
+            header_claiming(kind, "././@LongLink", 3 << 30),
+            u64::MAX / 2,
+        );
+        assert!(
+            err.contains("a long name or pax record of 3221225472 bytes, over the limit of 65536"),
+            "{kind:?}: {err}"
+        );
+        assert!(read < 1 << 20, "{kind:?}: read {read} bytes");
+        // Under a small budget, the budget refuses it first.
+        let (err, read) = unpack_endless(header_claiming(kind, "x", 3 << 30), 1 << 20);
+        assert_eq!(
+            err, "layer sha256:hostile: unpacks to more than the limit of 1048576 bytes",
+            "{kind:?}"
+        );
+        assert!(read < 1 << 20, "{kind:?}: read {read} bytes");
+    }
+}
+
+/// Entries the extractor skips still cost what the archive makes it read: a device node
+/// claiming 16 GiB of data was skipped by reading (decompressing) all of it, uncharged.
+#[test]
+fn skipped_entries_are_charged_for_their_data() {
+    for kind in [
+        tar::EntryType::Char,
+        tar::EntryType::Fifo,
+        tar::EntryType::Directory,
+        tar::EntryType::GNUSparse,
+    ] {
+        let (err, read) = unpack_endless(header_claiming(kind, "dev/x", 16 << 30), 1 << 30);
+        assert_eq!(
+            err, "layer sha256:hostile: unpacks to more than the limit of 1073741824 bytes",
+            "{kind:?}"
+        );
+        assert!(read < 1 << 20, "{kind:?}: read {read} bytes");
+    }
+}
+
+/// Long names written the usual ways (GNU `L` entries by `tar::Builder`, pax `path` and
+/// `linkpath` records) still unpack, and parsers cannot be made to disagree on sizes.
+#[test]
+fn long_names_unpack_and_pax_sizes_must_agree() {
+    let long = format!("{}/file", "d".repeat(150));
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(2);
+    header.set_mode(0o644);
+    builder.append_data(&mut header, &long, &b"hi"[..]).unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    builder
+        .append_link(&mut link, "short", format!("/{long}"))
+        .unwrap();
+    let mut pax = tar::Builder::new(Vec::new());
+    let pax_name = format!("{}/p", "e".repeat(200));
+    pax.append_pax_extensions([("path", pax_name.as_bytes())])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_size(1);
+    header.set_mode(0o644);
+    header.set_cksum();
+    pax.append(&header, &b"p"[..]).unwrap();
+    let root = Root::new();
+    root.unpack(&builder.into_inner().unwrap(), LayerKind::Tar)
+        .unwrap();
+    root.unpack(&pax.into_inner().unwrap(), LayerKind::Tar)
+        .unwrap();
+    assert_eq!(fs::read(root.path(&long)).unwrap(), b"hi");
+    assert_eq!(fs::read(root.path("short")).unwrap(), b"hi");
+    assert_eq!(fs::read(root.path(&pax_name)).unwrap(), b"p");
+
+    let mut lying = tar::Builder::new(Vec::new());
+    lying
+        .append_pax_extensions([("size", &b"1024"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("f").unwrap();
+    header.set_size(1);
+    header.set_mode(0o644);
+    header.set_cksum();
+    lying.append(&header, &b"f"[..]).unwrap();
+    let err = Root::new()
+        .unpack(&lying.into_inner().unwrap(), LayerKind::Tar)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("f: its pax size 1024 differs from its header's 1"),
+        "{err}"
+    );
+
+    let mut dangling = tar::Builder::new(Vec::new());
+    dangling
+        .append_pax_extensions([("path", &b"x"[..])])
+        .unwrap();
+    let err = Root::new()
+        .unpack(&dangling.into_inner().unwrap(), LayerKind::Tar)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("describes no entry"), "{err}");
+}
+
+/// A refused entry's name appears cut short in the error, whatever its length.
+#[test]
+fn errors_show_at_most_the_start_of_a_name() {
+    let name = format!("{}/../x", "n".repeat(60_000));
+    let mut layer = tar::Builder::new(Vec::new());
+    layer
+        .append_pax_extensions([("path", name.as_bytes())])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("x").unwrap();
+    header.set_size(0);
+    header.set_cksum();
+    layer.append(&header, &b""[..]).unwrap();
+    let err = Root::new()
+        .unpack(&layer.into_inner().unwrap(), LayerKind::Tar)
+        .unwrap_err()
+        .to_string();
+    assert!(err.len() < 512, "{} bytes: {err:.600}", err.len());
+    assert!(err.ends_with("(60005 bytes): path contains '..'"), "{err}");
+}
+
+/// An opaque whiteout at the top of a layer empties the root of what lower layers put
+/// there (it was ignored).
+#[test]
+fn an_opaque_whiteout_at_the_root() {
+    let root = Root::new();
+    let lower = Layer::default().file("a/x", b"1").file("y", b"2").bytes();
+    root.unpack(&lower, LayerKind::Tar).unwrap();
+    let upper = Layer::default()
+        .file("kept", b"3")
+        .file(".wh..wh..opq", b"")
+        .bytes();
+    root.unpack(&upper, LayerKind::Tar).unwrap();
+    assert!(!root.path("a").exists() && !root.path("y").exists());
+    assert!(root.path("kept").exists() && !root.path(".wh..wh..opq").exists());
+}

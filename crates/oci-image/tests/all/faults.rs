@@ -257,10 +257,18 @@ fn a_full_disk_during_the_unpack_leaves_no_partial_root_filesystem() {
         .unwrap()
         .count();
     assert_eq!(rootfs, 0, "no root filesystem, finished or partial");
+    assert_eq!(
+        store.resolve(&reference).unwrap(),
+        None,
+        "a pull that failed at unpack tags nothing"
+    );
 
-    // The verified blobs stay; with room, opening the image unpacks it.
+    // The verified blobs stay; with room, the same pull unpacks and tags it.
     disk.resize("16m");
-    let image = oci_image::open(&store, &reference, &Default::default()).unwrap();
+    let image = rt
+        .block_on(oci_image::pull(&store, &reference, &anonymous()))
+        .unwrap();
+    assert!(store.resolve(&reference).unwrap().is_some());
     assert_eq!(std::fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
     assert_consistent(&store);
 }

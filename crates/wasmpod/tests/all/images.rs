@@ -1,7 +1,7 @@
 //! Images through the CLI: build → push → pull → run against a private registry, the
 //! error lines users see, and interop with skopeo.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use super::*;
 use crate::registry::{self, Registry, PASSWORD, USER};
@@ -245,4 +245,172 @@ fn images_rmi_and_prune() {
         stdout(&out)
     );
     assert_code(&w.run(&["example.com/b:v1", "args"]), 0);
+}
+
+/// A zstd tar layer of one entry of `kind` whose header claims `size` bytes, all present
+/// (zeros), so a pull that reads what the header says really has that much to read.
+fn hostile_layer(kind: tar::EntryType, name: &str, size: u64) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.as_mut_bytes()[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(size);
+    header.set_mtime(0);
+    header.set_cksum();
+    let mut out = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    std::io::Write::write_all(&mut out, header.as_bytes()).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = size.next_multiple_of(512) + 1024;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        std::io::Write::write_all(&mut out, &zeros[..n]).unwrap();
+        left -= n as u64;
+    }
+    out.finish().unwrap()
+}
+
+/// Stores a one-layer compat image with `layer` as its layer under `reference`.
+fn store_image(store: &oci_image::Store, reference: &str, layer: &[u8]) {
+    use sha2::Digest as _;
+    let layer_digest = store.write_blob(layer, None).unwrap();
+    let diff_id = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let config_digest = store.write_blob(config.as_bytes(), None).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+zstd","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let digest = store.write_blob(manifest.as_bytes(), None).unwrap();
+    assert_eq!(
+        digest,
+        format!("sha256:{:x}", sha2::Sha256::digest(manifest.as_bytes()))
+    );
+    let record = oci_image::ImageRecord {
+        digest: digest.clone(),
+        media_type: "application/vnd.oci.image.manifest.v1+json".to_owned(),
+        manifest: digest,
+        size: (config.len() + layer.len()) as u64,
+    };
+    let name = oci_image::ImageRef::parse(reference).unwrap();
+    store.tag(&name, record).unwrap();
+}
+
+/// `cmd` run to its end, with its peak resident memory in bytes (`wait4`'s rusage, which
+/// is this child's alone).
+#[allow(clippy::zombie_processes, reason = "reaped by the wait4 below")]
+fn output_and_peak_memory(mut cmd: Command) -> (Output, u64) {
+    use std::io::Read as _;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        err.read_to_end(&mut stderr).unwrap();
+        stderr
+    });
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let stderr = reader.join().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, not waited for yet; both pointers are valid.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    use std::os::unix::process::ExitStatusExt as _;
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout,
+        stderr,
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
+/// Issue 17, finding 2 (and the uncharged device entry): layers of a few hundred KB whose
+/// tar headers claim gigabytes — a GNU long name, a pax record, a device node's data, a
+/// file — make `wasmpod pull --max-unpacked 1M` fail promptly, naming the layer, in a
+/// short error line, with its peak memory well under 100 MB (the long name and the pax
+/// record took 15.8 GB before).
+#[test]
+fn hostile_layers_keep_a_pull_small() {
+    let registry = Registry::start();
+    let builder = Wasmpod::new();
+    let store = oci_image::Store::open(builder.root_dir().join("images")).unwrap();
+    let cases = [
+        (
+            "long-name",
+            tar::EntryType::GNULongName,
+            "././@LongLink",
+            1 << 30,
+            "unpacks to more than the limit of 1048576 bytes",
+        ),
+        (
+            "pax",
+            tar::EntryType::XHeader,
+            "PaxHeaders/x",
+            1 << 30,
+            "unpacks to more than the limit of 1048576 bytes",
+        ),
+        (
+            "device",
+            tar::EntryType::Char,
+            "dev/zero",
+            4 << 30,
+            "unpacks to more than the limit of 1048576 bytes",
+        ),
+        (
+            "file",
+            tar::EntryType::Regular,
+            "big",
+            1 << 30,
+            "unpacks to more than the limit of 1048576 bytes",
+        ),
+    ];
+    for (name, kind, entry, size, _) in &cases {
+        let layer = hostile_layer(*kind, entry, *size);
+        assert!(
+            layer.len() < 1 << 20,
+            "{name}: a {} byte layer",
+            layer.len()
+        );
+        let reference = format!("{}/hostile:{name}", registry.host());
+        store_image(&store, &reference, &layer);
+        assert_code(&builder.cmd(&["push", &reference]), 0);
+    }
+    for (name, _, _, _, expect) in &cases {
+        let reference = format!("{}/hostile:{name}", registry.host());
+        let puller = Wasmpod::new();
+        let mut cmd = puller.command();
+        cmd.args(["pull", "-q", "--max-unpacked", "1M", &reference]);
+        let started = std::time::Instant::now();
+        let (out, peak) = output_and_peak_memory(cmd);
+        let took = started.elapsed();
+        eprintln!(
+            "{name}: peak {} KiB, {took:?}: {}",
+            peak >> 10,
+            stderr(&out).trim()
+        );
+        assert_ne!(out.status.code(), Some(0), "{name}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(expect) && err.contains("layer sha256:"),
+            "{name}: {err}"
+        );
+        assert!(err.len() < 1024, "{name}: a {} byte error", err.len());
+        assert!(peak < 100 << 20, "{name}: peak memory {} MiB", peak >> 20);
+        assert!(
+            !stdout(&puller.cmd(&["images"])).contains("hostile"),
+            "{name}: a failed pull tags nothing"
+        );
+    }
 }

@@ -52,6 +52,10 @@ impl Wasmpod {
         self.command().arg("run").args(args).output().unwrap()
     }
 
+    pub(crate) fn root_dir(&self) -> std::path::PathBuf {
+        self.dirs.path().join("root")
+    }
+
     pub(crate) fn state_dir(&self) -> std::path::PathBuf {
         self.dirs.path().join("state")
     }
