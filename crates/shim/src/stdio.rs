@@ -16,6 +16,9 @@ use crate::sys;
 /// How long to wait for containerd to open the other end of a FIFO.
 const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often to look for the other end meanwhile.
+const FIFO_OPEN_RETRY: Duration = Duration::from_millis(5);
+
 /// Streams ready for the engine, and the switch that closes stdin.
 #[derive(Debug)]
 pub(crate) struct Streams {
@@ -68,24 +71,42 @@ fn target(uri: &str, which: &str) -> Result<Option<String>> {
     Ok(Some(uri.to_owned()))
 }
 
-/// Opens `path` on a blocking thread: opening a FIFO waits for its other end.
-async fn open_blocking(path: String, options: OpenOptions, which: &'static str) -> Result<File> {
+/// Opens `path` for writing within `deadline`, without ever blocking a thread: a FIFO
+/// opened write-only waits in the kernel until a reader comes (containerd, or whoever
+/// asked for the task and may have gone), and no timeout cancels a blocked `open(2)` — a
+/// thread stuck there kept a shim alive after its last container. So the open is
+/// non-blocking (a FIFO without a reader answers `ENXIO` at once) and retried until the
+/// deadline, and the descriptor is made blocking again for the guest.
+async fn open_writer(
+    path: String,
+    options: &mut OpenOptions,
+    which: &'static str,
+    deadline: Duration,
+) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let context = format!("opening {which} {path}");
-    let task = tokio::task::spawn_blocking(move || options.open(Path::new(&path)));
-    match tokio::time::timeout(FIFO_OPEN_TIMEOUT, task).await {
-        Ok(Ok(result)) => result.map_err(io(context)),
-        Ok(Err(join)) => Err(Error::Io {
-            context,
-            source: std::io::Error::other(join),
-        }),
-        Err(_) => Err(Error::Io {
-            context,
-            source: std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "nobody opened the other end within 10 s",
-            ),
-        }),
-    }
+    options.custom_flags(libc::O_NONBLOCK);
+    let give_up = tokio::time::Instant::now() + deadline;
+    let file = loop {
+        match options.open(Path::new(&path)) {
+            Ok(file) => break file,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                if tokio::time::Instant::now() >= give_up {
+                    return Err(Error::Io {
+                        context,
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("nobody opened the other end within {deadline:?}"),
+                        ),
+                    });
+                }
+                tokio::time::sleep(FIFO_OPEN_RETRY).await;
+            }
+            Err(e) => return Err(io(context)(e)),
+        }
+    };
+    sys::set_blocking(&file).map_err(io(context))?;
+    Ok(file)
 }
 
 async fn open_output(uri: &str, which: &'static str) -> Result<StdioStream> {
@@ -98,7 +119,7 @@ async fn open_output(uri: &str, which: &'static str) -> Result<StdioStream> {
         options.append(true).create(true);
     }
     Ok(StdioStream::File(
-        open_blocking(path, options, which).await?,
+        open_writer(path, &mut options, which, FIFO_OPEN_TIMEOUT).await?,
     ))
 }
 
@@ -162,7 +183,11 @@ mod tests {
 
     /// A FIFO named `stdin` in `dir`, as containerd makes them.
     fn mkfifo(dir: &Path) -> std::path::PathBuf {
-        let fifo = dir.join("stdin");
+        mkfifo_named(dir, "stdin")
+    }
+
+    fn mkfifo_named(dir: &Path, name: &str) -> std::path::PathBuf {
+        let fifo = dir.join(name);
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
@@ -208,5 +233,70 @@ mod tests {
         let mut all = String::new();
         tokio::task::block_in_place(|| read.read_to_string(&mut all)).unwrap();
         assert_eq!(all, "piped input");
+    }
+
+    /// Issue 17, finding 4: a stdout FIFO nobody reads fails the open at its deadline and
+    /// leaves no thread behind (a blocked `open(2)` on a blocking thread outlived its
+    /// Create, and the runtime's shutdown waited for it for ever).
+    #[test]
+    fn an_unread_fifo_times_out_and_leaves_no_thread_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = mkfifo_named(dir.path(), "stdout");
+        let path = fifo.to_str().unwrap().to_owned();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_time()
+                .build()
+                .unwrap();
+            let started = std::time::Instant::now();
+            let result = rt.block_on(open_writer(
+                path,
+                OpenOptions::new().write(true),
+                "stdout",
+                Duration::from_millis(200),
+            ));
+            let took = started.elapsed();
+            drop(rt); // waits for any blocking task still running
+            done_tx.send((result.map(|_| ()), took)).unwrap();
+        });
+        let (result, took) = done_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the runtime shut down promptly");
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("stdout") && err.contains("nobody opened the other end within 200ms"),
+            "{err}"
+        );
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+    }
+
+    /// A reader that comes late is still found, and the guest gets a blocking descriptor.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_reader_is_found_and_the_stream_blocks() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = mkfifo_named(dir.path(), "stdout");
+        let reader_path = fifo.clone();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            // A blocking open, which counts as a reader while it waits for a writer.
+            let mut r = OpenOptions::new().read(true).open(reader_path).unwrap();
+            let mut got = String::new();
+            r.read_to_string(&mut got).unwrap();
+            got
+        });
+        let StdioStream::File(mut out) =
+            open_output(fifo.to_str().unwrap(), "stdout").await.unwrap()
+        else {
+            panic!("stdout should be the FIFO")
+        };
+        // SAFETY: F_GETFL on a descriptor we own.
+        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&out), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "the guest's stdout blocks");
+        std::io::Write::write_all(&mut out, b"late hello").unwrap();
+        drop(out);
+        assert_eq!(reader.join().unwrap(), "late hello");
     }
 }

@@ -102,3 +102,17 @@ pub(crate) fn close_stdout() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Clears `O_NONBLOCK` on a descriptor opened non-blocking.
+pub(crate) fn set_blocking(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL on a descriptor `file` owns; no memory is passed.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
