@@ -126,12 +126,14 @@ pub struct HandlerOptions {
 
 impl HandlerOptions {
     /// The keys a handler's options may set (others are containerd's, and ignored).
-    pub const KEYS: [&str; 5] = [
+    pub const KEYS: [&str; 7] = [
         "isolation",
         "grouping",
         "allowed_outbound",
         "max_module_size",
         "max_functions",
+        "compile_timeout",
+        "compile_memory",
     ];
 
     /// Reads the options from the TOML body of a handler's `options` table (what
@@ -160,6 +162,27 @@ impl HandlerOptions {
                     .map_err(|e| Error::Spec(format!("{field}: {e}")))?;
             } else if key.eq_ignore_ascii_case("max_module_size") {
                 options.program_limits.max_size = match value.as_integer() {
+                    Some(n) => u64::try_from(n)
+                        .map_err(|_| Error::Spec(format!("{field}: {n} is not a size")))?,
+                    None => crate::parse_bytes(text()?)
+                        .map_err(|e| Error::Spec(format!("{field}: {e}")))?,
+                };
+            } else if key.eq_ignore_ascii_case("compile_timeout") {
+                // "90s", "5m"; a bare number is seconds; 0 is no deadline.
+                let deadline = match value.as_integer() {
+                    Some(n) => u64::try_from(n)
+                        .map(std::time::Duration::from_secs)
+                        .map_err(|_| Error::Spec(format!("{field}: {n} is not a duration")))?,
+                    None => humantime::parse_duration(text()?.trim()).map_err(|e| {
+                        Error::Spec(format!(
+                            "{field}: {:?} is not a duration (like \"90s\" or \"5m\"): {e}",
+                            text().unwrap_or_default()
+                        ))
+                    })?,
+                };
+                options.program_limits.compile_timeout = (!deadline.is_zero()).then_some(deadline);
+            } else if key.eq_ignore_ascii_case("compile_memory") {
+                options.program_limits.compile_memory = match value.as_integer() {
                     Some(n) => u64::try_from(n)
                         .map_err(|_| Error::Spec(format!("{field}: {n} is not a size")))?,
                     None => crate::parse_bytes(text()?)
@@ -297,8 +320,27 @@ mod tests {
             o.program_limits,
             wasm_engine::ProgramLimits {
                 max_size: 64 << 20,
-                max_functions: 5000
+                max_functions: 5000,
+                ..wasm_engine::ProgramLimits::default()
             }
+        );
+        let o = HandlerOptions::from_toml(
+            "compile_timeout = \"90s\"\ncompile_memory = \"1Gi\"",
+            "options",
+        )
+        .unwrap()
+        .program_limits;
+        assert_eq!(
+            (o.compile_timeout, o.compile_memory),
+            (Some(std::time::Duration::from_secs(90)), 1 << 30)
+        );
+        let o = HandlerOptions::from_toml("compile_timeout = 0", "o").unwrap();
+        assert_eq!(o.program_limits.compile_timeout, None);
+        let e = HandlerOptions::from_toml("compile_timeout = \"soon\"", "options").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("options: compile_timeout: \"soon\" is not a duration"),
+            "{e}"
         );
         let o =
             HandlerOptions::from_toml("max_module_size = 1000\nmax_functions = 7", "o").unwrap();

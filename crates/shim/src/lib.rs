@@ -62,6 +62,8 @@ pub const IMAGE_NAME_ANNOTATION: &str = "io.kubernetes.cri.image-name";
 /// Runs the shim as containerd invoked it (`start`, `delete`, serving, `-info`, `-v`);
 /// never returns, exiting with status 1 and the reason on stderr on failure.
 pub fn main() {
+    // A compile child of this shim (the engine's `compiler`): compiles and exits.
+    wasm_engine::run_child_if_asked();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(process::GUEST_COMMAND) {
         process::guest_main(&args[1..]);

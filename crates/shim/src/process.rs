@@ -283,6 +283,9 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         cache_dir: Some(crate::service::cache_dir()),
         compile_on_caller_thread: true,
         pooling: serve.then(wasm_engine::Pooling::default),
+        // Already in the container's own process and cgroup (and usually a cache hit):
+        // a child of its own would gain nothing.
+        compiler: None,
     })
     .map_err(|e| fail("starting the engine")(&e))?;
     // Create checked the program against the handler's limits and compiled it into the cache.

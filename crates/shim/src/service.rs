@@ -136,6 +136,9 @@ impl Service {
     pub(crate) fn task_service(&self, ttrpc_address: &str) -> TaskService {
         let engine = Engine::new(EngineConfig {
             cache_dir: Some(cache_dir()),
+            // Tenants' programs compile in children of this shim, under the handler's
+            // deadline and memory cap: never in the threads serving everyone's tasks.
+            compiler: Some(wasm_engine::CompilerProcess::this_executable()),
             ..Default::default()
         })
         .unwrap_or_else(|e| {

@@ -74,6 +74,7 @@ fn serving_engine(cell: &std::sync::OnceLock<Engine>) -> wasm_engine::Result<Eng
     let engine = Engine::new(wasm_engine::EngineConfig {
         cache_dir: Some(crate::service::cache_dir()),
         pooling: Some(wasm_engine::Pooling::default()),
+        compiler: Some(wasm_engine::CompilerProcess::this_executable()),
         ..Default::default()
     })?;
     Ok(cell.get_or_init(|| engine).clone())

@@ -202,11 +202,7 @@ impl Cache {
             Code::Module(_) => ProgramKind::Module,
             Code::Component(_) => ProgramKind::Component,
         };
-        let bytes = match code {
-            Code::Module(m) => m.serialize(),
-            Code::Component(c) => c.serialize(),
-        };
-        let bytes = match bytes {
+        let bytes = match code.serialize() {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(reason = %e, "cannot serialize compiled code for the cache");

@@ -44,6 +44,10 @@ pub struct EngineConfig {
     /// memories, tables and stacks for every instance: for a server that instantiates per
     /// request. `None`: on demand.
     pub pooling: Option<Pooling>,
+    /// Compile in a child process started this way, under each load's
+    /// [`ProgramLimits`](crate::ProgramLimits) deadline and memory cap. `None`: compile in
+    /// this process, without either.
+    pub compiler: Option<crate::CompilerProcess>,
 }
 
 /// The pooling allocator's sizes.
@@ -76,6 +80,8 @@ pub struct Engine {
 pub(crate) struct Inner {
     pub(crate) wasmtime: wasmtime::Engine,
     pub(crate) cache: Option<Cache>,
+    pub(crate) compiler: Option<crate::CompilerProcess>,
+    pub(crate) pooling: Option<Pooling>,
     pub(crate) p1_linker: OnceLock<wasmtime::Linker<P1Host>>,
     pub(crate) p2_linker: OnceLock<wasmtime::component::Linker<P2Host>>,
     /// Whether the epoch ticker thread runs: it starts with the first run, so a process
@@ -124,6 +130,8 @@ impl Engine {
             inner: Arc::new(Inner {
                 wasmtime,
                 cache,
+                compiler: config.compiler,
+                pooling: config.pooling,
                 p1_linker: OnceLock::new(),
                 p2_linker: OnceLock::new(),
                 ticker: std::sync::Mutex::new(false),

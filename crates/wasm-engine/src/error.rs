@@ -25,6 +25,15 @@ pub enum Error {
         /// Its size or function count and the limit.
         detail: String,
     },
+    /// The compiler process failed without a verdict on the program: killed (its memory
+    /// cap, say), or its code did not load.
+    #[error("{name}: compiling failed: {detail}")]
+    Compiler {
+        /// The program's name.
+        name: String,
+        /// How it failed.
+        detail: String,
+    },
     /// The program imports something the host does not provide, or lacks its entry point.
     #[error("cannot instantiate: {0}")]
     Instantiate(String),

@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod compiler;
 mod engine;
 mod error;
 mod limits;
@@ -39,6 +40,7 @@ mod serve;
 mod stdio;
 mod sys;
 
+pub use compiler::{run_child_if_asked, CompilerProcess};
 pub use engine::{guest_runtime, Engine, EngineConfig, Pooling};
 pub use error::{Error, Result};
 pub use net::{Destination, HostPattern, NetworkPolicy};

@@ -64,12 +64,21 @@ const MAGIC: &[u8; 4] = b"\0asm";
 /// generation, whose time and memory grow with the program, so an image or a file the
 /// runtime does not control is bounded here. Past a limit, loading fails with
 /// [`Error::LimitExceeded`] naming the program, its size or count, and the limit.
+///
+/// The compile limits bind when the engine compiles in a child process
+/// ([`EngineConfig::compiler`](crate::EngineConfig::compiler)); a compile in the caller's
+/// process cannot be stopped or capped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProgramLimits {
     /// Bytes of the binary (or of the text, and of the binary it becomes).
     pub max_size: u64,
     /// Functions defined by the module, or by all core modules inside a component.
     pub max_functions: u32,
+    /// How long a compile may take before it is killed and loading fails; `None`: no
+    /// deadline.
+    pub compile_timeout: Option<std::time::Duration>,
+    /// The compile child's data memory (`RLIMIT_DATA`), in bytes.
+    pub compile_memory: u64,
 }
 
 impl ProgramLimits {
@@ -77,12 +86,19 @@ impl ProgramLimits {
     pub const DEFAULT_MAX_SIZE: u64 = 256 << 20;
     /// Default cap on a program's defined functions (wasmtime itself stops at 1,000,000).
     pub const DEFAULT_MAX_FUNCTIONS: u32 = 200_000;
+    /// Default compile deadline: minutes, for a program under the default size; a
+    /// crafted one can otherwise take hours.
+    pub const DEFAULT_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+    /// Default cap on a compile's memory.
+    pub const DEFAULT_COMPILE_MEMORY: u64 = 4 << 30;
 
     /// Limits nobody reaches: for a program already checked by whoever wrote it to the
     /// cache (the process level's child loads what Create checked).
     pub const NONE: ProgramLimits = ProgramLimits {
         max_size: u64::MAX,
         max_functions: u32::MAX,
+        compile_timeout: None,
+        compile_memory: u64::MAX,
     };
 
     /// Refuses `size` bytes.
@@ -133,6 +149,8 @@ impl Default for ProgramLimits {
         Self {
             max_size: Self::DEFAULT_MAX_SIZE,
             max_functions: Self::DEFAULT_MAX_FUNCTIONS,
+            compile_timeout: Some(Self::DEFAULT_COMPILE_TIMEOUT),
+            compile_memory: Self::DEFAULT_COMPILE_MEMORY,
         }
     }
 }
@@ -237,7 +255,7 @@ impl Engine {
                 });
             }
         }
-        let code = self.compile(binary, kind)?;
+        let code = self.compile(binary, kind, name, limits)?;
         if let Some(cache) = &self.inner.cache {
             cache.put(&digest, &code);
         }
@@ -248,7 +266,44 @@ impl Engine {
         })
     }
 
-    fn compile(&self, binary: &[u8], kind: ProgramKind) -> Result<Code> {
+    /// Compiles in a child process when the engine has a [`CompilerProcess`]
+    /// (under `limits`' deadline and memory cap), here otherwise.
+    ///
+    /// [`CompilerProcess`]: crate::CompilerProcess
+    fn compile(
+        &self,
+        binary: &[u8],
+        kind: ProgramKind,
+        name: &Path,
+        limits: &ProgramLimits,
+    ) -> Result<Code> {
+        let Some(process) = &self.inner.compiler else {
+            return self.compile_here(binary, kind);
+        };
+        let bytes =
+            crate::compiler::compile(process, self.inner.pooling, binary, kind, name, limits)?;
+        let engine = &self.inner.wasmtime;
+        // SAFETY: the bytes are what this same executable's compile mode produced from
+        // `binary` for an engine of these settings, read from a pipe only it and this
+        // process hold; wasmtime checks their header against this engine before use.
+        unsafe {
+            match kind {
+                ProgramKind::Module => {
+                    wasmtime::Module::deserialize(engine, &bytes).map(Code::Module)
+                }
+                ProgramKind::Component => {
+                    wasmtime::component::Component::deserialize(engine, &bytes).map(Code::Component)
+                }
+            }
+        }
+        .map_err(|e| Error::Compiler {
+            name: name.display().to_string(),
+            detail: format!("the compiled code does not load: {}", chain(&e)),
+        })
+    }
+
+    /// Compiles on this process's threads.
+    pub(crate) fn compile_here(&self, binary: &[u8], kind: ProgramKind) -> Result<Code> {
         let engine = &self.inner.wasmtime;
         let started = std::time::Instant::now();
         let code = match kind {
@@ -260,6 +315,16 @@ impl Engine {
         .map_err(|e| Error::Invalid(chain(&e)))?;
         tracing::debug!(?kind, elapsed = ?started.elapsed(), "compiled");
         Ok(code)
+    }
+}
+
+impl Code {
+    /// wasmtime's serialized form of the code.
+    pub(crate) fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Code::Module(m) => m.serialize(),
+            Code::Component(c) => c.serialize(),
+        }
     }
 }
 

@@ -452,6 +452,14 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N")]
     pub(crate) max_functions: Option<u32>,
 
+    /// Stop compiling a program after this long (5m by default; 0 for no deadline)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) compile_timeout: Option<Duration>,
+
+    /// Cap a compile's memory (4Gi by default)
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub(crate) compile_memory: Option<u64>,
+
     /// Keep standard input attached (otherwise the guest reads end-of-file)
     #[arg(short = 'i', long)]
     pub(crate) interactive: bool,
@@ -480,6 +488,12 @@ impl RunArgs {
         wasm_engine::ProgramLimits {
             max_size: self.max_module_size.unwrap_or(default.max_size),
             max_functions: self.max_functions.unwrap_or(default.max_functions),
+            compile_timeout: match self.compile_timeout {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => default.compile_timeout,
+            },
+            compile_memory: self.compile_memory.unwrap_or(default.compile_memory),
         }
     }
 }

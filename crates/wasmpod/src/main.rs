@@ -12,6 +12,8 @@ mod sys;
 use clap::Parser;
 
 fn main() {
+    // A compile child of this process (the engine's `compiler`): compiles and exits.
+    wasm_engine::run_child_if_asked();
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WASMPOD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));

@@ -149,6 +149,8 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         cache_dir: Some(dirs.cache.clone()),
         // A server instantiates per request: from slots kept ready.
         pooling: args.listen.is_some().then(wasm_engine::Pooling::default),
+        // Compiled in a child, so --compile-timeout and --compile-memory can stop it.
+        compiler: Some(wasm_engine::CompilerProcess::this_executable()),
         ..Default::default()
     })
     .map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;

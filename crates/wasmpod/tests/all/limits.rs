@@ -92,3 +92,25 @@ fn sigterm_stops_a_sleeping_guest_with_143() {
 fn sigint_stops_a_guest_with_130() {
     signal_after_start(&[component(), "spin"], libc::SIGINT, 130);
 }
+
+/// Issue 17, finding 3: a program that takes minutes to compile is stopped at
+/// `--compile-timeout`, with an error naming it and the deadline.
+#[test]
+fn a_compile_past_its_deadline_is_stopped_naming_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow.wat");
+    std::fs::write(&slow, crate::hostile::slow_to_compile(10_000, 1)).unwrap();
+    let w = Wasmpod::new();
+    let started = Instant::now();
+    let out = w.run(&["--compile-timeout", "500ms", path_str(&slow)]);
+    let took = started.elapsed();
+    assert_code(&out, 126);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "wasmpod: {}: compiling took longer than the deadline of 500ms\n",
+            slow.display()
+        )
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

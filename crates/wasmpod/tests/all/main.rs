@@ -3,6 +3,8 @@
 
 #[path = "../../../../tests/support/fixtures.rs"]
 mod fixtures;
+#[path = "../../../../tests/support/hostile.rs"]
+mod hostile;
 #[path = "../../../../tests/support/http_fixture.rs"]
 mod http_fixture;
 #[path = "../../../../tests/support/registry.rs"]
