@@ -187,6 +187,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
             faults::check_containerd_killed_during_create,
         ),
         ("hostile-entrypoint", faults::check_hostile_entrypoint),
+        ("hostile-compile", faults::check_hostile_compile),
         ("shim-socket", check_shim_socket),
         ("cycles", check_cycles),
         ("load", load::check_load),

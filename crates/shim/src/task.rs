@@ -1020,6 +1020,23 @@ macro_rules! traced {
     }};
 }
 
+/// [`traced!`] for a question about a container (State, Pids, Stats): answered at once.
+/// While its Create is under way the container is not there yet (as runc's shim says):
+/// containerd's task list asks every task's State and would wait for a tenant's compile.
+macro_rules! traced_now {
+    ($self:expr, $id:expr, $call:expr) => {{
+        if $self.creating().contains($id.as_str()) {
+            let e = Error::NotFound(format!("{} (being created)", $id));
+            return Err(e.into());
+        }
+        let result: Result<_> = $call.instrument(span($id)).await;
+        result.map_err(|e| -> containerd_shim::protos::ttrpc::Error {
+            tracing::warn!(id = %$id, error = %e, "task call failed");
+            e.into()
+        })
+    }};
+}
+
 #[async_trait]
 impl Task for TaskService {
     async fn create(
@@ -1085,7 +1102,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        traced!(self, &req.id, async { self.do_state(&req) })
+        traced_now!(self, &req.id, async { self.do_state(&req) })
     }
 
     async fn pids(
@@ -1093,7 +1110,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        let task_pid = traced!(self, &req.id, async { self.with(&req.id, |c| Ok(c.pid())) })?;
+        let task_pid = traced_now!(self, &req.id, async { self.with(&req.id, |c| Ok(c.pid())) })?;
         Ok(api::PidsResponse {
             processes: vec![containerd_shim::protos::api::ProcessInfo {
                 pid: task_pid,
@@ -1108,7 +1125,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        traced!(self, &req.id, async { self.do_stats(&req) })
+        traced_now!(self, &req.id, async { self.do_stats(&req) })
     }
 
     async fn close_io(

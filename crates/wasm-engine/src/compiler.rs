@@ -27,6 +27,8 @@ use crate::program::{ProgramKind, ProgramLimits};
 const CHILD_ENV: &str = "WASMPOD_COMPILE_CHILD";
 /// Its memory cap in bytes.
 const MEMORY_ENV: &str = "WASMPOD_COMPILE_MEMORY";
+/// The parent's pid: the child ends with it.
+const PARENT_ENV: &str = "WASMPOD_COMPILE_PARENT";
 /// The parent engine's pooling settings (`instances,max_memory`), which compiled code
 /// must match.
 const POOLING_ENV: &str = "WASMPOD_COMPILE_POOLING";
@@ -49,11 +51,15 @@ pub struct CompilerProcess {
 }
 
 impl CompilerProcess {
-    /// This very executable (through `/proc/self/exe`, so an upgrade that replaced the
-    /// file on disk still starts the same code).
+    /// This very executable: its path, or `/proc/self/exe` once an upgrade replaced the
+    /// file (which still starts the same code).
     pub fn this_executable() -> Self {
+        let program = std::env::current_exe()
+            .ok()
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
         Self {
-            program: PathBuf::from("/proc/self/exe"),
+            program,
             args: Vec::new(),
         }
     }
@@ -78,6 +84,15 @@ pub fn run_child_if_asked() {
 }
 
 fn child(kind: &std::ffi::OsStr) -> std::result::Result<(), String> {
+    // Dies with its parent (a SIGKILLed shim leaves no compile running), including a
+    // parent that died before this line.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let parent = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
+    // SAFETY: getppid has no arguments and cannot fail.
+    if parent != Some(unsafe { libc::getppid() }) {
+        return Err("the process that asked for this compile is gone".to_owned());
+    }
     // Behind whatever else runs on the node, and under its own memory cap: an allocation
     // past it fails and ends this process, not the one that asked.
     // SAFETY: nice(2) takes and returns integers only.
@@ -143,7 +158,11 @@ pub(crate) fn compile(
         move |source| Error::Io { context, source }
     };
     let mut cmd = Command::new(&process.program);
+    // Nothing of the caller's environment (a shim's containerd addresses, say): the
+    // child needs only the request, and is not mistaken for a shim.
     cmd.args(&process.args)
+        .env_clear()
+        .env(PARENT_ENV, std::process::id().to_string())
         .env(
             CHILD_ENV,
             match kind {
@@ -157,7 +176,7 @@ pub(crate) fn compile(
         .stderr(Stdio::piped());
     match pooling {
         Some(p) => cmd.env(POOLING_ENV, format!("{},{}", p.instances, p.max_memory)),
-        None => cmd.env_remove(POOLING_ENV),
+        None => &mut cmd,
     };
     let started = std::time::Instant::now();
     let mut child = cmd.spawn().map_err(io("starting the compiler process"))?;
@@ -199,47 +218,45 @@ pub(crate) fn compile(
                 });
             }
         };
-        let status = child
-            .wait()
-            .map_err(io("waiting for the compiler process"))?;
+        // The outcome is read from the pipes, not the exit status: a process that reaps
+        // every child (a shim is a subreaper) may have taken the status already.
+        let status = child.wait().ok();
         let errors = errors.join().unwrap_or_default();
-        tracing::debug!(?kind, elapsed = ?started.elapsed(), %status, "compiled in a child process");
-        if status.success() {
-            let code = code?;
-            let start = code
-                .windows(MARKER.len())
-                .position(|w| w == MARKER)
-                .ok_or_else(|| Error::Compiler {
-                    name: name.display().to_string(),
-                    detail: "the compiler process wrote no code".to_owned(),
-                })?;
+        let code = code?;
+        tracing::debug!(?kind, elapsed = ?started.elapsed(), ?status, "compiled in a child process");
+        if let Some(start) = code.windows(MARKER.len()).position(|w| w == MARKER) {
+            // Cut short, it fails to deserialize and is reported so.
             return Ok(code[start + MARKER.len()..].to_vec());
         }
-        use std::os::unix::process::ExitStatusExt as _;
-        if status.code() == Some(1) && !errors.trim().is_empty() {
+        let errors = errors.trim();
+        if let Some(message) = errors.strip_prefix("invalid WebAssembly: ") {
             // The compiler's own verdict: the program is invalid.
-            let message = errors.trim();
-            let message = message
-                .strip_prefix("invalid WebAssembly: ")
-                .unwrap_or(message);
             return Err(Error::Invalid(message.to_owned()));
         }
-        let how = match status.signal() {
-            Some(signal) => format!("was killed by signal {signal}"),
-            None => format!("exited with {status}"),
+        // Rust reports an allocation that failed and aborts: under RLIMIT_DATA, that is
+        // the cap.
+        let detail = if errors.contains("memory allocation of") {
+            format!(
+                "the compiler process ran out of memory (its limit is {} bytes)",
+                limits.compile_memory
+            )
+        } else {
+            use std::os::unix::process::ExitStatusExt as _;
+            let how = match status {
+                Some(s) => match s.signal() {
+                    Some(signal) => format!("was killed by signal {signal}"),
+                    None => format!("exited with {s}"),
+                },
+                None => "ended".to_owned(),
+            };
+            match errors.lines().next() {
+                Some(first) => format!("the compiler process {how} without code: {first}"),
+                None => format!("the compiler process {how} without code"),
+            }
         };
-        let detail = errors.trim().lines().last().unwrap_or_default().to_owned();
         Err(Error::Compiler {
             name: name.display().to_string(),
-            detail: format!(
-                "the compiler process {how} (its memory limit is {} bytes){}",
-                limits.compile_memory,
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {detail}")
-                }
-            ),
+            detail,
         })
     })
 }

@@ -10,6 +10,9 @@ use anyhow::ensure;
 
 use super::{Containerd, NAMESPACE, RUNTIME};
 
+#[path = "../../../tests/support/hostile.rs"]
+mod hostile;
+
 const SLOW_IMAGE: &str = "localhost/wasmpod-e2e/slow:v1";
 
 /// A module whose compile takes seconds in a debug shim: many functions of arithmetic.
@@ -179,4 +182,177 @@ pub(crate) fn check_hostile_entrypoint(env: &Containerd) -> anyhow::Result<()> {
         "  a 40 GiB sparse entrypoint refused in {took:.1?}; the shim and its sleeper unharmed"
     );
     Ok(())
+}
+
+/// Hostile tenants' programs that take minutes, or gigabytes, to compile, in a
+/// node-grouped shim with a sleeping tenant. Each Create fails at the handler's limit
+/// (`compile_timeout = "4s"`, then `compile_memory = "256Mi"`) naming the program and the
+/// limit; meanwhile `ctr task ls` (a State call into the same shim for the sleeper) stays
+/// prompt; afterwards the shim is the same process, the sleeper is RUNNING and no compile
+/// process is left.
+pub(crate) fn check_hostile_compile(env: &Containerd) -> anyhow::Result<()> {
+    const NODE: [&str; 2] = ["--annotation", "wasmpod.io/grouping=node"];
+    let volume = env.dir.join("hostile-compile");
+    fs::create_dir_all(&volume)?;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
+    // 10,000 values: about a minute of compiling in a few hundred MB; 20,000: gigabytes.
+    fs::write(
+        volume.join("slow.wat"),
+        hostile::slow_to_compile(10_000, nonce),
+    )?;
+    fs::write(
+        volume.join("hungry.wat"),
+        hostile::slow_to_compile(20_000, nonce),
+    )?;
+    env.run_detached("compile-sleeper", &NODE, &["sleep", "600000"])?;
+    let shims = env.shims();
+    ensure!(shims.len() == 1, "one node-grouped shim, not {shims:?}");
+    let idle: Vec<Duration> = (0..5).map(|_| time_task_ls(env)).collect();
+    let cases = [
+        (
+            "slow.wat",
+            "compile_timeout = \"4s\"",
+            "/data/slow.wat: compiling took longer than the deadline of 4s",
+            10,
+        ),
+        (
+            "hungry.wat",
+            "compile_memory = \"256Mi\"",
+            "/data/hungry.wat: compiling failed: the compiler process ran out of memory (its limit is 268435456 bytes)",
+            // It reaches 256 MiB within a second: few calls, if any, fall inside.
+            0,
+        ),
+    ];
+    for (file, option, expect, min_calls) in cases {
+        let options = env.dir.join("compile-options.toml");
+        fs::write(&options, format!("{option}\n"))?;
+        let (took, during) = hostile_create(env, &NODE, &options, file, expect)?;
+        ensure!(
+            took < Duration::from_secs(20),
+            "the hostile Create of {file} took {took:?}"
+        );
+        ensure!(
+            during.len() >= min_calls,
+            "only {} task ls during the compile of {file}",
+            during.len()
+        );
+        let mut sorted = during.clone();
+        if sorted.is_empty() {
+            sorted.push(Duration::ZERO);
+        }
+        sorted.sort();
+        let worst = sorted[sorted.len() - 1];
+        ensure!(
+            worst < Duration::from_millis(100),
+            "ctr task ls took up to {worst:?} while a tenant compiled {file} (idle: {idle:?})"
+        );
+        ensure!(
+            env.shims() == shims,
+            "the shim changed, or a compile process is left: {shims:?} -> {:?}",
+            env.shims()
+        );
+        let compilers = compile_children();
+        ensure!(
+            compilers.is_empty(),
+            "compile processes left: {compilers:?}"
+        );
+        env.wait_status("compile-sleeper", "RUNNING", Duration::from_secs(1))?;
+        eprintln!(
+            "  {file} ({option}): Create failed after {took:.1?}: {expect:?}; ctr task ls meanwhile: \
+             median {:?}, worst {worst:?} over {} calls (idle {:?}); shim and sleeper unharmed",
+            sorted[sorted.len() / 2],
+            during.len(),
+            idle.iter().min().copied().unwrap_or_default(),
+        );
+    }
+    env.ctr_ok(&["task", "kill", "-s", "KILL", "compile-sleeper"])?;
+    env.wait_status("compile-sleeper", "STOPPED", Duration::from_secs(10))?;
+    env.ctr_ok(&["task", "rm", "compile-sleeper"])?;
+    env.ctr_ok(&["container", "rm", "compile-sleeper"])?;
+    Ok(())
+}
+
+/// `ctr run --rm` of `/data/<file>` with the handler options in `options`, which must fail
+/// with `expect`; returns how long it took and how long each `ctr task ls` took meanwhile.
+fn hostile_create(
+    env: &Containerd,
+    flags: &[&str],
+    options: &std::path::Path,
+    file: &str,
+    expect: &str,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        env.dir.join("hostile-compile").display()
+    );
+    let entrypoint = format!("/data/{file}");
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        options.to_str().unwrap_or_default(),
+    ];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[
+        "--mount",
+        &mount,
+        super::IMAGE,
+        "hostile-compile",
+        &entrypoint,
+    ]);
+    let started = Instant::now();
+    let mut ctr = env
+        .ctr_cmd(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut during = Vec::new();
+    while ctr.try_wait()?.is_none() {
+        if started.elapsed() > Duration::from_secs(90) {
+            let _ = ctr.kill();
+            anyhow::bail!("the hostile Create of {file} did not end within 90 s");
+        }
+        during.push(time_task_ls(env));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    let out = ctr.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains(expect),
+        "the hostile Create of {file}: {} {err}",
+        out.status
+    );
+    Ok((took, during))
+}
+
+/// How long one `ctr task ls` takes.
+fn time_task_ls(env: &Containerd) -> Duration {
+    let started = Instant::now();
+    let _ = env.ctr(&["task", "ls"]);
+    started.elapsed()
+}
+
+/// Processes that are compile children (their environment says so).
+fn compile_children() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|v| v.starts_with(b"WASMPOD_COMPILE_CHILD="))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
 }

@@ -99,7 +99,7 @@ fn sigint_stops_a_guest_with_130() {
 fn a_compile_past_its_deadline_is_stopped_naming_the_program() {
     let dir = tempfile::tempdir().unwrap();
     let slow = dir.path().join("slow.wat");
-    std::fs::write(&slow, crate::hostile::slow_to_compile(10_000, 1)).unwrap();
+    std::fs::write(&slow, hostile::slow_to_compile(10_000, 1)).unwrap();
     let w = Wasmpod::new();
     let started = Instant::now();
     let out = w.run(&["--compile-timeout", "500ms", path_str(&slow)]);
