@@ -545,12 +545,32 @@ async fn serve(flags: Flags) -> Result<()> {
     Ok(())
 }
 
+/// Makes the directory of shim sockets (`/run/containerd/s`) accessible to its owner
+/// alone, as containerd's own shims make it: created 0700, and an existing one of ours
+/// that others can enter is narrowed to 0700.
+fn private_socket_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(format!("creating {}", dir.display())))?;
+    let meta = std::fs::metadata(dir).map_err(io(format!("reading {}", dir.display())))?;
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let mine = meta.uid() == unsafe { libc::geteuid() };
+    if mine && meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(format!("making {} private", dir.display())))?;
+    }
+    Ok(())
+}
+
 /// Binds the shim's socket; `None` when a live shim already serves on it (two `start`s of
 /// one group at once). A dead shim's socket is replaced.
 async fn listen(address: &str) -> Result<Option<std::os::unix::net::UnixListener>> {
     let path = Path::new(address.trim_start_matches("unix://"));
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+        private_socket_dir(parent)?;
     }
     match std::os::unix::net::UnixListener::bind(path) {
         Ok(l) => return Ok(Some(l)),

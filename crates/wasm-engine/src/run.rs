@@ -463,6 +463,12 @@ fn instantiate_err(e: &wasmtime::Error) -> Error {
     Error::Instantiate(chain(e))
 }
 
+/// Whether an instantiation failed in the guest's own code (a trap, `proc_exit`, a kill
+/// at an epoch) rather than in linking or allocating it.
+fn ran_guest_code(e: &wasmtime::Error) -> bool {
+    e.downcast_ref::<wasmtime::Trap>().is_some() || e.downcast_ref::<I32Exit>().is_some()
+}
+
 impl Engine {
     fn p1_linker(&self) -> Result<&wasmtime::Linker<P1Host>> {
         if let Some(l) = self.inner.p1_linker.get() {
@@ -621,10 +627,16 @@ impl Engine {
         );
         store.limiter(|h| &mut h.budget);
         install_budget(&mut store, cpu);
-        let instance = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| instantiate_err(&e))?;
+        let instance = match pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            // The module's own `(start)` function ran and trapped, exited or was
+            // stopped: that is the guest's outcome (134 for a trap), not a failure to
+            // start it.
+            Err(e) if ran_guest_code(&e) => {
+                return Ok((Err(e), store.data().budget.denied()));
+            }
+            Err(e) => return Err(instantiate_err(&e)),
+        };
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|_| {

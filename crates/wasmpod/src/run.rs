@@ -95,6 +95,9 @@ fn image(dirs: &Dirs, args: &RunArgs) -> anyhow::Result<oci_image::Image> {
 }
 
 fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
+    // From here on SIGINT/SIGTERM end the run through its cleanup (the bundle removed),
+    // whenever they come: pulling, copying, compiling or running.
+    let early = EarlySignal::install().map_err(fail(EXIT_WASMPOD_ERROR))?;
     let source = if args.is_image() {
         Source::Image(Box::new(
             image(dirs, &args).map_err(fail(EXIT_WASMPOD_ERROR))?,
@@ -113,6 +116,10 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
                 "not a regular file"
             )));
         }
+        // Before it is copied into the bundle: a 23 GB file was copied, then refused.
+        args.program_limits()
+            .check_size(args.file(), meta.len())
+            .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
         Source::File
     };
     let bundle = Bundle::create(&dirs.state).map_err(fail(EXIT_WASMPOD_ERROR))?;
@@ -160,6 +167,9 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
     let program = engine
         .load_limited(&bytes, args.file(), &args.program_limits())
         .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+    if let Some(code) = early.received() {
+        return Ok(code); // asked to stop before anything ran (the bundle goes with it)
+    }
     if let Some(addr) = &args.listen {
         return serve(&engine, &program, &policy, &args, addr).map(|()| 0);
     }
@@ -193,6 +203,9 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
     let status = runtime
         .block_on(async {
             forward_signals(&kill)?;
+            if let Some(code) = early.received() {
+                kill.kill_with(code);
+            }
             engine
                 .run(&program, config)
                 .await
@@ -260,6 +273,36 @@ fn serve(
         stats.requests, stats.failed
     );
     Ok(())
+}
+
+/// SIGINT or SIGTERM received before the guest started (its exit code then), recorded by
+/// handlers installed first thing, so that neither kills wasmpod before it cleaned up.
+struct EarlySignal {
+    code: &'static std::sync::atomic::AtomicI32,
+}
+
+impl EarlySignal {
+    fn install() -> anyhow::Result<Self> {
+        static CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        for (signal, code) in [
+            (libc::SIGINT, EXIT_INTERRUPTED),
+            (libc::SIGTERM, EXIT_TERMINATED),
+        ] {
+            // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                signal_hook_registry::register(signal, move || {
+                    CODE.store(code, std::sync::atomic::Ordering::SeqCst);
+                })
+            }
+            .context("installing signal handlers")?;
+        }
+        Ok(Self { code: &CODE })
+    }
+
+    fn received(&self) -> Option<i32> {
+        let code = self.code.load(std::sync::atomic::Ordering::SeqCst);
+        (code != 0).then_some(code)
+    }
 }
 
 /// SIGINT and SIGTERM stop the guest with 130 and 143, as they would a native process.

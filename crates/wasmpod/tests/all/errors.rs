@@ -145,3 +145,56 @@ fn directories_others_can_write_are_not_trusted() {
         "{err}"
     );
 }
+
+/// A file past the size limit is refused from its length, before it is copied into a
+/// bundle (a 23 GB file was copied first, and a SIGTERM meanwhile left the copy behind).
+#[test]
+fn a_huge_file_is_refused_before_it_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wasm");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(40 << 30)
+        .unwrap();
+    let w = Wasmpod::new();
+    let started = std::time::Instant::now();
+    let out = w.run(&[path_str(&big)]);
+    assert_code(&out, 126);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "wasmpod: {}: 42949672960 bytes, over the limit of 268435456 bytes for a program\n",
+            big.display()
+        )
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let bundles = std::fs::read_dir(w.state_dir())
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(bundles, 0, "no bundle made for it");
+}
+
+/// A module's `(start)` function runs at instantiation: its trap is the guest's trap
+/// (134, as wasmtime's CLI), its `proc_exit` the guest's exit code — not "cannot start".
+#[test]
+fn the_start_function_traps_and_exits_like_the_guest() {
+    let (_d, trap) = file_with(
+        "trap.wat",
+        br#"(module (func $boom unreachable) (start $boom) (func (export "_start")))"#,
+    );
+    let w = Wasmpod::new();
+    let out = w.run(&[path_str(&trap)]);
+    assert_code(&out, 134);
+    assert!(stderr(&out).contains("unreachable"), "{}", stderr(&out));
+    let (_d, exit) = file_with(
+        "exit.wat",
+        br#"(module
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func $early (call $exit (i32.const 3)))
+            (start $early)
+            (func (export "_start")))"#,
+    );
+    let out = w.run(&[path_str(&exit)]);
+    assert_code(&out, 3);
+}
