@@ -243,3 +243,142 @@ pub fn pod(data: &[u8]) {
         }
     }
 }
+
+/// A 512-byte ustar header of type `kind` for `name`, claiming `size` bytes of data.
+fn tar_header(kind: u8, name: &[u8], size: u64) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let name = &name[..name.len().min(99)];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    let size = format!("{:011o}\0", size.min(0o77777777777));
+    h[124..136].copy_from_slice(size.as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// What [`tar_headers`] reads past its input: zeros, counted, up to a bound that only a
+/// broken budget reaches.
+struct Counted<'a> {
+    data: &'a [u8],
+    read: u64,
+}
+
+impl std::io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        const CAP: u64 = 256 << 20;
+        let at = self.read as usize;
+        let n = buf.len().min((CAP - self.read.min(CAP)) as usize);
+        for (i, b) in buf[..n].iter_mut().enumerate() {
+            *b = self.data.get(at + i).copied().unwrap_or(0);
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Crafted tar headers — GNU long names and links, pax records, devices, sparse files,
+/// each claiming a size its data need not have — built from records of the input
+/// (type, size, name, data), followed by as many zeros as anything asks for. Whatever
+/// the headers claim, the extractor reads no more than its budget allows (4 × the limit
+/// plus a little: headers, padding and end blocks, each entry charged at least 512
+/// bytes), and the tree it leaves keeps the `layer` target's properties.
+pub fn tar_headers(data: &[u8]) {
+    const KINDS: &[u8] = b"0125346SLKxgV";
+    let mut archive = Vec::new();
+    let mut rest = data;
+    while rest.len() >= 4 {
+        let (record, tail) = rest.split_at(4);
+        let kind = KINDS[record[0] as usize % KINDS.len()];
+        // Sizes from a few bytes up to tens of gigabytes.
+        let size = u64::from(record[1]) << (u32::from(record[2]) % 36);
+        let name_len = (record[3] % 32) as usize;
+        let (name, tail) = tail.split_at(name_len.min(tail.len()));
+        archive.extend_from_slice(&tar_header(kind, name, size));
+        // Some data, rarely as much as claimed.
+        let present = (size as usize).min(tail.len()).min(4096);
+        archive.extend_from_slice(&tail[..present]);
+        archive.resize(archive.len().next_multiple_of(512), 0);
+        rest = &tail[present..];
+    }
+    let base = tempfile::tempdir().unwrap();
+    let root_path = base.path().join("root");
+    std::fs::create_dir(&root_path).unwrap();
+    let root =
+        cap_std::fs::Dir::open_ambient_dir(&root_path, cap_std::ambient_authority()).unwrap();
+    let limit = 1 << 20;
+    let mut budget = limit;
+    let mut reader = Counted {
+        data: &archive,
+        read: 0,
+    };
+    let _ = oci_image::unpack_layer(
+        &root,
+        &mut reader,
+        LayerKind::Tar,
+        "sha256:fuzz",
+        &mut budget,
+        limit,
+    );
+    assert!(
+        reader.read <= 4 * limit + (64 << 10),
+        "read {} bytes under a {limit}-byte budget",
+        reader.read
+    );
+    check_tree(&root_path, &root_path);
+}
+
+/// A program file of the input's bytes (or, first byte odd, a sparse file of a size the
+/// input picks, up to a terabyte) read as a container's entrypoint under a size limit the
+/// input picks: it is refused past the limit and otherwise read exactly, never more.
+pub fn entrypoint(data: &[u8]) {
+    let Some((&shape, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&limit_byte, content)) = rest.split_first() else {
+        return;
+    };
+    let bundle = tempfile::tempdir().unwrap();
+    let rootfs = bundle.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    let program = rootfs.join("prog.wasm");
+    let length = if shape % 2 == 1 {
+        let length = u64::from(shape) << (u32::from(limit_byte) % 33);
+        std::fs::File::create(&program)
+            .unwrap()
+            .set_len(length)
+            .unwrap();
+        length
+    } else {
+        std::fs::write(&program, content).unwrap();
+        content.len() as u64
+    };
+    let max = u64::from(limit_byte) * 64;
+    let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/prog.wasm"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"}
+    }))
+    .unwrap();
+    let policy = sandbox::RunPolicy::from_spec(&spec, bundle.path()).unwrap();
+    match policy.read_entrypoint(max) {
+        Ok(bytes) => {
+            assert!(length <= max, "a {length}-byte file read under a {max}-byte limit");
+            assert_eq!(bytes.len() as u64, length);
+            if shape % 2 == 0 {
+                assert_eq!(bytes, content);
+            }
+        }
+        Err(e) => assert!(
+            length > max,
+            "a {length}-byte file refused under a {max}-byte limit: {e}"
+        ),
+    }
+}

@@ -188,6 +188,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ),
         ("hostile-entrypoint", faults::check_hostile_entrypoint),
         ("hostile-compile", faults::check_hostile_compile),
+        ("blast-radius", faults::check_blast_radius),
         ("shim-socket", check_shim_socket),
         ("cycles", check_cycles),
         ("load", load::check_load),
@@ -291,6 +292,16 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
         (
             "containerd-killed-in-create",
             &["msg=\"failed to delete task\" error=\"ttrpc: closed\" id=slow"],
+        ),
+        // The check polls the restarting container by name (list, then status): when the
+        // runner removes it in between, containerd's CRI logs the status it could not
+        // give. Kubelet's own polling races the same way; nothing of the shim's.
+        (
+            "pod-restart",
+            &[
+                "msg=\"ContainerStatus for \\\"",
+                "code = NotFound desc = failed to get verbose container info",
+            ],
         ),
         // containerd's copy of a shim's log, whose pipe containerd itself closed while it
         // cleaned up after a failed Create (not-wasm): its own race.

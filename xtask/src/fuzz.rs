@@ -13,7 +13,15 @@ use anyhow::{bail, Context};
 use crate::util::{cargo, root, run as sh};
 
 /// The targets, as `fuzz/Cargo.toml` names them.
-pub(crate) const TARGETS: [&str; 5] = ["reference", "documents", "layer", "spec", "pod"];
+pub(crate) const TARGETS: [&str; 7] = [
+    "reference",
+    "documents",
+    "layer",
+    "tar-headers",
+    "spec",
+    "pod",
+    "entrypoint",
+];
 
 const FLAGS: &[&str] = &[
     "-Cpasses=sancov-module",

@@ -240,7 +240,10 @@ impl RunPolicy {
         };
         let dir = Dir::open_ambient_dir(host_dir, ambient_authority())
             .map_err(|e| err(format!("cannot open {}: {e}", host_dir.display())))?;
-        let file = dir.open(rel).map_err(|e| match e.kind() {
+        // Links in the image mean what they would inside the container: an absolute
+        // target starts from its root (cap-std refuses to follow one at all).
+        let rel = resolve_in_root(&dir, Path::new(rel)).map_err(|e| err(e.to_string()))?;
+        let file = dir.open(&rel).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => err("no such file in the container".into()),
             _ => err(e.to_string()),
         })?;
@@ -520,6 +523,58 @@ fn locate(guest: &str, preopens: &[Preopen]) -> Option<(PathBuf, String)> {
         .filter_map(|p| paths::strip(guest, &p.guest).map(|rel| (p, rel)))
         .max_by_key(|(p, _)| p.guest.len())
         .map(|(p, rel)| (p.host.clone(), rel.to_owned()))
+}
+
+/// `path` inside `root` with every symbolic link resolved as it would be with `root` as
+/// the file system's root: an absolute target starts again from `root`, `..` stops at it.
+/// The result names no link; opening it through `root` cannot leave it either way.
+fn resolve_in_root(root: &Dir, path: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    /// As Linux's limit on links followed while resolving one path.
+    const MAX_LINKS: usize = 40;
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut done = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        if part == ".." {
+            done.pop();
+            continue;
+        }
+        let next = done.join(&part);
+        let is_link = root
+            .symlink_metadata(&next)
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            done = next;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(std::io::Error::other(format!(
+                "more than {MAX_LINKS} symbolic links on the way"
+            )));
+        }
+        let target = root.read_link_contents(&next)?;
+        if target.is_absolute() {
+            done = PathBuf::new();
+        }
+        for c in target.components().rev() {
+            match c {
+                Component::Normal(p) => todo.push(p.to_owned()),
+                Component::ParentDir => todo.push("..".into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Reads `file`, whose length is `len`, unless it holds more than `max` bytes.

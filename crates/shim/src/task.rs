@@ -783,7 +783,17 @@ impl TaskService {
         };
         let service = self.clone();
         let task = async move {
-            let code = u32::try_from(run.await).unwrap_or(u32::MAX);
+            // On a task of its own, so that a panic while it runs (in the engine or a host
+            // function, on this tenant's behalf) ends this container — as a trap, 134 —
+            // and not, unnoticed, the task that reports its exit: it stayed RUNNING.
+            let code = match tokio::spawn(run.in_current_span()).await {
+                Ok(code) => code,
+                Err(error) => {
+                    tracing::error!(%error, "the container's task failed; it ends, the shim goes on");
+                    wasm_engine::EXIT_TRAP
+                }
+            };
+            let code = u32::try_from(code).unwrap_or(u32::MAX);
             let exit = service.with(&id, |c| c.exited(code));
             if let Ok(exit) = exit {
                 service.events.exit(&id, code_pid, exit.code, exit.at).await;

@@ -356,3 +356,120 @@ fn compile_children() -> Vec<u32> {
     }
     pids
 }
+
+/// Blast radius of a node-grouped shim: beside a tenant whose output continues, other
+/// tenants' containers trap, overflow their C stack and the wasm call stack, pass their
+/// memory limit, have an allocation refused, and fail to compile. Each ends with its own
+/// status (or its Create fails naming it); the shim is the same process after each, and
+/// the beating tenant is RUNNING and still writing.
+pub(crate) fn check_blast_radius(env: &Containerd) -> anyhow::Result<()> {
+    const NODE: [&str; 2] = ["--annotation", "wasmpod.io/grouping=node"];
+    let volume = env.dir.join("blast-radius");
+    fs::create_dir_all(&volume)?;
+    fs::write(
+        volume.join("deep.wat"),
+        "(module (memory (export \"memory\") 1) (func $f (call $f)) (func (export \"_start\") (call $f)))",
+    )?;
+    fs::write(
+        volume.join("garbage.wasm"),
+        b"\0asm\x01\0\0\0\x01\xff\xff\xff",
+    )?;
+    let log = env.dir.join("beater.log");
+    let log_uri = format!("file://{}", log.display());
+    env.run_detached(
+        "beater",
+        &[NODE[0], NODE[1], "--log-uri", &log_uri],
+        &["beat", "100000", "50"],
+    )?;
+    let shims = env.shims();
+    ensure!(shims.len() == 1, "one node-grouped shim, not {shims:?}");
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        volume.display()
+    );
+    // (what, extra flags, args after the image and id, the exit code or Create error)
+    let cases: [(&str, &[&str], &[&str], Result<i32, &str>); 6] = [
+        ("trap", &[], &["/probe.wasm", "trap"], Ok(134)),
+        (
+            "C stack overflow",
+            &[],
+            &["/probe.wasm", "recurse"],
+            Ok(134),
+        ),
+        ("wasm stack overflow", &[], &["/data/deep.wat"], Ok(134)),
+        (
+            "memory limit (OOM)",
+            &["--memory-limit", "16777216"],
+            &["/probe.wasm", "alloc", "64"],
+            Ok(137),
+        ),
+        // 4 GiB is all a wasm32 memory can be: malloc returns NULL, the guest copes.
+        (
+            "allocation refused",
+            &[],
+            &["/probe.wasm", "alloc", "8192"],
+            Ok(3),
+        ),
+        (
+            "compile failure",
+            &[],
+            &["/data/garbage.wasm"],
+            Err("/data/garbage.wasm"),
+        ),
+    ];
+    for (i, (what, flags, args, expect)) in cases.iter().enumerate() {
+        let id = format!("tenant-{i}");
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME, NODE[0], NODE[1]];
+        all.extend_from_slice(&["--mount", &mount]);
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&[super::IMAGE, &id]);
+        all.extend_from_slice(args);
+        let before = fs::read_to_string(&log).unwrap_or_default().lines().count();
+        let out = env.ctr(&all)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        match expect {
+            Ok(code) => ensure!(
+                out.status.code() == Some(*code),
+                "{what}: exit {:?}, not {code}: {err}",
+                out.status.code()
+            ),
+            Err(names) => ensure!(
+                !out.status.success() && err.contains(names),
+                "{what}: {} {err}",
+                out.status
+            ),
+        }
+        ensure!(
+            env.shims() == shims,
+            "after the {what}: the shim changed: {shims:?} -> {:?}",
+            env.shims()
+        );
+        env.wait_status("beater", "RUNNING", Duration::from_secs(1))?;
+        // Its output goes on: new lines within a few beats.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let now = fs::read_to_string(&log).unwrap_or_default().lines().count();
+            if now > before + 2 {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "after the {what}: the beating tenant wrote {} lines in 2 s",
+                now - before
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "  {what}: {}; the shim and the beating tenant unharmed",
+            match expect {
+                Ok(code) => format!("exit {code}"),
+                Err(_) => "Create failed naming the program".to_owned(),
+            }
+        );
+    }
+    env.ctr_ok(&["task", "kill", "-s", "KILL", "beater"])?;
+    env.wait_status("beater", "STOPPED", Duration::from_secs(10))?;
+    env.ctr_ok(&["task", "rm", "beater"])?;
+    env.ctr_ok(&["container", "rm", "beater"])?;
+    Ok(())
+}

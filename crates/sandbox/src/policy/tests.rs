@@ -435,3 +435,39 @@ fn reading_stops_at_the_limit_whatever_the_length_said() {
     );
     assert_eq!(read_limited(&b"01234567"[..], 4, 8).unwrap(), b"01234567");
 }
+
+/// Links in the image mean what they mean inside the container: an absolute link to the
+/// program (`/usr/bin/app -> /opt/app/app.wasm`, as images have them) is followed from
+/// the container's root — under the shim it failed, while `wasmpod run` (whose store
+/// rewrites such links) ran it — and no link leads out of the root.
+#[test]
+fn entrypoint_links_resolve_inside_the_root() {
+    use std::os::unix::fs::symlink;
+    let b = Bundle::new();
+    let root = b.path().join("rootfs");
+    std::fs::create_dir_all(root.join("opt/app")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("opt/app/app.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    symlink("/opt/app/app.wasm", root.join("usr/bin/app")).unwrap();
+    symlink("../../opt/app", root.join("usr/bin/dir")).unwrap();
+    symlink("/usr/bin", root.join("bin")).unwrap();
+    for entrypoint in ["/usr/bin/app", "/bin/app", "/bin/dir/app.wasm"] {
+        let p = b
+            .policy(json!({"process": {"args": [entrypoint]}}))
+            .unwrap();
+        assert_eq!(
+            p.read_entrypoint(64).unwrap(),
+            b"\0asm\x01\0\0\0",
+            "{entrypoint}"
+        );
+    }
+    // Climbing out of the root ends at the root, as `/..` does.
+    symlink("../../../../../../opt/app/app.wasm", root.join("climb")).unwrap();
+    let p = b.policy(json!({"process": {"args": ["/climb"]}})).unwrap();
+    assert_eq!(p.read_entrypoint(64).unwrap(), b"\0asm\x01\0\0\0");
+    // A loop is an error naming the entrypoint.
+    symlink("/loop", root.join("loop")).unwrap();
+    let p = b.policy(json!({"process": {"args": ["/loop"]}})).unwrap();
+    let e = p.read_entrypoint(64).unwrap_err().to_string();
+    assert!(e.contains("/loop") && e.contains("symbolic links"), "{e}");
+}
