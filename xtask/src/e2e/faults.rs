@@ -357,6 +357,10 @@ fn compile_children() -> Vec<u32> {
     pids
 }
 
+/// A hostile tenant of [`check_blast_radius`]: what it does, extra `ctr run` flags, the
+/// args after the image and id, and its exit code or the text of its Create's error.
+type Tenant<'a> = (&'a str, &'a [&'a str], &'a [&'a str], Result<i32, &'a str>);
+
 /// Blast radius of a node-grouped shim: beside a tenant whose output continues, other
 /// tenants' containers trap, overflow their C stack and the wasm call stack, pass their
 /// memory limit, have an allocation refused, and fail to compile. Each ends with its own
@@ -387,8 +391,7 @@ pub(crate) fn check_blast_radius(env: &Containerd) -> anyhow::Result<()> {
         "type=bind,src={},dst=/data,options=rbind:ro",
         volume.display()
     );
-    // (what, extra flags, args after the image and id, the exit code or Create error)
-    let cases: [(&str, &[&str], &[&str], Result<i32, &str>); 6] = [
+    let cases: [Tenant<'_>; 6] = [
         ("trap", &[], &["/probe.wasm", "trap"], Ok(134)),
         (
             "C stack overflow",
