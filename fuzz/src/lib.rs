@@ -370,7 +370,10 @@ pub fn entrypoint(data: &[u8]) {
     let policy = sandbox::RunPolicy::from_spec(&spec, bundle.path()).unwrap();
     match policy.read_entrypoint(max) {
         Ok(bytes) => {
-            assert!(length <= max, "a {length}-byte file read under a {max}-byte limit");
+            assert!(
+                length <= max,
+                "a {length}-byte file read under a {max}-byte limit"
+            );
             assert_eq!(bytes.len() as u64, length);
             if shape % 2 == 0 {
                 assert_eq!(bytes, content);
