@@ -193,6 +193,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("cycles", check_cycles),
         ("load", load::check_load),
         ("process-level", isolation::check_process_level),
+        ("wasm-features", isolation::check_wasm_features),
         ("process-oom", isolation::check_process_oom),
         ("cpu-quota", isolation::check_cpu_quota),
         ("pod-run", cri::check_pod_run),

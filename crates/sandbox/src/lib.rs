@@ -58,5 +58,5 @@ pub use netns::{thread_inode, NetnsRuntime};
 pub use network::{
     exposed_tcp_ports, NetworkPlan, ALLOWED_OUTBOUND_ANNOTATION, DEFAULT_PORT, PORT_ANNOTATION,
 };
-pub use policy::{RunPolicy, Warning};
+pub use policy::{read_file_limited, RunPolicy, Warning};
 pub use units::parse_bytes;

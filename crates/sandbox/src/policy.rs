@@ -131,17 +131,23 @@ impl RunPolicy {
                     readonly: root.readonly().unwrap_or(false),
                 });
             }
-            None => warn(
+            // A program from elsewhere (an artifact's layer, a bare file) needs none.
+            None if entrypoint_in_files => warn(
                 "root",
                 "no root filesystem: the guest sees only its mounts".into(),
             ),
+            None => {}
         }
         for mount in spec.mounts().iter().flatten() {
             if let Some(preopen) = mount_preopen(mount, &mut warn)? {
-                preopens.retain(|p: &Preopen| p.guest != preopen.guest || p.guest == "/");
+                // A later mount at the same place replaces an earlier one; a bind mount
+                // at `/` is the guest's root (`wasmtime run --dir DIR::/`).
+                preopens.retain(|p: &Preopen| p.guest != preopen.guest);
                 preopens.push(preopen);
             }
         }
+        // The root is the first preopen (fd 3), wherever it came from.
+        preopens.sort_by_key(|p| p.guest != "/");
 
         // `linux.resources.memory.limit` is a memory cgroup's limit: a guest past it is
         // OOM-killed (137), as the kernel would kill a process, so the runtime reports it.
@@ -318,12 +324,6 @@ fn mount_preopen(mount: &Mount, warn: &mut impl FnMut(&str, String)) -> Result<O
         destination: dest_raw.clone(),
         reason: "the destination is not an absolute path".into(),
     })?;
-    if destination == "/" {
-        return Err(Error::Mount {
-            destination: dest_raw,
-            reason: "a bind mount cannot replace the root filesystem".into(),
-        });
-    }
     let source = mount.source().clone().ok_or_else(|| Error::Mount {
         destination: dest_raw.clone(),
         reason: "a bind mount needs a source".into(),
@@ -575,6 +575,19 @@ fn resolve_in_root(root: &Dir, path: &Path) -> std::io::Result<PathBuf> {
         }
     }
     Ok(done)
+}
+
+/// Reads the program file at `path` (a bare `.wasm`/`.wat` run by `wasmpod run`) unless
+/// it holds more than `max` bytes: refused from its length first, and cut at the limit
+/// while reading.
+pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let err = |reason: String| Error::Entrypoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
+    read_limited(file, len, max).map_err(err)
 }
 
 /// Reads `file`, whose length is `len`, unless it holds more than `max` bytes.

@@ -126,7 +126,11 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
     let spec = bundle
         .prepare(&args, &source)
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
-    let mut policy = RunPolicy::from_spec(&spec, bundle.path())
+    let policy = match &source {
+        Source::File => RunPolicy::from_spec_with_program(&spec, bundle.path()),
+        Source::Image(_) => RunPolicy::from_spec(&spec, bundle.path()),
+    };
+    let mut policy = policy
         .context("invalid container configuration")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
     policy.set_timeout(args.timeout);
@@ -161,9 +165,12 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         ..Default::default()
     })
     .map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;
-    let bytes = policy
-        .read_entrypoint(args.program_limits().max_size)
-        .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+    let max = args.program_limits().max_size;
+    let bytes = match &source {
+        Source::File => sandbox::read_file_limited(args.file(), max),
+        Source::Image(_) => policy.read_entrypoint(max),
+    }
+    .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
     let program = engine
         .load_limited(&bytes, args.file(), &args.program_limits())
         .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
@@ -358,26 +365,29 @@ impl Bundle {
     /// would write for it.
     fn prepare(&self, args: &RunArgs, source: &Source) -> anyhow::Result<Spec> {
         let rootfs = self.dir.join("rootfs");
-        let mut env =
-            vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()];
+        // A bare file's guest gets exactly the environment it is given (as under
+        // `wasmtime run`); an image's starts from the usual PATH and its config's Env.
+        let mut env = Vec::new();
         let mut cwd = "/".to_owned();
         let process_args = match source {
+            // A bare file is not a root filesystem: the guest sees the directories it is
+            // given (`-v`; `-v DIR:/` for its root) and nothing else, as under `wasmtime
+            // run`, and the program is read from the file itself.
             Source::File => {
-                fs::create_dir(&rootfs)?;
                 let name = args
                     .file()
                     .file_name()
                     .context("the file has no name")?
                     .to_string_lossy()
                     .into_owned();
-                fs::copy(args.file(), rootfs.join(&name)).with_context(|| {
-                    format!("copying {} into the container", args.file().display())
-                })?;
                 let mut process_args = vec![format!("/{name}")];
                 process_args.extend(args.args().iter().cloned());
                 process_args
             }
             Source::Image(image) => {
+                env.push(
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+                );
                 copy_tree(&image.rootfs, &rootfs).context("copying the image's root filesystem")?;
                 let argv = image.config.argv(args.args());
                 if argv.is_empty() {
@@ -423,7 +433,7 @@ impl Bundle {
             .masked_paths(Vec::new())
             .readonly_paths(Vec::new())
             .build()?;
-        Ok(SpecBuilder::default()
+        let mut spec = SpecBuilder::default()
             .root(
                 RootBuilder::default()
                     .path("rootfs")
@@ -434,7 +444,11 @@ impl Bundle {
             .mounts(mounts)
             .linux(linux)
             .hostname(String::new())
-            .build()?)
+            .build()?;
+        if matches!(source, Source::File) {
+            spec.set_root(None);
+        }
+        Ok(spec)
     }
 }
 

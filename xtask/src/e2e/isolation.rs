@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 
-use super::{cgroup_file, proc_status, Containerd, NAMESPACE};
+use super::{cgroup_file, proc_status, Containerd, NAMESPACE, RUNTIME};
 
 /// The annotation that asks for the process level.
 const PROCESS: &str = "wasmpod.io/isolation=process";
@@ -202,5 +202,37 @@ pub(crate) fn check_cpu_quota(env: &Containerd) -> anyhow::Result<()> {
         );
         eprintln!("  {level} level, 0.2 CPU quota: measured {share:.3} CPU over 3 s");
     }
+    Ok(())
+}
+
+/// Programs using the proposals wasmtime enables by default — exceptions, shared memory
+/// and atomics, GC with a tail call (`tests/fixtures/features/`) — run under `ctr run` at
+/// both isolation levels, each exiting with the value it computed.
+pub(crate) fn check_wasm_features(env: &Containerd) -> anyhow::Result<()> {
+    let fixtures = crate::util::root().join("tests/fixtures/features");
+    let mount = format!(
+        "type=bind,src={},dst=/features,options=rbind:ro",
+        fixtures.display()
+    );
+    for (level, flags) in [
+        ("shared", &[][..]),
+        ("process", &["--annotation", PROCESS][..]),
+    ] {
+        for (file, code) in [("exceptions.wat", 42), ("atomics.wat", 43), ("gc.wat", 44)] {
+            let id = format!("feature-{level}-{}", file.trim_end_matches(".wat"));
+            let entrypoint = format!("/features/{file}");
+            let mut args = vec!["run", "--rm", "--runtime", RUNTIME, "--mount", &mount];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&[super::IMAGE, &id, &entrypoint]);
+            let out = env.ctr(&args)?;
+            ensure!(
+                out.status.code() == Some(code),
+                "{file} at the {level} level: exit {:?}, not {code}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    eprintln!("  exceptions, atomics and GC fixtures ran at both levels");
     Ok(())
 }

@@ -147,13 +147,34 @@ fn missing_mount_source_is_an_error_naming_it() {
     );
 }
 
+/// A bind mount at `/` is the guest's root (as `wasmtime run --dir DIR::/`): it replaces
+/// the root filesystem's preopen, stays the first preopen (fd 3) and keeps `ro`.
 #[test]
-fn bind_over_root_is_refused() {
+fn a_bind_mount_at_the_root_is_the_root() {
     let b = Bundle::new();
-    let err = b
-        .policy(json!({"mounts": [{"destination": "/", "type": "bind", "source": "/"}]}))
-        .unwrap_err();
-    assert!(err.to_string().contains("cannot replace the root"), "{err}");
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("hello.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let p = b
+        .policy(json!({"mounts": [
+            {"destination": "/data", "type": "bind", "source": data.path(), "options": ["rbind"]},
+            {"destination": "/", "type": "bind", "source": site.path(), "options": ["rbind", "ro"]}
+        ]}))
+        .unwrap();
+    let preopens: Vec<_> = p
+        .run_config(Default::default(), Default::default())
+        .preopens
+        .iter()
+        .map(|o| (o.guest.clone(), o.host.clone(), o.readonly))
+        .collect();
+    assert_eq!(
+        preopens,
+        [
+            ("/".to_owned(), site.path().to_owned(), true),
+            ("/data".to_owned(), data.path().to_owned(), false)
+        ]
+    );
+    assert_eq!(p.read_entrypoint(64).unwrap(), b"\0asm\x01\0\0\0");
 }
 
 #[test]

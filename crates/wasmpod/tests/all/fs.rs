@@ -72,23 +72,50 @@ fn read_only_mount_refuses_writes() {
 }
 
 #[test]
-fn root_filesystem_sees_only_the_program() {
+fn a_bare_file_sees_only_the_directories_it_is_given() {
+    // As under `wasmtime run`: no preopen unless asked, so `/` is not there at all.
     let w = Wasmpod::new();
     let out = w.run(&[probe(), "ls", "/"]);
+    assert_code(&out, 1);
+    assert!(stdout(&out).starts_with("opendir /: "), "{}", stdout(&out));
+    // `-v DIR:/` makes DIR the guest's root (`wasmtime run --dir DIR::/`).
+    let site = host_dir();
+    let out = w.run(&["-v", &volume(site.path(), "/", "ro"), probe(), "ls", "/"]);
     assert_code(&out, 0);
-    assert_eq!(stdout(&out), "probe.wasm\n");
+    let listing = stdout(&out);
+    let mut names: Vec<&str> = listing.lines().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["greeting.txt", "sub"]);
 }
 
 #[test]
-fn read_only_root_refuses_writes() {
+fn a_host_directory_as_the_root_honours_ro() {
     let w = Wasmpod::new();
-    let out = w.run(&[probe(), "write", "/scratch.txt", "x"]);
-    assert_code(&out, 0);
-    let out = w.run(&["--read-only", probe(), "write", "/scratch.txt", "x"]);
+    let site = host_dir();
+    let out = w.run(&[
+        "-v",
+        &volume(site.path(), "/", "ro"),
+        probe(),
+        "write",
+        "/scratch.txt",
+        "x",
+    ]);
     assert_code(&out, 1);
-    // The guest's copy is its own: it cannot change the file it was started from.
-    let out = w.run(&[probe(), "write", "/probe.wasm", "clobbered"]);
+    assert!(!site.path().join("scratch.txt").exists());
+    let out = w.run(&[
+        "-v",
+        &volume(site.path(), "/", "rw"),
+        probe(),
+        "write",
+        "/scratch.txt",
+        "x",
+    ]);
     assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(site.path().join("scratch.txt")).unwrap(),
+        "x"
+    );
+    // The program file itself is not in the guest's view: it cannot change it.
     let original = std::fs::read(probe()).unwrap();
     assert!(original.starts_with(b"\0asm"));
 }

@@ -9,7 +9,10 @@ mod hostile;
 mod http_fixture;
 #[path = "../../../../tests/support/registry.rs"]
 mod registry;
+#[path = "../../../../tests/support/wasi_testsuite.rs"]
+mod wasi_testsuite;
 
+mod conformance;
 mod errors;
 mod fs;
 mod http;

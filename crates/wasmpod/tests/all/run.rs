@@ -137,3 +137,17 @@ fn the_bundle_is_removed_after_the_run() {
     let left: Vec<_> = std::fs::read_dir(w.state_dir()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Proposals `wasmtime run` enables by default run here too (they were refused with 126:
+/// "exception refs not supported without the exception handling feature", "threads
+/// support is not enabled"): each fixture exits with the value it computed.
+#[test]
+fn wasm_proposals_wasmtime_enables_run() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/features");
+    let w = Wasmpod::new();
+    for (file, code) in [("exceptions.wat", 42), ("atomics.wat", 43), ("gc.wat", 44)] {
+        let path = fixtures.join(file);
+        let out = w.run(&[path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(code), "{file}: {}", stderr(&out));
+    }
+}

@@ -1,0 +1,135 @@
+//! The official WASI testsuite (`../shared/wasi-testsuite/` beside the checkout or above
+//! it, or `$WASMPOD_WASI_TESTSUITE_TGZ`): its preview 1 tests read from their `.json`
+//! files, for the runners of the CLI's tests and the e2e (`#[path]`-included).
+
+#![allow(dead_code, reason = "each user takes a different subset")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One preview 1 command test.
+#[derive(Debug, Clone)]
+pub struct Test {
+    /// `<language>/<name>`, as the expectations file names it.
+    pub name: String,
+    /// The `.wasm` file.
+    pub wasm: PathBuf,
+    /// Arguments after the program.
+    pub args: Vec<String>,
+    /// Environment variables, in the order of the file.
+    pub env: BTreeMap<String, String>,
+    /// The directory the guest gets as `/`, if any.
+    pub root: Option<PathBuf>,
+    /// The expected stdout, when the test says.
+    pub stdout: Option<String>,
+    /// The expected exit code (0 unless the test says).
+    pub exit_code: i32,
+}
+
+/// The archive, where it is found.
+pub fn archive(repo: &Path) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WASMPOD_WASI_TESTSUITE_TGZ") {
+        return Some(PathBuf::from(p));
+    }
+    let mut dirs: Vec<PathBuf> = repo
+        .ancestors()
+        .map(|a| a.join("shared/wasi-testsuite"))
+        .collect();
+    dirs.push(PathBuf::from("/work/shared/wasi-testsuite"));
+    dirs.into_iter().find_map(|d| {
+        std::fs::read_dir(&d)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name().is_some_and(|n| {
+                    n.to_string_lossy().starts_with("wasi-testsuite")
+                        && n.to_string_lossy().ends_with(".tgz")
+                })
+            })
+    })
+}
+
+/// Unpacks the archive under `into` and lists its preview 1 tests, sorted by name.
+pub fn preview1_tests(archive: &Path, into: &Path) -> Vec<Test> {
+    let file = std::fs::File::open(archive).expect("open the testsuite archive");
+    tar::Archive::new(flate2::read::GzDecoder::new(file))
+        .unpack(into)
+        .expect("unpack the testsuite");
+    let mut tests = Vec::new();
+    for lang in ["assemblyscript", "c", "rust"] {
+        let dir = into
+            .join("tests")
+            .join(lang)
+            .join("testsuite/wasm32-wasip1");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for wasm in entries.flatten().map(|e| e.path()) {
+            if wasm.extension().is_none_or(|e| e != "wasm") {
+                continue;
+            }
+            let stem = wasm.file_stem().unwrap().to_string_lossy().into_owned();
+            let spec: serde_json::Value = std::fs::read(wasm.with_extension("json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let strings = |v: &serde_json::Value| -> Vec<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            };
+            tests.push(Test {
+                name: format!("{lang}/{stem}"),
+                args: strings(&spec["args"]),
+                env: spec["env"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect(),
+                root: spec["root"].as_str().map(|r| dir.join(r)),
+                stdout: spec["stdout"].as_str().map(str::to_owned),
+                exit_code: spec["exit_code"].as_i64().unwrap_or(0) as i32,
+                wasm,
+            });
+        }
+    }
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+    tests
+}
+
+/// `from` copied to `to` (files, directories and symbolic links as they are): the tests
+/// write into their root.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if kind.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// The expected failures: `<language>/<name>  <reason>` lines of
+/// `tests/wasi-testsuite/expected-failures.txt` for `path` (`run` or `shim`), `#` comments.
+pub fn expected_failures(repo: &Path, path: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo.join("tests/wasi-testsuite/expected-failures.txt"))
+        .unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (which, rest) = l.split_once(char::is_whitespace)?;
+            let (name, reason) = rest.trim().split_once(char::is_whitespace)?;
+            (which == path || which == "both").then(|| (name.to_owned(), reason.trim().to_owned()))
+        })
+        .collect()
+}
