@@ -16,6 +16,7 @@ use anyhow::{bail, ensure, Context};
 
 use crate::util::{cargo, have, output_ok, root, run as sh, Registry};
 
+pub(crate) mod conformance;
 pub(crate) mod cri;
 pub(crate) mod faults;
 pub(crate) mod http;
@@ -194,6 +195,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("load", load::check_load),
         ("process-level", isolation::check_process_level),
         ("wasm-features", isolation::check_wasm_features),
+        ("wasi-testsuite", conformance::check_wasi_testsuite),
         ("process-oom", isolation::check_process_oom),
         ("cpu-quota", isolation::check_cpu_quota),
         ("pod-run", cri::check_pod_run),

@@ -4,10 +4,14 @@
 //! 1.6.20 `ctr run` refuses ("mismatched image rootfs and manifest layers").
 //!
 //! ```text
-//! run-via-api SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]
+//! run-via-api [--env K=V]... [--clear-env] [--mount SRC:DST]... [--no-root] \
+//!     SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]
 //! ```
-//! The task's stdout and stderr go to OUTPUT-FILE (a `file://` URI); the exit status is
-//! printed and becomes this program's.
+//! The task's stdout goes to OUTPUT-FILE and its stderr to OUTPUT-FILE.err (`file://`
+//! URIs); the exit status is printed and becomes this program's. `--env` gives the whole
+//! environment (`PATH=/` without any, nothing with `--clear-env`), `--mount` a read-write bind mount, `--no-root` a
+//! spec without a root filesystem (the WASI testsuite's runs: nothing preopened unless a
+//! test asks).
 
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::{
@@ -20,19 +24,44 @@ use prost_types::Any;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    let (mut env, mut mounts, mut root, mut clear_env) = (Vec::new(), Vec::new(), true, false);
+    while let Some(flag) = argv.first().cloned() {
+        match flag.as_str() {
+            "--env" if argv.len() > 1 => env.push(argv.remove(1)),
+            "--mount" if argv.len() > 1 => {
+                let m = argv.remove(1);
+                let (src, dst) = m.split_once(':').ok_or("--mount SRC:DST")?;
+                mounts.push(serde_json::json!({
+                    "destination": dst, "type": "bind", "source": src, "options": ["rbind", "rw"]
+                }));
+            }
+            "--no-root" => root = false,
+            "--clear-env" => clear_env = true,
+            _ => break,
+        }
+        argv.remove(0);
+    }
+    if env.is_empty() && !clear_env {
+        env.push("PATH=/".to_owned());
+    }
     let [socket, ns, runtime, image, id, output, args @ ..] = argv.as_slice() else {
         return Err(
-            "usage: run-via-api SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]".into(),
+            "usage: run-via-api [--env K=V]... [--clear-env] [--mount SRC:DST]... [--no-root] \
+                    SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]"
+                .into(),
         );
     };
     let client = Client::from_path(socket).await?;
-    let spec = serde_json::json!({
+    let mut spec = serde_json::json!({
         "ociVersion": "1.0.2",
-        "process": {"args": args, "cwd": "/", "env": ["PATH=/"], "user": {"uid": 0, "gid": 0}},
-        "root": {"path": "rootfs"},
+        "process": {"args": args, "cwd": "/", "env": env, "user": {"uid": 0, "gid": 0}},
+        "mounts": mounts,
         "linux": {},
     });
+    if root {
+        spec["root"] = serde_json::json!({"path": "rootfs"});
+    }
     let container = Container {
         id: id.clone(),
         image: image.clone(),
@@ -56,6 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ))
         .await?;
     let uri = format!("file://{output}");
+    let err_uri = format!("file://{output}.err");
     let result = async {
         client
             .tasks()
@@ -63,7 +93,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 CreateTaskRequest {
                     container_id: id.clone(),
                     stdout: uri.clone(),
-                    stderr: uri.clone(),
+                    stderr: err_uri.clone(),
                     ..Default::default()
                 },
                 ns
