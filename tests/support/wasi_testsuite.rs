@@ -133,3 +133,86 @@ pub fn expected_failures(repo: &Path, path: &str) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// What a pass over the tests found: passed and all per language, and each failure with
+/// why.
+#[derive(Debug, Default)]
+pub struct Tally {
+    per_language: BTreeMap<String, (usize, usize)>,
+    failed: BTreeMap<String, String>,
+}
+
+impl Tally {
+    /// Checks one test's exit code and stdout against what it expects; `first_error` (the
+    /// first line of what it printed on error) is asked for only when it failed.
+    pub fn record(
+        &mut self,
+        test: &Test,
+        code: Option<i32>,
+        stdout: &str,
+        first_error: impl FnOnce() -> String,
+    ) {
+        let mut why = Vec::new();
+        if code != Some(test.exit_code) {
+            why.push(format!("exit {code:?}, expected {}", test.exit_code));
+        }
+        if let Some(expected) = &test.stdout {
+            if stdout != expected {
+                why.push(format!("stdout {stdout:?}, expected {expected:?}"));
+            }
+        }
+        let lang = test.name.split('/').next().unwrap_or_default().to_owned();
+        let counts = self.per_language.entry(lang).or_default();
+        counts.1 += 1;
+        if why.is_empty() {
+            counts.0 += 1;
+        } else {
+            let failure = format!("{} ({})", why.join("; "), first_error());
+            self.failed.insert(test.name.clone(), failure);
+        }
+    }
+
+    /// Prints `N passed, M failed` for the pass `through` (and each failure), indented by
+    /// `indent`, and compares the failures with the expectations file's lines for `path`:
+    /// a failure not listed there, or a listed test that passed, is the error.
+    pub fn finish(
+        &self,
+        through: &str,
+        indent: &str,
+        repo: &Path,
+        path: &str,
+    ) -> Result<(), String> {
+        let all: usize = self.per_language.values().map(|(_, n)| n).sum();
+        let languages: Vec<String> = self
+            .per_language
+            .iter()
+            .map(|(lang, (ok, n))| format!("{lang} {ok}/{n}"))
+            .collect();
+        eprintln!(
+            "{indent}wasi-testsuite wasm32-wasip1 through {through}: {} passed, {} failed ({})",
+            all - self.failed.len(),
+            self.failed.len(),
+            languages.join(", ")
+        );
+        for (name, why) in &self.failed {
+            eprintln!("{indent}  FAILED {name}: {why}");
+        }
+        let expected = expected_failures(repo, path);
+        let unexpected: Vec<&String> = self
+            .failed
+            .keys()
+            .filter(|n| !expected.contains_key(*n))
+            .collect();
+        let now_passing: Vec<&String> = expected
+            .keys()
+            .filter(|n| !self.failed.contains_key(*n))
+            .collect();
+        if unexpected.is_empty() && now_passing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "failed without a line in tests/wasi-testsuite/expected-failures.txt: {unexpected:?}; \
+             listed there but passing: {now_passing:?}"
+        ))
+    }
+}

@@ -993,28 +993,34 @@ impl Containerd {
     pub(crate) fn shim_pids(&self, binary: &str) -> Vec<u32> {
         let needle = self.dir.join("containerd.sock.ttrpc");
         let needle = needle.to_string_lossy();
-        let mut pids = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(environ) = fs::read(entry.path().join("environ")) else {
-                continue;
-            };
-            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline);
+        processes(|environ, cmdline| {
             // A process-level container's child runs the same binary: not a shim.
-            if cmdline.contains(binary)
+            cmdline.contains(binary)
                 && !cmdline.contains("__wasmpod-guest")
-                && String::from_utf8_lossy(&environ).contains(needle.as_ref())
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+                && String::from_utf8_lossy(environ).contains(needle.as_ref())
+        })
     }
+}
+
+/// The pids of processes whose environment (raw, NUL-separated) and command line `keep`
+/// accepts; processes that end or hide their files meanwhile are left out.
+pub(crate) fn processes(keep: impl Fn(&[u8], &str) -> bool) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if keep(&environ, &String::from_utf8_lossy(&cmdline)) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
 
 /// A running `ctr events`.

@@ -5,7 +5,6 @@
 //! `/`, and no root filesystem otherwise — what `wasmtime run` gives it. Exit codes and
 //! stdout are checked; failures must be listed in `tests/wasi-testsuite/expected-failures.txt`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::process::Command;
 
@@ -31,8 +30,7 @@ pub(crate) fn check_wasi_testsuite(env: &Containerd) -> anyhow::Result<()> {
         "only {} preview 1 tests found",
         tests.len()
     );
-    let mut failed = BTreeMap::new();
-    let mut per_language: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut tally = suite::Tally::default();
     for (i, test) in tests.iter().enumerate() {
         let image = format!("localhost/wasi-testsuite/t{i}:v1");
         env.import(&test.wasm, &image, "artifact")?;
@@ -61,61 +59,19 @@ pub(crate) fn check_wasi_testsuite(env: &Containerd) -> anyhow::Result<()> {
             .arg(&name)
             .args(&test.args);
         let out = cmd.output()?;
-        let code = out.status.code();
         let stdout = fs::read_to_string(&output).unwrap_or_default();
-        let mut why = Vec::new();
-        if code != Some(test.exit_code) {
-            why.push(format!("exit {code:?}, expected {}", test.exit_code));
-        }
-        if let Some(expected) = &test.stdout {
-            if stdout != *expected {
-                why.push(format!("stdout {stdout:?}, expected {expected:?}"));
-            }
-        }
-        let lang = test.name.split('/').next().unwrap_or_default().to_owned();
-        let counts = per_language.entry(lang).or_default();
-        counts.1 += 1;
-        if why.is_empty() {
-            counts.0 += 1;
-        } else {
+        tally.record(test, out.status.code(), &stdout, || {
             let err = fs::read_to_string(output.with_extension("err")).unwrap_or_default();
             let client = String::from_utf8_lossy(&out.stderr).into_owned();
-            let first = err
-                .lines()
+            err.lines()
                 .chain(client.lines())
                 .next()
                 .unwrap_or_default()
-                .to_owned();
-            failed.insert(test.name.clone(), format!("{} ({first})", why.join("; ")));
-        }
+                .to_owned()
+        });
         let _ = env.ctr(&["image", "rm", &image]);
     }
-    let passed = tests.len() - failed.len();
-    let languages: Vec<String> = per_language
-        .iter()
-        .map(|(lang, (ok, all))| format!("{lang} {ok}/{all}"))
-        .collect();
-    eprintln!(
-        "  wasi-testsuite wasm32-wasip1 through the shim: {passed} passed, {} failed ({})",
-        failed.len(),
-        languages.join(", ")
-    );
-    for (name, why) in &failed {
-        eprintln!("    FAILED {name}: {why}");
-    }
-    let expected = suite::expected_failures(&repo, "shim");
-    let unexpected: Vec<&String> = failed
-        .keys()
-        .filter(|n| !expected.contains_key(*n))
-        .collect();
-    let now_passing: Vec<&String> = expected
-        .keys()
-        .filter(|n| !failed.contains_key(*n))
-        .collect();
-    ensure!(
-        unexpected.is_empty() && now_passing.is_empty(),
-        "failed without a line in tests/wasi-testsuite/expected-failures.txt: {unexpected:?}; \
-         listed there but passing: {now_passing:?}"
-    );
-    Ok(())
+    tally
+        .finish("the shim", "  ", &repo, "shim")
+        .map_err(anyhow::Error::msg)
 }

@@ -339,22 +339,11 @@ fn time_task_ls(env: &Containerd) -> Duration {
 
 /// Processes that are compile children (their environment says so).
 fn compile_children() -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ
+    super::processes(|environ, _| {
+        environ
             .split(|&b| b == 0)
             .any(|v| v.starts_with(b"WASMPOD_COMPILE_CHILD="))
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    })
 }
 
 /// A hostile tenant of [`check_blast_radius`]: what it does, extra `ctr run` flags, the

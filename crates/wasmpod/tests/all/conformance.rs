@@ -3,8 +3,6 @@
 //! suite's wasmtime adapter runs `wasmtime run --env K=V --dir ROOT::/`), with the exit
 //! code and stdout checked. Skipped, loudly, where the archive is not found.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::wasi_testsuite as suite;
 
@@ -23,8 +21,7 @@ fn wasi_testsuite_preview1_through_wasmpod_run() {
         tests.len()
     );
     let w = Wasmpod::new();
-    let mut failed = BTreeMap::new();
-    let mut per_language: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut tally = suite::Tally::default();
     for test in &tests {
         let scratch = tempfile::tempdir().unwrap();
         let mut cmd = w.command();
@@ -39,55 +36,11 @@ fn wasi_testsuite_preview1_through_wasmpod_run() {
         }
         cmd.arg(&test.wasm).args(&test.args);
         let out = cmd.output().unwrap();
-        let mut why = Vec::new();
-        if out.status.code() != Some(test.exit_code) {
-            why.push(format!(
-                "exit {:?}, expected {}",
-                out.status.code(),
-                test.exit_code
-            ));
-        }
-        if let Some(expected) = &test.stdout {
-            if stdout(&out) != *expected {
-                why.push(format!("stdout {:?}, expected {expected:?}", stdout(&out)));
-            }
-        }
-        let lang = test.name.split('/').next().unwrap_or_default();
-        let counts = per_language.entry(lang).or_default();
-        counts.1 += 1;
-        if why.is_empty() {
-            counts.0 += 1;
-        } else {
-            let err = stderr(&out);
-            let err = err.lines().next().unwrap_or_default();
-            failed.insert(test.name.clone(), format!("{} ({err})", why.join("; ")));
-        }
+        tally.record(test, out.status.code(), &stdout(&out), || {
+            stderr(&out).lines().next().unwrap_or_default().to_owned()
+        });
     }
-    let passed = tests.len() - failed.len();
-    let languages: Vec<String> = per_language
-        .iter()
-        .map(|(lang, (ok, all))| format!("{lang} {ok}/{all}"))
-        .collect();
-    eprintln!(
-        "wasi-testsuite wasm32-wasip1 through wasmpod run: {passed} passed, {} failed ({})",
-        failed.len(),
-        languages.join(", ")
-    );
-    for (name, why) in &failed {
-        eprintln!("  FAILED {name}: {why}");
+    if let Err(e) = tally.finish("wasmpod run", "", &repo, "run") {
+        panic!("{e}");
     }
-    let expected = suite::expected_failures(&repo, "run");
-    let unexpected: Vec<&String> = failed
-        .keys()
-        .filter(|n| !expected.contains_key(*n))
-        .collect();
-    let now_passing: Vec<&String> = expected
-        .keys()
-        .filter(|n| !failed.contains_key(*n))
-        .collect();
-    assert!(
-        unexpected.is_empty() && now_passing.is_empty(),
-        "failed without a line in tests/wasi-testsuite/expected-failures.txt: {unexpected:?}; \
-         listed there but passing: {now_passing:?}"
-    );
 }
