@@ -50,12 +50,17 @@ pub fn archive(repo: &Path) -> Option<PathBuf> {
     })
 }
 
-/// Unpacks the archive under `into` and lists its preview 1 tests, sorted by name.
-pub fn preview1_tests(archive: &Path, into: &Path) -> Vec<Test> {
+/// Unpacks the archive under `into`.
+pub fn unpack(archive: &Path, into: &Path) {
     let file = std::fs::File::open(archive).expect("open the testsuite archive");
     tar::Archive::new(flate2::read::GzDecoder::new(file))
         .unpack(into)
         .expect("unpack the testsuite");
+}
+
+/// Unpacks the archive under `into` and lists its preview 1 tests, sorted by name.
+pub fn preview1_tests(archive: &Path, into: &Path) -> Vec<Test> {
+    unpack(archive, into);
     let mut tests = Vec::new();
     for lang in ["assemblyscript", "c", "rust"] {
         let dir = into
@@ -118,8 +123,9 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The expected failures: `<language>/<name>  <reason>` lines of
-/// `tests/wasi-testsuite/expected-failures.txt` for `path` (`run` or `shim`), `#` comments.
+/// The expected failures: `<path> <language>/<name>  <reason>` lines of
+/// `tests/wasi-testsuite/expected-failures.txt` for `path` (`run` or `shim` for preview
+/// 1, `run-p3` or `shim-p3` for preview 3; `both` is both of preview 1), `#` comments.
 pub fn expected_failures(repo: &Path, path: &str) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(repo.join("tests/wasi-testsuite/expected-failures.txt"))
         .unwrap_or_default();
@@ -161,14 +167,24 @@ impl Tally {
                 why.push(format!("stdout {stdout:?}, expected {expected:?}"));
             }
         }
-        let lang = test.name.split('/').next().unwrap_or_default().to_owned();
+        let outcome = if why.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} ({})", why.join("; "), first_error()))
+        };
+        self.record_outcome(&test.name, outcome);
+    }
+
+    /// Counts the test `name` (`<language>/<test>`) as passed, or failed and why.
+    pub fn record_outcome(&mut self, name: &str, outcome: Result<(), String>) {
+        let lang = name.split('/').next().unwrap_or_default().to_owned();
         let counts = self.per_language.entry(lang).or_default();
         counts.1 += 1;
-        if why.is_empty() {
-            counts.0 += 1;
-        } else {
-            let failure = format!("{} ({})", why.join("; "), first_error());
-            self.failed.insert(test.name.clone(), failure);
+        match outcome {
+            Ok(()) => counts.0 += 1,
+            Err(why) => {
+                self.failed.insert(name.to_owned(), why);
+            }
         }
     }
 
@@ -182,6 +198,19 @@ impl Tally {
         repo: &Path,
         path: &str,
     ) -> Result<(), String> {
+        self.finish_suite("wasm32-wasip1", through, indent, repo, path)
+    }
+
+    /// [`finish`](Self::finish) for the suite `suite` (`wasm32-wasip3`), whose lines in
+    /// the expectations file are those of `path` (`run-p3`).
+    pub fn finish_suite(
+        &self,
+        suite: &str,
+        through: &str,
+        indent: &str,
+        repo: &Path,
+        path: &str,
+    ) -> Result<(), String> {
         let all: usize = self.per_language.values().map(|(_, n)| n).sum();
         let languages: Vec<String> = self
             .per_language
@@ -189,7 +218,7 @@ impl Tally {
             .map(|(lang, (ok, n))| format!("{lang} {ok}/{n}"))
             .collect();
         eprintln!(
-            "{indent}wasi-testsuite wasm32-wasip1 through {through}: {} passed, {} failed ({})",
+            "{indent}wasi-testsuite {suite} through {through}: {} passed, {} failed ({})",
             all - self.failed.len(),
             self.failed.len(),
             languages.join(", ")

@@ -196,6 +196,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("process-level", isolation::check_process_level),
         ("wasm-features", isolation::check_wasm_features),
         ("wasi-testsuite", conformance::check_wasi_testsuite),
+        ("wasi-testsuite-p3", conformance::check_wasi_testsuite_p3),
         ("process-oom", isolation::check_process_oom),
         ("cpu-quota", isolation::check_cpu_quota),
         ("pod-run", cri::check_pod_run),

@@ -57,6 +57,7 @@ impl NetworkPlan {
             policy: NetworkPolicy {
                 listen_ports: vec![port],
                 outbound,
+                listen_any: false,
             },
         })
     }

@@ -313,6 +313,7 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
     policy.set_network(wasm_engine::NetworkPolicy {
         listen_ports: vec![port],
         outbound,
+        listen_any: false,
     });
     // What the runtime has to say about the guest (a connection the network policy
     // denied) goes to the container's stderr, where `kubectl logs` shows it.

@@ -335,8 +335,11 @@ impl TaskService {
         let serving = self.serving.clone();
         let name = PathBuf::from(policy.entrypoint());
         let limits = handler.program_limits;
-        // Compiling is CPU-bound: keep it off the threads that serve the task API.
+        // Compiling is CPU-bound: keep it off the threads that serve the task API. In
+        // the container's span: the engine logs a compile's start and end there.
+        let span = tracing::Span::current();
         let loaded = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             let program = engine.load_limited(&bytes, &name, &limits);
             // Only a compile leaves much behind; trimming walks the whole heap, which in a
             // shim holding hundreds of guests took 35 of the 71 ms of a `ctr run`.

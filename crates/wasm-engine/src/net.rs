@@ -20,6 +20,10 @@ use wasmtime_wasi::WasiCtxBuilder;
 pub struct NetworkPolicy {
     /// Ports the guest may bind and listen on (TCP) or bind (UDP).
     pub listen_ports: Vec<u16>,
+    /// Whether it may bind and listen on any port, an ephemeral one (0) included, as
+    /// `wasmtime run -Sinherit-network` lets it: for a run that trusts the guest with the
+    /// host's ports (`wasmpod run --allow-listen '*'`), never a container's default.
+    pub listen_any: bool,
     /// Where outbound connections and requests may go; empty denies them all. Name
     /// lookup is allowed only when this is not empty.
     pub outbound: Vec<Destination>,
@@ -152,7 +156,12 @@ impl NetworkPolicy {
     /// Whether the guest may bind or listen on `port` (0 is the implicit bind of a client
     /// socket, allowed to bind; listening needs a declared port).
     fn allows_bind(&self, port: u16) -> bool {
-        port == 0 || self.listen_ports.contains(&port)
+        port == 0 || self.listen_any || self.listen_ports.contains(&port)
+    }
+
+    /// Whether the guest may listen on `port` (its bound one; 0 only with `listen_any`).
+    fn allows_listen(&self, port: u16) -> bool {
+        self.listen_any || (port != 0 && self.listen_ports.contains(&port))
     }
 
     /// Gives `builder` TCP, UDP and (with outbound destinations) name lookup, each use
@@ -175,10 +184,7 @@ impl NetworkPolicy {
             SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
                 (self.allows_bind(addr.port()), "binding")
             }
-            SocketAddrUse::TcpListen => (
-                addr.port() != 0 && self.listen_ports.contains(&addr.port()),
-                "listening on",
-            ),
+            SocketAddrUse::TcpListen => (self.allows_listen(addr.port()), "listening on"),
             // Inbound: whoever reaches a declared port may talk to it.
             SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => (true, "receiving from"),
             SocketAddrUse::TcpConnect => (self.allows_addr(addr).await, "connecting to"),
@@ -187,12 +193,19 @@ impl NetworkPolicy {
         if !allowed {
             tracing::warn!(
                 %addr,
-                "network policy: denied {what} {addr} (allowed outbound: {}; listening ports: {:?})",
+                "network policy: denied {what} {addr} (allowed outbound: {}; listening ports: {})",
                 self.describe_outbound(),
-                self.listen_ports,
+                self.describe_listen(),
             );
         }
         allowed
+    }
+
+    fn describe_listen(&self) -> String {
+        if self.listen_any {
+            return "any".into();
+        }
+        format!("{:?}", self.listen_ports)
     }
 
     fn describe_outbound(&self) -> String {
@@ -254,6 +267,7 @@ mod tests {
         NetworkPolicy {
             listen_ports: vec![8080],
             outbound: NetworkPolicy::parse_outbound(list).unwrap(),
+            listen_any: false,
         }
     }
 
@@ -336,5 +350,17 @@ mod tests {
         assert!(!p.check(at(9090), SocketAddrUse::UdpBind).await);
         assert!(!p.check(at(53), SocketAddrUse::UdpSend).await);
         assert!(p.check(at(1234), SocketAddrUse::TcpAccept).await);
+        // --allow-listen '*': any port, the ephemeral one too; outbound is still its own.
+        let any = NetworkPolicy {
+            listen_any: true,
+            ..policy("")
+        };
+        for port in [0, 8080, 9090] {
+            assert!(any.check(at(port), SocketAddrUse::TcpBind).await);
+            assert!(any.check(at(port), SocketAddrUse::TcpListen).await);
+            assert!(any.check(at(port), SocketAddrUse::UdpBind).await);
+        }
+        assert!(!any.check(at(53), SocketAddrUse::UdpSend).await);
+        assert!(!any.check(at(80), SocketAddrUse::TcpConnect).await);
     }
 }

@@ -230,6 +230,19 @@ impl Engine {
         name: &Path,
         limits: &ProgramLimits,
     ) -> Result<Program> {
+        self.load_reporting(bytes, name, limits, |_| {})
+    }
+
+    /// [`load_limited`](Self::load_limited), calling `compiling` with the binary's size
+    /// just before a compile starts (not for a cache hit): for a caller that shows
+    /// progress. A compile is logged (`info`) as it starts and ends, with its duration.
+    pub fn load_reporting(
+        &self,
+        bytes: &[u8],
+        name: &Path,
+        limits: &ProgramLimits,
+        compiling: impl FnOnce(u64),
+    ) -> Result<Program> {
         limits.check_size(name, bytes.len() as u64)?;
         let text;
         let binary = if looks_like_text(bytes) {
@@ -255,7 +268,12 @@ impl Engine {
                 });
             }
         }
+        let size = binary.len() as u64;
+        tracing::info!(program = %name.display(), size, "compiling");
+        compiling(size);
+        let started = std::time::Instant::now();
         let code = self.compile(binary, kind, name, limits)?;
+        tracing::info!(program = %name.display(), size, elapsed = ?started.elapsed(), "compiled");
         if let Some(cache) = &self.inner.cache {
             cache.put(&digest, &code);
         }

@@ -480,16 +480,18 @@ impl Engine {
         Ok(self.inner.p1_linker.get_or_init(|| linker))
     }
 
-    /// The linker of every component, command or handler: WASI preview 2 and `wasi:http`.
+    /// The linker of every component, command or handler: WASI preview 2 and 0.3
+    /// (preview 3), each with its `wasi:http`, as `wasmtime run -Shttp` links them.
     pub(crate) fn p2_linker(&self) -> Result<&wasmtime::component::Linker<P2Host>> {
         if let Some(l) = self.inner.p2_linker.get() {
             return Ok(l);
         }
+        let config = |e: wasmtime::Error| Error::Config(chain(&e));
         let mut linker = wasmtime::component::Linker::new(&self.inner.wasmtime);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| Error::Config(chain(&e)))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| Error::Config(chain(&e)))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(config)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(config)?;
+        wasmtime_wasi::p3::add_to_linker(&mut linker).map_err(config)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker).map_err(config)?;
         Ok(self.inner.p2_linker.get_or_init(|| linker))
     }
 
@@ -512,12 +514,7 @@ impl Engine {
                     .p2_linker()?
                     .instantiate_pre(c)
                     .map_err(|e| instantiate_err(&e))?;
-                wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
-                    Error::Instantiate(format!(
-                        "the component does not export wasi:cli/run: {}",
-                        chain(&e)
-                    ))
-                })?;
+                command_world(&pre)?;
             }
         }
         Ok(())
@@ -660,22 +657,55 @@ impl Engine {
             .p2_linker()?
             .instantiate_pre(component)
             .map_err(|e| instantiate_err(&e))?;
-        let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
-            Error::Instantiate(format!(
-                "the component does not export wasi:cli/run: {}",
-                chain(&e)
-            ))
-        })?;
+        let world = command_world(&pre)?;
         let mut store = component_store(&self.inner.wasmtime, builder.build(), hooks, budget, cpu);
-        let command = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| instantiate_err(&e))?;
-        let result = command
-            .wasi_cli_run()
-            .call_run(&mut store)
-            .await
-            .map(|r| i32::from(r.is_err()));
+        let instance = match pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(e) if ran_guest_code(&e) => return Ok((Err(e), store.data().budget.denied())),
+            Err(e) => return Err(instantiate_err(&e)),
+        };
+        let result = match world {
+            CommandWorld::P3 => {
+                let command = wasmtime_wasi::p3::bindings::Command::new(&mut store, &instance)
+                    .map_err(|e| instantiate_err(&e))?;
+                // A 0.3 command runs inside the store's event loop, which also drives
+                // the tasks and streams it starts; it is done when `run` returns.
+                store
+                    .run_concurrent(async |store| command.wasi_cli_run().call_run(store).await)
+                    .await
+                    .and_then(|r| r)
+            }
+            CommandWorld::P2 => {
+                let command = wasmtime_wasi::p2::bindings::Command::new(&mut store, &instance)
+                    .map_err(|e| instantiate_err(&e))?;
+                command.wasi_cli_run().call_run(&mut store).await
+            }
+        }
+        .map(|r| i32::from(r.is_err()));
         Ok((result, store.data().budget.denied()))
     }
+}
+
+/// Which `wasi:cli/run` a component exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CommandWorld {
+    /// `wasi:cli/run@0.2`.
+    P2,
+    /// `wasi:cli/run@0.3` (WASI preview 3): an async export.
+    P3,
+}
+
+/// The command world `pre` exports, preview 3's first as `wasmtime run` looks for it.
+fn command_world(pre: &wasmtime::component::InstancePre<P2Host>) -> Result<CommandWorld> {
+    if wasmtime_wasi::p3::bindings::CommandIndices::new(pre).is_ok() {
+        return Ok(CommandWorld::P3);
+    }
+    wasmtime_wasi::p2::bindings::CommandIndices::new(pre)
+        .map(|_| CommandWorld::P2)
+        .map_err(|e| {
+            Error::Instantiate(format!(
+                "the component does not export wasi:cli/run (0.2 or 0.3): {}",
+                chain(&e)
+            ))
+        })
 }

@@ -1,5 +1,6 @@
-//! Serving a `wasi:http/proxy` component: HTTP/1 on hyper, a fresh instance per request from
-//! one pre-instantiated template (`ProxyPre`), a drain on shutdown.
+//! Serving a `wasi:http/proxy` (0.2) or `wasi:http/service` (0.3) component: HTTP/1 on
+//! hyper, a fresh instance per request from one pre-instantiated template (`ProxyPre` or
+//! `ServicePre`), a drain on shutdown.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use wasmtime_wasi_http::io::TokioIo as WasiTokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::error::{chain, Error, Result};
@@ -89,8 +91,18 @@ fn clone_stream(stream: &StdioStream) -> std::io::Result<StdioStream> {
     })
 }
 
+/// The template of a served component's instances, by the `wasi:http` it exports.
+enum HttpPre {
+    /// `wasi:http/incoming-handler@0.2`.
+    P2(ProxyPre<P2Host>),
+    /// `wasi:http/handler@0.3`: an async export whose response body the instance goes on
+    /// writing inside its store's event loop.
+    P3(ServicePre<P2Host>),
+}
+
 struct Server {
-    pre: ProxyPre<P2Host>,
+    engine: wasmtime::Engine,
+    pre: HttpPre,
     env: Vec<(String, String)>,
     preopens: Vec<Preopen>,
     stdio: Stdio,
@@ -120,7 +132,7 @@ impl Server {
         };
         stdio::install(streams, &mut builder)?;
         Ok(component_store(
-            self.pre.engine(),
+            &self.engine,
             builder.build(),
             PolicyHooks(self.network.clone()),
             MemoryBudget::shared(self.memory.clone()),
@@ -132,6 +144,100 @@ impl Server {
         self: Arc<Self>,
         req: hyper::Request<hyper::body::Incoming>,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        match &self.pre {
+            HttpPre::P2(pre) => {
+                let pre = pre.clone();
+                self.handle_p2(pre, req).await
+            }
+            HttpPre::P3(pre) => {
+                let pre = pre.clone();
+                self.handle_p3(pre, req).await
+            }
+        }
+    }
+
+    /// Runs `task` (one instance) as the server's, its CPU time the container's.
+    fn spawn_instance(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        while instances.try_join_next().is_some() {}
+        let meter = self.cpu.clone();
+        instances.spawn(
+            Metered {
+                inner: Box::pin(task),
+                meter,
+            }
+            .in_current_span(),
+        );
+    }
+
+    async fn handle_p3(
+        self: Arc<Self>,
+        pre: ServicePre<P2Host>,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        let mut store = self.store()?;
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+        // The incoming headers are checked by wasi:http's default rules: the policy's
+        // hooks decide outgoing requests only.
+        let (request, io) =
+            wasmtime_wasi_http::p3::Request::from_http(wasmtime_wasi_http::default_hooks(), req);
+        self.spawn_instance(async move {
+            let result = async {
+                let service = pre.instantiate_async(&mut store).await?;
+                store
+                    .run_concurrent(async move |accessor| {
+                        let response = match service.handle(accessor, request).await? {
+                            Ok(response) => response,
+                            Err(code) => {
+                                let _ = sender.send(Err(code));
+                                return Ok(());
+                            }
+                        };
+                        let response =
+                            accessor.with(|mut store| response.into_http(&mut store, io))?;
+                        // The body is the guest's stream: keep this loop running until
+                        // hyper has sent it (or dropped it, the client gone).
+                        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel::<()>();
+                        let response = response.map(|body| {
+                            WhileAlive {
+                                body,
+                                _alive: sent_tx,
+                            }
+                            .boxed_unsync()
+                        });
+                        if sender.send(Ok(response)).is_ok() {
+                            let _ = sent_rx.await;
+                        }
+                        wasmtime::Result::<()>::Ok(())
+                    })
+                    .await?
+            }
+            .await;
+            let _ = done_tx.send(result);
+        });
+        match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(wasmtime::Error::msg(format!(
+                "the component answered with an error: {code:?}"
+            ))),
+            Err(_) => {
+                let error = match done_rx.await {
+                    Ok(Ok(())) => wasmtime::Error::msg("the component set no response"),
+                    Ok(Err(e)) => e,
+                    Err(_) => wasmtime::Error::msg("the instance was stopped"),
+                };
+                Err(error.context("the component set no response"))
+            }
+        }
+    }
+
+    async fn handle_p2(
+        self: Arc<Self>,
+        pre: ProxyPre<P2Host>,
+        req: hyper::Request<hyper::body::Incoming>,
+    ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = self.store()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -139,32 +245,19 @@ impl Server {
             .http()
             .new_incoming_request(Scheme::Http, req)?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
-        let pre = self.pre.clone();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // The guest may go on writing the body after it has sent the head.
-        {
-            let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
-            while instances.try_join_next().is_some() {}
-            // Its time counts as the container's CPU time, as a command's does.
-            let meter = self.cpu.clone();
-            instances.spawn(
-                async move {
-                    let result = Metered {
-                        inner: Box::pin(async {
-                            let proxy = pre.instantiate_async(&mut store).await?;
-                            proxy
-                                .wasi_http_incoming_handler()
-                                .call_handle(&mut store, req, out)
-                                .await
-                        }),
-                        meter,
-                    }
-                    .await;
-                    let _ = done_tx.send(result);
-                }
-                .in_current_span(),
-            );
-        }
+        self.spawn_instance(async move {
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            }
+            .await;
+            let _ = done_tx.send(result);
+        });
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(code)) => Err(wasmtime::Error::msg(format!(
@@ -209,12 +302,40 @@ impl Server {
     }
 }
 
+/// A response body that keeps `_alive` (the instance's event loop waits on its receiver)
+/// until hyper has sent or dropped it.
+struct WhileAlive<B> {
+    body: B,
+    _alive: tokio::sync::oneshot::Sender<()>,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for WhileAlive<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Self::Data>, Self::Error>>>
+    {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 impl Engine {
-    fn proxy_pre(&self, program: &Program) -> Result<ProxyPre<P2Host>> {
+    fn http_pre(&self, program: &Program) -> Result<HttpPre> {
         let Code::Component(component) = &program.code else {
             return Err(Error::Instantiate(
                 "a core module cannot serve HTTP: it must be a component exporting \
-                 wasi:http/incoming-handler"
+                 wasi:http/incoming-handler (0.2) or wasi:http/handler (0.3)"
                     .into(),
             ));
         };
@@ -222,18 +343,23 @@ impl Engine {
             .p2_linker()?
             .instantiate_pre(component)
             .map_err(|e| Error::Instantiate(chain(&e)))?;
-        ProxyPre::new(pre).map_err(|e| {
+        if let Ok(service) = ServicePre::new(pre.clone()) {
+            return Ok(HttpPre::P3(service));
+        }
+        ProxyPre::new(pre).map(HttpPre::P2).map_err(|e| {
             Error::Instantiate(format!(
-                "the component does not export wasi:http/incoming-handler: {}",
+                "the component exports neither wasi:http/incoming-handler (0.2) nor \
+                 wasi:http/handler (0.3): {}",
                 chain(&e)
             ))
         })
     }
 
     /// Whether `program` is a component that serves HTTP (exports
-    /// `wasi:http/incoming-handler`), rather than a command.
+    /// `wasi:http/incoming-handler` of 0.2 or `wasi:http/handler` of 0.3), rather than a
+    /// command.
     pub fn serves_http(&self, program: &Program) -> bool {
-        self.proxy_pre(program).is_ok()
+        self.http_pre(program).is_ok()
     }
 
     /// Serves `program` on `listener` until [`ServeConfig::shutdown`] is used: each request
@@ -248,7 +374,7 @@ impl Engine {
         config: ServeConfig,
     ) -> Result<ServeStats> {
         self.start_ticker()?;
-        let pre = self.proxy_pre(program)?;
+        let pre = self.http_pre(program)?;
         let io = |context: &str| {
             let context = context.to_owned();
             move |source| Error::Io { context, source }
@@ -270,6 +396,7 @@ impl Engine {
         } = config;
         memory.set_limit(limits.memory);
         let server = Arc::new(Server {
+            engine: self.inner.wasmtime.clone(),
             pre,
             env,
             preopens,

@@ -32,6 +32,10 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a .wasm/.wat file or an image as a container; the guest's exit status becomes wasmpod's
     Run(RunArgs),
+    /// Compile a .wasm/.wat file or an image's program into the precompile cache, so that
+    /// its first run starts at once (takes run's flags: the program is found and limited
+    /// as `run` would)
+    Compile(RunArgs),
     /// Pull an image from a registry into the local store
     Pull(PullArgs),
     /// Build a wasm image from a .wasm or .wat file
@@ -444,6 +448,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "LIST", value_parser = parse_outbound)]
     pub(crate) allow_outbound: Option<Outbound>,
 
+    /// Let the guest also bind and listen on these ports (PORT,...), or on any port, an
+    /// ephemeral one included, with `*` (as wasmtime's -Sinherit-network); by default only
+    /// on its own port ($PORT, else 8080; none with --listen)
+    #[arg(long, value_name = "PORTS", value_parser = parse_listen)]
+    pub(crate) allow_listen: Option<Listen>,
+
     /// Refuse a program larger than this (256Mi by default)
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub(crate) max_module_size: Option<u64>,
@@ -532,6 +542,27 @@ impl RunArgs {
     }
 }
 
+/// The ports of `--allow-listen`: `None` for any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listen(pub(crate) Option<Vec<u16>>);
+
+fn parse_listen(list: &str) -> Result<Listen, String> {
+    if list.trim() == "*" {
+        return Ok(Listen(None));
+    }
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{p:?} is not a port (1-65535), or * for any"))
+        })
+        .collect::<Result<Vec<u16>, String>>()
+        .map(|ports| Listen(Some(ports)))
+}
+
 /// The destinations of `--allow-outbound`.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound(pub(crate) Vec<wasm_engine::Destination>);
@@ -564,6 +595,17 @@ mod tests {
         assert_eq!(args.file(), Path::new("x.wasm"));
         assert_eq!(args.args(), ["-e", "--help"]);
         assert!(!args.is_image());
+    }
+
+    #[test]
+    fn allow_listen_takes_ports_or_any() {
+        assert_eq!(parse_listen("*"), Ok(Listen(None)));
+        assert_eq!(parse_listen("80, 8080"), Ok(Listen(Some(vec![80, 8080]))));
+        assert_eq!(
+            parse_listen("80,0"),
+            Err("\"0\" is not a port (1-65535), or * for any".into())
+        );
+        assert!(parse_listen("http").unwrap_err().contains("\"http\""));
     }
 
     #[test]

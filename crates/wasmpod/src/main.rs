@@ -6,6 +6,7 @@ mod dirs;
 mod images;
 mod install;
 mod pod;
+mod progress;
 mod run;
 mod sys;
 
@@ -26,6 +27,7 @@ fn main() {
     let dirs = dirs::Dirs::resolve(cli.root.as_deref(), cli.state.as_deref());
     let code = match cli.command {
         cli::Command::Run(args) => run::main(&dirs, args),
+        cli::Command::Compile(args) => run::compile_main(&dirs, args),
         cli::Command::Pull(args) => {
             let what = args.image.clone();
             images::main(&what, || images::pull(&dirs, args))

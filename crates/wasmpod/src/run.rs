@@ -28,12 +28,34 @@ const EXIT_INTERRUPTED: i32 = 130;
 
 /// Runs the command and returns the process exit status; errors are printed as one line.
 pub(crate) fn main(dirs: &Dirs, args: RunArgs) -> i32 {
-    let file = args.file().display().to_string();
-    match run(dirs, args) {
+    report(
+        &args.file().display().to_string(),
+        run(dirs, args, Mode::Run),
+    )
+}
+
+/// `wasmpod compile`: the program compiled into the cache (or found there), not run.
+pub(crate) fn compile_main(dirs: &Dirs, args: RunArgs) -> i32 {
+    report(
+        &args.file().display().to_string(),
+        run(dirs, args, Mode::Compile),
+    )
+}
+
+/// Whether [`run`] runs the program or stops once it is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Run,
+    Compile,
+}
+
+/// The exit status of `outcome`, its error printed as one line naming `file`.
+fn report(file: &str, outcome: Result<i32, Failure>) -> i32 {
+    match outcome {
         Ok(code) => code,
         Err(Failure { code, error }) => {
             let line = one_line(&error);
-            if line.starts_with(&file) {
+            if line.starts_with(file) {
                 eprintln!("wasmpod: {line}");
             } else {
                 eprintln!("wasmpod: {file}: {line}");
@@ -94,7 +116,7 @@ fn image(dirs: &Dirs, args: &RunArgs) -> anyhow::Result<oci_image::Image> {
     }
 }
 
-fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
+fn run(dirs: &Dirs, args: RunArgs, mode: Mode) -> Result<i32, Failure> {
     // From here on SIGINT/SIGTERM end the run through its cleanup (the bundle removed),
     // whenever they come: pulling, copying, compiling or running.
     let early = EarlySignal::install().map_err(fail(EXIT_WASMPOD_ERROR))?;
@@ -150,6 +172,11 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         // The host owns the served port; the guest listens on nothing of its own.
         network.listen_ports.clear();
     }
+    match args.allow_listen.as_ref().map(|l| &l.0) {
+        Some(Some(ports)) => network.listen_ports.extend(ports),
+        Some(None) => network.listen_any = true,
+        None => {}
+    }
     policy.set_network(network);
     tracing::debug!(?policy, "run policy");
     for warning in policy.warnings() {
@@ -171,9 +198,25 @@ fn run(dirs: &Dirs, args: RunArgs) -> Result<i32, Failure> {
         Source::Image(_) => policy.read_entrypoint(max),
     }
     .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
-    let program = engine
-        .load_limited(&bytes, args.file(), &args.program_limits())
-        .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+    let (program, loaded) = crate::progress::load(
+        &engine,
+        &bytes,
+        args.file(),
+        &args.program_limits(),
+        mode == Mode::Compile,
+    )
+    .map_err(|e| fail(EXIT_CANNOT_START)(e.into()))?;
+    if mode == Mode::Compile {
+        if loaded == crate::progress::Loaded::Cached {
+            eprintln!(
+                "wasmpod: {} ({}) is compiled already (precompile cache {})",
+                args.file().display(),
+                program.digest(),
+                dirs.cache.display()
+            );
+        }
+        return Ok(0);
+    }
     if let Some(code) = early.received() {
         return Ok(code); // asked to stop before anything ran (the bundle goes with it)
     }
@@ -373,6 +416,7 @@ impl Bundle {
             // A bare file is not a root filesystem: the guest sees the directories it is
             // given (`-v`; `-v DIR:/` for its root) and nothing else, as under `wasmtime
             // run`, and the program is read from the file itself.
+            // Its argv[0] is the file's name, as `wasmtime run` passes it.
             Source::File => {
                 let name = args
                     .file()
@@ -380,7 +424,7 @@ impl Bundle {
                     .context("the file has no name")?
                     .to_string_lossy()
                     .into_owned();
-                let mut process_args = vec![format!("/{name}")];
+                let mut process_args = vec![name];
                 process_args.extend(args.args().iter().cloned());
                 process_args
             }

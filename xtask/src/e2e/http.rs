@@ -72,7 +72,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// Waits until `addr` answers HTTP (any status).
-fn wait_serving(addr: &str, limit: Duration) -> anyhow::Result<()> {
+pub(crate) fn wait_serving(addr: &str, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         match get(addr, "/ready", Duration::from_secs(5)) {
@@ -83,7 +83,7 @@ fn wait_serving(addr: &str, limit: Duration) -> anyhow::Result<()> {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -94,6 +94,19 @@ fn serve_attached(
     id: &str,
     level: &str,
     port: u16,
+) -> anyhow::Result<std::process::Child> {
+    serve_image_attached(env, id, level, port, HTTP_IMAGE, "/http_hello.wasm")
+}
+
+/// `ctr run --rm --net-host` of `image` (its program `entry`) at `level`, served on
+/// `port`, attached.
+pub(crate) fn serve_image_attached(
+    env: &Containerd,
+    id: &str,
+    level: &str,
+    port: u16,
+    image: &str,
+    entry: &str,
 ) -> anyhow::Result<std::process::Child> {
     let child = env
         .ctr_cmd(&[
@@ -106,9 +119,9 @@ fn serve_attached(
             &format!("wasmpod.io/isolation={level}"),
             "--annotation",
             &format!("wasmpod.io/port={port}"),
-            HTTP_IMAGE,
+            image,
             id,
-            "/http_hello.wasm",
+            entry,
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -117,7 +130,7 @@ fn serve_attached(
     Ok(child)
 }
 
-fn wait_exit(child: &mut std::process::Child, limit: Duration) -> anyhow::Result<i32> {
+pub(crate) fn wait_exit(child: &mut std::process::Child, limit: Duration) -> anyhow::Result<i32> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait()? {

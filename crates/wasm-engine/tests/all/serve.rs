@@ -181,8 +181,8 @@ async fn outbound_connections_follow_the_policy() {
         let config = ServeConfig {
             shutdown: shutdown.clone(),
             network: wasm_engine::NetworkPolicy {
-                listen_ports: vec![],
                 outbound: wasm_engine::NetworkPolicy::parse_outbound(&list).unwrap(),
+                ..Default::default()
             },
             ..Default::default()
         };

@@ -9,6 +9,8 @@ mod hostile;
 mod http_fixture;
 #[path = "../../../../tests/support/registry.rs"]
 mod registry;
+#[path = "../../../../tests/support/wasi_p3.rs"]
+mod wasi_p3;
 #[path = "../../../../tests/support/wasi_testsuite.rs"]
 mod wasi_testsuite;
 

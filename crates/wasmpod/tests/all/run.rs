@@ -10,7 +10,7 @@ fn arguments_reach_the_guest() {
     assert_code(&out, 0);
     assert_eq!(
         stdout(&out),
-        "arg[0]=/probe.wasm\narg[1]=args\narg[2]=a b\narg[3]=--flag\narg[4]=\n"
+        "arg[0]=probe.wasm\narg[1]=args\narg[2]=a b\narg[3]=--flag\narg[4]=\n"
     );
 }
 
@@ -111,7 +111,7 @@ fn components_run_through_wasi_cli_run() {
     assert_code(&out, 0);
     assert_eq!(
         stdout(&out),
-        "arg[0]=/probe.component.wasm\narg[1]=args\narg[2]=x\n"
+        "arg[0]=probe.component.wasm\narg[1]=args\narg[2]=x\n"
     );
     // A component reports failure through wasi:cli/exit, which carries no code: 1.
     let out = w.run(&[component(), "exit", "3"]);
