@@ -103,13 +103,14 @@ impl Registry {
             .join("data")
     }
 
-    /// The status line of a plain GET, if the registry answered.
+    /// The status line of a plain GET (accepting OCI manifests and indexes), if the
+    /// registry answered.
     pub fn get(&self, path: &str) -> Option<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         write!(
             stream,
-            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: {ACCEPT}\r\n\r\n",
             self.host()
         )
         .ok()?;
@@ -132,6 +133,11 @@ impl Drop for Registry {
 }
 
 /// A loopback port nobody listens on right now.
+/// What [`Registry::get`] accepts: the registry answers an OCI manifest only to a client
+/// that says it takes one.
+const ACCEPT: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

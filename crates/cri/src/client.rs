@@ -13,6 +13,9 @@ use crate::error::{Error, Result};
 /// containerd's socket, where the kubelet finds the CRI by default.
 pub const DEFAULT_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 
+/// How long [`Cri::connect`] waits for the runtime to answer, as crictl's default.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A connection to a CRI runtime: its runtime and image services.
 #[derive(Debug, Clone)]
 pub struct Cri {
@@ -37,8 +40,26 @@ fn endpoint_uri(endpoint: &str) -> Result<String> {
 
 impl Cri {
     /// Connects to `endpoint` (`unix:///run/containerd/containerd.sock`, or a socket path)
-    /// and checks that it answers CRI v1 `Version`.
+    /// and checks that it answers CRI v1 `Version`, within [`DEFAULT_TIMEOUT`].
     pub async fn connect(endpoint: &str) -> Result<Self> {
+        Self::connect_within(endpoint, DEFAULT_TIMEOUT).await
+    }
+
+    /// [`Cri::connect`], giving up after `timeout` (crictl's `--timeout`): a socket whose
+    /// owner accepts but never answers is an error, not a hang.
+    pub async fn connect_within(endpoint: &str, timeout: std::time::Duration) -> Result<Self> {
+        match tokio::time::timeout(timeout, Self::connect_now(endpoint)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Connect {
+                endpoint: endpoint.to_owned(),
+                reason: format!(
+                    "no answer to Version within {timeout:?} (is it a CRI runtime? --timeout sets the wait)"
+                ),
+            }),
+        }
+    }
+
+    async fn connect_now(endpoint: &str) -> Result<Self> {
         let uri = endpoint_uri(endpoint)?;
         let fail = |reason: String| Error::Connect {
             endpoint: endpoint.to_owned(),
@@ -360,6 +381,23 @@ mod tests {
             e.contains("tcp://127.0.0.1:1234") && e.contains("unix"),
             "{e}"
         );
+    }
+
+    /// A socket whose owner accepts connections and never answers: an error naming the
+    /// endpoint once the timeout passes.
+    #[tokio::test]
+    async fn a_runtime_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let endpoint = format!("unix://{}", path.display());
+        let started = std::time::Instant::now();
+        let e = Cri::connect_within(&endpoint, std::time::Duration::from_millis(300))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert!(e.contains(&endpoint) && e.contains("within 300ms"), "{e}");
     }
 
     #[tokio::test]

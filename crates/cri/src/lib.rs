@@ -31,7 +31,7 @@ mod quantity;
 mod runner;
 mod volumes;
 
-pub use client::{Cri, DEFAULT_ENDPOINT};
+pub use client::{Cri, DEFAULT_ENDPOINT, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};
 pub use install::{install, InstallOptions, InstallReport};
 pub use k8s_cri::v1 as api;

@@ -273,6 +273,16 @@ data:
                         assert_eq!(rc.handler, "wasm", "{name}");
                     }
                     ("apps/v1", "DaemonSet") => drop(decode::<DaemonSet>(&name, doc).unwrap()),
+                    ("v1", "ServiceAccount") => drop(
+                        decode::<k8s_openapi::api::core::v1::ServiceAccount>(&name, doc).unwrap(),
+                    ),
+                    ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                        drop(decode::<k8s_openapi::api::rbac::v1::ClusterRole>(&name, doc).unwrap())
+                    }
+                    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => drop(
+                        decode::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&name, doc)
+                            .unwrap(),
+                    ),
                     // kind's own config type, not a Kubernetes object.
                     ("kind.x-k8s.io/v1alpha4", "Cluster") => {}
                     other => panic!("{name}: {other:?} is not checked: add it here"),

@@ -251,7 +251,7 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
 
 /// Downloads one blob into the store unless it is there; resumes a partial download, and
 /// starts over once if the resumed content turns out wrong.
-async fn fetch_blob(
+pub(crate) async fn fetch_blob(
     registry: &Registry,
     reference: &ImageRef,
     store: &Store,

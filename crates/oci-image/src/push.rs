@@ -14,6 +14,12 @@ use crate::store::{is_index, Store};
 /// Pushes the image named `source` in the store to `target` (often the same name):
 /// blobs the registry lacks, each manifest by digest, then the top document by tag.
 /// Returns the pushed digest.
+///
+/// The copy is the same image: a pull keeps an image's whole index but fetches only the
+/// manifest (and blobs) of the platform it runs, so the other platforms' manifests and
+/// blobs that are not in the store are fetched from where the image came from — the
+/// registry `source` names — on the way (as `crane copy` does), rather than pushing an
+/// index whose manifests the target lacks.
 pub async fn push(
     store: &Store,
     source: &ImageRef,
@@ -38,17 +44,35 @@ pub async fn push(
     let mut manifests = Vec::new();
     if is_index(&record.media_type, &top) {
         for m in read_index(&top, &record.digest)?.manifests() {
-            manifests.push((m.digest().to_string(), m.media_type().to_string()));
+            manifests.push((m.digest().to_string(), m.media_type().to_string(), m.size()));
         }
     }
+    // The registry the image came from, opened when something must be fetched from it.
+    let mut origin: Option<Registry> = None;
     let mut pushed = BTreeSet::new();
-    let single = [(record.digest.clone(), record.media_type.clone())];
+    let single = [(record.digest.clone(), record.media_type.clone(), 0)];
     let all = if manifests.is_empty() {
         &single[..]
     } else {
         &manifests[..]
     };
-    for (digest, media_type) in all {
+    for (digest, media_type, size) in all {
+        if !store.has_blob(digest) {
+            let from = open_origin(&mut origin, source, target, options)?;
+            options
+                .limits
+                .document(&format!("{source}: manifest {digest}"), *size)?;
+            let (bytes, _) = from
+                .client
+                .pull_manifest_raw(
+                    source.with_digest(digest).as_oci(),
+                    &from.auth,
+                    crate::media::MANIFEST_TYPES,
+                )
+                .await
+                .map_err(|e| from.error(source, e))?;
+            store.write_blob(&bytes, Some((digest, *size)))?;
+        }
         let manifest = image::read_manifest(store, digest)?;
         let blobs = std::iter::once(manifest.config()).chain(manifest.layers().iter());
         for blob in blobs {
@@ -63,6 +87,10 @@ pub async fn push(
                 .await
                 .map_err(|e| registry.error(target, e))?;
             if !exists {
+                if !store.has_blob(&d) {
+                    let from = open_origin(&mut origin, source, target, options)?;
+                    crate::pull::fetch_blob(from, source, store, blob, &Quiet).await?;
+                }
                 let bytes = store.read_blob(&d)?;
                 registry
                     .client
@@ -95,6 +123,22 @@ pub async fn push(
     )
     .await?;
     Ok(record.digest)
+}
+
+/// The registry `source` names (opened once), to fetch what the store lacks from; the
+/// target's credentials are used only when it is the same registry.
+fn open_origin<'a>(
+    origin: &'a mut Option<Registry>,
+    source: &ImageRef,
+    target: &ImageRef,
+    options: &PullOptions,
+) -> Result<&'a Registry> {
+    if origin.is_none() {
+        let same = source.registry() == target.registry();
+        let credentials = options.credentials.as_ref().filter(|_| same);
+        *origin = Some(Registry::new(source, credentials, options.insecure)?);
+    }
+    Ok(origin.as_ref().expect("opened above"))
 }
 
 async fn put_manifest(

@@ -307,6 +307,33 @@ impl RunPolicy {
     }
 }
 
+/// The kernel filesystems containerd's default spec mounts into every container (and the
+/// CRI's `/dev/shm` and cgroup mounts), by destination and type.
+const DEFAULT_MOUNTS: &[(&str, &[&str])] = &[
+    ("/proc", &["proc"]),
+    ("/dev", &["tmpfs"]),
+    ("/dev/pts", &["devpts"]),
+    ("/dev/shm", &["tmpfs", "shm"]),
+    ("/dev/mqueue", &["mqueue"]),
+    ("/sys", &["sysfs"]),
+    ("/sys/fs/cgroup", &["cgroup", "cgroup2"]),
+    ("/run", &["tmpfs"]),
+];
+
+/// The files the CRI bind-mounts into every container of a pod.
+const DEFAULT_FILE_MOUNTS: &[&str] = &[
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/dev/termination-log",
+];
+
+fn is_default_mount(destination: &str, typ: &str) -> bool {
+    DEFAULT_MOUNTS
+        .iter()
+        .any(|(dest, types)| *dest == destination && types.contains(&typ))
+}
+
 /// Turns one OCI mount into a preopen, or a warning when it cannot be one.
 fn mount_preopen(mount: &Mount, warn: &mut impl FnMut(&str, String)) -> Result<Option<Preopen>> {
     let dest_raw = mount.destination().to_string_lossy().into_owned();
@@ -315,6 +342,12 @@ fn mount_preopen(mount: &Mount, warn: &mut impl FnMut(&str, String)) -> Result<O
     let typ = mount.typ().clone().unwrap_or_default();
     let is_bind = typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind");
     if !is_bind {
+        if is_default_mount(&dest_raw, &typ) {
+            // What containerd and the CRI give every container (`ctr run` adds all seven):
+            // nothing a guest could use, and nothing anyone asked for, so not worth a warning.
+            tracing::debug!(destination = %dest_raw, %typ, "standard container mount: not mounted");
+            return Ok(None);
+        }
         let typ = if typ.is_empty() { "untyped" } else { &typ };
         warn(
             &field,
@@ -335,6 +368,10 @@ fn mount_preopen(mount: &Mount, warn: &mut impl FnMut(&str, String)) -> Result<O
         reason: format!("source {}: {e}", source.display()),
     })?;
     if !meta.is_dir() {
+        if DEFAULT_FILE_MOUNTS.contains(&dest_raw.as_str()) {
+            tracing::debug!(destination = %dest_raw, "the CRI's file mount: not mounted");
+            return Ok(None);
+        }
         warn(
             &field,
             format!(

@@ -23,6 +23,52 @@ use crate::sys;
 
 const RECORD_MAGIC: &str = "wasmpod-precompiled-v1";
 
+/// What [`clear_cache`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCleared {
+    /// Compiled programs removed.
+    pub entries: u64,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// Removes every compiled program from the precompile cache under `root` (the directory
+/// given as [`EngineConfig::cache_dir`](crate::EngineConfig::cache_dir)), for every engine
+/// version and setting that wrote there: they are compiled again when next run. Only the
+/// cache's own files (`*.cwasm`, `*.sum` and unfinished writes) are removed, and a
+/// directory is left where anything else is in it.
+pub fn clear_cache(root: &Path) -> std::io::Result<CacheCleared> {
+    let mut cleared = CacheCleared::default();
+    let dirs = match fs::read_dir(root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cleared),
+        Err(e) => return Err(e),
+    };
+    for dir in dirs {
+        let dir = dir?;
+        if !dir.file_type()?.is_dir() {
+            continue;
+        }
+        for file in fs::read_dir(dir.path())? {
+            let file = file?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            let ours = name.ends_with(".cwasm") || name.ends_with(".sum") || name.contains(".tmp");
+            if !ours || !file.file_type()?.is_file() {
+                continue;
+            }
+            let len = file.metadata()?.len();
+            fs::remove_file(file.path())?;
+            cleared.bytes += len;
+            if name.ends_with(".cwasm") {
+                cleared.entries += 1;
+            }
+        }
+        // Left in place when something else is in it.
+        let _ = fs::remove_dir(dir.path());
+    }
+    Ok(cleared)
+}
+
 /// A precompile cache directory that passed the ownership checks.
 #[derive(Debug)]
 pub(crate) struct Cache {

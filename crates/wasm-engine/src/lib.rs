@@ -40,6 +40,7 @@ mod serve;
 mod stdio;
 mod sys;
 
+pub use cache::{clear_cache, CacheCleared};
 pub use compiler::{run_child_if_asked, CompilerProcess};
 pub use engine::{guest_runtime, Engine, EngineConfig, Pooling};
 pub use error::{Error, Result};

@@ -46,8 +46,8 @@ pub(crate) enum Command {
     Images,
     /// Remove images from the local store
     Rmi(RmiArgs),
-    /// Delete blobs and unpacked images no tag refers to
-    Prune,
+    /// Delete blobs and unpacked images no tag refers to (and, with --cache, all compiled code)
+    Prune(PruneArgs),
     /// Run Pod manifests through a CRI runtime (containerd), as the kubelet would
     #[command(subcommand)]
     Pod(PodCommand),
@@ -56,6 +56,17 @@ pub(crate) enum Command {
     Cri(CriCommand),
     /// Install the shim on this node and add the wasm runtime to containerd's config
     Install(InstallArgs),
+    /// Take away what `install` added: the runtime handler, its options file and the shim
+    Uninstall(UninstallArgs),
+    /// Print a shell completion script: wasmpod completions bash > /etc/bash_completion.d/wasmpod
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// Where the CRI runtime listens (shared by `pod` and `cri`).
@@ -70,6 +81,10 @@ pub(crate) struct EndpointArgs {
         value_name = "unix:///PATH"
     )]
     pub(crate) runtime_endpoint: String,
+
+    /// How long to wait for the runtime to answer, as crictl's --timeout
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,9 +240,14 @@ pub(crate) struct CriStopArgs {
     #[command(flatten)]
     pub(crate) target: CriTargetArgs,
 
-    /// Seconds between SIGTERM and SIGKILL
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
-    pub(crate) timeout: i64,
+    /// Seconds between SIGTERM and SIGKILL (crictl stop's -t; --timeout is the runtime's answer time)
+    #[arg(
+        short = 't',
+        long = "stop-timeout",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub(crate) stop_timeout: i64,
 }
 
 #[derive(Debug, Args)]
@@ -272,9 +292,64 @@ pub(crate) struct InstallArgs {
     )]
     pub(crate) restart_command: String,
 
+    /// Never restart containerd (the restart stays pending: the next run does it)
+    #[arg(long)]
+    pub(crate) no_restart: bool,
+
+    /// Where the host's / is mounted when this runs in a container (the DaemonSet's /host): paths are the host's, reached through DIR
+    #[arg(long, value_name = "DIR")]
+    pub(crate) host_root: Option<PathBuf>,
+
+    /// Replace a handler of the same name that runs another runtime
+    #[arg(long)]
+    pub(crate) force: bool,
+
+    /// Once installed (and containerd restarted), label this Kubernetes node wasmpod.io/runtime=ready through the API (in a pod: its service account)
+    #[arg(long, env = "WASMPOD_NODE_NAME", value_name = "NODE")]
+    pub(crate) label_node: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UninstallArgs {
+    /// containerd's config file
+    #[arg(
+        long,
+        default_value = "/etc/containerd/config.toml",
+        value_name = "FILE"
+    )]
+    pub(crate) containerd_config: PathBuf,
+
+    /// The runtime handler name
+    #[arg(long, default_value = "wasm", value_name = "NAME")]
+    pub(crate) handler: String,
+
+    /// Where the shim was installed
+    #[arg(long, default_value = "/usr/local/bin", value_name = "DIR")]
+    pub(crate) bin_dir: PathBuf,
+
+    /// Keep the shim binary (another handler may still use it)
+    #[arg(long)]
+    pub(crate) keep_shim: bool,
+
+    /// The command that restarts containerd, run only when something changed
+    #[arg(
+        long,
+        default_value = "systemctl restart containerd",
+        value_name = "CMD"
+    )]
+    pub(crate) restart_command: String,
+
     /// Never restart containerd
     #[arg(long)]
     pub(crate) no_restart: bool,
+
+    /// Where the host's / is mounted when this runs in a container
+    #[arg(long, value_name = "DIR")]
+    pub(crate) host_root: Option<PathBuf>,
+
+    /// First take the wasmpod.io/runtime label off this Kubernetes node, so no new pod is scheduled here
+    #[arg(long, env = "WASMPOD_NODE_NAME", value_name = "NODE")]
+    pub(crate) label_node: Option<String>,
 }
 
 /// How to reach a registry (shared by run, pull and push).
@@ -284,13 +359,8 @@ pub(crate) struct RegistryArgs {
     #[arg(long)]
     pub(crate) insecure: bool,
 
-    /// User name for the registry (otherwise ~/.docker/config.json `auths`)
-    #[arg(
-        short = 'u',
-        long,
-        env = "WASMPOD_REGISTRY_USERNAME",
-        value_name = "USER"
-    )]
+    /// User name for the registry (otherwise ~/.docker/config.json `auths`); on `run`, -u is the container's user, as docker's
+    #[arg(long, env = "WASMPOD_REGISTRY_USERNAME", value_name = "USER")]
     pub(crate) username: Option<String>,
 
     /// Read the registry password from standard input
@@ -405,6 +475,14 @@ pub(crate) struct PushArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Also empty the precompile cache (every engine version's compiled code; programs are
+    /// compiled again when next run, or ahead of time with `wasmpod compile`)
+    #[arg(long)]
+    pub(crate) cache: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct RmiArgs {
     /// The images to remove
     #[arg(required = true)]
@@ -478,6 +556,29 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value = "missing")]
     pub(crate) pull: PullPolicy,
 
+    /// Publish a port, as docker's -p [IP:]HOST:CONTAINER or PORT: a wasi:http component is
+    /// served on IP:HOST (IP 0.0.0.0 by default, as docker's); a command may listen on
+    /// CONTAINER, which must equal HOST (the guest shares the host's network)
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER", value_parser = parse_publish)]
+    pub(crate) publish: Vec<Publish>,
+
+    /// The container's user, as docker's -u UID[:GID]: written into its runtime spec. WASI
+    /// has no users, so files are still opened as wasmpod's own user (said as a warning)
+    #[arg(short = 'u', long = "user", value_name = "UID[:GID]", value_parser = parse_user)]
+    pub(crate) user: Option<(u32, u32)>,
+
+    /// A name for the run, shown in its messages (docker's --name)
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+
+    /// Remove the container when it exits: what wasmpod run always does (accepted for docker's habit)
+    #[arg(long)]
+    pub(crate) rm: bool,
+
+    /// Detach, as docker's -d: refused with the reason (wasmpod run keeps no containers to come back to)
+    #[arg(short = 'd', long)]
+    pub(crate) detach: bool,
+
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 
@@ -536,9 +637,71 @@ impl RunArgs {
             || word.starts_with('/'))
     }
 
+    /// What messages call the run: its `--name`, else the file or image.
+    pub(crate) fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.file().display().to_string())
+    }
+
     /// The arguments after the file.
     pub(crate) fn args(&self) -> &[String] {
         &self.command[1..]
+    }
+}
+
+/// One `-p`: where to listen on the host, and the guest's port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Publish {
+    /// The host address (`0.0.0.0` unless given) and port.
+    pub(crate) host: std::net::SocketAddr,
+    /// The port inside the container.
+    pub(crate) container: u16,
+}
+
+fn parse_publish(value: &str) -> Result<Publish, String> {
+    let bad = |why: &str| format!("{value:?}: {why} (expected [IP:]HOST:CONTAINER or PORT)");
+    let spec = match value.split_once('/') {
+        Some((spec, "tcp")) => spec,
+        Some((_, proto)) => return Err(bad(&format!("{proto} is not served: only tcp"))),
+        None => value,
+    };
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad(&format!("{p:?} is not a port (1-65535)")))
+    };
+    let (ip, host, container) = match spec.rsplitn(3, ':').collect::<Vec<_>>()[..] {
+        [c] => ("0.0.0.0", port(c)?, port(c)?),
+        [c, h] => ("0.0.0.0", port(h)?, port(c)?),
+        [c, h, ip] => (
+            ip.trim_start_matches('[').trim_end_matches(']'),
+            port(h)?,
+            port(c)?,
+        ),
+        _ => return Err(bad("too many parts")),
+    };
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| bad(&format!("{ip:?} is not an IP address")))?;
+    Ok(Publish {
+        host: std::net::SocketAddr::new(ip, host),
+        container,
+    })
+}
+
+fn parse_user(value: &str) -> Result<(u32, u32), String> {
+    let id = |s: &str| {
+        s.parse::<u32>().map_err(|_| {
+            format!(
+                "{value:?}: a numeric UID[:GID] (a guest has no /etc/passwd to look names up in)"
+            )
+        })
+    };
+    match value.split_once(':') {
+        Some((uid, gid)) => Ok((id(uid)?, id(gid)?)),
+        None => id(value).map(|uid| (uid, 0)),
     }
 }
 

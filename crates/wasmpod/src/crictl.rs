@@ -42,7 +42,9 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
                 let cri = connect(&args.target.endpoint).await?;
                 for id in &args.target.ids {
                     match target(&cri, id).await? {
-                        Target::Container(c) => cri.stop_container(&c.id, args.timeout).await?,
+                        Target::Container(c) => {
+                            cri.stop_container(&c.id, args.stop_timeout).await?
+                        }
                         Target::Pod(p) => cri.stop_pod_sandbox(&p.id).await?,
                     }
                     println!("{id}");
@@ -75,7 +77,7 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
 }
 
 async fn connect(endpoint: &EndpointArgs) -> cri::Result<Cri> {
-    Cri::connect(&endpoint.runtime_endpoint).await
+    Cri::connect_within(&endpoint.runtime_endpoint, endpoint.timeout).await
 }
 
 /// What an ID names.

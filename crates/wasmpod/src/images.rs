@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal as _, Read as _};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
@@ -111,7 +112,23 @@ pub(crate) fn build(dirs: &Dirs, args: BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("annotation {a:?}: expected KEY=VALUE"))?;
         annotations.insert(k.to_owned(), v.to_owned());
     }
+    // Where the archive goes is checked first: a build whose -o cannot be written must
+    // not leave its tag behind.
+    if let Some(out) = &args.output {
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if !parent.is_dir() {
+            anyhow::bail!(
+                "-o {}: {} is not a directory",
+                out.display(),
+                parent.display()
+            );
+        }
+    }
     let store = store(dirs)?;
+    let was_tagged = store.resolve(&reference)?.is_some();
     let options = BuildOptions {
         reference: reference.clone(),
         format: match args.format {
@@ -127,7 +144,12 @@ pub(crate) fn build(dirs: &Dirs, args: BuildArgs) -> anyhow::Result<()> {
     let record =
         oci_image::build(&store, &wasm, &options).with_context(|| file.display().to_string())?;
     if let Some(out) = &args.output {
-        oci_image::export(&store, &reference, out)?;
+        if let Err(e) = oci_image::export(&store, &reference, out) {
+            if !was_tagged {
+                let _ = store.remove(&reference);
+            }
+            return Err(e).with_context(|| format!("-o {}", out.display()));
+        }
     }
     println!("{reference}: built {}", record.digest);
     Ok(())
@@ -186,7 +208,7 @@ pub(crate) fn rmi(dirs: &Dirs, args: RmiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn prune(dirs: &Dirs) -> anyhow::Result<()> {
+pub(crate) fn prune(dirs: &Dirs, args: &crate::cli::PruneArgs) -> anyhow::Result<()> {
     let report = store(dirs)?.prune()?;
     println!(
         "Deleted {} blobs ({}) and {} unpacked images",
@@ -194,6 +216,15 @@ pub(crate) fn prune(dirs: &Dirs) -> anyhow::Result<()> {
         human(report.bytes),
         report.rootfs
     );
+    if args.cache {
+        let cleared = wasm_engine::clear_cache(&dirs.cache)
+            .with_context(|| format!("emptying the precompile cache {}", dirs.cache.display()))?;
+        println!(
+            "Deleted {} compiled programs ({}) from the precompile cache",
+            cleared.entries,
+            human(cleared.bytes)
+        );
+    }
     Ok(())
 }
 

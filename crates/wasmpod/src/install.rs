@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use cri::install::{InstallOptions, SHIM_BINARY};
 
-use crate::cli::InstallArgs;
+use crate::cli::{InstallArgs, UninstallArgs};
 
 /// Runs the installer and reports what it did, a line each.
 pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
@@ -29,19 +29,23 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
         new_config_version: args
             .config_version
             .unwrap_or_else(containerd_config_version),
+        host_root: args.host_root.clone(),
+        force: args.force,
     };
     let report = cri::install(&options)?;
     if let Some(path) = &report.shim_installed {
         println!("installed {}", path.display());
     }
     if report.config_changed {
-        let imported = if report.drop_in {
+        let how = if report.drop_in {
             format!(", imported by {}", args.containerd_config.display())
+        } else if report.template {
+            ", a k3s/RKE2 template".to_owned()
         } else {
             String::new()
         };
         println!(
-            "added runtime handler {:?} ({}) to {} (config version {}{imported})",
+            "added runtime handler {:?} ({}) to {} (config version {}{how})",
             args.handler,
             cri::install::RUNTIME_TYPE,
             report.config_file.display(),
@@ -49,26 +53,102 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(backup) = &report.backup {
-        println!("previous config kept as {}", backup.display());
+        println!("original config kept as {}", backup.display());
     }
     if !report.needs_restart() {
         println!(
             "nothing changed: {} already runs wasm containers",
             report.config_file.display()
         );
+    } else {
+        if report.restart_pending && !report.config_changed && report.shim_installed.is_none() {
+            println!("an earlier install's containerd restart is still pending");
+        }
+        restart(&args.restart_command, args.no_restart)?;
+        // With --no-restart the operator restarts containerd: nothing stays pending.
+        cri::install::restarted(&options)?;
+        if args.no_restart {
+            return Ok(()); // not ready until containerd restarts: no label
+        }
+    }
+    if let Some(node) = &args.label_node {
+        label(node, Some(crate::node::READY))?;
+        println!(
+            "labelled node {node} {}={}",
+            crate::node::LABEL,
+            crate::node::READY
+        );
+    }
+    Ok(())
+}
+
+/// Sets (or removes) the node's wasmpod.io/runtime label through the API server.
+fn label(node: &str, value: Option<&str>) -> anyhow::Result<()> {
+    let api = crate::node::InCluster::from_env()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(api.label(node, crate::node::LABEL, value))
+}
+
+/// `wasmpod uninstall`: the handler, its options and the shim taken away.
+pub(crate) fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+    let options = InstallOptions {
+        config: args.containerd_config.clone(),
+        handler: args.handler.clone(),
+        runtime_options: Vec::new(),
+        shim: (!args.keep_shim).then(PathBuf::new),
+        bin_dir: args.bin_dir.clone(),
+        new_config_version: 2,
+        host_root: args.host_root.clone(),
+        force: false,
+    };
+    if let Some(node) = &args.label_node {
+        // First, so that nothing new is scheduled onto a node losing its runtime.
+        label(node, None)?;
+        println!("removed label {} from node {node}", crate::node::LABEL);
+    }
+    let report = cri::install::uninstall(&options)?;
+    if let Some(file) = &report.config_edited {
+        println!(
+            "removed runtime handler {:?} from {}",
+            args.handler,
+            file.display()
+        );
+    }
+    for file in &report.files_removed {
+        println!("removed {}", file.display());
+    }
+    if let Some(shim) = &report.shim_removed {
+        println!("removed {}", shim.display());
+    }
+    if !report.needs_restart() {
+        println!(
+            "nothing to remove: handler {:?} is not installed",
+            args.handler
+        );
         return Ok(());
     }
-    if args.no_restart {
+    restart(&args.restart_command, args.no_restart)?;
+    cri::install::restarted(&options)?;
+    Ok(())
+}
+
+/// Restarts containerd with `command` (or says why not); a failure leaves the restart
+/// pending, so the next install or uninstall retries it.
+fn restart(command: &str, skip: bool) -> anyhow::Result<()> {
+    if skip {
         println!("containerd not restarted (--no-restart): restart it to use the change");
         return Ok(());
     }
-    println!("restarting containerd: {}", args.restart_command);
+    println!("restarting containerd: {command}");
     let status = Command::new("sh")
-        .args(["-c", &args.restart_command])
+        .args(["-c", command])
         .status()
-        .with_context(|| format!("running {:?}", args.restart_command))?;
+        .with_context(|| format!("running {command:?}"))?;
     if !status.success() {
-        bail!("{:?} failed ({status})", args.restart_command);
+        bail!("{command:?} failed ({status}); the restart stays pending: the next `wasmpod install` retries it");
     }
     Ok(())
 }

@@ -53,7 +53,8 @@ fn run_pod(dirs: &Dirs, args: &PodRunArgs) -> anyhow::Result<i32> {
         };
     };
     crate::images::runtime()?.block_on(async {
-        let cri = Cri::connect(&args.endpoint.runtime_endpoint).await?;
+        let cri =
+            Cri::connect_within(&args.endpoint.runtime_endpoint, args.endpoint.timeout).await?;
         let result = cri::run_pod(
             &cri,
             &plan,
@@ -213,7 +214,8 @@ async fn stop_signal() {
 /// `wasmpod pod rm`: prints each removed sandbox ID.
 pub(crate) fn rm(dirs: &Dirs, args: PodRmArgs) -> anyhow::Result<()> {
     crate::images::runtime()?.block_on(async {
-        let cri = Cri::connect(&args.endpoint.runtime_endpoint).await?;
+        let cri =
+            Cri::connect_within(&args.endpoint.runtime_endpoint, args.endpoint.timeout).await?;
         for what in &args.pods {
             let sandboxes = cri::find_pods(&cri, what).await?;
             for id in cri::remove_pods(&cri, &sandboxes, args.grace_period, &pods_dir(dirs)).await?

@@ -1,11 +1,8 @@
 //! Compiling made visible: a spinner with the elapsed time and the program's size while a
 //! compile runs longer than a moment on a terminal, and one line with its duration.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasm_engine::{Engine, Program, ProgramLimits};
@@ -14,7 +11,6 @@ use wasm_engine::{Engine, Program, ProgramLimits};
 const SPINNER_AFTER: Duration = Duration::from_millis(300);
 /// A compile at least this long gets its line on stderr (shorter ones are logged at info).
 const LINE_AFTER: Duration = Duration::from_secs(1);
-const FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 /// `1.2 MB`, `340 kB`, `12 B` (decimal units, as file managers print sizes).
 pub(crate) fn show_size(bytes: u64) -> String {
@@ -78,49 +74,50 @@ pub(crate) fn load(
     Ok((program, loaded))
 }
 
-/// The spinner's thread: draws `⠙ compiling app.wasm (9.8 MB) 3.2s` over itself every
-/// 100 ms from [`SPINNER_AFTER`] on, and clears its line when stopped.
+/// The spinner: `⠙ compiling app.wasm (9.8 MB) 3.2s`, redrawn every 100 ms from
+/// [`SPINNER_AFTER`] on (indicatif, as `wasmpod pull`'s bars), cleared when stopped.
 struct Spinner {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    bar: indicatif::ProgressBar,
+    /// Set when stopped; the shower looks at it under the same lock.
+    stopped: std::sync::Arc<std::sync::Mutex<bool>>,
 }
 
 impl Spinner {
     fn start(name: &Path, size: u64) -> Spinner {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let label = format!("compiling {} ({})", name.display(), show_size(size));
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut drawn = false;
-            let mut frame = 0;
-            while !flag.load(Ordering::Relaxed) {
-                let elapsed = started.elapsed();
-                if elapsed >= SPINNER_AFTER {
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(
-                        err,
-                        "\r\x1b[2K{} {label} {:.1}s",
-                        FRAMES[frame % FRAMES.len()],
-                        elapsed.as_secs_f64()
-                    );
-                    let _ = err.flush();
-                    drawn = true;
-                    frame += 1;
-                }
-                std::thread::park_timeout(Duration::from_millis(100));
-            }
-            if drawn {
-                let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed_secs}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+                .with_key(
+                    "elapsed_secs",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1}s", state.elapsed().as_secs_f64());
+                    },
+                ),
+        );
+        bar.set_message(format!(
+            "compiling {} ({})",
+            name.display(),
+            show_size(size)
+        ));
+        // Shown only once the compile has lasted a moment: most end sooner.
+        let stopped = std::sync::Arc::new(std::sync::Mutex::new(false));
+        let (shown, seen) = (bar.clone(), stopped.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(SPINNER_AFTER);
+            let stopped = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !*stopped {
+                shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                shown.enable_steady_tick(Duration::from_millis(100));
             }
         });
-        Spinner { stop, thread }
+        Spinner { bar, stopped }
     }
 
     fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.thread().unpark();
-        let _ = self.thread.join();
+        let mut stopped = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        *stopped = true;
+        self.bar.finish_and_clear();
     }
 }
 

@@ -28,10 +28,7 @@ const EXIT_INTERRUPTED: i32 = 130;
 
 /// Runs the command and returns the process exit status; errors are printed as one line.
 pub(crate) fn main(dirs: &Dirs, args: RunArgs) -> i32 {
-    report(
-        &args.file().display().to_string(),
-        run(dirs, args, Mode::Run),
-    )
+    report(&args.label(), run(dirs, args, Mode::Run))
 }
 
 /// `wasmpod compile`: the program compiled into the cache (or found there), not run.
@@ -120,6 +117,12 @@ fn run(dirs: &Dirs, args: RunArgs, mode: Mode) -> Result<i32, Failure> {
     // From here on SIGINT/SIGTERM end the run through its cleanup (the bundle removed),
     // whenever they come: pulling, copying, compiling or running.
     let early = EarlySignal::install().map_err(fail(EXIT_WASMPOD_ERROR))?;
+    if args.detach {
+        return Err(fail(EXIT_WASMPOD_ERROR)(anyhow::anyhow!(
+            "-d: wasmpod run stays in the foreground (it keeps no containers to come back \
+             to): run it under a service manager, or detach a pod with `wasmpod pod run -d`"
+        )));
+    }
     let source = if args.is_image() {
         Source::Image(Box::new(
             image(dirs, &args).map_err(fail(EXIT_WASMPOD_ERROR))?,
@@ -177,7 +180,13 @@ fn run(dirs: &Dirs, args: RunArgs, mode: Mode) -> Result<i32, Failure> {
         Some(None) => network.listen_any = true,
         None => {}
     }
-    policy.set_network(network);
+    // -p for a command: the guest listens on the host's network, so its port is the
+    // host's (a wasi:http component's -p is decided once the program is known).
+    let mut published = network.clone();
+    published
+        .listen_ports
+        .extend(args.publish.iter().map(|p| p.container));
+    policy.set_network(published);
     tracing::debug!(?policy, "run policy");
     for warning in policy.warnings() {
         tracing::warn!("{warning}");
@@ -186,7 +195,8 @@ fn run(dirs: &Dirs, args: RunArgs, mode: Mode) -> Result<i32, Failure> {
     let engine = Engine::new(EngineConfig {
         cache_dir: Some(dirs.cache.clone()),
         // A server instantiates per request: from slots kept ready.
-        pooling: args.listen.is_some().then(wasm_engine::Pooling::default),
+        pooling: (args.listen.is_some() || !args.publish.is_empty())
+            .then(wasm_engine::Pooling::default),
         // Compiled in a child, so --compile-timeout and --compile-memory can stop it.
         compiler: Some(wasm_engine::CompilerProcess::this_executable()),
         ..Default::default()
@@ -222,6 +232,30 @@ fn run(dirs: &Dirs, args: RunArgs, mode: Mode) -> Result<i32, Failure> {
     }
     if let Some(addr) = &args.listen {
         return serve(&engine, &program, &policy, &args, addr).map(|()| 0);
+    }
+    if let Some(publish) = args.publish.first() {
+        if engine.serves_http(&program) {
+            if args.publish.len() > 1 {
+                return Err(fail(EXIT_WASMPOD_ERROR)(anyhow::anyhow!(
+                    "a wasi:http component is served on one address: give one -p"
+                )));
+            }
+            // The host owns the served port, as with --listen.
+            network.listen_ports.clear();
+            policy.set_network(network);
+            let addr = publish.host.to_string();
+            return serve(&engine, &program, &policy, &args, &addr).map(|()| 0);
+        }
+        if let Some(p) = args.publish.iter().find(|p| p.host.port() != p.container) {
+            return Err(fail(EXIT_WASMPOD_ERROR)(anyhow::anyhow!(
+                "-p {}:{}: the guest shares the host's network, so a command's port cannot \
+                 be moved: publish it as -p {}:{} (a wasi:http component can be served on any port)",
+                p.host.port(),
+                p.container,
+                p.container,
+                p.container
+            )));
+        }
     }
     if let Err(e) = engine.check(&program) {
         let e = if engine.serves_http(&program) {
@@ -264,13 +298,13 @@ fn run(dirs: &Dirs, args: RunArgs, mode: Mode) -> Result<i32, Failure> {
         .map_err(fail(EXIT_CANNOT_START))?;
     drop(bundle);
     if let ExitReason::OutOfMemory(why) = status.reason() {
-        eprintln!("wasmpod: {}: killed: {why}", args.file().display());
+        eprintln!("wasmpod: {}: killed: {why}", args.label());
     }
     if *status.reason() == ExitReason::TimedOut {
         if let Some(t) = args.timeout {
             eprintln!(
                 "wasmpod: {}: killed after the --timeout of {}",
-                args.file().display(),
+                args.label(),
                 humantime::format_duration(t)
             );
         }
@@ -457,7 +491,10 @@ impl Bundle {
             .args(process_args)
             .env(env)
             .cwd(args.workdir.clone().unwrap_or(cwd))
-            .user(UserBuilder::default().uid(0u32).gid(0u32).build()?)
+            .user({
+                let (uid, gid) = args.user.unwrap_or((0, 0));
+                UserBuilder::default().uid(uid).gid(gid).build()?
+            })
             .rlimits(Vec::new())
             .capabilities(oci_spec::runtime::LinuxCapabilities::default())
             .build()?;

@@ -11,3 +11,15 @@ pub(crate) fn uid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
+
+/// Lets SIGPIPE end this process, as it ends `ls` or `crictl` whose reader went away
+/// (`wasmpod images | head -1`): Rust ignores it, so printing to the closed pipe would
+/// panic instead. Only for commands whose whole output is a listing: nothing is left
+/// half-done when it strikes.
+pub(crate) fn die_on_sigpipe() {
+    // SAFETY: restoring a signal's default disposition has no preconditions; this runs
+    // before the command starts any thread that could be writing.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

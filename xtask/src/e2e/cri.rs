@@ -590,7 +590,7 @@ pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
     let image = format!("{host}/private/probe:v1");
     sh(env.wasmpod(&["build"]).arg(&wasm).args(["-t", &image]))?;
     sh(env
-        .wasmpod(&["push", "-u", USER, &image])
+        .wasmpod(&["push", "--username", USER, &image])
         .env("WASMPOD_REGISTRY_PASSWORD", PASSWORD))?;
     let pod = |secrets: &str| {
         probe_pod(

@@ -113,7 +113,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let config = work.join("kind.yaml");
     fs::write(
         &config,
-        "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n  labels:\n    wasmpod.io/runtime: \"true\"\n",
+        "kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n- role: control-plane\n  labels:\n    wasmpod.io/runtime: \"ready\"\n",
     )?;
     let cluster = Cluster::create(&config)?;
     for (bin, dest) in [

@@ -11,7 +11,7 @@ fn sample(name: &str) -> String {
 }
 
 fn add(text: &str) -> Result<(String, i64)> {
-    add_runtime(Path::new("config.toml"), text, "wasm", None, 2)
+    add_runtime(Path::new("config.toml"), text, "wasm", None, 2, false)
 }
 
 /// Parses the result as containerd would and returns the runtime table of `handler`.
@@ -98,6 +98,8 @@ fn the_shipped_snippets_are_already_installed() {
         shim: None,
         bin_dir: dir.path().join("bin"),
         new_config_version: 4,
+        host_root: None,
+        force: false,
     })
     .unwrap();
     assert!(report.drop_in);
@@ -115,7 +117,9 @@ fn the_shipped_snippets_are_already_installed() {
 
 #[test]
 fn a_stale_entry_is_corrected_without_duplicates() {
-    let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasm]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n  pod_annotations = [\"other/*\"]\n";
+    // Our handler from an older install, with an annotation of the operator's and without
+    // container_annotations: completed, nothing duplicated.
+    let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasm]\n  runtime_type = \"io.containerd.wasm.v1\"\n  pod_annotations = [\"other/*\"]\n";
     let (after, _) = add(text).unwrap();
     let doc: DocumentMut = after.parse().unwrap();
     let wasm = runtime(&doc, "io.containerd.grpc.v1.cri", "wasm");
@@ -140,7 +144,7 @@ fn an_empty_config_gets_a_version() {
     let (after, version) = add("").unwrap();
     assert_eq!(version, 2);
     assert!(after.starts_with("version = 2\n"), "{after}");
-    let (after3, version) = add_runtime(Path::new("c.toml"), "", "wasm", None, 3).unwrap();
+    let (after3, version) = add_runtime(Path::new("c.toml"), "", "wasm", None, 3, false).unwrap();
     assert_eq!(version, 3);
     let doc: DocumentMut = after3.parse().unwrap();
     runtime(&doc, "io.containerd.cri.v1.runtime", "wasm");
@@ -164,7 +168,7 @@ fn unusable_configs_are_refused_with_the_reason() {
 }
 
 #[test]
-fn install_writes_once_keeps_a_backup_and_copies_the_shim() {
+fn install_writes_once_keeps_the_original_and_copies_the_shim() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("etc/containerd/config.toml");
     std::fs::create_dir_all(config.parent().unwrap()).unwrap();
@@ -179,6 +183,8 @@ fn install_writes_once_keeps_a_backup_and_copies_the_shim() {
         shim: Some(shim.clone()),
         bin_dir: dir.path().join("bin"),
         new_config_version: 2,
+        host_root: None,
+        force: false,
     };
     let first = install(&options).unwrap();
     assert!(first.config_changed && first.needs_restart());
@@ -195,6 +201,14 @@ fn install_writes_once_keeps_a_backup_and_copies_the_shim() {
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), original);
     let written = std::fs::read_to_string(&config).unwrap();
 
+    // Until containerd was restarted, a rerun owes the restart.
+    let pending = install(&options).unwrap();
+    assert!(
+        pending.restart_pending && pending.needs_restart(),
+        "{pending:?}"
+    );
+    assert!(!pending.config_changed && pending.shim_installed.is_none());
+    restarted(&options).unwrap();
     let second = install(&options).unwrap();
     assert!(!second.needs_restart(), "{second:?}");
     assert_eq!(second.backup, None);
@@ -231,6 +245,8 @@ fn a_second_handler_gets_its_options_file() {
         shim: None,
         bin_dir: dir.path().join("bin"),
         new_config_version: 2,
+        host_root: None,
+        force: false,
     };
     let report = install(&options).unwrap();
     assert!(report.config_changed);
@@ -290,6 +306,8 @@ fn the_default_configs_of_2_3_and_1_6() {
         shim: None,
         bin_dir: dir.path().join("bin"),
         new_config_version: 4,
+        host_root: None,
+        force: false,
     };
     let first = install(&options).unwrap();
     let drop_in = conf_d.join("wasmpod-wasm.toml");
@@ -339,6 +357,8 @@ fn the_default_configs_of_2_3_and_1_6() {
     let options = InstallOptions {
         config: config.clone(),
         new_config_version: 2,
+        host_root: None,
+        force: false,
         ..options
     };
     let first = install(&options).unwrap();
@@ -414,10 +434,309 @@ fn which_imports_take_a_drop_in() {
 #[test]
 fn version_4_has_the_tables_of_version_3() {
     let (after, version) =
-        add_runtime(Path::new("c.toml"), "version = 4\n", "wasm", None, 2).unwrap();
+        add_runtime(Path::new("c.toml"), "version = 4\n", "wasm", None, 2, false).unwrap();
     assert_eq!(version, 4);
     let doc: DocumentMut = after.parse().unwrap();
     runtime(&doc, "io.containerd.cri.v1.runtime", "wasm");
-    let (after, _) = add_runtime(Path::new("c.toml"), "", "wasm", None, 4).unwrap();
+    let (after, _) = add_runtime(Path::new("c.toml"), "", "wasm", None, 4, false).unwrap();
     assert!(after.starts_with("version = 4\n"), "{after}");
+}
+
+fn options_for(config: &Path, bin_dir: &Path) -> InstallOptions {
+    InstallOptions {
+        config: config.to_owned(),
+        handler: "wasm".into(),
+        runtime_options: Vec::new(),
+        shim: None,
+        bin_dir: bin_dir.to_owned(),
+        new_config_version: 2,
+        host_root: None,
+        force: false,
+    }
+}
+
+#[test]
+fn another_runtimes_handler_is_replaced_only_with_force() {
+    let text = "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasm]\n  runtime_type = \"io.containerd.spin.v2\"\n";
+    let e = add(text).unwrap_err().to_string();
+    assert!(
+        e.contains("already runs io.containerd.spin.v2") && e.contains("--force"),
+        "{e}"
+    );
+    let (forced, _) = add_runtime(Path::new("config.toml"), text, "wasm", None, 2, true).unwrap();
+    assert!(!forced.contains("spin"), "{forced}");
+    assert!(forced.contains(RUNTIME_TYPE), "{forced}");
+    // Through install: nothing is written when the config is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    let shim = dir.path().join("shim");
+    std::fs::write(&shim, b"shim").unwrap();
+    let options = InstallOptions {
+        shim: Some(shim),
+        ..options_for(&config, &dir.path().join("bin"))
+    };
+    assert!(install(&options).is_err());
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+    assert!(!dir.path().join("bin").exists(), "the shim was installed");
+    install(&InstallOptions {
+        force: true,
+        ..options
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_original_is_kept_once_and_uninstall_takes_the_handler_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let original = sample("containerd-1.6.toml");
+    std::fs::write(&config, &original).unwrap();
+    let bin = dir.path().join("bin");
+    let shim = dir.path().join("shim");
+    std::fs::write(&shim, b"shim").unwrap();
+    let options = InstallOptions {
+        shim: Some(shim),
+        runtime_options: vec![("isolation".into(), "process".into())],
+        ..options_for(&config, &bin)
+    };
+    let first = install(&options).unwrap();
+    assert_eq!(first.backup, Some(original_path(&config)));
+    // The user edits the config; a changed install does not overwrite the original.
+    let edited = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("version = 2", "version = 2\n# edited by the operator");
+    std::fs::write(&config, &edited).unwrap();
+    let changed = InstallOptions {
+        runtime_options: vec![("isolation".into(), "shared".into())],
+        ..options.clone()
+    };
+    assert!(install(&changed).unwrap().backup.is_none());
+    assert_eq!(
+        std::fs::read_to_string(original_path(&config)).unwrap(),
+        original
+    );
+
+    let report = uninstall(&options).unwrap();
+    assert_eq!(report.config_edited, Some(config.clone()));
+    assert_eq!(report.shim_removed, Some(bin.join(SHIM_BINARY)));
+    assert!(report.needs_restart());
+    let after = std::fs::read_to_string(&config).unwrap();
+    assert!(!after.contains(RUNTIME_TYPE), "{after}");
+    assert!(after.contains("# edited by the operator"), "{after}");
+    assert_eq!(
+        after.replace("\n# edited by the operator", ""),
+        original,
+        "uninstall left more than the operator's edit"
+    );
+    assert!(!options_file(&config, "wasm").exists());
+    assert!(!bin.join(SHIM_BINARY).exists());
+    // Twice: nothing more to remove (the restart is still owed).
+    let again = uninstall(&options).unwrap();
+    assert!(again.config_edited.is_none() && again.files_removed.is_empty());
+    restarted(&options).unwrap();
+    assert!(!uninstall(&options).unwrap().needs_restart());
+}
+
+#[test]
+fn uninstall_leaves_another_runtimes_handler() {
+    let text = "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasm]\n  runtime_type = \"io.containerd.spin.v2\"\n";
+    assert_eq!(
+        remove_runtime(Path::new("c.toml"), text, "wasm").unwrap(),
+        text
+    );
+}
+
+#[test]
+fn a_drop_in_is_deleted_by_uninstall() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let main = format!(
+        "version = 3\nimports = ['{}/conf.d/*.toml']\n",
+        dir.path().display()
+    );
+    std::fs::write(&config, &main).unwrap();
+    let options = InstallOptions {
+        new_config_version: 3,
+        ..options_for(&config, &dir.path().join("bin"))
+    };
+    let first = install(&options).unwrap();
+    assert!(first.drop_in);
+    let drop_in = dir.path().join("conf.d/wasmpod-wasm.toml");
+    assert!(drop_in.exists());
+    let report = uninstall(&options).unwrap();
+    assert_eq!(report.files_removed, vec![drop_in.clone()]);
+    assert!(!drop_in.exists());
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), main);
+}
+
+#[test]
+fn paths_are_the_hosts_under_a_host_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host");
+    std::fs::create_dir_all(host.join("etc/containerd")).unwrap();
+    std::fs::write(
+        host.join("etc/containerd/config.toml"),
+        sample("containerd-1.6.toml"),
+    )
+    .unwrap();
+    let shim = dir.path().join("shim");
+    std::fs::write(&shim, b"shim").unwrap();
+    let options = InstallOptions {
+        config: "/etc/containerd/config.toml".into(),
+        runtime_options: vec![("isolation".into(), "process".into())],
+        shim: Some(shim),
+        bin_dir: "/usr/local/bin".into(),
+        host_root: Some(host.clone()),
+        ..options_for(Path::new("unused"), Path::new("unused"))
+    };
+    let report = install(&options).unwrap();
+    assert_eq!(report.config_file, Path::new("/etc/containerd/config.toml"));
+    assert_eq!(
+        report.shim_installed.as_deref(),
+        Some(Path::new("/usr/local/bin/containerd-shim-wasm-v1"))
+    );
+    assert!(host.join("usr/local/bin").join(SHIM_BINARY).is_file());
+    assert!(host.join("etc/containerd/wasmpod-wasm.toml").is_file());
+    let text = std::fs::read_to_string(host.join("etc/containerd/config.toml")).unwrap();
+    assert!(
+        text.contains("ConfigPath = \"/etc/containerd/wasmpod-wasm.toml\""),
+        "ConfigPath is not the host's path:\n{text}"
+    );
+    // A relative path means nothing on the host.
+    let relative = InstallOptions {
+        config: "etc/containerd/config.toml".into(),
+        ..options.clone()
+    };
+    let e = install(&relative).unwrap_err().to_string();
+    assert!(
+        e.contains("--containerd-config must be an absolute path"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_relative_config_gives_an_absolute_config_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, sample("containerd-1.6.toml")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let relative = pathdiff(&config, &cwd);
+    let options = InstallOptions {
+        runtime_options: vec![("isolation".into(), "process".into())],
+        ..options_for(&relative, &dir.path().join("bin"))
+    };
+    install(&options).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let expected = format!(
+        "ConfigPath = \"{}\"",
+        dir.path().join("wasmpod-wasm.toml").display()
+    );
+    assert!(text.contains(&expected), "{text}");
+}
+
+/// `path` relative to `base` (both absolute), through `..` as needed.
+fn pathdiff(path: &Path, base: &Path) -> PathBuf {
+    let mut base_parts = base.components().peekable();
+    let mut path_parts = path.components().peekable();
+    while let (Some(a), Some(b)) = (base_parts.peek(), path_parts.peek()) {
+        if a != b {
+            break;
+        }
+        base_parts.next();
+        path_parts.next();
+    }
+    let mut out = PathBuf::new();
+    for _ in base_parts {
+        out.push("..");
+    }
+    out.extend(path_parts);
+    out
+}
+
+#[test]
+fn k3s_gets_its_template_not_its_generated_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("config.toml");
+    let k3s = sample("k3s.toml");
+    std::fs::write(&generated, &k3s).unwrap();
+    let options = options_for(&generated, &dir.path().join("bin"));
+    let report = install(&options).unwrap();
+    assert!(report.template && report.config_changed, "{report:?}");
+    let template = dir.path().join("config.toml.tmpl");
+    assert_eq!(report.config_file, template);
+    assert_eq!(
+        std::fs::read_to_string(&generated).unwrap(),
+        k3s,
+        "touched k3s's file"
+    );
+    let text = std::fs::read_to_string(&template).unwrap();
+    assert!(text.starts_with("{{ template \"base\" . }}\n"), "{text}");
+    // What k3s renders — its base config, then the block — is a config containerd reads,
+    // with the handler.
+    let rendered = format!("{k3s}\n{}", text.replace("{{ template \"base\" . }}", ""));
+    let doc: DocumentMut = rendered.parse().unwrap();
+    let wasm = runtime(&doc, "io.containerd.grpc.v1.cri", "wasm");
+    assert_eq!(
+        wasm.get("runtime_type").unwrap().as_str(),
+        Some(RUNTIME_TYPE)
+    );
+    // Idempotent, and uninstall takes the block away.
+    restarted(&options).unwrap();
+    assert!(!install(&options).unwrap().needs_restart());
+    uninstall(&options).unwrap();
+    let after = std::fs::read_to_string(&template).unwrap();
+    assert_eq!(after, "{{ template \"base\" . }}\n");
+}
+
+#[test]
+fn an_existing_k3s_template_keeps_what_it_says() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/containerd");
+    for (name, plugin) in [
+        ("k3s-config.toml.tmpl", "io.containerd.grpc.v1.cri"),
+        ("k3s-config-v3.toml.tmpl", "io.containerd.cri.v1.runtime"),
+    ] {
+        let text = std::fs::read_to_string(deploy.join(name)).unwrap();
+        // The operator's own template, without our handler, and with a runtime of theirs.
+        let base_line = "{{ template \"base\" . }}";
+        let header = text[..text.find(base_line).unwrap() + base_line.len()].to_owned();
+        let theirs = format!("{header}\n[plugins.'{plugin}'.containerd.runtimes.gvisor]\n  runtime_type = \"io.containerd.runsc.v1\"\n");
+        let file = Path::new(if name.contains("v3") {
+            "config-v3.toml.tmpl"
+        } else {
+            "config.toml.tmpl"
+        });
+        let version = template_version(file);
+        let once = add_runtime_to_template(file, &theirs, "wasm", None, version).unwrap();
+        assert!(once.starts_with(&theirs), "{name}: {once}");
+        let rendered = once
+            .lines()
+            .filter(|l| !l.contains("{{"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let rendered = rendered.split("*/ -}}").last().unwrap().to_owned();
+        let doc: DocumentMut = format!("version = {version}\n{rendered}")
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{once}"));
+        runtime(&doc, plugin, "wasm");
+        runtime(&doc, plugin, "gvisor");
+        let twice = add_runtime_to_template(file, &once, "wasm", None, version).unwrap();
+        assert_eq!(twice, once, "{name}: a rerun changed the template");
+        // The shipped template is what the installer writes, so a node set up from it
+        // by hand is left as it is.
+        let base = format!("{header}\n\n");
+        let written = add_runtime_to_template(file, &base, "wasm", None, version).unwrap();
+        assert_eq!(
+            written, text,
+            "{name} differs from what wasmpod install writes"
+        );
+        // A template that defines the handler itself is refused, with the reason.
+        let own = format!(
+            "{theirs}[plugins.'{plugin}'.containerd.runtimes.wasm]\n  runtime_type = \"x\"\n"
+        );
+        let e = add_runtime_to_template(file, &own, "wasm", None, version)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("defines runtimes.wasm itself"), "{name}: {e}");
+    }
 }

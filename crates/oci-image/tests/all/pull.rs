@@ -486,3 +486,55 @@ fn limits_refuse_an_image_before_its_blobs_and_name_it() {
     assert_eq!(partial, 0, "nothing of the layer in {}", ingest.display());
     assert_eq!(fresh.resolve(&big).unwrap(), None);
 }
+
+/// Promotion, staging to production: a pull keeps the whole index but fetches only this
+/// host's manifest; pushing it on to another registry copies the same image — the same
+/// index digest, every platform's manifest and blobs — fetching what the store lacks from
+/// the registry it came from.
+#[test]
+fn a_pulled_image_pushed_on_is_the_same_image() {
+    let (staging, production) = (Registry::start(), Registry::start());
+    let rt = rt();
+    let staged = ImageRef::parse(&format!("{}/app:v1", staging.host())).unwrap();
+    let promoted = ImageRef::parse(&format!("{}/team/app:v1", production.host())).unwrap();
+    let (_d, built) = store();
+    build(&built, &staged, BuildFormat::Compat, &module(2000));
+    let digest = rt
+        .block_on(oci_image::push(&built, &staged, &staged, &anonymous()))
+        .unwrap();
+
+    let (_d2, node) = store();
+    rt.block_on(oci_image::pull(&node, &staged, &anonymous()))
+        .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&node.read_blob(&digest).unwrap()).unwrap();
+    let entries: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(entries.len(), 3, "{index}");
+    assert!(
+        entries.iter().any(|d| !node.has_blob(d)),
+        "the pull fetched every platform, so this test shows nothing"
+    );
+
+    let pushed = rt
+        .block_on(oci_image::push(&node, &staged, &promoted, &anonymous()))
+        .unwrap();
+    assert_eq!(pushed, digest, "the promoted image is another image");
+    for d in entries.iter().chain([&digest]) {
+        let status = production.get(&format!("/v2/team/app/manifests/{d}"));
+        assert!(
+            status.as_deref().is_some_and(|s| s.contains(" 200 ")),
+            "production lacks manifest {d}: {status:?}"
+        );
+    }
+    // And it pulls from production as it did from staging.
+    let (_d3, other) = store();
+    let image = rt
+        .block_on(oci_image::pull(&other, &promoted, &anonymous()))
+        .unwrap();
+    assert_eq!(image.record.digest, digest);
+}

@@ -246,3 +246,36 @@ fn a_file_where_the_directory_should_be_disables_the_cache() {
     fs::write(&root, b"not a directory").unwrap();
     assert!(Cache::open(root, &engine()).is_none());
 }
+
+#[test]
+fn clearing_removes_every_engines_entries_and_nothing_else() {
+    let f = fixture();
+    f.cache.put(&f.digest, &f.code);
+    // An entry of another engine version (another compat directory), and a stray file.
+    let old = f.root.join("0123456789abcdef01234567");
+    fs::create_dir_all(&old).unwrap();
+    fs::write(old.join("abc.module.cwasm"), b"old code").unwrap();
+    fs::write(old.join("abc.module.sum"), b"old record").unwrap();
+    fs::write(old.join("notes.txt"), b"not ours").unwrap();
+    let cleared = clear_cache(&f.root).unwrap();
+    assert_eq!(cleared.entries, 2);
+    assert!(cleared.bytes > 8, "{cleared:?}");
+    assert!(f.get().is_none(), "an entry survived");
+    assert!(
+        old.join("notes.txt").exists(),
+        "removed a file that is not the cache's"
+    );
+    assert!(!old.join("abc.module.cwasm").exists());
+    // Nothing there: nothing to do.
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        clear_cache(&dir.path().join("none")).unwrap(),
+        CacheCleared::default()
+    );
+    // The cache works again afterwards (its own directory is made on the next put).
+    let again = Cache::open(f.root.clone(), &f.engine).unwrap();
+    again.put(&f.digest, &f.code);
+    assert!(again
+        .get(&f.engine, &f.digest, ProgramKind::Module)
+        .is_some());
+}

@@ -89,3 +89,27 @@ fn a_handler_without_listen_and_a_command_with_it_are_named() {
         stderr(&out)
     );
 }
+
+/// docker's `-p HOST:CONTAINER` serves a wasi:http component on the host port.
+#[test]
+fn publish_serves_a_handler_on_the_host_port() {
+    let w = Wasmpod::new();
+    let handler = http_fixture::hello_handler().to_str().unwrap();
+    let port = registry::free_port();
+    let mut child = w
+        .command()
+        .args(["run", "-p", &format!("127.0.0.1:{port}:80"), handler])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains(&format!("http://127.0.0.1:{port}")), "{line}");
+    let response = get(&format!("127.0.0.1:{port}"), "/hello");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) of our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(child.wait().unwrap().success());
+}

@@ -75,7 +75,7 @@ fn registry_errors_are_one_clear_line() {
     one_line_error(&out, "authentication required");
     let out = w
         .command()
-        .args(["push", "-u", USER, &reference])
+        .args(["push", "--username", USER, &reference])
         .env("WASMPOD_REGISTRY_PASSWORD", PASSWORD)
         .output()
         .unwrap();
@@ -84,7 +84,7 @@ fn registry_errors_are_one_clear_line() {
     let other = Wasmpod::new();
     let out = other
         .command()
-        .args(["pull", "-u", USER, &reference])
+        .args(["pull", "--username", USER, &reference])
         .env("WASMPOD_REGISTRY_PASSWORD", "wrong")
         .output()
         .unwrap();
@@ -97,7 +97,7 @@ fn registry_errors_are_one_clear_line() {
         .command()
         .args([
             "pull",
-            "-u",
+            "--username",
             USER,
             "--password-stdin",
             &format!("{}/probe:missing", registry.host()),
@@ -241,6 +241,22 @@ fn images_rmi_and_prune() {
     assert_code(&out, 0);
     assert!(
         stdout(&out).starts_with("Deleted 0 blobs"),
+        "{}",
+        stdout(&out)
+    );
+    assert_code(&w.run(&["example.com/b:v1", "args"]), 0);
+    // The run compiled b's program into the cache; prune --cache empties it, and the next
+    // run compiles again.
+    let out = w.cmd(&["prune", "--cache"]);
+    assert_code(&out, 0);
+    assert!(
+        stdout(&out).contains("Deleted 1 compiled programs"),
+        "{}",
+        stdout(&out)
+    );
+    let out = w.cmd(&["prune", "--cache"]);
+    assert!(
+        stdout(&out).contains("Deleted 0 compiled programs"),
         "{}",
         stdout(&out)
     );
@@ -413,4 +429,60 @@ fn hostile_layers_keep_a_pull_small() {
             "{name}: a failed pull tags nothing"
         );
     }
+}
+
+/// `wasmpod images | head -1`: a reader that goes away ends the listing as it ends `ls`
+/// (SIGPIPE), not with a panic and exit 101.
+#[test]
+fn a_listing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let w = Wasmpod::new();
+    for i in 0..3 {
+        let out = w.cmd(&["build", probe(), "-t", &format!("localhost/many:v{i}")]);
+        assert_code(&out, 0);
+    }
+    let mut child = w
+        .command()
+        .arg("images")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before wasmpod has started: its first write meets no reader.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        out.status
+    );
+}
+
+/// A build whose `-o` cannot be written fails naming it, and leaves no tag behind.
+#[test]
+fn a_build_into_a_missing_directory_leaves_no_image() {
+    let w = Wasmpod::new();
+    let out = w.cmd(&[
+        "build",
+        probe(),
+        "-t",
+        "localhost/x:v1",
+        "-o",
+        "/nonexistent/dir/x.tar",
+    ]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("-o /nonexistent/dir/x.tar: /nonexistent/dir is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+    let listed = w.cmd(&["images"]);
+    assert!(
+        !stdout(&listed).contains("localhost/x"),
+        "{}",
+        stdout(&listed)
+    );
 }

@@ -19,6 +19,7 @@ mod errors;
 mod fs;
 mod http;
 mod images;
+mod install;
 mod kube;
 mod limits;
 mod run;

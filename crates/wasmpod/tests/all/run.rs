@@ -151,3 +151,75 @@ fn wasm_proposals_wasmtime_enables_run() {
         assert_eq!(out.status.code(), Some(code), "{file}: {}", stderr(&out));
     }
 }
+
+/// docker's flags do what docker users expect: `-u` is the container's user (not a
+/// registry login), `--rm` and `--name` are accepted, `-d` is refused with the reason, and
+/// a usage error exits 125 as docker's do.
+#[test]
+fn docker_habits() {
+    let w = Wasmpod::new();
+    let out = w.run(&["-u", "1000", "--rm", "--name", "probe-1", probe(), "args"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    // The warning is one line a person reads, not a timestamped log line.
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("wasmpod: warning: ") && l.contains("uid 1000 gid 0")),
+        "{err}"
+    );
+    assert!(!err.contains(" WARN "), "{err}");
+
+    let out = w.run(&["-d", probe()]);
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("-d: wasmpod run stays in the foreground"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = w.run(&["--no-such-flag", probe()]);
+    assert_code(&out, 125);
+    let out = w.run(&["-u", "nobody", probe()]);
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("a numeric UID[:GID]"),
+        "{}",
+        stderr(&out)
+    );
+    // --help is not an error.
+    assert_code(&w.cmd(&["run", "--help"]), 0);
+
+    // A command's port cannot be moved: it listens on the host's network.
+    let out = w.run(&["-p", "18080:8080", probe(), "args"]);
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("publish it as -p 8080:8080"),
+        "{}",
+        stderr(&out)
+    );
+    let out = w.run(&["-p", "8080:8080", probe(), "args"]);
+    assert_code(&out, 0);
+    // The name is what messages name.
+    let out = w.run(&["--name", "probe-2", "--timeout", "50ms", probe(), "spin"]);
+    assert_code(&out, 137);
+    assert!(
+        stderr(&out).contains("wasmpod: probe-2: killed after the --timeout"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn shell_completions() {
+    let w = Wasmpod::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = w.cmd(&["completions", shell]);
+        assert_code(&out, 0);
+        let script = stdout(&out);
+        assert!(
+            script.contains("wasmpod") && script.contains("uninstall"),
+            "{shell}: {script}"
+        );
+    }
+    assert_code(&w.cmd(&["completions", "tcsh"]), 125);
+}
