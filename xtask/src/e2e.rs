@@ -614,7 +614,9 @@ impl Containerd {
             .spawn()
             .context("starting containerd")?;
         *self.child.borrow_mut() = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A restart reconnects to every shim still running and reloads the CRI state: on 2
+        // busy cores that has taken over 20 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.socket().exists() && self.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
                 return Ok(());
@@ -631,7 +633,10 @@ impl Containerd {
                 );
             }
             if Instant::now() > deadline {
-                bail!("containerd did not answer within 20 s");
+                bail!(
+                    "containerd did not answer within 60 s; see {}",
+                    self.dir.join("containerd.log").display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

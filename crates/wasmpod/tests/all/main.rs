@@ -100,3 +100,41 @@ pub(crate) fn assert_code(out: &Output, code: i32) {
 pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// `cmd` run to its end, with its peak resident memory in bytes (`wait4`'s rusage, which
+/// is this child's alone).
+#[allow(clippy::zombie_processes, reason = "reaped by the wait4 below")]
+pub(crate) fn output_and_peak_memory(mut cmd: Command) -> (Output, u64) {
+    use std::io::Read as _;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        err.read_to_end(&mut stderr).unwrap();
+        stderr
+    });
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let stderr = reader.join().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, not waited for yet; both pointers are valid.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    use std::os::unix::process::ExitStatusExt as _;
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout,
+        stderr,
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}
