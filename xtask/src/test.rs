@@ -1,10 +1,30 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest: fmt, clippy,
-//! docs, the tests, a short pass of each fuzz target, then the containerd e2e.
+//! docs, the tests, the README's first command, a short pass of each fuzz target, then the
+//! containerd e2e.
 
-use crate::util::{cargo, require_wasm_toolchain, run as sh};
+use crate::util::{cargo, output_ok, require_wasm_toolchain, run as sh};
 
 /// Seconds each fuzz target runs in the short pass (`cargo xtask fuzz` runs them longer).
 const FUZZ_SECONDS: &str = "15";
+
+/// The README's first command, as a new user runs it, but on the debug build the e2e uses
+/// (a `--release` build would compile wasmtime a second time; on a fresh machine, which
+/// has no protoc, everything was built from nothing by then): the bundled example must
+/// print its greeting.
+fn readme_first_command() -> anyhow::Result<()> {
+    let bins = crate::e2e::build_binaries_in("debug", &[])?;
+    let out = output_ok(
+        std::process::Command::new(&bins.wasmpod)
+            .args(["run", "examples/hello.wat"])
+            .current_dir(crate::util::root()),
+    )?;
+    anyhow::ensure!(
+        out == "Hello from a wasm container!\n",
+        "the README's first command printed {out:?}"
+    );
+    eprintln!("the README's first command: {}", out.trim_end());
+    Ok(())
+}
 
 /// Runs fmt, clippy, docs and the whole test suite. Extra arguments go to `cargo test`.
 pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
@@ -22,6 +42,7 @@ pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
         .args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     sh(cargo().args(["test", "--workspace"]).args(extra))?;
+    readme_first_command()?;
     // The fuzz targets: formatted like the rest, and a short pass of each.
     sh(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
     crate::fuzz::run(&["--seconds".to_owned(), FUZZ_SECONDS.to_owned()])?;

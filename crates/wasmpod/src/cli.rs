@@ -556,13 +556,13 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value = "missing")]
     pub(crate) pull: PullPolicy,
 
-    /// Publish a port, as docker's -p [IP:]HOST:CONTAINER or PORT: a wasi:http component is
+    /// Publish a port, as docker's -p HOST:CONTAINER, IP:HOST:CONTAINER or PORT: a wasi:http component is
     /// served on IP:HOST (IP 0.0.0.0 by default, as docker's); a command may listen on
     /// CONTAINER, which must equal HOST (the guest shares the host's network)
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER", value_parser = parse_publish)]
     pub(crate) publish: Vec<Publish>,
 
-    /// The container's user, as docker's -u UID[:GID]: written into its runtime spec. WASI
+    /// The container's user, as docker's -u UID or UID:GID: written into its runtime spec. WASI
     /// has no users, so files are still opened as wasmpod's own user (said as a warning)
     #[arg(short = 'u', long = "user", value_name = "UID[:GID]", value_parser = parse_user)]
     pub(crate) user: Option<(u32, u32)>,

@@ -448,3 +448,38 @@ fn a_build_into_a_missing_directory_leaves_no_image() {
         stdout(&listed)
     );
 }
+
+/// Promotion from a staging registry to production: `pull` then `push` to another
+/// registry gives the same image — `skopeo inspect --raw` shows the same index on both,
+/// and every platform's manifest is there, though the pull fetched only this host's.
+#[test]
+fn pull_then_push_to_another_registry_is_the_same_index() {
+    let (staging, production) = (Registry::start(), Registry::start());
+    let staged = format!("{}/app:v1", staging.host());
+    let promoted = format!("{}/team/app:v1", production.host());
+    let builder = Wasmpod::new();
+    assert_code(&builder.cmd(&["build", probe(), "-t", &staged]), 0);
+    assert_code(&builder.cmd(&["push", &staged]), 0);
+    let node = Wasmpod::new();
+    assert_code(&node.cmd(&["pull", &staged]), 0);
+    let out = node.cmd(&["push", &staged, &promoted]);
+    assert_code(&out, 0);
+    let raw = |reference: &str, digest: Option<&str>| {
+        let target = match digest {
+            Some(d) => format!("docker://{}@{d}", reference.rsplit_once(':').unwrap().0),
+            None => format!("docker://{reference}"),
+        };
+        let out = skopeo(&["inspect", "--raw", "--tls-verify=false", &target]);
+        assert!(out.status.success(), "{target}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (before, after) = (raw(&staged, None), raw(&promoted, None));
+    assert_eq!(before, after, "the promoted index differs");
+    let index: serde_json::Value = serde_json::from_str(&after).unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert!(manifests.len() > 1, "{index}");
+    for m in manifests {
+        let digest = m["digest"].as_str().unwrap();
+        assert_eq!(raw(&staged, Some(digest)), raw(&promoted, Some(digest)));
+    }
+}
