@@ -206,6 +206,14 @@ impl Target {
         })
     }
 
+    /// Leaves a restart pending until [`restarted`]: `verb` (install, uninstall) changed
+    /// what containerd reads.
+    fn mark_restart_pending(&self, handler: &str, verb: &str) -> Result<()> {
+        let text =
+            format!("containerd has not been restarted since wasmpod {verb} changed its config\n");
+        write_atomically(&self.restart_marker(handler), text.as_bytes(), 0o644)
+    }
+
     /// The pending-restart marker (local path), beside the main config.
     fn restart_marker(&self, handler: &str) -> PathBuf {
         self.host.local(
@@ -289,12 +297,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
         write_atomically(&local, updated.as_bytes(), mode_of(&local))?;
     }
     if report.shim_installed.is_some() || report.config_changed {
-        let marker = target.restart_marker(&options.handler);
-        write_atomically(
-            &marker,
-            b"containerd has not been restarted since wasmpod install changed its config\n",
-            0o644,
-        )?;
+        target.mark_restart_pending(&options.handler, "install")?;
     }
     Ok(report)
 }
@@ -303,12 +306,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
 /// restart is cleared.
 pub fn restarted(options: &InstallOptions) -> Result<()> {
     let target = Target::resolve(options)?;
-    let marker = target.restart_marker(&options.handler);
-    match std::fs::remove_file(&marker) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(&marker)(e)),
-    }
+    remove_if_present(&target.restart_marker(&options.handler)).map(drop)
 }
 
 /// What an uninstall removed (host paths).
@@ -374,15 +372,10 @@ pub fn uninstall(options: &InstallOptions) -> Result<UninstallReport> {
             report.shim_removed = Some(shim);
         }
     }
-    let marker = target.restart_marker(&options.handler);
     if changed {
-        write_atomically(
-            &marker,
-            b"containerd has not been restarted since wasmpod uninstall changed its config\n",
-            0o644,
-        )?;
+        target.mark_restart_pending(&options.handler, "uninstall")?;
     }
-    report.restart_pending = marker.exists();
+    report.restart_pending = target.restart_marker(&options.handler).exists();
     Ok(report)
 }
 

@@ -250,9 +250,11 @@ pub(crate) struct CriStopArgs {
     pub(crate) stop_timeout: i64,
 }
 
+/// Where containerd and the shim are on this node, and how containerd is restarted
+/// (shared by `install` and `uninstall`).
 #[derive(Debug, Args)]
-pub(crate) struct InstallArgs {
-    /// containerd's config file (created when missing)
+pub(crate) struct NodeArgs {
+    /// containerd's config file (created by install when missing)
     #[arg(
         long,
         default_value = "/etc/containerd/config.toml",
@@ -263,6 +265,36 @@ pub(crate) struct InstallArgs {
     /// The runtime handler name (the RuntimeClass handler)
     #[arg(long, default_value = "wasm", value_name = "NAME")]
     pub(crate) handler: String,
+
+    /// Where the shim goes: a directory on containerd's PATH
+    #[arg(long, default_value = "/usr/local/bin", value_name = "DIR")]
+    pub(crate) bin_dir: PathBuf,
+
+    /// The command that restarts containerd, run only when something changed
+    #[arg(
+        long,
+        default_value = "systemctl restart containerd",
+        value_name = "CMD"
+    )]
+    pub(crate) restart_command: String,
+
+    /// Never restart containerd (the operator does it: nothing stays pending)
+    #[arg(long)]
+    pub(crate) no_restart: bool,
+
+    /// Where the host's / is mounted when this runs in a container (the DaemonSet's /host): paths are the host's, reached through DIR
+    #[arg(long, value_name = "DIR")]
+    pub(crate) host_root: Option<PathBuf>,
+
+    /// This Kubernetes node, labelled through the API (in a pod: its service account): install sets wasmpod.io/runtime=ready once installed and containerd restarted; uninstall first removes the label
+    #[arg(long, env = "WASMPOD_NODE_NAME", value_name = "NODE")]
+    pub(crate) label_node: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
 
     /// A handler option, repeatable: isolation=shared|process, grouping=pod|node
     #[arg(long = "option", value_name = "KEY=VALUE")]
@@ -276,80 +308,23 @@ pub(crate) struct InstallArgs {
     #[arg(long, conflicts_with = "shim")]
     pub(crate) config_only: bool,
 
-    /// Where the shim goes: a directory on containerd's PATH
-    #[arg(long, default_value = "/usr/local/bin", value_name = "DIR")]
-    pub(crate) bin_dir: PathBuf,
-
     /// Config version for a new file: 2 (containerd 1.6/1.7) or 3 (2.x) [default: from `containerd --version`, else 2]
     #[arg(long, value_parser = clap::value_parser!(i64).range(2..=3), value_name = "N")]
     pub(crate) config_version: Option<i64>,
 
-    /// The command that restarts containerd, run only when something changed
-    #[arg(
-        long,
-        default_value = "systemctl restart containerd",
-        value_name = "CMD"
-    )]
-    pub(crate) restart_command: String,
-
-    /// Never restart containerd (the restart stays pending: the next run does it)
-    #[arg(long)]
-    pub(crate) no_restart: bool,
-
-    /// Where the host's / is mounted when this runs in a container (the DaemonSet's /host): paths are the host's, reached through DIR
-    #[arg(long, value_name = "DIR")]
-    pub(crate) host_root: Option<PathBuf>,
-
     /// Replace a handler of the same name that runs another runtime
     #[arg(long)]
     pub(crate) force: bool,
-
-    /// Once installed (and containerd restarted), label this Kubernetes node wasmpod.io/runtime=ready through the API (in a pod: its service account)
-    #[arg(long, env = "WASMPOD_NODE_NAME", value_name = "NODE")]
-    pub(crate) label_node: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
-    /// containerd's config file
-    #[arg(
-        long,
-        default_value = "/etc/containerd/config.toml",
-        value_name = "FILE"
-    )]
-    pub(crate) containerd_config: PathBuf,
-
-    /// The runtime handler name
-    #[arg(long, default_value = "wasm", value_name = "NAME")]
-    pub(crate) handler: String,
-
-    /// Where the shim was installed
-    #[arg(long, default_value = "/usr/local/bin", value_name = "DIR")]
-    pub(crate) bin_dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) node: NodeArgs,
 
     /// Keep the shim binary (another handler may still use it)
     #[arg(long)]
     pub(crate) keep_shim: bool,
-
-    /// The command that restarts containerd, run only when something changed
-    #[arg(
-        long,
-        default_value = "systemctl restart containerd",
-        value_name = "CMD"
-    )]
-    pub(crate) restart_command: String,
-
-    /// Never restart containerd
-    #[arg(long)]
-    pub(crate) no_restart: bool,
-
-    /// Where the host's / is mounted when this runs in a container
-    #[arg(long, value_name = "DIR")]
-    pub(crate) host_root: Option<PathBuf>,
-
-    /// First take the wasmpod.io/runtime label off this Kubernetes node, so no new pod is scheduled here
-    #[arg(long, env = "WASMPOD_NODE_NAME", value_name = "NODE")]
-    pub(crate) label_node: Option<String>,
 }
 
 /// How to reach a registry (shared by run, pull and push).

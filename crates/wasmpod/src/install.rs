@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use cri::install::{InstallOptions, SHIM_BINARY};
 
-use crate::cli::{InstallArgs, UninstallArgs};
+use crate::cli::{InstallArgs, NodeArgs, UninstallArgs};
 
 /// Runs the installer and reports what it did, a line each.
 pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
@@ -19,18 +19,15 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
             None => beside_me()?,
         })
     };
-    let runtime_options = runtime_options(&args.options)?;
+    let node = &args.node;
     let options = InstallOptions {
-        config: args.containerd_config.clone(),
-        handler: args.handler.clone(),
-        runtime_options,
+        runtime_options: runtime_options(&args.options)?,
         shim,
-        bin_dir: args.bin_dir.clone(),
         new_config_version: args
             .config_version
             .unwrap_or_else(containerd_config_version),
-        host_root: args.host_root.clone(),
         force: args.force,
+        ..options_for(node)
     };
     let report = cri::install(&options)?;
     if let Some(path) = &report.shim_installed {
@@ -38,7 +35,7 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
     }
     if report.config_changed {
         let how = if report.drop_in {
-            format!(", imported by {}", args.containerd_config.display())
+            format!(", imported by {}", node.containerd_config.display())
         } else if report.template {
             ", a k3s/RKE2 template".to_owned()
         } else {
@@ -46,7 +43,7 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
         };
         println!(
             "added runtime handler {:?} ({}) to {} (config version {}{how})",
-            args.handler,
+            node.handler,
             cri::install::RUNTIME_TYPE,
             report.config_file.display(),
             report.config_version
@@ -64,14 +61,12 @@ pub(crate) fn main(args: InstallArgs) -> anyhow::Result<()> {
         if report.restart_pending && !report.config_changed && report.shim_installed.is_none() {
             println!("an earlier install's containerd restart is still pending");
         }
-        restart(&args.restart_command, args.no_restart)?;
-        // With --no-restart the operator restarts containerd: nothing stays pending.
-        cri::install::restarted(&options)?;
-        if args.no_restart {
+        restart(node, &options)?;
+        if node.no_restart {
             return Ok(()); // not ready until containerd restarts: no label
         }
     }
-    if let Some(node) = &args.label_node {
+    if let Some(node) = &node.label_node {
         label(node, Some(crate::node::READY))?;
         println!(
             "labelled node {node} {}={}",
@@ -94,17 +89,12 @@ fn label(node: &str, value: Option<&str>) -> anyhow::Result<()> {
 
 /// `wasmpod uninstall`: the handler, its options and the shim taken away.
 pub(crate) fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+    let node = &args.node;
     let options = InstallOptions {
-        config: args.containerd_config.clone(),
-        handler: args.handler.clone(),
-        runtime_options: Vec::new(),
         shim: (!args.keep_shim).then(PathBuf::new),
-        bin_dir: args.bin_dir.clone(),
-        new_config_version: 2,
-        host_root: args.host_root.clone(),
-        force: false,
+        ..options_for(node)
     };
-    if let Some(node) = &args.label_node {
+    if let Some(node) = &node.label_node {
         // First, so that nothing new is scheduled onto a node losing its runtime.
         label(node, None)?;
         println!("removed label {} from node {node}", crate::node::LABEL);
@@ -113,7 +103,7 @@ pub(crate) fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     if let Some(file) = &report.config_edited {
         println!(
             "removed runtime handler {:?} from {}",
-            args.handler,
+            node.handler,
             file.display()
         );
     }
@@ -126,30 +116,46 @@ pub(crate) fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
     if !report.needs_restart() {
         println!(
             "nothing to remove: handler {:?} is not installed",
-            args.handler
+            node.handler
         );
         return Ok(());
     }
-    restart(&args.restart_command, args.no_restart)?;
-    cri::install::restarted(&options)?;
-    Ok(())
+    restart(node, &options)
 }
 
-/// Restarts containerd with `command` (or says why not); a failure leaves the restart
-/// pending, so the next install or uninstall retries it.
-fn restart(command: &str, skip: bool) -> anyhow::Result<()> {
-    if skip {
+/// The options `node`'s flags give; the rest as an uninstall needs them (no shim, no
+/// handler options), for install to fill in.
+fn options_for(node: &NodeArgs) -> InstallOptions {
+    InstallOptions {
+        config: node.containerd_config.clone(),
+        handler: node.handler.clone(),
+        runtime_options: Vec::new(),
+        shim: None,
+        bin_dir: node.bin_dir.clone(),
+        new_config_version: 2,
+        host_root: node.host_root.clone(),
+        force: false,
+    }
+}
+
+/// Restarts containerd with `--restart-command` (or says why not, with `--no-restart`:
+/// the operator restarts it) and records that nothing is pending any more; a failed
+/// restart stays pending, so the next install or uninstall retries it.
+fn restart(node: &NodeArgs, options: &InstallOptions) -> anyhow::Result<()> {
+    let command = &node.restart_command;
+    if node.no_restart {
         println!("containerd not restarted (--no-restart): restart it to use the change");
-        return Ok(());
+    } else {
+        println!("restarting containerd: {command}");
+        let status = Command::new("sh")
+            .args(["-c", command])
+            .status()
+            .with_context(|| format!("running {command:?}"))?;
+        if !status.success() {
+            bail!("{command:?} failed ({status}); the restart stays pending: the next `wasmpod install` retries it");
+        }
     }
-    println!("restarting containerd: {command}");
-    let status = Command::new("sh")
-        .args(["-c", command])
-        .status()
-        .with_context(|| format!("running {command:?}"))?;
-    if !status.success() {
-        bail!("{command:?} failed ({status}); the restart stays pending: the next `wasmpod install` retries it");
-    }
+    cri::install::restarted(options)?;
     Ok(())
 }
 
