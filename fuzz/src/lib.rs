@@ -4,8 +4,8 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
-use oci_image::media::LayerKind;
 use oci_image::{ImageRef, Store};
+use wasm_oci::media::LayerKind;
 
 /// An image reference parses, or is refused; one that parses prints as text that parses
 /// to the same print.
@@ -190,11 +190,7 @@ pub fn pod(data: &[u8]) {
     if manifests.add("fuzz", text).is_err() {
         return;
     }
-    let options = cri::PlanOptions {
-        log_dir: PathBuf::from("/fuzz/logs"),
-        pods_dir: PathBuf::from("/fuzz/pods"),
-        uid: "fuzz-uid".into(),
-    };
+    let options = cri::PlanOptions::new("/fuzz/logs", "/fuzz/pods", "fuzz-uid", "fuzz-node");
     for pod in &manifests.pods {
         let Ok(plan) = cri::PodPlan::new(pod, &manifests, &options) else {
             continue;

@@ -5,7 +5,6 @@ mod e2e;
 mod example;
 mod fuzz;
 mod test;
-#[cfg(test)]
 mod tidy;
 mod util;
 
@@ -22,6 +21,8 @@ tasks:
           --kind: the same on a kind cluster (needs docker, kind, kubectl)
   bench   startup, compile/cache and throughput figures (release build)
           --load [CYCLES]: ctr run --rm cycles 8 at a time, ours against runc (as root)
+  tidy    the rules ARCHITECTURE.md states: crate graph, wasmtime only in wasm-engine,
+          docs and unsafe attributes, unsafe only in sys modules, file length, doc lines
   fuzz    [--seconds N] [TARGET...]: each fuzz target in fuzz/ for N seconds (60)
   example static-site [-t REF] [-o OUT.tar]: builds the static-site example image from
           its sources (a wasi:http component serving files from its own root)
@@ -35,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("example") => example::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("tidy") => tidy::run(&args[1..]),
         // For the e2e: connect to a unix socket as whichever user runs this; exit 0 when
         // connected, 13 when refused for permissions, 1 otherwise.
         Some("__connect") => {

@@ -30,6 +30,7 @@ fn readme_first_command() -> anyhow::Result<()> {
 pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
     require_wasm_toolchain()?;
     sh(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    crate::tidy::run(&[])?;
     sh(cargo().args([
         "clippy",
         "--workspace",

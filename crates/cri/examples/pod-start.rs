@@ -20,11 +20,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let plan = cri::PodPlan::new(
             pod,
             &manifests,
-            &cri::PlanOptions {
-                log_dir: log_dir.into(),
-                pods_dir: pods_dir.into(),
-                uid: format!("bench-{}-{run}", std::process::id()),
-            },
+            &cri::PlanOptions::new(
+                log_dir,
+                pods_dir,
+                format!("bench-{}-{run}", std::process::id()),
+                cri::hostname(),
+            ),
         )?;
         let mut sink = |_: &str, _: &cri::Entry| {};
         let t0 = Instant::now();

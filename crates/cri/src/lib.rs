@@ -20,6 +20,7 @@
 //! **Boundary.** Never depends on the shim: the two meet only at containerd.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod client;
 mod error;
@@ -45,3 +46,11 @@ pub use plan::{
 pub use runner::{
     find_container, find_pods, remove_pods, run_pod, short, Credentials, LogSink, PodOutcome,
 };
+
+/// This machine's name as the kubelet names its node by default: the hostname (empty when
+/// it cannot be read). For [`PlanOptions::new`].
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}

@@ -299,11 +299,8 @@ data:
         }) {
             let m = Manifests::load(&[file]).unwrap();
             for pod in &m.pods {
-                let options = crate::PlanOptions {
-                    log_dir: "/var/log/pods".into(),
-                    pods_dir: "/run/wasmpod/pods".into(),
-                    uid: "u".into(),
-                };
+                let options =
+                    crate::PlanOptions::new("/var/log/pods", "/run/wasmpod/pods", "u", "node-1");
                 let plan = crate::PodPlan::new(pod, &m, &options).unwrap();
                 assert_eq!(plan.handler, "wasm", "{}", file.display());
             }

@@ -22,8 +22,11 @@ pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 /// The container's name label.
 pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 
-/// Where a plan puts things on the node.
+/// Where a plan puts things on the node, and which node it is: everything a plan would
+/// otherwise read from the machine, so that [`PodPlan::new`] reads nothing. Made by
+/// [`PlanOptions::new`]; fields may be added.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PlanOptions {
     /// Pod log directories go under it (the kubelet's `/var/log/pods`).
     pub log_dir: PathBuf,
@@ -32,6 +35,27 @@ pub struct PlanOptions {
     pub pods_dir: PathBuf,
     /// The pod's uid when the manifest has none.
     pub uid: String,
+    /// The node's name (`spec.nodeName` when the manifest has none, for the downward
+    /// API); the kubelet's default is the hostname ([`crate::hostname`]).
+    pub node_name: String,
+}
+
+impl PlanOptions {
+    /// Options for a node named `node_name`, with pod logs under `log_dir`, volumes under
+    /// `pods_dir`, and `uid` for a pod whose manifest names none.
+    pub fn new(
+        log_dir: impl Into<PathBuf>,
+        pods_dir: impl Into<PathBuf>,
+        uid: impl Into<String>,
+        node_name: impl Into<String>,
+    ) -> Self {
+        Self {
+            log_dir: log_dir.into(),
+            pods_dir: pods_dir.into(),
+            uid: uid.into(),
+            node_name: node_name.into(),
+        }
+    }
 }
 
 /// When to restart a container, from `spec.restartPolicy`.
@@ -207,6 +231,7 @@ impl PodPlan {
             spec,
             manifests,
             state_dir: options.pods_dir.join(&uid),
+            node_name: &options.node_name,
         };
         let labels: HashMap<String, String> = pod
             .metadata
@@ -285,6 +310,7 @@ struct Context<'a> {
     spec: &'a PodSpec,
     manifests: &'a Manifests,
     state_dir: PathBuf,
+    node_name: &'a str,
 }
 
 /// A volume as containers mount it: its host path, and whether it is always read-only.
@@ -810,7 +836,11 @@ impl Context<'_> {
                 "metadata.name" => self.name.to_owned(),
                 "metadata.namespace" => self.namespace.to_owned(),
                 "metadata.uid" => self.uid.to_owned(),
-                "spec.nodeName" => self.spec.node_name.clone().unwrap_or_else(node_name),
+                "spec.nodeName" => self
+                    .spec
+                    .node_name
+                    .clone()
+                    .unwrap_or_else(|| self.node_name.to_owned()),
                 "spec.serviceAccountName" => self.spec.service_account_name.clone().unwrap_or_else(|| "default".into()),
                 other => {
                     return Err(self.bad(
@@ -953,51 +983,8 @@ fn is_relative_inside(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// The node's name, as the kubelet reports it: the hostname.
-fn node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Kubernetes `$(VAR)` expansion: known variables are replaced, unknown references kept
-/// as written, `$$` is a literal `$`.
-pub(crate) fn expand(input: &str, vars: &HashMap<&str, &str>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(inner) = after.strip_prefix('(') {
-            match inner.find(')') {
-                Some(end) => {
-                    let name = &inner[..end];
-                    match vars.get(name) {
-                        Some(value) => out.push_str(value),
-                        None => {
-                            out.push_str("$(");
-                            out.push_str(name);
-                            out.push(')');
-                        }
-                    }
-                    rest = &inner[end + 1..];
-                }
-                None => {
-                    out.push_str("$(");
-                    rest = inner;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
-}
+mod expand;
+pub(crate) use expand::expand;
 
 #[cfg(test)]
 mod tests;

@@ -110,64 +110,24 @@ pub(crate) fn read_index(bytes: &[u8], digest: &str) -> Result<ImageIndex> {
     serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("image index {digest}"), e))
 }
 
-/// The host's architecture in OCI terms.
-pub(crate) fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
-/// Picks an index entry: `wasip2/wasm`, `wasip1/wasm`, `wasi/wasm`, then `linux/<host>`;
-/// a lone entry without a platform is taken as it is.
+/// Picks the index entry this host runs (`wasm_oci::platform::pick`: `wasip2/wasm`,
+/// `wasip1/wasm`, `wasi/wasm`, then `linux/<host>`; a lone entry without a platform).
 pub(crate) fn select_manifest<'a>(
     index: &'a ImageIndex,
     reference: &str,
 ) -> Result<&'a Descriptor> {
-    let platform_of = |d: &Descriptor| {
-        d.platform()
-            .as_ref()
-            .map(|p| (p.os().to_string(), p.architecture().to_string()))
-    };
-    let wanted = [
-        ("wasip2", "wasm"),
-        ("wasip1", "wasm"),
-        ("wasi", "wasm"),
-        ("linux", host_arch()),
-    ];
-    for (os, arch) in wanted {
-        if let Some(d) = index
-            .manifests()
-            .iter()
-            .find(|d| platform_of(d).is_some_and(|(o, a)| o == os && a == arch))
-        {
-            return Ok(d);
+    let host = wasm_oci::platform::host_arch();
+    wasm_oci::platform::pick(index, host).ok_or_else(|| {
+        let found = wasm_oci::platform::listed(index);
+        Error::NoMatchingPlatform {
+            reference: reference.to_owned(),
+            arch: host.to_owned(),
+            found: if found.is_empty() {
+                "nothing".to_owned()
+            } else {
+                found.join(", ")
+            },
         }
-    }
-    if let [only] = index.manifests().as_slice() {
-        if only.platform().is_none() {
-            return Ok(only);
-        }
-    }
-    let found: Vec<String> = index
-        .manifests()
-        .iter()
-        .map(|d| match platform_of(d) {
-            Some((o, a)) => format!("{o}/{a}"),
-            None => "unspecified".to_owned(),
-        })
-        .collect();
-    Err(Error::NoMatchingPlatform {
-        reference: reference.to_owned(),
-        arch: host_arch().to_owned(),
-        found: if found.is_empty() {
-            "nothing".to_owned()
-        } else {
-            found.join(", ")
-        },
     })
 }
 
@@ -184,7 +144,7 @@ pub(crate) fn inspect(
     let mut legacy = false;
     for (i, layer) in manifest.layers().iter().enumerate() {
         let media_type = layer.media_type().to_string();
-        if LayerKind::of(&media_type, layer.digest().as_ref())? == LayerKind::Wasm {
+        if media::layer_kind(&media_type, layer.digest().as_ref())? == LayerKind::Wasm {
             legacy |= media_type == media::WASM_LEGACY_LAYER;
             wasm_files.push(wasm_file_name(layer, i));
         }
@@ -273,7 +233,7 @@ fn unpack(store: &Store, digest: &str, manifest: &ImageManifest, limit: u64) -> 
         let layer_digest = layer.digest().to_string();
         let path = store.blob_path(&layer_digest)?;
         let file = fs::File::open(&path).map_err(Error::io(&path))?;
-        let kind = LayerKind::of(layer.media_type().as_ref(), &layer_digest)?;
+        let kind = media::layer_kind(layer.media_type().as_ref(), &layer_digest)?;
         if kind == LayerKind::Wasm {
             let size = file.metadata().map_err(Error::io(&path))?.len();
             budget = budget.checked_sub(size).ok_or_else(|| Error::TooLarge {

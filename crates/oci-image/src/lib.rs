@@ -13,13 +13,16 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
 mod auth;
 mod build;
 mod error;
 mod extract;
 mod image;
 mod limits;
-pub mod media;
+mod media;
 mod progress;
 mod pull;
 mod push;
@@ -41,8 +44,8 @@ pub use store::{ImageRecord, PruneReport, Store};
 pub use trust::check_private_dir;
 
 /// Entry points for the fuzz targets in `fuzz/`: what a pull and an unpack do with bytes a
-/// registry sends. Not a stable API.
-#[doc(hidden)]
+/// registry sends, behind the `fuzzing` feature. Not a stable API.
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing {
     use oci_spec::image::ImageManifest;
 
@@ -65,7 +68,8 @@ pub mod fuzzing {
             return;
         };
         for (i, layer) in manifest.layers().iter().enumerate() {
-            let kind = LayerKind::of(layer.media_type().as_ref(), layer.digest().as_ref());
+            let kind =
+                crate::media::layer_kind(layer.media_type().as_ref(), layer.digest().as_ref());
             if matches!(kind, Ok(LayerKind::Wasm)) {
                 let name = crate::image::wasm_file_name(layer, i);
                 let mut parts = std::path::Path::new(&name).components();

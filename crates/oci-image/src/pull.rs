@@ -14,7 +14,7 @@ use crate::auth::Credentials;
 use crate::error::{Error, Result};
 use crate::image::{self, Image};
 use crate::limits::ImageLimits;
-use crate::media::{self, LayerKind};
+use crate::media;
 use crate::progress::{Progress, Quiet};
 use crate::reference::ImageRef;
 use crate::store::{document_media_type, is_index, ImageRecord, Store};
@@ -223,7 +223,7 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
         manifest.config().size(),
     )?;
     for layer in manifest.layers() {
-        LayerKind::of(layer.media_type().as_ref(), layer.digest().as_ref())?;
+        media::layer_kind(layer.media_type().as_ref(), layer.digest().as_ref())?;
     }
     limits.downloads(
         &manifest_digest,

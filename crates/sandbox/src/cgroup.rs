@@ -389,13 +389,8 @@ impl Cgroup {
     /// Kills every process left in the cgroup, then removes it from every hierarchy.
     pub fn delete(&self) -> Result<()> {
         for pid in self.processes() {
-            let pid = libc::pid_t::try_from(pid).unwrap_or(0);
-            if pid > 0 {
-                // SAFETY: kill(2) with a pid read from the cgroup and a valid signal.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
+            // A process already gone, or a pid out of range, leaves nothing to kill.
+            let _ = crate::sys::kill_now(libc::pid_t::try_from(pid).unwrap_or(0));
         }
         // A killed process leaves the cgroup once the kernel has reaped it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

@@ -5,13 +5,14 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use oci_spec::runtime::{Capabilities, LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// The network a container's process gets, from the spec's `linux.namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +52,9 @@ fn cap_set(spec_set: &Option<Capabilities>, field: &str) -> Result<CapsHashSet> 
     Ok(set)
 }
 
-fn os_error(what: &str) -> Error {
-    Error::Confine(format!("{what}: {}", io::Error::last_os_error()))
+/// What a failed system call of the confinement becomes: the step and the OS error.
+fn os_error(what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |e| Error::Confine(format!("{what}: {e}"))
 }
 
 impl Confinement {
@@ -123,30 +125,14 @@ impl Confinement {
                 let ns = File::open(path).map_err(|e| {
                     Error::Confine(format!("network namespace {}: {e}", path.display()))
                 })?;
-                // SAFETY: setns(2) on a descriptor we own, for a network namespace.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(os_error(&format!(
-                        "joining network namespace {}",
-                        path.display()
-                    )));
-                }
+                sys::join_network_namespace(ns.as_fd()).map_err(|e| {
+                    Error::Confine(format!("joining network namespace {}: {e}", path.display()))
+                })?;
             }
         }
         unshare(libc::CLONE_NEWNS, "a mount namespace")?;
         // Mounts made inside stay inside; the host's still reach in.
-        // SAFETY: mount(2) changing only the propagation of "/", with static strings.
-        let rc = unsafe {
-            libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(os_error("making / a slave mount"));
-        }
+        sys::make_root_rslave().map_err(os_error("making / a slave mount"))?;
         self.drop_privileges()
     }
 
@@ -164,23 +150,11 @@ impl Confinement {
             }
         }
         // Keep the permitted set across the change of user; it is narrowed right after.
-        // SAFETY: prctl(2) with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-            return Err(os_error("PR_SET_KEEPCAPS"));
-        }
-        // SAFETY: setgroups(2) reads `len` gids from a live slice; setgid/setuid take
-        // integers. glibc applies them to every thread (there is one).
-        unsafe {
-            if libc::setgroups(self.additional_gids.len(), self.additional_gids.as_ptr()) != 0 {
-                return Err(os_error("setgroups"));
-            }
-            if libc::setgid(self.gid) != 0 {
-                return Err(os_error(&format!("setgid {}", self.gid)));
-            }
-            if libc::setuid(self.uid) != 0 {
-                return Err(os_error(&format!("setuid {}", self.uid)));
-            }
-        }
+        sys::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(os_error("PR_SET_KEEPCAPS"))?;
+        // glibc applies these to every thread (there is one).
+        sys::setgroups(&self.additional_gids).map_err(os_error("setgroups"))?;
+        sys::setgid(self.gid).map_err(os_error(&format!("setgid {}", self.gid)))?;
+        sys::setuid(self.uid).map_err(os_error(&format!("setuid {}", self.uid)))?;
         caps::set(None, CapSet::Effective, effective).map_err(|e| caps_err("effective", e))?;
         caps::set(None, CapSet::Permitted, permitted).map_err(|e| caps_err("permitted", e))?;
         caps::set(None, CapSet::Inheritable, inheritable)
@@ -190,25 +164,14 @@ impl Confinement {
             caps::raise(None, CapSet::Ambient, *cap)
                 .map_err(|e| caps_err(&format!("raising {cap} in the ambient set"), e))?;
         }
-        // SAFETY: prctl(2) with integer arguments only.
-        unsafe {
-            if libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0 {
-                return Err(os_error("PR_SET_KEEPCAPS"));
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(os_error("PR_SET_NO_NEW_PRIVS"));
-            }
-        }
+        sys::prctl(libc::PR_SET_KEEPCAPS, 0).map_err(os_error("PR_SET_KEEPCAPS"))?;
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(os_error("PR_SET_NO_NEW_PRIVS"))?;
         Ok(())
     }
 }
 
 fn unshare(flag: libc::c_int, what: &str) -> Result<()> {
-    // SAFETY: unshare(2) with a single namespace flag.
-    if unsafe { libc::unshare(flag) } != 0 {
-        return Err(os_error(&format!("creating {what}")));
-    }
-    Ok(())
+    sys::unshare(flag).map_err(os_error(&format!("creating {what}")))
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 mod cgroup;
 mod confine;
@@ -46,6 +47,11 @@ mod netns;
 mod network;
 mod paths;
 mod policy;
+#[allow(
+    unsafe_code,
+    reason = "the system calls std has no API for, behind safe functions"
+)]
+mod sys;
 mod units;
 
 pub use cgroup::{cgroup_path, shares_to_weight, Cgroup, CgroupStats};

@@ -7,7 +7,7 @@
 //! its pod's namespace before running anything, so its sockets are the pod's.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,9 +48,7 @@ impl NetnsRuntime {
             .event_interval(1)
             .enable_all()
             .on_thread_start(move || {
-                // SAFETY: setns(2) of the calling thread into a namespace descriptor we own.
-                if unsafe { libc::setns(ns_start.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    let error = std::io::Error::last_os_error();
+                if let Err(error) = crate::sys::join_network_namespace(ns_start.as_fd()) {
                     tracing::error!(%error, "joining the guest's network namespace");
                     failed_start.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
@@ -104,13 +102,8 @@ impl Drop for NetnsRuntime {
 /// A new network namespace, made on a short-lived thread so that no other thread moves.
 fn new_namespace() -> Result<OwnedFd> {
     std::thread::spawn(|| -> Result<OwnedFd> {
-        // SAFETY: unshare(2) of this thread's network namespace only.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(Error::Confine(format!(
-                "a new network namespace: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        crate::sys::unshare(libc::CLONE_NEWNET)
+            .map_err(|e| Error::Confine(format!("a new network namespace: {e}")))?;
         File::open("/proc/thread-self/ns/net")
             .map(OwnedFd::from)
             .map_err(|e| Error::Confine(format!("the new network namespace: {e}")))
@@ -180,7 +173,6 @@ mod tests {
     }
 
     fn nix_root() -> bool {
-        // SAFETY: geteuid(2) has no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        rustix::process::geteuid().is_root()
     }
 }

@@ -8,8 +8,7 @@ use oci_spec::runtime::LinuxResources;
 use sandbox::Cgroup;
 
 fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 fn resources(json: &str) -> LinuxResources {

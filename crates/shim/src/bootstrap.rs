@@ -556,8 +556,7 @@ fn private_socket_dir(dir: &Path) -> Result<()> {
         .create(dir)
         .map_err(io(format!("creating {}", dir.display())))?;
     let meta = std::fs::metadata(dir).map_err(io(format!("reading {}", dir.display())))?;
-    // SAFETY: geteuid has no arguments and cannot fail.
-    let mine = meta.uid() == unsafe { libc::geteuid() };
+    let mine = meta.uid() == sys::euid();
     if mine && meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io(format!("making {} private", dir.display())))?;

@@ -10,7 +10,8 @@ use tokio::sync::{oneshot, watch};
 use wasm_engine::{CpuMeter, KillHandle, MemoryGauge, Program, RunConfig};
 
 use crate::error::{Error, Result};
-use crate::process::{ProcessWorkload, SharedCgroup};
+use crate::process::ProcessWorkload;
+use crate::task::SharedGroup;
 
 /// What a container runs once started.
 pub(crate) enum Workload {
@@ -117,7 +118,7 @@ pub(crate) struct Container {
     /// Closes the guest's stdin (CloseIO).
     pub(crate) stdin_close: Option<oneshot::Sender<()>>,
     /// The cgroup of a process-level container.
-    pub(crate) cgroup: Option<SharedCgroup>,
+    pub(crate) cgroup: Option<SharedGroup>,
     /// A pod sandbox's network namespace (CNI's), which its process-level containers join.
     pub(crate) netns: Option<PathBuf>,
     state: State,

@@ -8,15 +8,10 @@ use containerd_client::services::v1::{GetContainerRequest, GetImageRequest, Read
 use containerd_client::tonic::Request;
 use containerd_client::{with_namespace, Client};
 use oci_spec::image::{ImageIndex, ImageManifest};
-use sha2::{Digest as _, Sha256};
+use wasm_oci::platform;
 
 use crate::error::{Error, Result};
 
-/// Layer media types that hold a wasm binary: the CNCF artifact's and wasm-to-oci's.
-const WASM_LAYER_TYPES: [&str; 2] = [
-    "application/wasm",
-    "application/vnd.wasm.content.layer.v1+wasm",
-];
 /// The largest manifest, index or config read (containerd's own limit, and oci-image's).
 const MAX_DOCUMENT: u64 = 4 << 20;
 
@@ -104,8 +99,12 @@ impl ContentStore {
             .await?;
         if let Ok(index) = serde_json::from_slice::<ImageIndex>(&document) {
             if !index.manifests().is_empty() {
-                let entry = pick(&index).ok_or_else(|| {
-                    Error::Content(format!("image {image}: the index lists no manifest"))
+                let entry = platform::pick(&index, platform::host_arch()).ok_or_else(|| {
+                    Error::Content(format!(
+                        "image {image}: no manifest for wasm or linux/{} in its index (it lists {})",
+                        platform::host_arch(),
+                        platform::listed(&index).join(", ")
+                    ))
                 })?;
                 manifest_digest = entry.digest().to_string();
                 document = self
@@ -158,7 +157,7 @@ impl ContentStore {
         let Some(layer) = manifest
             .layers()
             .iter()
-            .find(|l| WASM_LAYER_TYPES.contains(&l.media_type().to_string().as_str()))
+            .find(|l| wasm_oci::media::is_wasm_layer(l.media_type().as_ref()))
         else {
             return Ok(None);
         };
@@ -189,11 +188,9 @@ impl ContentStore {
                 "{what}: {size} bytes is over the limit of {max}"
             )));
         }
-        let Some(hex) = digest.strip_prefix("sha256:") else {
-            return Err(Error::Content(format!(
-                "{what}: only sha256 digests are supported"
-            )));
-        };
+        if let Err(e) = wasm_oci::digest::hex_of(digest) {
+            return Err(Error::Content(format!("{what}: {e}")));
+        }
         let mut stream = client
             .content()
             .read(with_namespace!(
@@ -216,76 +213,23 @@ impl ContentStore {
                 )));
             }
         }
-        let got = hex::encode(Sha256::digest(&bytes));
-        if bytes.len() as u64 != size || got != hex {
-            return Err(Error::Content(format!(
-                "{what}: content does not match its digest (got sha256:{got}, {} bytes)",
-                bytes.len()
-            )));
-        }
+        wasm_oci::digest::verify(digest, size, &bytes)
+            .map_err(|e| Error::Content(format!("image {image}: blob {e}")))?;
         Ok(bytes)
     }
 }
 
-/// The index entry to run: a wasm platform first (`wasip2`, `wasip1`, `wasi` on `wasm`),
-/// else the host's, else the first.
-fn pick(index: &ImageIndex) -> Option<&oci_spec::image::Descriptor> {
-    let entries = index.manifests();
-    let os_of = |d: &oci_spec::image::Descriptor| {
-        d.platform()
-            .as_ref()
-            .map(|p| (p.os().to_string(), p.architecture().to_string()))
-    };
-    for os in ["wasip2", "wasip1", "wasi"] {
-        if let Some(d) = entries
-            .iter()
-            .find(|d| os_of(d).is_some_and(|(o, a)| o == os && a == "wasm"))
-        {
-            return Some(d);
-        }
-    }
-    entries
-        .iter()
-        .find(|d| os_of(d).is_some_and(|(o, a)| o == "linux" && a == "amd64"))
-        .or_else(|| entries.first())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn index(platforms: &[(&str, &str)]) -> ImageIndex {
-        let manifests: Vec<_> = platforms
-            .iter()
-            .enumerate()
-            .map(|(i, (os, arch))| {
-                serde_json::json!({
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": format!("sha256:{:064x}", i),
-                    "size": 100,
-                    "platform": {"os": os, "architecture": arch},
-                })
-            })
-            .collect();
-        serde_json::from_value(serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
-            .unwrap()
+#[async_trait::async_trait]
+impl crate::task::Images for ContentStore {
+    async fn wasm_layer(&self, id: &str, max_size: u64) -> Result<Option<WasmLayer>> {
+        ContentStore::wasm_layer(self, id, max_size).await
     }
 
-    fn picked(platforms: &[(&str, &str)]) -> Option<String> {
-        let index = index(platforms);
-        pick(&index).map(|d| d.digest().to_string())
+    async fn image_name(&self, id: &str) -> Option<String> {
+        ContentStore::image_name(self, id).await
     }
 
-    #[test]
-    fn a_wasm_platform_wins_then_the_host_then_the_first() {
-        let digest = |i: u32| Some(format!("sha256:{i:064x}"));
-        assert_eq!(picked(&[("linux", "amd64"), ("wasip1", "wasm")]), digest(1));
-        assert_eq!(
-            picked(&[("wasip1", "wasm"), ("wasip2", "wasm"), ("wasi", "wasm")]),
-            digest(1)
-        );
-        assert_eq!(picked(&[("linux", "arm64"), ("linux", "amd64")]), digest(1));
-        assert_eq!(picked(&[("linux", "arm64")]), digest(0));
-        assert_eq!(picked(&[]), None);
+    async fn exposed_ports(&self, id: &str) -> Result<Vec<u16>> {
+        ContentStore::exposed_ports(self, id).await
     }
 }

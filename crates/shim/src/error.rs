@@ -1,4 +1,7 @@
-//! The shim's error type, mapped once to ttrpc status codes at the edge.
+//! The shim's error type, mapped once to ttrpc status codes at the edge: what the request
+//! got wrong is INVALID_ARGUMENT (a spec that cannot become a policy, an entrypoint that is
+//! not wasm), a missing container NOT_FOUND, a call out of turn FAILED_PRECONDITION, and
+//! what failed on the node (mounts, cgroups, I/O, the shim itself) INTERNAL.
 
 use containerd_shim::protos::ttrpc;
 
@@ -45,6 +48,31 @@ pub enum Error {
         /// The engine's reason.
         source: wasm_engine::Error,
     },
+    /// The container's cgroup could not be made, changed or removed.
+    #[error("container {id}: {source}")]
+    Cgroup {
+        /// The container.
+        id: String,
+        /// The sandbox's reason.
+        source: sandbox::Error,
+    },
+    /// Threads in a network namespace could not be started.
+    #[error("{context}: {source}")]
+    Network {
+        /// Whose network, and what was being done.
+        context: String,
+        /// The sandbox's reason.
+        source: sandbox::Error,
+    },
+    /// Something in the shim itself failed (a task of its own panicked, an encoding): not
+    /// the request's fault.
+    #[error("{context}: internal error: {reason}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Mounting or unmounting the root filesystem failed.
     #[error("container {id}: root filesystem: {reason}")]
     Rootfs {
@@ -79,7 +107,12 @@ impl From<Error> for ttrpc::Error {
                 ttrpc::Code::INVALID_ARGUMENT
             }
             Error::Unimplemented(_) => ttrpc::Code::UNIMPLEMENTED,
-            Error::Rootfs { .. } | Error::Io { .. } | Error::Content(_) => ttrpc::Code::INTERNAL,
+            Error::Rootfs { .. }
+            | Error::Io { .. }
+            | Error::Content(_)
+            | Error::Cgroup { .. }
+            | Error::Network { .. }
+            | Error::Internal { .. } => ttrpc::Code::INTERNAL,
         };
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))
     }
@@ -89,4 +122,46 @@ impl From<Error> for ttrpc::Error {
 pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
     move |source| Error::Io { context, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: Error) -> ttrpc::Code {
+        match ttrpc::Error::from(e) {
+            ttrpc::Error::RpcStatus(status) => status.code(),
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_error_maps_to_one_grpc_code() {
+        assert_eq!(code(Error::NotFound("c".into())), ttrpc::Code::NOT_FOUND);
+        assert_eq!(
+            code(Error::InvalidArgument("bad".into())),
+            ttrpc::Code::INVALID_ARGUMENT
+        );
+        let cgroup = Error::Cgroup {
+            id: "c".into(),
+            source: sandbox::Error::Cgroup {
+                path: "/wasmpod/c".into(),
+                reason: "mkdir: permission denied".into(),
+            },
+        };
+        assert_eq!(
+            cgroup.to_string(),
+            "container c: cgroup /wasmpod/c: mkdir: permission denied"
+        );
+        assert_eq!(code(cgroup), ttrpc::Code::INTERNAL);
+        let internal = Error::Internal {
+            context: "container c: compiling".into(),
+            reason: "task panicked".into(),
+        };
+        assert_eq!(code(internal), ttrpc::Code::INTERNAL);
+        assert_eq!(
+            code(Error::Unimplemented("Pause")),
+            ttrpc::Code::UNIMPLEMENTED
+        );
+    }
 }

@@ -173,3 +173,26 @@ impl Events {
             .await;
     }
 }
+
+#[async_trait::async_trait]
+impl crate::task::Publish for Events {
+    async fn create(&self, event: TaskCreate) {
+        Events::create(self, event).await;
+    }
+
+    async fn start(&self, id: &str, pid: u32) {
+        Events::start(self, id, pid).await;
+    }
+
+    async fn oom(&self, id: &str) {
+        Events::oom(self, id).await;
+    }
+
+    async fn exit(&self, id: &str, pid: u32, code: u32, at: SystemTime) {
+        Events::exit(self, id, pid, code, at).await;
+    }
+
+    async fn delete(&self, id: &str, pid: u32, code: u32, at: SystemTime) {
+        Events::delete(self, id, pid, code, at).await;
+    }
+}

@@ -31,6 +31,7 @@
 //!   with `runtimeClassName: wasm` needs no native runtime.
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 mod bootstrap;
 mod container;
@@ -43,6 +44,10 @@ mod process;
 mod rootfs;
 mod service;
 mod stdio;
+#[allow(
+    unsafe_code,
+    reason = "the system calls std has no API for, behind safe functions"
+)]
 mod sys;
 mod task;
 

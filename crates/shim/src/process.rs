@@ -129,7 +129,7 @@ fn child_stdio(stream: StdioStream) -> std::process::Stdio {
 pub(crate) fn spawn(
     id: &str,
     bundle: &Path,
-    cgroup: &Cgroup,
+    cgroup: &str,
     workload: ProcessWorkload,
 ) -> Result<u32> {
     let exe = std::env::current_exe().map_err(|e| Error::Io {
@@ -156,7 +156,7 @@ pub(crate) fn spawn(
         .arg(GUEST_COMMAND)
         .arg(id)
         .arg(bundle)
-        .arg(cgroup.path())
+        .arg(cgroup)
         .arg(netns)
         .args(program.iter())
         .current_dir(bundle)
@@ -180,9 +180,7 @@ pub(crate) fn spawn(
 pub(crate) fn signal(id: &str, pid: u32, signal: u32) -> Result<()> {
     let pid = libc::pid_t::try_from(pid).unwrap_or(0);
     let sig = libc::c_int::try_from(signal).unwrap_or(0);
-    // SAFETY: kill(2) of a child we started and have not reaped.
-    if pid <= 0 || unsafe { libc::kill(pid, sig) } != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = crate::sys::kill(pid, sig) {
         return Err(match e.raw_os_error() {
             Some(libc::ESRCH) => Error::NotFound(format!("{id}: process already finished")),
             _ => Error::Io {
@@ -209,17 +207,10 @@ pub fn guest_main(args: &[String]) -> ! {
 /// Ends this process with SIGKILL when its shim dies: nobody would report its exit, and
 /// the dead shim's cleanup removes its cgroup.
 fn die_with_parent() -> std::result::Result<(), String> {
-    // SAFETY: prctl(2) with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
-        return Err(format!(
-            "PR_SET_PDEATHSIG: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    crate::sys::die_with_parent().map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     // The shim may have died before the line above.
     let expected = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
-    // SAFETY: getppid(2) has no preconditions.
-    let parent = unsafe { libc::getppid() };
+    let parent = crate::sys::parent_pid();
     if expected.is_some_and(|p: libc::pid_t| p != parent) {
         return Err("the shim that started this guest is gone".into());
     }
@@ -392,7 +383,68 @@ fn forward_signals(kill: &KillHandle) {
 }
 
 /// The cgroup a process-level container holds from Create to Delete.
-pub(crate) type SharedCgroup = Arc<Cgroup>;
+/// The real process level: cgroups under `/sys/fs/cgroup`, this binary re-executed as the
+/// child, and the shim's reaper telling its exit.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Children;
+
+impl crate::task::Group for Cgroup {
+    fn path(&self) -> &str {
+        Cgroup::path(self)
+    }
+
+    fn stats(&self) -> sandbox::CgroupStats {
+        Cgroup::stats(self)
+    }
+
+    fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> sandbox::Result<()> {
+        Cgroup::update(self, resources)
+    }
+
+    fn delete(&self) -> sandbox::Result<()> {
+        Cgroup::delete(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::task::ExitWait for ExitWatch {
+    async fn wait(self: Box<Self>, pid: u32) -> i32 {
+        ExitWatch::wait(*self, pid).await
+    }
+
+    async fn cancel(self: Box<Self>) {
+        ExitWatch::cancel(*self).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::task::Processes for Children {
+    fn create_group(
+        &self,
+        path: &str,
+        resources: Option<&oci_spec::runtime::LinuxResources>,
+    ) -> sandbox::Result<crate::task::SharedGroup> {
+        Ok(Arc::new(Cgroup::create(path, resources)?))
+    }
+
+    async fn watch(&self) -> Result<Box<dyn crate::task::ExitWait>> {
+        Ok(Box::new(ExitWatch::new().await?))
+    }
+
+    fn spawn(
+        &self,
+        id: &str,
+        bundle: &Path,
+        group: &dyn crate::task::Group,
+        workload: ProcessWorkload,
+    ) -> Result<u32> {
+        spawn(id, bundle, group.path(), workload)
+    }
+
+    fn signal(&self, id: &str, pid: u32, sig: u32) -> Result<()> {
+        signal(id, pid, sig)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -149,12 +149,15 @@ impl Service {
             address: PathBuf::from(self.address.trim_start_matches("unix://")),
             namespace: self.namespace.clone(),
         };
-        TaskService::new(
-            engine,
-            content,
-            Events::new(ttrpc_address.to_owned(), self.namespace.clone()),
-            self.exit.clone(),
-        )
+        let seams = crate::task::Seams {
+            events: Arc::new(Events::new(
+                ttrpc_address.to_owned(),
+                self.namespace.clone(),
+            )),
+            images: Arc::new(content),
+            processes: Arc::new(crate::process::Children),
+        };
+        TaskService::new(engine, seams, self.exit.clone())
     }
 }
 

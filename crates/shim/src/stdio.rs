@@ -188,9 +188,7 @@ mod tests {
 
     fn mkfifo_named(dir: &Path, name: &str) -> std::path::PathBuf {
         let fifo = dir.join(name);
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        sys::mkfifo(&fifo).unwrap();
         fifo
     }
 
@@ -292,9 +290,7 @@ mod tests {
         else {
             panic!("stdout should be the FIFO")
         };
-        // SAFETY: F_GETFL on a descriptor we own.
-        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&out), libc::F_GETFL) };
-        assert_eq!(flags & libc::O_NONBLOCK, 0, "the guest's stdout blocks");
+        assert!(!sys::is_nonblocking(&out), "the guest's stdout blocks");
         std::io::Write::write_all(&mut out, b"late hello").unwrap();
         drop(out);
         assert_eq!(reader.join().unwrap(), "late hello");

@@ -176,21 +176,8 @@ impl Cache {
                 return None;
             }
         }
-        // SAFETY: the file is a regular file in a directory only this user can write, owned
-        // by this user, not writable by others, and its sha256 and length match the record
-        // written beside it when this runtime stored it under this very key; wasmtime checks
-        // its header against this engine's settings before using it.
-        let loaded = unsafe {
-            match kind {
-                ProgramKind::Module => {
-                    wasmtime::Module::deserialize_file(engine, &code_path).map(Code::Module)
-                }
-                ProgramKind::Component => {
-                    wasmtime::component::Component::deserialize_file(engine, &code_path)
-                        .map(Code::Component)
-                }
-            }
-        };
+        // Only now, with the file's ownership, modes, length and sha256 checked above.
+        let loaded = sys::load_own_code_file(engine, kind, &code_path);
         match loaded {
             Ok(code) => Some(code),
             Err(e) => {

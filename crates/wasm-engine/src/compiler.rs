@@ -86,32 +86,21 @@ pub fn run_child_if_asked() {
 fn child(kind: &std::ffi::OsStr) -> std::result::Result<(), String> {
     // Dies with its parent (a SIGKILLed shim leaves no compile running), including a
     // parent that died before this line.
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // Cannot fail for this option and signal; a failure would only lose the tie.
+    let _ = crate::sys::die_with_parent();
     let parent = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
-    // SAFETY: getppid has no arguments and cannot fail.
-    if parent != Some(unsafe { libc::getppid() }) {
+    if parent != Some(crate::sys::parent_pid()) {
         return Err("the process that asked for this compile is gone".to_owned());
     }
     // Behind whatever else runs on the node, and under its own memory cap: an allocation
     // past it fails and ends this process, not the one that asked.
-    // SAFETY: nice(2) takes and returns integers only.
-    unsafe { libc::nice(10) };
+    crate::sys::nice(10);
     if let Some(cap) = std::env::var(MEMORY_ENV)
         .ok()
         .and_then(|m| m.parse::<u64>().ok())
     {
-        let limit = libc::rlimit {
-            rlim_cur: cap,
-            rlim_max: cap,
-        };
-        // SAFETY: a valid rlimit for this process.
-        if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
-            return Err(format!(
-                "setting the compile memory limit: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        crate::sys::limit_data(cap)
+            .map_err(|e| format!("setting the compile memory limit: {e}"))?;
     }
     let pooling = std::env::var(POOLING_ENV).ok().and_then(|p| {
         let (instances, max_memory) = p.split_once(',')?;

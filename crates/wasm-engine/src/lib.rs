@@ -27,6 +27,7 @@
 //! ```
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 mod cache;
 mod compiler;
@@ -38,6 +39,10 @@ mod program;
 mod run;
 mod serve;
 mod stdio;
+#[allow(
+    unsafe_code,
+    reason = "the system calls std has no API for, and loading our own compiled code"
+)]
 mod sys;
 
 pub use cache::{clear_cache, CacheCleared};

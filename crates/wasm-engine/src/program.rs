@@ -301,20 +301,9 @@ impl Engine {
         let bytes =
             crate::compiler::compile(process, self.inner.pooling, binary, kind, name, limits)?;
         let engine = &self.inner.wasmtime;
-        // SAFETY: the bytes are what this same executable's compile mode produced from
-        // `binary` for an engine of these settings, read from a pipe only it and this
-        // process hold; wasmtime checks their header against this engine before use.
-        unsafe {
-            match kind {
-                ProgramKind::Module => {
-                    wasmtime::Module::deserialize(engine, &bytes).map(Code::Module)
-                }
-                ProgramKind::Component => {
-                    wasmtime::component::Component::deserialize(engine, &bytes).map(Code::Component)
-                }
-            }
-        }
-        .map_err(|e| Error::Compiler {
+        // What this same executable's compile mode produced from `binary`, through a
+        // private pipe.
+        crate::sys::load_own_code(engine, kind, &bytes).map_err(|e| Error::Compiler {
             name: name.display().to_string(),
             detail: format!("the compiled code does not load: {}", chain(&e)),
         })

@@ -17,13 +17,9 @@ pub(crate) fn main(what: &str, f: impl FnOnce() -> anyhow::Result<()>) -> i32 {
     match f() {
         Ok(()) => 0,
         Err(e) => {
-            let text = format!("{e:#}");
-            let line = text.lines().next().unwrap_or_default();
-            if what.is_empty() || line.contains(what) {
-                eprintln!("wasmpod: {line}");
-            } else {
-                eprintln!("wasmpod: {what}: {line}");
-            }
+            let line = crate::messages::error_about(what, &e);
+            let line = line.lines().next().unwrap_or_default();
+            eprintln!("wasmpod: {line}");
             1
         }
     }

@@ -1,5 +1,7 @@
 //! `wasmpod`: the command-line front door. Parses arguments, installs tracing, dispatches.
 
+#![deny(unsafe_code)]
+
 mod cli;
 mod crictl;
 mod dirs;
@@ -10,6 +12,10 @@ mod node;
 mod pod;
 mod progress;
 mod run;
+#[allow(
+    unsafe_code,
+    reason = "the system calls std has no API for, behind safe functions"
+)]
 mod sys;
 
 use clap::Parser;

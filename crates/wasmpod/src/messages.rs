@@ -46,3 +46,69 @@ where
         writeln!(writer)
     }
 }
+
+/// An error and its causes on one line, `outer: cause: cause`, each cause once: the
+/// libraries' errors name their source in their own message and also keep it as their
+/// `source()` (for callers that walk the chain), so a cause already in the text so far is
+/// not repeated.
+pub(crate) fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line
+}
+
+/// [`error_line`], prefixed with `subject` unless the line already names it.
+pub(crate) fn error_about(subject: &str, error: &anyhow::Error) -> String {
+    let line = error_line(error);
+    if subject.is_empty() || line.contains(subject) {
+        line
+    } else {
+        format!("{subject}: {line}")
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Inner {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let inner = Inner {
+            path: "app.wasm".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(inner).context("app.wasm");
+        assert_eq!(
+            error_line(&e),
+            "app.wasm: cannot read app.wasm: entity not found"
+        );
+        assert_eq!(
+            error_about("app.wasm", &e),
+            "app.wasm: cannot read app.wasm: entity not found"
+        );
+        let e = anyhow::anyhow!("not a WebAssembly binary").context("notwasm.wasm");
+        assert_eq!(
+            error_about("notwasm.wasm", &e),
+            "notwasm.wasm: not a WebAssembly binary"
+        );
+        assert_eq!(error_about("x", &anyhow::anyhow!("boom")), "x: boom");
+    }
+}

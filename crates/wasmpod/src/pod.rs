@@ -16,7 +16,7 @@ pub(crate) fn run(dirs: &Dirs, args: PodRunArgs) -> i32 {
     match run_pod(dirs, &args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("wasmpod: {e:#}");
+            eprintln!("wasmpod: {}", crate::messages::error_line(&e));
             1
         }
     }
@@ -28,11 +28,12 @@ fn run_pod(dirs: &Dirs, args: &PodRunArgs) -> anyhow::Result<i32> {
     let plan = PodPlan::new(
         pod,
         &manifests,
-        &PlanOptions {
-            log_dir: args.log_dir.clone(),
-            pods_dir: pods_dir(dirs),
-            uid: new_uid()?,
-        },
+        &PlanOptions::new(
+            args.log_dir.clone(),
+            pods_dir(dirs),
+            new_uid()?,
+            cri::hostname(),
+        ),
     )?;
     let credentials = |image: &str| pull_credentials(image, &plan.pull_secrets, args);
     let many = plan.containers.len() > 1;

@@ -72,7 +72,7 @@ fn fail(code: i32) -> impl FnOnce(anyhow::Error) -> Failure {
 }
 
 fn one_line(error: &anyhow::Error) -> String {
-    let text = format!("{error:#}");
+    let text = crate::messages::error_line(error);
     let mut lines = text
         .lines()
         .map(str::trim)
@@ -372,12 +372,12 @@ impl EarlySignal {
             (libc::SIGINT, EXIT_INTERRUPTED),
             (libc::SIGTERM, EXIT_TERMINATED),
         ] {
-            // SAFETY: the action only stores to an atomic, which is async-signal-safe.
-            unsafe {
-                signal_hook_registry::register(signal, move || {
-                    CODE.store(code, std::sync::atomic::Ordering::SeqCst);
-                })
-            }
+            // An atomic store: async-signal-safe.
+            crate::sys::on_signal(
+                signal,
+                |code| CODE.store(code, std::sync::atomic::Ordering::SeqCst),
+                code,
+            )
             .context("installing signal handlers")?;
         }
         Ok(Self { code: &CODE })

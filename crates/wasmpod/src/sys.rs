@@ -23,3 +23,13 @@ pub(crate) fn die_on_sigpipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+/// Registers `action` to run when `signal` arrives (on top of whatever else is registered).
+/// `action` runs in a signal handler: it must only do async-signal-safe work, such as
+/// storing to an atomic — the reason this takes a plain `fn` and its argument, not any
+/// closure.
+pub(crate) fn on_signal(signal: libc::c_int, store: fn(i32), code: i32) -> std::io::Result<()> {
+    // SAFETY: the action calls `store`, which callers keep async-signal-safe (an atomic
+    // store), and captures only an integer.
+    unsafe { signal_hook_registry::register(signal, move || store(code)) }.map(drop)
+}

@@ -3,11 +3,12 @@
 use super::*;
 
 fn options() -> PlanOptions {
-    PlanOptions {
-        log_dir: PathBuf::from("/var/log/pods"),
-        pods_dir: PathBuf::from("/run/wasmpod/pods"),
-        uid: "generated-uid".into(),
-    }
+    PlanOptions::new(
+        "/var/log/pods",
+        "/run/wasmpod/pods",
+        "generated-uid",
+        "node-1",
+    )
 }
 
 fn plan(yaml: &str) -> Result<PodPlan> {
@@ -381,4 +382,26 @@ fn names_and_uid_cannot_leave_the_node_directories() {
     let ok = HELLO.replace("  name: hello\n", "  name: hello\n  uid: 0f8e-AB_12.x\n");
     let p = plan(&ok).unwrap();
     assert_eq!(p.state_dir, Path::new("/run/wasmpod/pods/0f8e-AB_12.x"));
+}
+
+#[test]
+fn the_node_name_comes_from_the_options_not_the_machine() {
+    let yaml = HELLO.replace(
+        "    - {name: BOTH",
+        "    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n    - {name: BOTH",
+    );
+    let p = plan(&yaml).unwrap();
+    let env = &p.containers[0].config.envs;
+    let node = env.iter().find(|kv| kv.key == "NODE").unwrap();
+    assert_eq!(node.value, "node-1");
+    let yaml = yaml.replace(
+        "  runtimeClassName: wasm\n",
+        "  runtimeClassName: wasm\n  nodeName: given\n",
+    );
+    let p = plan(&yaml).unwrap();
+    let env = &p.containers[0].config.envs;
+    assert_eq!(
+        env.iter().find(|kv| kv.key == "NODE").unwrap().value,
+        "given"
+    );
 }

@@ -111,7 +111,7 @@ fn a_connection_cut_mid_blob_fails_cleanly_and_the_next_pull_resumes() {
     let registry = Registry::start();
     let wasm = module(2 << 20);
     push(&registry.host(), "cut", BuildFormat::Artifact, &wasm);
-    let layer = oci_image::media::sha256_digest(&wasm);
+    let layer = wasm_oci::digest::sha256(&wasm);
     // Cut 1 MiB into the layer's answer (headers included), once.
     let proxy = CuttingProxy::start(registry.host(), layer.clone(), 1 << 20, 1);
     let reference = ImageRef::parse(&format!("{}/cut:v1", proxy.host())).unwrap();
@@ -150,8 +150,7 @@ fn a_connection_cut_mid_blob_fails_cleanly_and_the_next_pull_resumes() {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// A tmpfs of `size` mounted on a temporary directory, unmounted on drop.

@@ -72,7 +72,7 @@ fn a_tampered_blob_is_refused_and_nothing_is_stored() {
         &anonymous(),
     ))
     .unwrap();
-    let layer = oci_image::media::sha256_digest(&wasm);
+    let layer = wasm_oci::digest::sha256(&wasm);
     let data = registry.blob_data(&layer);
     let mut bytes = fs::read(&data).unwrap();
     bytes[100] ^= 0xff;
@@ -124,7 +124,7 @@ fn an_interrupted_pull_resumes() {
         &anonymous(),
     ))
     .unwrap();
-    let layer = oci_image::media::sha256_digest(&wasm);
+    let layer = wasm_oci::digest::sha256(&wasm);
     let hex = layer.strip_prefix("sha256:").unwrap();
 
     // Half the layer arrived before the connection dropped.

@@ -53,9 +53,7 @@ fn listen_serves_a_handler_and_sigterm_drains_it() {
         std::thread::spawn(move || get(&addr, "/slow?sleep=800"))
     };
     std::thread::sleep(Duration::from_millis(300));
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) of our own child, not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    sys::kill(&child, libc::SIGTERM).unwrap();
     let response = slow.join().unwrap();
     assert!(
         response.contains("hello from wasm: GET /slow?sleep=800"),
@@ -108,8 +106,6 @@ fn publish_serves_a_handler_on_the_host_port() {
     assert!(line.contains(&format!("http://127.0.0.1:{port}")), "{line}");
     let response = get(&format!("127.0.0.1:{port}"), "/hello");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) of our own child, not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    sys::kill(&child, libc::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 }

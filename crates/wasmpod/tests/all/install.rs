@@ -143,6 +143,5 @@ fn install_twice_within_the_daemonsets_64_mib() {
 }
 
 fn sys_euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    sys::euid()
 }

@@ -71,9 +71,7 @@ fn signal_after_start(args: &[&str], signal: i32, expected: i32) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    sys::kill(&child, signal).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_code(&out, expected);
 }

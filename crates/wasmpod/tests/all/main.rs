@@ -23,6 +23,7 @@ mod install;
 mod kube;
 mod limits;
 mod run;
+mod sys;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -124,17 +125,12 @@ pub(crate) fn output_and_peak_memory(mut cmd: Command) -> (Output, u64) {
         .read_to_end(&mut stdout)
         .unwrap();
     let stderr = reader.join().unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our child's, not waited for yet; both pointers are valid.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
+    let (status, peak) = sys::wait_with_peak_rss(&child);
     use std::os::unix::process::ExitStatusExt as _;
     let output = Output {
         status: std::process::ExitStatus::from_raw(status),
         stdout,
         stderr,
     };
-    (output, usage.ru_maxrss as u64 * 1024)
+    (output, peak)
 }

@@ -1,0 +1,78 @@
+//! The tokio runtimes whose threads are in a network namespace: a pod's (shared by its
+//! containers while one uses it) or a container's own; and binding a served container's
+//! listener inside its namespace.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sandbox::NetnsRuntime;
+
+use super::{lock, TaskService};
+use crate::error::{Error, Result};
+
+/// Starts a [`NetnsRuntime`] (threads and a setns each: off the async threads).
+pub(super) async fn new_netns_runtime(
+    network: sandbox::Network,
+    owner: &str,
+) -> Result<NetnsRuntime> {
+    let what = format!("{network:?}");
+    tokio::task::spawn_blocking(move || NetnsRuntime::new(&network, 1))
+        .await
+        .map_err(|e| Error::Internal {
+            context: format!("{owner}: network runtime"),
+            reason: e.to_string(),
+        })?
+        .map_err(|source| Error::Network {
+            context: format!("{owner}: threads in network namespace {what}"),
+            source,
+        })
+}
+
+/// The listener of a served container: port `port` on every address of its network
+/// namespace, bound on a thread inside that namespace (or here, in the host's).
+pub(super) fn bind(
+    id: &str,
+    port: u16,
+    net: Option<&NetnsRuntime>,
+) -> Result<std::net::TcpListener> {
+    let bind = move || std::net::TcpListener::bind(("0.0.0.0", port));
+    let bound = match net {
+        Some(net) => {
+            // A plain thread would be in the host's namespace: ask one of the runtime's.
+            let (tx, rx) = std::sync::mpsc::channel();
+            net.handle().spawn_blocking(move || {
+                let _ = tx.send(bind());
+            });
+            rx.recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the network runtime stopped")))
+        }
+        None => bind(),
+    };
+    bound.map_err(|source| Error::Io {
+        context: format!("container {id}: listening on port {port} for its wasi:http handler"),
+        source,
+    })
+}
+
+impl TaskService {
+    /// The runtime of network namespace `path`, shared by the containers in it (a pod's).
+    pub(super) async fn netns_runtime(&self, path: PathBuf) -> Result<Arc<NetnsRuntime>> {
+        let found = {
+            let map = lock(&self.netns_runtimes);
+            map.get(&path).and_then(std::sync::Weak::upgrade)
+        };
+        if let Some(runtime) = found {
+            return Ok(runtime);
+        }
+        let runtime =
+            Arc::new(new_netns_runtime(sandbox::Network::Join(path.clone()), "pod").await?);
+        let mut map = lock(&self.netns_runtimes);
+        map.retain(|_, weak| weak.strong_count() > 0);
+        // Two Creates may race; the first one kept wins.
+        if let Some(existing) = map.get(&path).and_then(std::sync::Weak::upgrade) {
+            return Ok(existing);
+        }
+        map.insert(path, Arc::downgrade(&runtime));
+        Ok(runtime)
+    }
+}

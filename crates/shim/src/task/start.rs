@@ -1,0 +1,272 @@
+//! Start: what a container runs ([`Workload`]) is launched, and a task of its own reports
+//! its exit. A guest runs on the shim's runtime (or its pod's network runtime), a served
+//! handler on its listener, a process-level container in a child; a pod sandbox waits for
+//! its kill. Whatever the kind, launching gives what stops it ([`Runner`]) and a future
+//! that ends with its exit status.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use containerd_shim::api;
+use tracing::Instrument;
+use wasm_engine::{Engine, ExitReason, KillHandle, EXIT_CANNOT_START, EXIT_KILLED};
+
+use super::netns::bind;
+use super::{pid, span, ExitWait, SharedGroup, TaskService};
+use crate::container::{Runner, Workload};
+use crate::error::{Error, Result};
+
+/// The engine that serves `wasi:http` handlers in this shim: instances come from the
+/// pooling allocator's ready slots; the code from the same precompile cache.
+pub(super) fn serving_engine(cell: &std::sync::OnceLock<Engine>) -> wasm_engine::Result<Engine> {
+    if let Some(engine) = cell.get() {
+        return Ok(engine.clone());
+    }
+    let engine = Engine::new(wasm_engine::EngineConfig {
+        cache_dir: Some(crate::service::cache_dir()),
+        pooling: Some(wasm_engine::Pooling::default()),
+        compiler: Some(wasm_engine::CompilerProcess::this_executable()),
+        ..Default::default()
+    })?;
+    Ok(cell.get_or_init(|| engine).clone())
+}
+
+/// A launched workload: the future that ends with its exit status.
+type Run = Pin<Box<dyn Future<Output = i32> + Send>>;
+
+/// A launched workload: the pid containerd is shown, and its run.
+struct Launched {
+    pid: u32,
+    run: Run,
+}
+
+impl TaskService {
+    /// Start: `Created → Running`; the exit is reported when the workload ends.
+    pub(super) async fn start_task(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
+        Self::no_exec(&req.exec_id, &req.id)?;
+        let id = req.id.clone();
+        let (bundle, cgroup) = self.with(&id, |c| Ok((c.bundle.clone(), c.cgroup.clone())))?;
+        // Watch the reaper before a child can exist, so its exit cannot be missed.
+        let mut watch = match &cgroup {
+            Some(_) => Some(self.seams.processes.watch().await?),
+            None => None,
+        };
+        let launched = self.with(&id, |c| {
+            c.start(|workload| self.launch(&id, &bundle, cgroup.clone(), workload, &mut watch))
+        });
+        let Launched { pid: task_pid, run } = match launched {
+            Ok(launched) => launched,
+            Err(e) => {
+                if let Some(watch) = watch {
+                    watch.cancel().await;
+                }
+                // A launch that failed stopped the task (126): containerd hears of it. A
+                // task that was stopped already (killed before Start) said so then.
+                let refused = matches!(e, Error::FailedPrecondition { .. });
+                if let (false, Ok(Some(exit))) = (refused, self.with(&id, |c| Ok(c.exit()))) {
+                    self.seams.events.exit(&id, pid(), exit.code, exit.at).await;
+                }
+                return Err(e);
+            }
+        };
+        let service = self.clone();
+        let task = async move {
+            // On a task of its own, so that a panic while it runs (in the engine or a host
+            // function, on this tenant's behalf) ends this container — as a trap, 134 —
+            // and not, unnoticed, the task that reports its exit: it stayed RUNNING.
+            let code = match tokio::spawn(run.in_current_span()).await {
+                Ok(code) => code,
+                Err(error) => {
+                    tracing::error!(%error, "the container's task failed; it ends, the shim goes on");
+                    wasm_engine::EXIT_TRAP
+                }
+            };
+            let code = u32::try_from(code).unwrap_or(u32::MAX);
+            if let Ok(exit) = service.with(&id, |c| c.exited(code)) {
+                service
+                    .seams
+                    .events
+                    .exit(&id, task_pid, exit.code, exit.at)
+                    .await;
+            }
+        };
+        tokio::spawn(task.instrument(span(&req.id)));
+        Ok(api::StartResponse {
+            pid: task_pid,
+            ..Default::default()
+        })
+    }
+
+    /// Launches `workload` of container `id`: what stops it, and its run. Runs under the
+    /// map's lock, so it only starts things (a child, a listener) and never waits.
+    fn launch(
+        &self,
+        id: &str,
+        bundle: &Path,
+        cgroup: Option<SharedGroup>,
+        workload: Workload,
+        watch: &mut Option<Box<dyn ExitWait>>,
+    ) -> Result<(Runner, Launched)> {
+        match workload {
+            Workload::Process(p) => {
+                let (Some(cgroup), Some(watch)) = (cgroup, watch.take()) else {
+                    return Err(Error::Internal {
+                        context: format!("container {id}: start"),
+                        reason: "a process-level container without its cgroup".into(),
+                    });
+                };
+                let child = self
+                    .seams
+                    .processes
+                    .spawn(id, bundle, cgroup.as_ref(), *p)?;
+                let run = self.child_run(id, child, cgroup, watch);
+                Ok((Runner::Child(child), Launched { pid: child, run }))
+            }
+            Workload::Wasm {
+                program,
+                mut config,
+                serve: Some(port),
+                net,
+            } => {
+                // Made by Create with the program; only its errors come from here.
+                let engine = serving_engine(&self.serving).map_err(|source| Error::Engine {
+                    id: id.to_owned(),
+                    what: "the serving engine".into(),
+                    source,
+                })?;
+                let listener = bind(id, port, net.as_deref())?;
+                let (drain, abort) = (KillHandle::new(), KillHandle::new());
+                // The served config's kill handle is its shutdown: a drain.
+                config.kill = drain.clone();
+                let runner = Runner::Server {
+                    drain,
+                    abort: abort.clone(),
+                };
+                let run = async move {
+                    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+                    tracing::info!(port, "serving wasi:http");
+                    let config = wasm_engine::ServeConfig::from(*config);
+                    let serve = async move { engine.serve(&program, listener, config).await };
+                    let served = match &net {
+                        Some(net) => net.handle().spawn(serve.in_current_span()),
+                        None => tokio::spawn(serve.in_current_span()),
+                    };
+                    let abort_task = served.abort_handle();
+                    tokio::select! {
+                        ended = served => match ended {
+                            Ok(Ok(stats)) => {
+                                tracing::info!(requests = stats.requests, failed = stats.failed, "drained; exited");
+                                0
+                            }
+                            Ok(Err(error)) => {
+                                tracing::error!(%error, "cannot serve");
+                                EXIT_CANNOT_START
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "the server's task ended");
+                                EXIT_KILLED
+                            }
+                        },
+                        code = abort.wait() => {
+                            abort_task.abort();
+                            tracing::info!(code, "aborted");
+                            code
+                        }
+                    }
+                };
+                Ok((
+                    runner,
+                    Launched {
+                        pid: pid(),
+                        run: Box::pin(run),
+                    },
+                ))
+            }
+            Workload::Wasm {
+                program,
+                mut config,
+                serve: None,
+                net,
+            } => {
+                let kill = KillHandle::new();
+                config.kill = kill.clone();
+                let engine = self.engine.clone();
+                let service = self.clone();
+                let id = id.to_owned();
+                let digest = program.digest().to_owned();
+                let run = async move {
+                    tracing::info!(program = %digest, "started");
+                    let run = async move { engine.run(&program, *config).await };
+                    let ended = match &net {
+                        Some(net) => net.handle().spawn(run.in_current_span()).await,
+                        None => Ok(run.await),
+                    };
+                    match ended {
+                        Ok(Ok(status)) => {
+                            tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
+                            if matches!(status.reason(), ExitReason::OutOfMemory(_)) {
+                                service.seams.events.oom(&id).await;
+                            }
+                            status.code()
+                        }
+                        Ok(Err(error)) => {
+                            tracing::error!(%error, "cannot start the guest");
+                            EXIT_CANNOT_START
+                        }
+                        // The guest's task panicked (or its runtime went): it ends as a trap.
+                        Err(error) => {
+                            tracing::error!(%error, "the guest's task failed");
+                            wasm_engine::EXIT_TRAP
+                        }
+                    }
+                };
+                Ok((
+                    Runner::Guest(kill),
+                    Launched {
+                        pid: pid(),
+                        run: Box::pin(run),
+                    },
+                ))
+            }
+            Workload::Sandbox => {
+                let kill = KillHandle::new();
+                let held = kill.clone();
+                let run = async move {
+                    tracing::info!("pod sandbox: held until killed");
+                    held.wait().await
+                };
+                Ok((
+                    Runner::Guest(kill),
+                    Launched {
+                        pid: pid(),
+                        run: Box::pin(run),
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The run of a process-level container: its child's exit, after an OOM event when
+    /// its cgroup's OOM killer ended it.
+    fn child_run(
+        &self,
+        id: &str,
+        child: u32,
+        cgroup: SharedGroup,
+        watch: Box<dyn ExitWait>,
+    ) -> Run {
+        let service = self.clone();
+        let id = id.to_owned();
+        Box::pin(async move {
+            tracing::info!(pid = child, "started in its own process");
+            let code = watch.wait(child).await;
+            let oom = cgroup.stats().oom_kills > 0;
+            tracing::info!(code, oom, "exited");
+            if oom {
+                service.seams.events.oom(&id).await;
+            }
+            code
+        })
+    }
+}

@@ -1,0 +1,689 @@
+//! The private containerd of an e2e pass: its config (the version's own default, paths and
+//! this VM's settings edited), the daemon and its registry, `ctr` and event helpers, and the
+//! teardown that runs even when a check fails.
+
+use super::*;
+
+/// containerd's config: private root, state, sockets; the CRI plugin with a sandbox image
+/// of the test's own, CNI from Debian's plugins with a bridge config in `dir`, pod network
+/// namespaces under the state directory, registry hosts from `dir/certs.d`, and the
+/// adjustments these VMs need (`restrict_oom_score_adj`). 1.6 reads version 2, written
+/// here; 2.3.4's is what its `containerd config default` prints (version 4, importing
+/// `conf.d/*.toml`, where `wasmpod install` puts the handlers), with only its paths and
+/// those settings changed (`default` is that text).
+pub(crate) fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::Result<String> {
+    let d = dir.display();
+    let pause = cri::PAUSE_IMAGE;
+    match flavor {
+        Flavor::V1 => Ok(format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.aufs",
+]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+  level = "info"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_cdi = false
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{d}/cni/net.d"
+  max_conf_num = 1
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "{d}/certs.d"
+"#
+        )),
+        Flavor::V2 => {
+            let mut text = default.to_owned();
+            // (what the default says, what the test's containerd needs), each exactly once.
+            let edits = [
+                ("root = '/var/lib/containerd'".to_owned(), format!("root = '{d}/root'")),
+                ("state = '/run/containerd'".to_owned(), format!("state = '{d}/state'")),
+                (
+                    "imports = ['/etc/containerd/conf.d/*.toml']".to_owned(),
+                    format!("imports = ['{d}/conf.d/*.toml']"),
+                ),
+                (
+                    "disabled_plugins = []".to_owned(),
+                    "disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.erofs']".to_owned(),
+                ),
+                (
+                    "sandbox = 'registry.k8s.io/pause:3.10.2'".to_owned(),
+                    format!("sandbox = '{pause}'"),
+                ),
+                ("config_path = ''\n\n    [plugins.'io.containerd.cri.v1.images'.image_decryption]".to_owned(),
+                    format!("config_path = '{d}/certs.d'\n\n    [plugins.'io.containerd.cri.v1.images'.image_decryption]")),
+                ("restrict_oom_score_adj = false".to_owned(), "restrict_oom_score_adj = true".to_owned()),
+                (
+                    "netns_mounts_under_state_dir = false".to_owned(),
+                    "netns_mounts_under_state_dir = true".to_owned(),
+                ),
+                ("enable_cdi = true".to_owned(), "enable_cdi = false".to_owned()),
+                // NRI's socket is the node's, not the test's.
+                ("disable = false".to_owned(), "disable = true".to_owned()),
+                ("bin_dirs = ['/opt/cni/bin']".to_owned(), "bin_dirs = ['/usr/lib/cni']".to_owned()),
+                ("conf_dir = '/etc/cni/net.d'".to_owned(), format!("conf_dir = '{d}/cni/net.d'")),
+                ("path = '/opt/containerd'".to_owned(), format!("path = '{d}/opt'")),
+                (
+                    "address = '/run/containerd/containerd.sock'".to_owned(),
+                    format!("address = '{d}/containerd.sock'"),
+                ),
+                (
+                    "address = '/run/containerd/containerd.sock.ttrpc'".to_owned(),
+                    format!("address = '{d}/containerd.sock.ttrpc'"),
+                ),
+            ];
+            for (old, new) in edits {
+                ensure!(
+                    text.matches(&old).count() == 1,
+                    "containerd config default: expected {old:?} once"
+                );
+                text = text.replace(&old, &new);
+            }
+            Ok(text)
+        }
+    }
+}
+
+/// A private containerd: its own root, state, sockets and config, stopped on drop.
+pub(crate) struct Containerd {
+    pub(crate) dir: PathBuf,
+    /// Which containerd this is.
+    pub(crate) flavor: Flavor,
+    /// Where its `containerd`, `ctr` and `containerd-shim-runc-v2` are (`None`: on PATH).
+    bin: Option<PathBuf>,
+    /// The `wasmpod` binary under test.
+    pub(crate) wasmpod: PathBuf,
+    /// The gRPC client example (see [`Binaries::run_via_api`]).
+    pub(crate) run_via_api: PathBuf,
+    child: std::cell::RefCell<Option<Child>>,
+    keep_log: std::cell::Cell<bool>,
+    /// The loopback registry the CRI checks pull from, started on first use.
+    registry: std::cell::OnceCell<(Registry, String)>,
+}
+
+impl Containerd {
+    /// Starts containerd 2.3.4 in a new temporary directory, with `bins.shim` on its PATH.
+    pub(crate) fn start(bins: &Binaries) -> anyhow::Result<Self> {
+        Self::start_flavor(bins, Flavor::default())
+    }
+
+    /// Starts containerd `flavor` in a new temporary directory, with `bins.shim` on its
+    /// PATH.
+    pub(crate) fn start_flavor(bins: &Binaries, flavor: Flavor) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "wasmpod-e2e-{}-{}",
+            std::process::id(),
+            flavor.name()
+        ));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(dir.join("bin"))?;
+        symlink(&bins.shim, dir.join("bin/containerd-shim-wasm-v1"))?;
+        let bin = match flavor {
+            Flavor::V1 => None,
+            Flavor::V2 => {
+                let bin = dir.join("containerd-2.3.4");
+                fs::create_dir_all(&bin)?;
+                sh(Command::new("tar")
+                    .arg("xzf")
+                    .arg(containerd2_archive()?)
+                    .arg("-C")
+                    .arg(&bin))?;
+                Some(bin)
+            }
+        };
+        let default = match &bin {
+            Some(bin) => {
+                output_ok(Command::new(bin.join("containerd")).args(["config", "default"]))?
+            }
+            None => String::new(),
+        };
+        fs::write(
+            dir.join("config.toml"),
+            config_toml(&dir, flavor, &default)?,
+        )?;
+        // The runtime handlers go in as users add them: by `wasmpod install`. Besides
+        // `wasm`, one per handler option: the process level, and one shim per node. A
+        // second round must find nothing to change.
+        for round in 0..2 {
+            for extra in [
+                &[][..],
+                &["--handler", "wasm-process", "--option", "isolation=process"],
+                &["--handler", "wasm-node", "--option", "grouping=node"],
+            ] {
+                let out = output_ok(
+                    Command::new(&bins.wasmpod)
+                        .args([
+                            "install",
+                            "--config-only",
+                            "--no-restart",
+                            "--containerd-config",
+                        ])
+                        .arg(dir.join("config.toml"))
+                        .args(extra),
+                )?;
+                eprint!("{out}");
+                ensure!(
+                    (round == 0) != out.contains("nothing changed"),
+                    "wasmpod install {extra:?}, round {}: {out}",
+                    round + 1
+                );
+            }
+        }
+        cri::write_cni_config(&dir)?;
+        let env = Self {
+            dir,
+            flavor,
+            bin,
+            wasmpod: bins.wasmpod.clone(),
+            run_via_api: bins.run_via_api.clone(),
+            child: std::cell::RefCell::new(None),
+            keep_log: std::cell::Cell::new(false),
+            registry: std::cell::OnceCell::new(),
+        };
+        env.launch()?;
+        Ok(env)
+    }
+
+    pub(crate) fn launch(&self) -> anyhow::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))?;
+        let mut path = format!("{}:", self.dir.join("bin").display());
+        if let Some(bin) = &self.bin {
+            path.push_str(&format!("{}:", bin.display()));
+        }
+        path.push_str(&std::env::var("PATH").unwrap_or_default());
+        let child = Command::new(self.program("containerd"))
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .env("PATH", path)
+            .env("WASMPOD_ROOT", self.dir.join("wasmpod"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting containerd")?;
+        *self.child.borrow_mut() = Some(child);
+        // A restart reconnects to every shim still running and reloads the CRI state: on 2
+        // busy cores that has taken over 20 s.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.socket().exists() && self.ctr(&["version"]).is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .borrow_mut()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "containerd exited at start ({status}); see {}",
+                    self.dir.join("containerd.log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd did not answer within 60 s; see {}",
+                    self.dir.join("containerd.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops containerd (SIGTERM, as systemd does) and waits for it; shims keep running.
+    pub(crate) fn stop_daemon(&self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.borrow_mut().take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills containerd outright (SIGKILL), as a crash or the OOM killer would.
+    pub(crate) fn kill_daemon(&self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.borrow_mut().take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts containerd again after [`Self::kill_daemon`] or [`Self::stop_daemon`].
+    pub(crate) fn relaunch(&self) -> anyhow::Result<()> {
+        self.launch()
+    }
+
+    /// Restarts containerd with the same config.
+    pub(crate) fn restart(&self) -> anyhow::Result<()> {
+        self.stop_daemon()?;
+        self.launch()
+    }
+
+    /// containerd's pid.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.borrow().as_ref().map(Child::id)
+    }
+
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// `name` (`containerd`, `ctr`) of this containerd's release.
+    pub(crate) fn program(&self, name: &str) -> PathBuf {
+        self.bin
+            .as_ref()
+            .map_or_else(|| PathBuf::from(name), |b| b.join(name))
+    }
+
+    /// The daemon's version, as its version service reports it.
+    pub(crate) fn version(&self) -> anyhow::Result<String> {
+        let out = self.ctr_ok(&["version"])?;
+        let server = out.split("Server:").nth(1).unwrap_or(&out);
+        Ok(server
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Version:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn keep_log(&self) {
+        self.keep_log.set(true);
+    }
+
+    /// `ctr` against this containerd, in the e2e namespace.
+    pub(crate) fn ctr_cmd(&self, args: &[&str]) -> Command {
+        self.ctr_cmd_in(NAMESPACE, args)
+    }
+
+    /// `ctr` against this containerd, in `namespace`.
+    pub(crate) fn ctr_cmd_in(&self, namespace: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.program("ctr"));
+        cmd.arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", namespace])
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `ctr` in `namespace` and fails unless it succeeds; returns stdout.
+    pub(crate) fn ctr_in(&self, namespace: &str, args: &[&str]) -> anyhow::Result<String> {
+        output_ok(&mut self.ctr_cmd_in(namespace, args))
+    }
+
+    /// Runs `ctr` and returns its output, whatever its status.
+    pub(crate) fn ctr(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.ctr_cmd(args)
+            .output()
+            .with_context(|| format!("running ctr {}", args.join(" ")))
+    }
+
+    /// Runs `ctr` and fails unless it succeeds; returns stdout.
+    pub(crate) fn ctr_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.ctr_in(NAMESPACE, args)
+    }
+
+    /// `ctr events`, started and given time to subscribe before anything it should see.
+    pub(crate) fn watch_events(&self) -> anyhow::Result<EventWatch> {
+        let child = self
+            .ctr_cmd(&["events"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(EventWatch(child))
+    }
+
+    /// `ctr run --rm` of the test image under our runtime: `(exit code, stdout, stderr)`.
+    pub(crate) fn run_wasm(
+        &self,
+        id: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> anyhow::Result<(i32, String, String)> {
+        let mut all = vec!["run", "--rm", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&[IMAGE, id, "/probe.wasm"]);
+        all.extend_from_slice(args);
+        let out = self.ctr(&all)?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Starts a detached task of the test image; waits until it runs.
+    pub(crate) fn run_detached(
+        &self,
+        id: &str,
+        flags: &[&str],
+        args: &[&str],
+    ) -> anyhow::Result<()> {
+        let mut all = vec!["run", "-d", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&[IMAGE, id, "/probe.wasm"]);
+        all.extend_from_slice(args);
+        self.ctr_ok(&all)?;
+        self.wait_status(id, "RUNNING", Duration::from_secs(10))
+    }
+
+    /// `(pid, status)` of a task as `ctr task ls` shows it.
+    pub(crate) fn task(&self, id: &str) -> anyhow::Result<Option<(u32, String)>> {
+        let out = self.ctr_ok(&["task", "ls"])?;
+        Ok(out.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(0), f[2].to_owned()))
+        }))
+    }
+
+    /// Waits until `ctr task ls` shows `id` in `status`.
+    pub(crate) fn wait_status(
+        &self,
+        id: &str,
+        status: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.task(id)?;
+            if now.as_ref().is_some_and(|(_, s)| s == status) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} is {now:?}, not {status}, after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Builds the probe and imports it as [`IMAGE`].
+    pub(crate) fn prepare_image(&self) -> anyhow::Result<()> {
+        let wasm = self.dir.join("probe.wasm");
+        compile_fixture("probe", &wasm)?;
+        self.import(&wasm, IMAGE, "compat")
+    }
+
+    /// `wasmpod build --format FORMAT` of `wasm` as `image`, then `ctr image import` of the
+    /// archive. Artifacts are imported without unpacking: their layer is not a tar.
+    pub(crate) fn import(&self, wasm: &Path, image: &str, format: &str) -> anyhow::Result<()> {
+        let tar = wasm.with_extension(format!("{format}.tar"));
+        sh(Command::new(&self.wasmpod)
+            .arg("--root")
+            .arg(self.dir.join("wasmpod"))
+            .arg("build")
+            .arg(wasm)
+            .args(["--format", format, "-t", image, "-o"])
+            .arg(&tar))?;
+        let tar = tar.to_string_lossy();
+        let mut args = vec!["image", "import"];
+        if format == "artifact" {
+            args.extend(["--no-unpack", "--all-platforms"]);
+        }
+        args.push(&tar);
+        self.ctr_ok(&args)?;
+        let images = self.ctr_ok(&["image", "ls", "-q"])?;
+        ensure!(
+            images.lines().any(|l| l == image),
+            "import did not create {image}: {images}"
+        );
+        Ok(())
+    }
+
+    /// The loopback registry for CRI pulls (started on first use, known to containerd
+    /// through `certs.d/HOST/hosts.toml`); returns `127.0.0.1:PORT`.
+    pub(crate) fn registry(&self) -> anyhow::Result<&str> {
+        if self.registry.get().is_none() {
+            let dir = self.dir.join("cri-registry");
+            fs::create_dir_all(&dir)?;
+            let (registry, host) = Registry::start(&dir)?;
+            self.trust_registry(&host)?;
+            let _ = self.registry.set((registry, host));
+        }
+        Ok(&self.registry.get().context("registry")?.1)
+    }
+
+    /// Tells containerd's CRI plugin to reach `host` (`127.0.0.1:PORT`) over plain HTTP.
+    pub(crate) fn trust_registry(&self, host: &str) -> anyhow::Result<()> {
+        let hosts = self.dir.join("certs.d").join(host);
+        fs::create_dir_all(&hosts)?;
+        fs::write(
+            hosts.join("hosts.toml"),
+            format!(
+                "server = \"http://{host}\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// `wasmpod` with this environment's store, state and CRI endpoint.
+    pub(crate) fn wasmpod(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.wasmpod);
+        cmd.arg("--root")
+            .arg(self.dir.join("wasmpod"))
+            .arg("--state")
+            .arg(self.dir.join("wasmpod-state"))
+            .args(args)
+            .env(
+                "CONTAINER_RUNTIME_ENDPOINT",
+                format!("unix://{}", self.socket().display()),
+            )
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Imports `dir/rootfs` as a one-layer native image named `image` (command `cmd`) into
+    /// `namespace`, through an OCI archive.
+    pub(crate) fn import_rootfs(
+        &self,
+        namespace: &str,
+        dir: &Path,
+        image: &str,
+        cmd: &[&str],
+    ) -> anyhow::Result<()> {
+        let cmd = format!(
+            "[{}]",
+            cmd.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let layout = dir.join("layout");
+        let blobs = layout.join("blobs/sha256");
+        fs::create_dir_all(&blobs)?;
+        let layer = dir.join("layer.tar");
+        sh(Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("rootfs"))
+            .arg("-cf")
+            .arg(&layer)
+            .arg("."))?;
+        let add = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+            let tmp = dir.join("blob.tmp");
+            fs::write(&tmp, bytes)?;
+            let out = Command::new("sha256sum").arg(&tmp).output()?;
+            let hex = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .context("sha256sum")?
+                .to_owned();
+            fs::rename(&tmp, blobs.join(&hex))?;
+            Ok((hex, bytes.len()))
+        };
+        let (layer_hex, layer_len) = add(&fs::read(&layer)?)?;
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":{cmd}}},"rootfs":{{"type":"layers","diff_ids":["sha256:{layer_hex}"]}}}}"#
+        );
+        let (config_hex, config_len) = add(config.as_bytes())?;
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{config_hex}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":{layer_len}}}]}}"#
+        );
+        let (manifest_hex, manifest_len) = add(manifest.as_bytes())?;
+        fs::write(
+            layout.join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{manifest_hex}","size":{manifest_len},"annotations":{{"io.containerd.image.name":"{image}","org.opencontainers.image.ref.name":"v1"}}}}]}}"#
+            ),
+        )?;
+        fs::write(
+            layout.join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        let archive = dir.join("image.tar");
+        sh(Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&archive)
+            .args(["oci-layout", "index.json", "blobs"]))?;
+        self.ctr_in(namespace, &["image", "import", &archive.to_string_lossy()])?;
+        Ok(())
+    }
+
+    /// Removes every task and container left in the namespace by a check, and every pod
+    /// sandbox left in the CRI's.
+    pub(crate) fn clean_namespace(&self) {
+        cri::remove_all_pods(self);
+        if let Ok(out) = self.ctr_ok(&["task", "ls", "-q"]) {
+            for id in out.lines() {
+                let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+                let _ = self.wait_status(id, "STOPPED", Duration::from_secs(5));
+                let _ = self.ctr(&["task", "rm", "-f", id]);
+            }
+        }
+        if let Ok(out) = self.ctr_ok(&["container", "ls", "-q"]) {
+            for id in out.lines() {
+                let _ = self.ctr(&["container", "rm", id]);
+            }
+        }
+    }
+
+    /// Mount points under the temporary directory.
+    pub(crate) fn mounts(&self) -> Vec<String> {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let dir = self.dir.to_string_lossy();
+        info.lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(dir.as_ref()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Our shim processes serving this containerd.
+    pub(crate) fn shims(&self) -> Vec<u32> {
+        self.shim_pids("containerd-shim-wasm-v1")
+    }
+
+    /// Processes serving this containerd whose command line names `binary`
+    /// (`containerd-shim` for every runtime's shims).
+    pub(crate) fn shim_pids(&self, binary: &str) -> Vec<u32> {
+        let needle = self.dir.join("containerd.sock.ttrpc");
+        let needle = needle.to_string_lossy();
+        processes(|environ, cmdline| {
+            // A process-level container's child runs the same binary: not a shim.
+            cmdline.contains(binary)
+                && !cmdline.contains("__wasmpod-guest")
+                && String::from_utf8_lossy(environ).contains(needle.as_ref())
+        })
+    }
+}
+
+/// The pids of processes whose environment (raw, NUL-separated) and command line `keep`
+/// accepts; processes that end or hide their files meanwhile are left out.
+pub(crate) fn processes(keep: impl Fn(&[u8], &str) -> bool) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if keep(&environ, &String::from_utf8_lossy(&cmdline)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A running `ctr events`.
+pub(crate) struct EventWatch(Child);
+
+impl EventWatch {
+    /// Stops watching once late events have arrived; everything it printed.
+    pub(crate) fn finish(self) -> anyhow::Result<String> {
+        let mut child = self.0;
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.clean_namespace();
+        let _ = self.stop_daemon();
+        for pid in self.shims() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", &m]).status();
+        }
+        cri::remove_bridge();
+        if self.keep_log.get() {
+            let _ = fs::copy(
+                self.dir.join("containerd.log"),
+                std::env::temp_dir().join("wasmpod-e2e-containerd.log"),
+            );
+            eprintln!(
+                "containerd's log kept as {}",
+                std::env::temp_dir()
+                    .join("wasmpod-e2e-containerd.log")
+                    .display()
+            );
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
