@@ -235,8 +235,16 @@ pub(crate) fn unsafe_attributes(sources: &[Source]) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (name, roots) in crate_roots(sources) {
-        for root in roots {
-            let (wanted, why) = if uses.contains(&name) {
+        let has_lib = roots.iter().any(|r| r.path.ends_with("src/lib.rs"));
+        for root in &roots {
+            // A binary beside a library is a crate of its own: only its file counts.
+            let bin_beside_lib = has_lib && root.path.ends_with("src/main.rs");
+            let unsafe_here = if bin_beside_lib {
+                root.code_lines().any(|(_, code)| uses_unsafe(&code))
+            } else {
+                uses.contains(&name)
+            };
+            let (wanted, why) = if unsafe_here {
                 ("#![deny(unsafe_code)]", "its unsafe code lives in sys")
             } else {
                 ("#![forbid(unsafe_code)]", "it has no unsafe code")
@@ -267,7 +275,7 @@ pub(crate) fn wasmtime_in_engine_only(sources: &[Source]) -> Vec<String> {
             continue;
         }
         for (n, code) in s.code_lines() {
-            if code.contains("wasmtime::") || code.contains("wasmtime_") {
+            if code.contains("wasmtime::") || code.contains("wasmtime_wasi") {
                 out.push(format!(
                     "{}:{n}: names wasmtime outside {ENGINE} (give wasm-engine a plain-data API)",
                     s.path.display()
@@ -390,6 +398,11 @@ mod tests {
             Source::new(
                 "crates/wasmpod/src/main.rs",
                 "//! The CLI.\n#![forbid(unsafe_code)]\nfn main() { let _ = x.unwrap(); }\n",
+            ),
+            // A binary beside a library that uses unsafe is a crate of its own.
+            Source::new(
+                "crates/wasm-engine/src/main.rs",
+                "//! A tool.\n#![forbid(unsafe_code)]\nfn wasmtime_tool() {}\nfn main() {}\n",
             ),
         ]
     }
@@ -520,6 +533,14 @@ mod tests {
         let (rule, msg) = only_broken(
             &with("crates/sandbox/src/lib.rs", &|t| {
                 format!("{t}pub fn f(_: wasmtime::Store<()>) {{}}\n")
+            }),
+            &meta,
+        );
+        assert_eq!(rule, "wasmtime in wasm-engine only", "{msg}");
+
+        let (rule, msg) = only_broken(
+            &with("crates/sandbox/src/lib.rs", &|t| {
+                format!("{t}use wasmtime_wasi::p2;\n")
             }),
             &meta,
         );
