@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::util::{cargo, require_wasm_toolchain, root, run as sh, Registry};
+use test_support::registry::Registry;
+
+use crate::util::{cargo, require_wasm_toolchain, root, run as sh};
 
 mod density;
 mod http;
@@ -289,7 +291,8 @@ fn image_pull(wasmpod: &Path, out: &Path) -> anyhow::Result<()> {
     println!("(wasmpod pull --insecure vs skopeo copy --src-tls-verify=false: both plain HTTP)");
     let dir = out.join("pull");
     std::fs::create_dir_all(&dir)?;
-    let (_registry, host) = Registry::start(&dir)?;
+    let registry = Registry::start();
+    let host = registry.host();
     let module = dir.join("big.wasm");
     std::fs::write(&module, big_module(5 << 20))?;
     let runs = 9;

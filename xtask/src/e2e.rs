@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 
-use crate::util::{cargo, have, output_ok, root, run as sh, Registry};
+pub(crate) use test_support::registry::Registry;
+
+use crate::util::{cargo, have, output_ok, root, run as sh};
 
 use basic::*;
 pub(crate) use daemon::*;
@@ -358,6 +360,8 @@ pub(crate) struct Binaries {
     pub(crate) wasmpod: PathBuf,
     /// `crates/shim/examples/run-via-api.rs`: a container through containerd's gRPC API.
     pub(crate) run_via_api: PathBuf,
+    /// `examples/embed`: an image pulled and run with the crates, no containerd.
+    pub(crate) embed_example: PathBuf,
 }
 
 /// Builds the shim and the CLI (debug, as `cargo test` does) and finds them.
@@ -367,11 +371,11 @@ pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
 
 /// Builds the shim and the CLI in `profile` (`debug` or `release`).
 pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result<Binaries> {
-    // One build: two (`-p shim` alone for the example) would resolve different features
-    // and compile wasmtime twice.
+    // One build of the whole workspace's binaries and examples: the same features as
+    // `cargo test --workspace` resolves (a build of `-p shim -p wasmpod` alone would
+    // resolve others and compile wasmtime again).
     sh(cargo()
-        .args(["build", "--quiet", "-p", "shim", "-p", "wasmpod", "--bins"])
-        .args(["--example", "run-via-api"])
+        .args(["build", "--quiet", "--workspace", "--bins", "--examples"])
         .args(flags))?;
     let target = crate::util::target_dir();
     let dir = target.join(profile);
@@ -381,6 +385,7 @@ pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result
             .map_or_else(|| dir.join("containerd-shim-wasm-v1"), PathBuf::from),
         wasmpod: dir.join("wasmpod"),
         run_via_api: dir.join("examples/run-via-api"),
+        embed_example: dir.join("embed-example"),
     })
 }
 

@@ -1,6 +1,6 @@
-//! `cargo xtask test`: everything CI checks, in the order that fails fastest: fmt, clippy,
-//! docs, the tests, the README's first command, a short pass of each fuzz target, then the
-//! containerd e2e.
+//! `cargo xtask test`: everything CI checks, in the order that fails fastest: fmt, tidy,
+//! clippy, docs, the tests, the README's first command, the embedding example, a short pass
+//! of each fuzz target, then the containerd e2e.
 
 use crate::util::{cargo, output_ok, require_wasm_toolchain, run as sh};
 
@@ -11,7 +11,7 @@ const FUZZ_SECONDS: &str = "15";
 /// (a `--release` build would compile wasmtime a second time; on a fresh machine, which
 /// has no protoc, everything was built from nothing by then): the bundled example must
 /// print its greeting.
-fn readme_first_command() -> anyhow::Result<()> {
+fn readme_first_command() -> anyhow::Result<crate::e2e::Binaries> {
     let bins = crate::e2e::build_binaries_in("debug", &[])?;
     let out = output_ok(
         std::process::Command::new(&bins.wasmpod)
@@ -23,6 +23,42 @@ fn readme_first_command() -> anyhow::Result<()> {
         "the README's first command printed {out:?}"
     );
     eprintln!("the README's first command: {}", out.trim_end());
+    Ok(bins)
+}
+
+/// The embedding example (`examples/embed`): pulls a hello world that this checkout's
+/// wasmpod built and pushed to a private registry, and runs it with no containerd.
+fn embedding_example(bins: &crate::e2e::Binaries) -> anyhow::Result<()> {
+    let dir = crate::util::target_dir().join("tmp/embed-example");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let hello = dir.join("hello.wasm");
+    crate::e2e::compile_fixture("hello", &hello)?;
+    let registry = test_support::registry::Registry::start();
+    let reference = format!("{}/embed/hello:v1", registry.host());
+    let root = dir.join("root");
+    for args in [
+        &["build", "-t", &reference, &hello.to_string_lossy()][..],
+        &["push", &reference][..],
+    ] {
+        output_ok(
+            std::process::Command::new(&bins.wasmpod)
+                .arg("--root")
+                .arg(&root)
+                .args(args),
+        )?;
+    }
+    let out = output_ok(
+        std::process::Command::new(&bins.embed_example).args(["--insecure", &reference]),
+    )?;
+    anyhow::ensure!(
+        out == "Hello from a wasm container!\n",
+        "the embedding example printed {out:?}"
+    );
+    eprintln!(
+        "the embedding example, from {reference}: {}",
+        out.trim_end()
+    );
     Ok(())
 }
 
@@ -43,7 +79,8 @@ pub(crate) fn run(extra: &[String]) -> anyhow::Result<()> {
         .args(["doc", "--workspace", "--no-deps"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     sh(cargo().args(["test", "--workspace"]).args(extra))?;
-    readme_first_command()?;
+    let bins = readme_first_command()?;
+    embedding_example(&bins)?;
     // The fuzz targets: formatted like the rest, and a short pass of each.
     sh(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
     crate::fuzz::run(&["--seconds".to_owned(), FUZZ_SECONDS.to_owned()])?;

@@ -1,8 +1,7 @@
 //! Helpers shared by the tasks: the workspace root and running commands loudly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -88,68 +87,6 @@ pub(crate) fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// A docker-registry on a free loopback port with its own storage; killed on drop.
-pub(crate) struct Registry(std::process::Child);
-
-impl Registry {
-    /// Starts it with its storage and config under `dir`; returns it and `127.0.0.1:PORT`.
-    pub(crate) fn start(dir: &Path) -> anyhow::Result<(Self, String)> {
-        Self::start_with(dir, None)
-    }
-
-    /// Starts it, wanting `(user, password)` by HTTP basic auth (htpasswd) when given.
-    pub(crate) fn start_with(
-        dir: &Path,
-        auth: Option<(&str, &str)>,
-    ) -> anyhow::Result<(Self, String)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let config = dir.join("registry.yml");
-        let mut text = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n",
-            dir.join("registry").display()
-        );
-        if let Some((user, password)) = auth {
-            let htpasswd = dir.join("htpasswd");
-            std::fs::write(
-                &htpasswd,
-                format!("{user}:{}\n", bcrypt::hash(password, 4)?),
-            )?;
-            text.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: wasmpod-e2e\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
-        std::fs::write(&config, text)?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry (apt-get install docker-registry)")?;
-        let registry = Registry(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("docker-registry did not listen on 127.0.0.1:{port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok((registry, format!("127.0.0.1:{port}")))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Cargo's target directory: `CARGO_TARGET_DIR`, else the workspace's `target/`.

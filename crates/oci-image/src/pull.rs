@@ -19,8 +19,10 @@ use crate::progress::{Progress, Quiet};
 use crate::reference::ImageRef;
 use crate::store::{document_media_type, is_index, ImageRecord, Store};
 
-/// How to reach the registry and what to accept.
+/// How to reach the registry and what to accept: [`PullOptions::default`] (docker's
+/// credentials, TLS off loopback, the default limits) and what differs.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct PullOptions {
     /// Credentials; `None` reads docker's `config.json` for the registry.
     pub credentials: Option<Credentials>,
@@ -32,6 +34,32 @@ pub struct PullOptions {
     pub limits: ImageLimits,
     /// Receives download progress.
     pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl PullOptions {
+    /// Uses these credentials instead of docker's `config.json`.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Treats the registry as insecure (see the field).
+    pub fn insecure(mut self, yes: bool) -> Self {
+        self.insecure = yes;
+        self
+    }
+
+    /// Caps on the documents, layers and unpacked size.
+    pub fn limits(mut self, limits: ImageLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Reports download progress here.
+    pub fn progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
 }
 
 impl std::fmt::Debug for PullOptions {

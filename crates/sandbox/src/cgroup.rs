@@ -139,7 +139,7 @@ pub fn cgroup_path(spec: &Spec, id: &str) -> Result<String> {
 }
 
 /// cgroup v2's `cpu.weight` (1–10000) for v1's `cpu.shares` (2–262144), as runc converts.
-pub fn shares_to_weight(shares: u64) -> u64 {
+pub(crate) fn shares_to_weight(shares: u64) -> u64 {
     if shares == 0 {
         return 0;
     }

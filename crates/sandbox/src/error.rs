@@ -40,6 +40,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A volume (`HOST:GUEST[:ro|rw]`) cannot be given to the guest.
+    #[error("volume {volume:?}: {reason}")]
+    Volume {
+        /// The volume as given.
+        volume: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A process-level container's process cannot be confined.
     #[error("confining the container's process: {0}")]
     Confine(String),

@@ -9,6 +9,9 @@
 //!   host directories the guest sees (the root filesystem at `/`, bind mounts at their
 //!   destinations, read-only where the spec says `ro` or `root.readonly`), and its limits
 //!   (`linux.resources.memory.limit`).
+//! - [`ContainerSpec`] (with [`Volume`]) builds that spec from plain terms — argv,
+//!   environment, working directory, volumes, a memory limit, a root filesystem — as
+//!   `wasmpod run` and embedders without containerd do (docs/embedding.md).
 //! - [`Warning`]: every part of the spec that a WebAssembly guest cannot be given is named
 //!   in one, never silently dropped. Restrictions that a guest cannot reach anyway —
 //!   capabilities, seccomp, AppArmor, SELinux, `noNewPrivileges`, masked and read-only
@@ -47,6 +50,7 @@ mod netns;
 mod network;
 mod paths;
 mod policy;
+mod spec;
 #[allow(
     unsafe_code,
     reason = "the system calls std has no API for, behind safe functions"
@@ -54,15 +58,16 @@ mod policy;
 mod sys;
 mod units;
 
-pub use cgroup::{cgroup_path, shares_to_weight, Cgroup, CgroupStats};
+pub use cgroup::{cgroup_path, Cgroup, CgroupStats};
 pub use confine::{Confinement, Network};
 pub use error::{Error, Result};
 pub use isolation::{
     Grouping, HandlerOptions, Isolation, Selection, GROUPING_ANNOTATION, ISOLATION_ANNOTATION,
 };
-pub use netns::{thread_inode, NetnsRuntime};
+pub use netns::NetnsRuntime;
 pub use network::{
     exposed_tcp_ports, NetworkPlan, ALLOWED_OUTBOUND_ANNOTATION, DEFAULT_PORT, PORT_ANNOTATION,
 };
 pub use policy::{read_file_limited, RunPolicy, Warning};
+pub use spec::{ContainerSpec, Volume};
 pub use units::parse_bytes;

@@ -121,7 +121,7 @@ fn inode(fd: &OwnedFd) -> Result<u64> {
 }
 
 /// The network namespace of the calling thread.
-pub fn thread_inode() -> std::io::Result<u64> {
+pub(crate) fn thread_inode() -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(PathBuf::from("/proc/thread-self/ns/net")).map(|m| m.ino())
 }

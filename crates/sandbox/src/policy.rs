@@ -151,11 +151,8 @@ impl RunPolicy {
 
         // `linux.resources.memory.limit` is a memory cgroup's limit: a guest past it is
         // OOM-killed (137), as the kernel would kill a process, so the runtime reports it.
-        let limits = Limits {
-            memory: memory_limit(spec),
-            timeout: None,
-            oom_kill: true,
-        };
+        let mut limits = Limits::default().oom_kill(true);
+        limits.memory = memory_limit(spec);
         let cpu_budget = cpu_budget(spec);
         unhonoured(spec, &mut warn);
 
@@ -272,26 +269,25 @@ impl RunPolicy {
 
     /// The engine's run configuration for this policy.
     pub fn run_config(&self, stdio: Stdio, kill: KillHandle) -> RunConfig {
-        RunConfig {
-            args: self.args.clone(),
-            env: self.env.clone(),
-            // `/` is where a WASI guest starts anyway: no initial-cwd, as `wasmtime run`
-            // gives none (WASI 0.3's cli-env test asks for exactly that).
-            cwd: (self.cwd != "/").then(|| self.cwd.clone()),
-            preopens: self.preopens.clone(),
-            stdio,
-            limits: self.limits.clone(),
-            kill,
-            memory: Default::default(),
-            cpu: {
-                let cpu = wasm_engine::CpuMeter::default();
-                if let Some((quota, period)) = self.cpu_budget {
-                    cpu.set_budget(Some(quota), period);
-                }
-                cpu
-            },
-            network: self.network.clone(),
+        let cpu = wasm_engine::CpuMeter::default();
+        if let Some((quota, period)) = self.cpu_budget {
+            cpu.set_budget(Some(quota), period);
         }
+        let mut config = RunConfig::default()
+            .args(self.args.clone())
+            .stdio(stdio)
+            .limits(self.limits.clone())
+            .kill(kill)
+            .cpu(cpu)
+            .network(self.network.clone());
+        config.env.clone_from(&self.env);
+        config.preopens.clone_from(&self.preopens);
+        // `/` is where a WASI guest starts anyway: no initial-cwd, as `wasmtime run`
+        // gives none (WASI 0.3's cli-env test asks for exactly that).
+        if self.cwd != "/" {
+            config = config.cwd(self.cwd.clone());
+        }
+        config
     }
 
     /// The warnings that hold at `isolation`: the process level honours the spec's user,

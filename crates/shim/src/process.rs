@@ -270,15 +270,15 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         }
     };
     let serve = std::env::var(SERVE_ENV).is_ok_and(|v| v == "1");
-    let engine = Engine::new(EngineConfig {
-        cache_dir: Some(crate::service::cache_dir()),
-        compile_on_caller_thread: true,
-        pooling: serve.then(wasm_engine::Pooling::default),
-        // Already in the container's own process and cgroup (and usually a cache hit):
-        // a child of its own would gain nothing.
-        compiler: None,
-    })
-    .map_err(|e| fail("starting the engine")(&e))?;
+    // Already in the container's own process and cgroup (and usually a cache hit): a
+    // compile child of its own would gain nothing.
+    let mut config = EngineConfig::default()
+        .cache_dir(crate::service::cache_dir())
+        .compile_on_caller_thread(true);
+    if serve {
+        config = config.pooling(wasm_engine::Pooling::default());
+    }
+    let engine = Engine::new(config).map_err(|e| fail("starting the engine")(&e))?;
     // Create checked the program against the handler's limits and compiled it into the cache.
     let program = engine
         .load_limited(&bytes, Path::new(policy.entrypoint()), &ProgramLimits::NONE)

@@ -134,13 +134,13 @@ impl Service {
     /// The task service of this serving shim, publishing events to containerd's ttrpc
     /// socket `ttrpc_address`.
     pub(crate) fn task_service(&self, ttrpc_address: &str) -> TaskService {
-        let engine = Engine::new(EngineConfig {
-            cache_dir: Some(cache_dir()),
-            // Tenants' programs compile in children of this shim, under the handler's
-            // deadline and memory cap: never in the threads serving everyone's tasks.
-            compiler: Some(wasm_engine::CompilerProcess::this_executable()),
-            ..Default::default()
-        })
+        // Tenants' programs compile in children of this shim, under the handler's
+        // deadline and memory cap: never in the threads serving everyone's tasks.
+        let engine = Engine::new(
+            EngineConfig::default()
+                .cache_dir(cache_dir())
+                .compiler(wasm_engine::CompilerProcess::this_executable()),
+        )
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot start the wasm engine");
             std::process::exit(1)

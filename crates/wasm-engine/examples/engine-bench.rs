@@ -46,10 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Load from the precompile cache: verify + mmap + deserialize.
     let cache = tempfile_dir()?;
-    let cached_engine = Engine::new(EngineConfig {
-        cache_dir: Some(cache.join("cache")),
-        ..Default::default()
-    })?;
+    let cached_engine = Engine::new(EngineConfig::default().cache_dir(cache.join("cache")))?;
     cached_engine.load(&big_bytes)?;
     let warm: Vec<_> = (0..20)
         .map(|_| time(|| cached_engine.load(&big_bytes)).0)
@@ -68,10 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hello = engine.load_file(hello)?;
     let runs: Vec<_> = (0..200)
         .map(|_| {
-            let config = RunConfig {
-                args: vec!["hello".into()],
-                ..RunConfig::default()
-            };
+            let config = RunConfig::default().args(["hello"]);
             time(|| rt.block_on(engine.run(&hello, config))).0
         })
         .collect();
@@ -88,11 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 handle.kill();
                 Instant::now()
             });
-            let config = RunConfig {
-                kill,
-                memory: Default::default(),
-                ..RunConfig::default()
-            };
+            let config = RunConfig::default().kill(kill).memory(Default::default());
             let status = rt.block_on(engine.run(&spin, config));
             let done = Instant::now();
             let killed_at = killer.join().expect("killer thread");
@@ -106,15 +96,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lua = cached_engine.load(&big_bytes)?;
     let lua_runs: Vec<_> = (0..3)
         .map(|_| {
-            let config = RunConfig {
-                args: vec!["lua".into(), "/bench/bench.lua".into()],
-                preopens: vec![Preopen {
+            let config = RunConfig::default()
+                .args(["lua", "/bench/bench.lua"])
+                .preopen(Preopen {
                     host: script_dir.clone(),
                     guest: "/bench".into(),
                     readonly: true,
-                }],
-                ..RunConfig::default()
-            };
+                });
             let (elapsed, status) = time(|| rt.block_on(cached_engine.run(&lua, config)));
             assert_eq!(status.map(|s| s.code()).ok(), Some(0));
             elapsed

@@ -2,8 +2,7 @@
 //! component, for the e2e and the benchmarks: `cargo run -p wasm-engine --example
 //! http-fixture -- NAME OUT_DIR` prints the path of `OUT_DIR/NAME.wasm`.
 
-#[path = "../../../tests/support/http_fixture.rs"]
-mod http_fixture;
+use test_support::http_fixture;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

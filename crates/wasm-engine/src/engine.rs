@@ -28,8 +28,17 @@ pub fn guest_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::R
     builder.event_interval(1).enable_all().build()
 }
 
-/// Settings of an [`Engine`].
+/// Settings of an [`Engine`]: start from [`EngineConfig::default`] and set what differs,
+/// in wasmtime's `Config` style (new settings can come without breaking callers).
+///
+/// ```
+/// let config = wasm_engine::EngineConfig::default()
+///     .cache_dir("/var/lib/wasmpod/cache")
+///     .pooling(wasm_engine::Pooling::default());
+/// assert!(config.cache_dir.is_some());
+/// ```
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// Directory of the precompile cache. `None` compiles every load afresh.
     ///
@@ -50,14 +59,52 @@ pub struct EngineConfig {
     pub compiler: Option<crate::CompilerProcess>,
 }
 
+impl EngineConfig {
+    /// Keeps compiled code in the precompile cache at `dir`.
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Compiles on the calling thread only (see the field).
+    pub fn compile_on_caller_thread(mut self, yes: bool) -> Self {
+        self.compile_on_caller_thread = yes;
+        self
+    }
+
+    /// Keeps instance slots ready, of these sizes.
+    pub fn pooling(mut self, pooling: Pooling) -> Self {
+        self.pooling = Some(pooling);
+        self
+    }
+
+    /// Compiles in a child process started this way.
+    pub fn compiler(mut self, compiler: crate::CompilerProcess) -> Self {
+        self.compiler = Some(compiler);
+        self
+    }
+}
+
 /// The pooling allocator's sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Pooling {
     /// Component instances alive at once (requests in flight, over every server of the
     /// engine); past it an instantiation fails.
     pub instances: u32,
     /// The largest linear memory of an instance, in bytes.
     pub max_memory: u64,
+}
+
+impl Pooling {
+    /// At most `instances` component instances at once, each with a linear memory of at
+    /// most `max_memory` bytes.
+    pub fn new(instances: u32, max_memory: u64) -> Self {
+        Self {
+            instances,
+            max_memory,
+        }
+    }
 }
 
 impl Default for Pooling {

@@ -46,8 +46,9 @@ pub struct Preopen {
     pub readonly: bool,
 }
 
-/// Resource limits of one run.
+/// Resource limits of one run: [`Limits::default`] (none) and what differs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Cap in bytes over all linear memories and tables. `None`: no cap beyond wasm's own.
     pub memory: Option<u64>,
@@ -58,8 +59,39 @@ pub struct Limits {
     pub oom_kill: bool,
 }
 
-/// Everything one run of a [`Program`] is given.
+impl Limits {
+    /// Caps linear memories and tables at `bytes` in all.
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// Kills the guest when `timeout` has passed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Past the memory cap, kills the guest rather than failing its growth.
+    pub fn oom_kill(mut self, yes: bool) -> Self {
+        self.oom_kill = yes;
+        self
+    }
+}
+
+/// Everything one run of a [`Program`] is given: [`RunConfig::default`] (no arguments,
+/// no environment, no directories, standard streams at end-of-file and discarded, no
+/// limits, no network) and what differs.
+///
+/// ```
+/// let config = wasm_engine::RunConfig::default()
+///     .args(["hello.wasm", "--verbose"])
+///     .env("GREETING", "hello")
+///     .limits(wasm_engine::Limits::default().memory(64 << 20));
+/// assert_eq!(config.args[1], "--verbose");
+/// ```
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct RunConfig {
     /// Arguments; `args[0]` is the program name the guest sees.
     pub args: Vec<String>,
@@ -81,6 +113,72 @@ pub struct RunConfig {
     pub cpu: CpuMeter,
     /// What a component may do on the network (`wasi:sockets`, outgoing `wasi:http`).
     pub network: NetworkPolicy,
+}
+
+impl RunConfig {
+    /// The arguments; the first is the program name the guest sees.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The working directory reported to the guest.
+    pub fn cwd(mut self, dir: impl Into<String>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Gives the guest a directory.
+    pub fn preopen(mut self, preopen: Preopen) -> Self {
+        self.preopens.push(preopen);
+        self
+    }
+
+    /// The standard streams.
+    pub fn stdio(mut self, stdio: Stdio) -> Self {
+        self.stdio = stdio;
+        self
+    }
+
+    /// Memory cap and deadline.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Stops the run when this handle (or a clone) is killed.
+    pub fn kill(mut self, kill: KillHandle) -> Self {
+        self.kill = kill;
+        self
+    }
+
+    /// Reports the guest's memory use here.
+    pub fn memory(mut self, memory: MemoryGauge) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// Counts the guest's CPU time here (and holds its budget).
+    pub fn cpu(mut self, cpu: CpuMeter) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// What the guest may do on the network.
+    pub fn network(mut self, network: NetworkPolicy) -> Self {
+        self.network = network;
+        self
+    }
 }
 
 /// A guest's CPU time, and the budget it runs under (a quota per period, as a CFS quota

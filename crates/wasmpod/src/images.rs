@@ -64,12 +64,12 @@ pub(crate) fn options(args: &RegistryArgs, quiet: bool) -> anyhow::Result<PullOp
     } else {
         None
     };
-    Ok(PullOptions {
-        credentials,
-        insecure: args.insecure,
-        limits: args.limits(),
-        progress,
-    })
+    let mut options = PullOptions::default()
+        .insecure(args.insecure)
+        .limits(args.limits());
+    options.credentials = credentials;
+    options.progress = progress;
+    Ok(options)
 }
 
 pub(crate) fn pull(dirs: &Dirs, args: PullArgs) -> anyhow::Result<()> {

@@ -136,11 +136,8 @@ mod tests {
     #[test]
     fn a_compile_is_told_apart_from_a_cache_hit() {
         let cache = tempfile::tempdir().unwrap();
-        let engine = Engine::new(wasm_engine::EngineConfig {
-            cache_dir: Some(cache.path().to_owned()),
-            ..Default::default()
-        })
-        .unwrap();
+        let engine =
+            Engine::new(wasm_engine::EngineConfig::default().cache_dir(cache.path())).unwrap();
         let wat = br#"(module (func (export "_start")))"#;
         let name = Path::new("tiny.wat");
         let limits = ProgramLimits::default();

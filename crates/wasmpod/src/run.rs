@@ -6,11 +6,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use oci_spec::runtime::{
-    LinuxBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
-};
-use sandbox::RunPolicy;
+use oci_spec::runtime::Spec;
+use sandbox::{ContainerSpec, RunPolicy, Volume};
 use wasm_engine::{
     Engine, EngineConfig, ExitReason, KillHandle, Stdio, StdioStream, EXIT_CANNOT_START,
     EXIT_TERMINATED,
@@ -192,16 +189,15 @@ fn run(dirs: &Dirs, args: RunArgs, mode: Mode) -> Result<i32, Failure> {
         tracing::warn!("{warning}");
     }
 
-    let engine = Engine::new(EngineConfig {
-        cache_dir: Some(dirs.cache.clone()),
+    // Compiled in a child, so --compile-timeout and --compile-memory can stop it.
+    let mut config = EngineConfig::default()
+        .cache_dir(&dirs.cache)
+        .compiler(wasm_engine::CompilerProcess::this_executable());
+    if args.listen.is_some() || !args.publish.is_empty() {
         // A server instantiates per request: from slots kept ready.
-        pooling: (args.listen.is_some() || !args.publish.is_empty())
-            .then(wasm_engine::Pooling::default),
-        // Compiled in a child, so --compile-timeout and --compile-memory can stop it.
-        compiler: Some(wasm_engine::CompilerProcess::this_executable()),
-        ..Default::default()
-    })
-    .map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;
+        config = config.pooling(wasm_engine::Pooling::default());
+    }
+    let engine = Engine::new(config).map_err(|e| fail(EXIT_WASMPOD_ERROR)(e.into()))?;
     let max = args.program_limits().max_size;
     let bytes = match &source {
         Source::File => sandbox::read_file_limited(args.file(), max),
@@ -471,64 +467,38 @@ impl Bundle {
                 if argv.is_empty() {
                     bail!("the image has no entrypoint or command, and none was given");
                 }
-                for e in &image.config.env {
-                    set_env(&mut env, e.clone());
-                }
+                env.extend(image.config.env.iter().cloned());
                 if let Some(dir) = &image.config.working_dir {
                     cwd.clone_from(dir);
                 }
                 argv
             }
         };
+        let mut container = ContainerSpec::new(process_args);
+        for e in env {
+            container = container.env(e);
+        }
         for e in &args.env {
             if e.contains('=') {
-                set_env(&mut env, e.clone());
+                container = container.env(e.clone());
             } else if let Ok(value) = std::env::var(e) {
-                set_env(&mut env, format!("{e}={value}"));
+                container = container.env(format!("{e}={value}"));
             }
         }
-        let process = ProcessBuilder::default()
-            .args(process_args)
-            .env(env)
-            .cwd(args.workdir.clone().unwrap_or(cwd))
-            .user({
-                let (uid, gid) = args.user.unwrap_or((0, 0));
-                UserBuilder::default().uid(uid).gid(gid).build()?
-            })
-            .rlimits(Vec::new())
-            .capabilities(oci_spec::runtime::LinuxCapabilities::default())
-            .build()?;
-        let mounts = args
-            .volumes
-            .iter()
-            .map(|v| parse_volume(v))
-            .collect::<anyhow::Result<Vec<Mount>>>()?;
-        let mut resources = LinuxResourcesBuilder::default();
+        container = container.cwd(args.workdir.clone().unwrap_or(cwd));
+        if let Some((uid, gid)) = args.user {
+            container = container.user(uid, gid);
+        }
+        for v in &args.volumes {
+            container = container.volume(Volume::parse(v)?);
+        }
         if let Some(limit) = args.memory {
-            let limit = i64::try_from(limit).context("memory limit too large")?;
-            resources = resources.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+            container = container.memory_limit(limit);
         }
-        let linux = LinuxBuilder::default()
-            .resources(resources.build()?)
-            .namespaces(Vec::new())
-            .masked_paths(Vec::new())
-            .readonly_paths(Vec::new())
-            .build()?;
-        let mut spec = SpecBuilder::default()
-            .root(
-                RootBuilder::default()
-                    .path("rootfs")
-                    .readonly(args.read_only)
-                    .build()?,
-            )
-            .process(process)
-            .mounts(mounts)
-            .linux(linux)
-            .hostname(String::new())
-            .build()?;
-        if matches!(source, Source::File) {
-            spec.set_root(None);
+        if matches!(source, Source::Image(_)) {
+            container = container.root("rootfs", args.read_only);
         }
+        let spec = container.to_spec()?;
         Ok(spec)
     }
 }
@@ -539,16 +509,6 @@ impl Drop for Bundle {
             tracing::warn!(bundle = %self.dir.display(), error = %e, "cannot remove the bundle");
         }
     }
-}
-
-/// Sets `KEY=VALUE`, replacing an earlier value of KEY (later sources win, as in docker).
-fn set_env(env: &mut Vec<String>, entry: String) {
-    let key = entry
-        .split_once('=')
-        .map_or(entry.as_str(), |(k, _)| k)
-        .to_owned();
-    env.retain(|old| old.split_once('=').map_or(old.as_str(), |(k, _)| k) != key);
-    env.push(entry);
 }
 
 /// Copies a directory tree (files with their modes, directories, symlinks as links).
@@ -567,63 +527,4 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Parses `-v HOST:GUEST[:ro|rw]` into a bind mount, as docker does (but the host
-/// directory must exist: it is not created behind the user's back).
-fn parse_volume(spec: &str) -> anyhow::Result<Mount> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (host, guest, mode) = match parts.as_slice() {
-        [h, g] => (*h, *g, "rw"),
-        [h, g, m] => (*h, *g, *m),
-        _ => bail!("volume {spec:?}: expected HOST:GUEST[:ro|rw]"),
-    };
-    if !matches!(mode, "ro" | "rw") {
-        bail!("volume {spec:?}: mode {mode:?} is not ro or rw");
-    }
-    if !guest.starts_with('/') {
-        bail!("volume {spec:?}: the container path {guest:?} must be absolute");
-    }
-    let source = fs::canonicalize(host)
-        .with_context(|| format!("volume {spec:?}: host directory {host:?}"))?;
-    if !source.is_dir() {
-        bail!("volume {spec:?}: {} is not a directory", source.display());
-    }
-    Ok(MountBuilder::default()
-        .destination(guest)
-        .typ("bind")
-        .source(source)
-        .options(vec!["rbind".to_owned(), mode.to_owned()])
-        .build()?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn volumes() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = dir.path().display().to_string();
-        let m = parse_volume(&format!("{host}:/data:ro")).unwrap();
-        assert_eq!(m.destination(), Path::new("/data"));
-        assert_eq!(
-            m.options().as_deref(),
-            Some(&["rbind".to_owned(), "ro".to_owned()][..])
-        );
-        let m = parse_volume(&format!("{host}:/data")).unwrap();
-        assert_eq!(m.options().as_ref().unwrap()[1], "rw");
-        for (bad, why) in [
-            (host.clone(), "expected HOST:GUEST"),
-            (format!("{host}:data"), "must be absolute"),
-            (format!("{host}:/data:rx"), "is not ro or rw"),
-            (
-                "/nonexistent/wasmpod:/data".to_owned(),
-                "/nonexistent/wasmpod",
-            ),
-        ] {
-            let err = format!("{:#}", parse_volume(&bad).unwrap_err());
-            assert!(err.contains(why), "{bad}: {err}");
-        }
-    }
 }

@@ -294,7 +294,8 @@ pub(crate) fn check_events_and_metrics(env: &Containerd) -> anyhow::Result<()> {
 }
 
 pub(crate) fn check_registry_pull(env: &Containerd) -> anyhow::Result<()> {
-    let (_registry, host) = Registry::start(&env.dir)?;
+    let registry = Registry::start();
+    let host = registry.host();
     let remote = format!("{host}/e2e/probe:v1");
     sh(Command::new(&env.wasmpod)
         .arg("--root")

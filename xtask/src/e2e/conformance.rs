@@ -14,10 +14,8 @@ use anyhow::ensure;
 
 use super::{Containerd, NAMESPACE, RUNTIME};
 
-#[path = "../../../tests/support/wasi_p3.rs"]
-mod p3;
-#[path = "../../../tests/support/wasi_testsuite.rs"]
-mod suite;
+use test_support::wasi_p3 as p3;
+use test_support::wasi_testsuite as suite;
 
 pub(crate) fn check_wasi_testsuite(env: &Containerd) -> anyhow::Result<()> {
     let repo = crate::util::root();

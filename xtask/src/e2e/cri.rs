@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 
 use super::{compile_fixture, Containerd};
-use crate::util::{output_ok, root, run as sh, Registry};
+use test_support::registry::{Registry, PASSWORD, USER};
+
+use crate::util::{output_ok, root, run as sh};
 
 /// The sandbox image in the e2e's containerd config: a native `pause` of our own.
 pub(crate) const PAUSE_IMAGE: &str = "localhost/wasmpod-e2e/pause:v1";
@@ -577,11 +579,10 @@ fn update_at_level(env: &Containerd, level: &str) -> anyhow::Result<()> {
 /// A private registry (htpasswd): without credentials the pull fails and nothing is left;
 /// with an `imagePullSecrets` Secret, or with `--docker-config`, the pod runs.
 pub(crate) fn check_pod_pull_secret(env: &Containerd) -> anyhow::Result<()> {
-    const USER: &str = "puller";
-    const PASSWORD: &str = "s3cret-e2e";
     let dir = env.dir.join("auth-registry");
     fs::create_dir_all(&dir)?;
-    let (_registry, host) = Registry::start_with(&dir, Some((USER, PASSWORD)))?;
+    let registry = Registry::start_with_auth();
+    let host = registry.host();
     env.trust_registry(&host)?;
     let wasm = env.dir.join("probe.wasm");
     if !wasm.exists() {

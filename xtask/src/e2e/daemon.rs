@@ -468,9 +468,8 @@ impl Containerd {
     /// through `certs.d/HOST/hosts.toml`); returns `127.0.0.1:PORT`.
     pub(crate) fn registry(&self) -> anyhow::Result<&str> {
         if self.registry.get().is_none() {
-            let dir = self.dir.join("cri-registry");
-            fs::create_dir_all(&dir)?;
-            let (registry, host) = Registry::start(&dir)?;
+            let registry = Registry::start();
+            let host = registry.host();
             self.trust_registry(&host)?;
             let _ = self.registry.set((registry, host));
         }

@@ -10,8 +10,7 @@ use anyhow::ensure;
 
 use super::{Containerd, NAMESPACE, RUNTIME};
 
-#[path = "../../../tests/support/hostile.rs"]
-mod hostile;
+use test_support::hostile;
 
 const SLOW_IMAGE: &str = "localhost/wasmpod-e2e/slow:v1";
 

@@ -1,9 +1,7 @@
 //! `oci-image` against a real registry: Debian's docker-registry on loopback, started per test.
 
-#[path = "../../../../tests/support/registry.rs"]
-mod registry;
-#[path = "../../../../tests/support/token_proxy.rs"]
-mod token_proxy;
+use test_support::registry;
+use test_support::token_proxy;
 
 mod faults;
 mod pull;
@@ -60,10 +58,7 @@ pub(crate) fn build(store: &Store, reference: &ImageRef, format: BuildFormat, wa
 }
 
 pub(crate) fn anonymous() -> PullOptions {
-    PullOptions {
-        credentials: Some(Credentials::Anonymous),
-        ..PullOptions::default()
-    }
+    PullOptions::default().credentials(Credentials::Anonymous)
 }
 
 pub(crate) fn rt() -> tokio::runtime::Runtime {

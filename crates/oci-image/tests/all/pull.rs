@@ -132,10 +132,7 @@ fn an_interrupted_pull_resumes() {
     let half = wasm.len() / 2;
     fs::write(fresh.dir().join("ingest").join(hex), &wasm[..half]).unwrap();
     let progress = Arc::new(FirstAdvance::default());
-    let options = PullOptions {
-        progress: Some(progress.clone()),
-        ..anonymous()
-    };
+    let options = anonymous().progress(progress.clone());
     let image = rt
         .block_on(oci_image::pull(&fresh, &reference, &options))
         .unwrap();
@@ -206,13 +203,10 @@ fn basic_auth() {
     let reference = ImageRef::parse(&format!("{}/private:v1", registry.host())).unwrap();
     let (_d, local) = store();
     build(&local, &reference, BuildFormat::Artifact, &module(100));
-    let good = PullOptions {
-        credentials: Some(Credentials::Basic {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        }),
-        ..PullOptions::default()
-    };
+    let good = PullOptions::default().credentials(Credentials::Basic {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    });
     let err = rt
         .block_on(oci_image::push(
             &local,
@@ -228,13 +222,10 @@ fn basic_auth() {
     let (_d2, fresh) = store();
     rt.block_on(oci_image::pull(&fresh, &reference, &good))
         .unwrap();
-    let bad = PullOptions {
-        credentials: Some(Credentials::Basic {
-            username: USER.into(),
-            password: "wrong".into(),
-        }),
-        ..PullOptions::default()
-    };
+    let bad = PullOptions::default().credentials(Credentials::Basic {
+        username: USER.into(),
+        password: "wrong".into(),
+    });
     let (_d3, other) = store();
     let err = rt
         .block_on(oci_image::pull(&other, &reference, &bad))
@@ -265,10 +256,7 @@ fn basic_auth() {
     .unwrap();
     let credentials = Credentials::from_docker_config_file(&config, reference.registry()).unwrap();
     let (_d4, via_config) = store();
-    let options = PullOptions {
-        credentials: Some(credentials),
-        ..PullOptions::default()
-    };
+    let options = PullOptions::default().credentials(credentials);
     rt.block_on(oci_image::pull(&via_config, &reference, &options))
         .unwrap();
 }
@@ -291,26 +279,20 @@ fn bearer_token_flow() {
         .block_on(oci_image::pull(&fresh, &reference, &anonymous()))
         .unwrap_err();
     assert!(err.to_string().contains("authentication required"), "{err}");
-    let good = PullOptions {
-        credentials: Some(Credentials::Basic {
-            username: USER.into(),
-            password: PASSWORD.into(),
-        }),
-        ..PullOptions::default()
-    };
+    let good = PullOptions::default().credentials(Credentials::Basic {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    });
     let image = rt
         .block_on(oci_image::pull(&fresh, &reference, &good))
         .unwrap();
     assert_eq!(fs::read(image.rootfs.join("app.wasm")).unwrap(), wasm);
     assert!(proxy.issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 
-    let bad = PullOptions {
-        credentials: Some(Credentials::Basic {
-            username: USER.into(),
-            password: "wrong".into(),
-        }),
-        ..PullOptions::default()
-    };
+    let bad = PullOptions::default().credentials(Credentials::Basic {
+        username: USER.into(),
+        password: "wrong".into(),
+    });
     let (_d3, other) = store();
     let err = rt
         .block_on(oci_image::pull(&other, &reference, &bad))
@@ -399,10 +381,7 @@ fn limits_refuse_an_image_before_its_blobs_and_name_it() {
     let record = local.resolve(&reference).unwrap().unwrap();
     let pull_with = |limits: ImageLimits| {
         let (dir, fresh) = store();
-        let options = PullOptions {
-            limits,
-            ..anonymous()
-        };
+        let options = anonymous().limits(limits);
         let result = rt.block_on(oci_image::pull(&fresh, &reference, &options));
         (dir, fresh, result)
     };
@@ -460,13 +439,10 @@ fn limits_refuse_an_image_before_its_blobs_and_name_it() {
     rt.block_on(oci_image::push(&local, &big, &big, &anonymous()))
         .unwrap();
     let (_d4, fresh) = store();
-    let options = PullOptions {
-        limits: ImageLimits {
-            max_unpacked: 1 << 20,
-            ..defaults
-        },
-        ..anonymous()
-    };
+    let options = anonymous().limits(ImageLimits {
+        max_unpacked: 1 << 20,
+        ..defaults
+    });
     let err = rt
         .block_on(oci_image::pull(&fresh, &big, &options))
         .unwrap_err();

@@ -72,13 +72,7 @@ fn minimal_spec() {
         }]
     );
     // No cap; were one set, passing it would be an OOM kill, as under a memory cgroup.
-    assert_eq!(
-        p.limits(),
-        &Limits {
-            oom_kill: true,
-            ..Limits::default()
-        }
-    );
+    assert_eq!(p.limits(), &Limits::default().oom_kill(true));
     assert!(p.warnings().is_empty(), "{:?}", p.warnings());
     assert_eq!(p.read_entrypoint(u64::MAX).unwrap(), b"\0asm\x01\0\0\0");
 }

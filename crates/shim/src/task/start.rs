@@ -23,12 +23,12 @@ pub(super) fn serving_engine(cell: &std::sync::OnceLock<Engine>) -> wasm_engine:
     if let Some(engine) = cell.get() {
         return Ok(engine.clone());
     }
-    let engine = Engine::new(wasm_engine::EngineConfig {
-        cache_dir: Some(crate::service::cache_dir()),
-        pooling: Some(wasm_engine::Pooling::default()),
-        compiler: Some(wasm_engine::CompilerProcess::this_executable()),
-        ..Default::default()
-    })?;
+    let engine = Engine::new(
+        wasm_engine::EngineConfig::default()
+            .cache_dir(crate::service::cache_dir())
+            .pooling(wasm_engine::Pooling::default())
+            .compiler(wasm_engine::CompilerProcess::this_executable()),
+    )?;
     Ok(cell.get_or_init(|| engine).clone())
 }
 

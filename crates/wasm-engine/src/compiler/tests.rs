@@ -29,8 +29,7 @@ fn child_engine() -> Engine {
     .unwrap()
 }
 
-#[path = "../../../../tests/support/hostile.rs"]
-mod hostile;
+use test_support::hostile;
 
 fn slow_to_compile(values: usize) -> Vec<u8> {
     wat::parse_str(hostile::slow_to_compile(values, 0)).unwrap()

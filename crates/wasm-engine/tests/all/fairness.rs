@@ -8,13 +8,7 @@ use super::*;
 use wasm_engine::{KillHandle, StdioStream};
 
 fn probe_run(args: &[&str]) -> RunConfig {
-    RunConfig {
-        args: std::iter::once("probe")
-            .chain(args.iter().copied())
-            .map(str::to_owned)
-            .collect(),
-        ..RunConfig::default()
-    }
+    RunConfig::default().args(std::iter::once("probe").chain(args.iter().copied()))
 }
 
 /// Two spinning guests on the shim's runtime (`guest_runtime(2)`: a worker per core of our

@@ -17,13 +17,7 @@ fn grower(initial: u32, pages: u32) -> String {
 }
 
 fn capped(bytes: u64) -> RunConfig {
-    RunConfig {
-        limits: Limits {
-            memory: Some(bytes),
-            ..Limits::default()
-        },
-        ..RunConfig::default()
-    }
+    RunConfig::default().limits(Limits::default().memory(bytes))
 }
 
 #[tokio::test]

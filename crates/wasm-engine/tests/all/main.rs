@@ -1,9 +1,7 @@
 //! Integration tests of the engine API with WAT and C fixtures.
 
-#[path = "../../../../tests/support/fixtures.rs"]
-mod fixtures;
-#[path = "../../../../tests/support/http_fixture.rs"]
-mod http_fixture;
+use test_support::fixtures;
+use test_support::http_fixture;
 
 mod fairness;
 mod limits;

@@ -22,10 +22,7 @@ const TRAP: &str = r#"(module
 fn probe_config(args: &[&str]) -> RunConfig {
     let mut all = vec!["probe".to_owned()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
-    RunConfig {
-        args: all,
-        ..RunConfig::default()
-    }
+    RunConfig::default().args(all)
 }
 
 /// An OS pipe as (read end, write end) files.
@@ -59,13 +56,10 @@ async fn a_trap_is_134_and_its_message_goes_to_stderr() {
     let e = engine();
     let p = load(&e, TRAP);
     let err = tempfile::NamedTempFile::new().unwrap();
-    let config = RunConfig {
-        stdio: Stdio {
-            stderr: StdioStream::File(err.reopen().unwrap()),
-            ..Stdio::default()
-        },
-        ..RunConfig::default()
-    };
+    let config = RunConfig::default().stdio(Stdio {
+        stderr: StdioStream::File(err.reopen().unwrap()),
+        ..Stdio::default()
+    });
     let status = run(&e, &p, config).await;
     assert_eq!(status.code(), 134);
     let ExitReason::Trapped(message) = status.reason() else {
@@ -84,11 +78,9 @@ async fn the_kill_handle_stops_a_spinning_guest_from_another_thread() {
     let e = engine();
     let p = load(&e, SPIN);
     let kill = KillHandle::new();
-    let config = RunConfig {
-        kill: kill.clone(),
-        memory: Default::default(),
-        ..RunConfig::default()
-    };
+    let config = RunConfig::default()
+        .kill(kill.clone())
+        .memory(Default::default());
     let killed_at = std::sync::Arc::new(std::sync::Mutex::new(None));
     let at = killed_at.clone();
     std::thread::spawn(move || {
@@ -113,11 +105,7 @@ async fn kill_with_a_status_and_the_first_kill_wins() {
     kill.kill_with(143);
     kill.kill();
     assert_eq!(kill.killed(), Some(143));
-    let config = RunConfig {
-        kill,
-        memory: Default::default(),
-        ..RunConfig::default()
-    };
+    let config = RunConfig::default().kill(kill).memory(Default::default());
     assert_eq!(run(&e, &p, config).await.code(), 143);
 }
 
@@ -125,13 +113,7 @@ async fn kill_with_a_status_and_the_first_kill_wins() {
 async fn the_deadline_stops_a_spinning_guest() {
     let e = engine();
     let p = load(&e, SPIN);
-    let config = RunConfig {
-        limits: Limits {
-            timeout: Some(Duration::from_millis(100)),
-            ..Limits::default()
-        },
-        ..RunConfig::default()
-    };
+    let config = RunConfig::default().limits(Limits::default().timeout(Duration::from_millis(100)));
     let status = run(&e, &p, config).await;
     assert_eq!(status.code(), 137);
     assert_eq!(status.reason(), &ExitReason::TimedOut);
@@ -242,14 +224,11 @@ async fn missing_imports_are_reported_before_running() {
 async fn a_missing_preopen_is_an_error_naming_it() {
     let e = engine();
     let p = load(&e, EXIT_7);
-    let config = RunConfig {
-        preopens: vec![wasm_engine::Preopen {
-            host: "/nonexistent/wasmpod".into(),
-            guest: "/data".into(),
-            readonly: false,
-        }],
-        ..RunConfig::default()
-    };
+    let config = RunConfig::default().preopen(wasm_engine::Preopen {
+        host: "/nonexistent/wasmpod".into(),
+        guest: "/data".into(),
+        readonly: false,
+    });
     let err = e.run(&p, config).await.unwrap_err().to_string();
     assert!(err.contains("/nonexistent/wasmpod"), "{err}");
 }
@@ -269,10 +248,7 @@ fn not_wasm_and_invalid_wasm_are_errors() {
 #[test]
 fn the_cache_serves_a_second_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        cache_dir: Some(dir.path().join("cache")),
-        ..Default::default()
-    };
+    let config = EngineConfig::default().cache_dir(dir.path().join("cache"));
     let first = Engine::new(config.clone()).unwrap();
     assert!(first.has_cache());
     let a = first.load(EXIT_7.as_bytes()).unwrap();
@@ -293,20 +269,10 @@ fn the_cache_serves_a_second_engine() {
 #[tokio::test]
 async fn a_pooling_engine_shares_the_cache_and_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let config = EngineConfig {
-        cache_dir: Some(dir.path().join("cache")),
-        ..Default::default()
-    };
+    let config = EngineConfig::default().cache_dir(dir.path().join("cache"));
     let first = Engine::new(config.clone()).unwrap();
     let a = first.load(EXIT_7.as_bytes()).unwrap();
-    let pooled = Engine::new(EngineConfig {
-        pooling: Some(wasm_engine::Pooling {
-            instances: 4,
-            max_memory: 64 << 20,
-        }),
-        ..config
-    })
-    .unwrap();
+    let pooled = Engine::new(config.pooling(wasm_engine::Pooling::new(4, 64 << 20))).unwrap();
     let b = pooled.load(EXIT_7.as_bytes()).unwrap();
     assert!(a.was_compiled() && !b.was_compiled(), "compiled again");
     let status = pooled.run(&b, RunConfig::default()).await.unwrap();

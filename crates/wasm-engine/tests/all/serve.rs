@@ -52,14 +52,8 @@ async fn serve_hello() -> (
     tokio::task::JoinHandle<wasm_engine::Result<ServeStats>>,
 ) {
     // As servers run: instances from the pooling allocator's slots.
-    let e = Engine::new(EngineConfig {
-        pooling: Some(wasm_engine::Pooling {
-            instances: 256,
-            max_memory: 64 << 20,
-        }),
-        ..Default::default()
-    })
-    .unwrap();
+    let e = Engine::new(EngineConfig::default().pooling(wasm_engine::Pooling::new(256, 64 << 20)))
+        .unwrap();
     let p = e
         .load_file(http_fixture::hello_handler())
         .expect("load the handler");
@@ -220,11 +214,8 @@ async fn instances_share_one_memory_gauge_and_cap() {
         cap: Option<u64>,
     ) -> (SocketAddr, KillHandle) {
         // As servers run: from the pooling allocator.
-        let e = Engine::new(EngineConfig {
-            pooling: Some(wasm_engine::Pooling::default()),
-            ..Default::default()
-        })
-        .unwrap();
+        let e =
+            Engine::new(EngineConfig::default().pooling(wasm_engine::Pooling::default())).unwrap();
         let p = e.load_file(http_fixture::hello_handler()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -232,10 +223,9 @@ async fn instances_share_one_memory_gauge_and_cap() {
         let config = ServeConfig {
             shutdown: shutdown.clone(),
             memory,
-            limits: wasm_engine::Limits {
-                memory: cap,
-                ..Default::default()
-            },
+            limits: cap.map_or_else(wasm_engine::Limits::default, |cap| {
+                wasm_engine::Limits::default().memory(cap)
+            }),
             ..Default::default()
         };
         tokio::spawn(async move { e.serve(&p, listener, config).await });

@@ -1,18 +1,12 @@
 //! End-to-end tests of the `wasmpod` binary: C programs compiled to wasm32-wasi, run as
 //! files and as images through a private registry.
 
-#[path = "../../../../tests/support/fixtures.rs"]
-mod fixtures;
-#[path = "../../../../tests/support/hostile.rs"]
-mod hostile;
-#[path = "../../../../tests/support/http_fixture.rs"]
-mod http_fixture;
-#[path = "../../../../tests/support/registry.rs"]
-mod registry;
-#[path = "../../../../tests/support/wasi_p3.rs"]
-mod wasi_p3;
-#[path = "../../../../tests/support/wasi_testsuite.rs"]
-mod wasi_testsuite;
+use test_support::fixtures;
+use test_support::hostile;
+use test_support::http_fixture;
+use test_support::registry;
+use test_support::wasi_p3;
+use test_support::wasi_testsuite;
 
 mod conformance;
 mod errors;

@@ -1,7 +1,5 @@
 //! Hostile workloads generated as WebAssembly text, shared by the crates' tests and the
-//! e2e (`#[path]`-included, so each user builds exactly this).
-
-#![allow(dead_code, reason = "each user takes a different subset")]
+//! e2e.
 
 use std::fmt::Write as _;
 

@@ -1,8 +1,6 @@
 //! Test workloads built from the C sources in `tests/fixtures/`, shared by the crates'
-//! integration tests (`#[path]`-included). Built once per test run into the target's tmp
+//! integration tests. Built once per test run into the target's tmp
 //! directory, written atomically so concurrent test binaries can share them.
-
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,9 +11,7 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn out_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-fixtures");
-    std::fs::create_dir_all(&dir).expect("create the fixture directory");
-    dir
+    crate::target_tmp("wasm-fixtures")
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.

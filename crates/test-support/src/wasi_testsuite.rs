@@ -1,8 +1,6 @@
 //! The official WASI testsuite (`../shared/wasi-testsuite/` beside the checkout or above
 //! it, or `$WASMPOD_WASI_TESTSUITE_TGZ`): its preview 1 tests read from their `.json`
-//! files, for the runners of the CLI's tests and the e2e (`#[path]`-included).
-
-#![allow(dead_code, reason = "each user takes a different subset")]
+//! files, for the runners of the CLI's tests and the e2e.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,6 @@
 //! A private OCI registry for tests: Debian's `docker-registry` on a free loopback port
 //! with its own storage and config, optionally behind htpasswd basic auth; stopped on drop.
 
-#![allow(dead_code, reason = "each test binary uses a different subset")]
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running registry.
+#[derive(Debug)]
 pub struct Registry {
     child: Child,
     dir: tempfile::TempDir,

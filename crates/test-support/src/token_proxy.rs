@@ -3,8 +3,6 @@
 //! hands the token out for the right basic credentials, and authorised GET/HEAD requests
 //! are relayed to a real (unauthenticated) registry behind it. One request per connection.
 
-#![allow(dead_code, reason = "each test binary uses a different subset")]
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +11,7 @@ use std::sync::Arc;
 const TOKEN: &str = "wasmpod-test-token";
 
 /// A running token-auth front; stops accepting when dropped (its thread exits with the test).
+#[derive(Debug)]
 pub struct TokenProxy {
     port: u16,
     /// How many tokens were issued.

@@ -2,9 +2,7 @@
 //! files (run, write, read, wait, connect, send, recv, request, kill, and the HTTP servers
 //! a `wasi:http` client test talks to) read and carried out in Rust, as the suite's own
 //! Python runner (`test-runner/wasi_test_runner/test_suite_runner.py`) does, against a
-//! process the caller starts (`#[path]`-included beside `wasi_testsuite.rs`).
-
-#![allow(dead_code, reason = "each user takes a different subset")]
+//! process the caller starts (beside `wasi_testsuite`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

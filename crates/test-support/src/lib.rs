@@ -1,0 +1,46 @@
+//! What wasmpod's tests share, as one dev-dependency of the crates and of xtask: a private
+//! OCI registry ([`registry`]) and a bearer-token front for it ([`token_proxy`]), hostile
+//! workloads as WebAssembly text ([`hostile`]), the official WASI testsuite's runners
+//! ([`wasi_testsuite`], [`wasi_p3`]) and, with the `components` feature, the C fixtures
+//! built to wasm32-wasi modules and `wasi:http` components (`fixtures`, `http_fixture`).
+//!
+//! Test code: it panics with a message where a test could not go on.
+
+#![forbid(unsafe_code)]
+#![allow(
+    missing_docs,
+    reason = "test helpers, documented where they are not obvious"
+)]
+
+#[cfg(feature = "components")]
+pub mod fixtures;
+pub mod hostile;
+#[cfg(feature = "components")]
+pub mod http_fixture;
+pub mod registry;
+pub mod token_proxy;
+pub mod wasi_p3;
+pub mod wasi_testsuite;
+
+use std::path::PathBuf;
+
+/// A directory for built fixtures under cargo's target directory (`target/tmp/NAME`),
+/// shared by every test binary and the xtask of one checkout.
+pub fn target_tmp(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // target/<profile>/deps/<test binary>, target/<profile>/examples/<example>,
+            // target/<profile>/<binary>
+            let exe = std::env::current_exe().ok()?;
+            let mut dir = exe.parent()?;
+            if dir.ends_with("deps") || dir.ends_with("examples") {
+                dir = dir.parent()?;
+            }
+            Some(dir.parent()?.to_owned())
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = target.join("tmp").join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
