@@ -35,6 +35,8 @@ use test_support::registry::Registry;
 
 use crate::util::{cargo, require_wasm_toolchain, root, run as sh};
 
+mod anchors;
+pub(crate) mod breakdown;
 mod density;
 mod http;
 mod load;

@@ -371,11 +371,20 @@ pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
 
 /// Builds the shim and the CLI in `profile` (`debug` or `release`).
 pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result<Binaries> {
-    // One build of the whole workspace's binaries and examples: the same features as
-    // `cargo test --workspace` resolves (a build of `-p shim -p wasmpod` alone would
-    // resolve others and compile wasmtime again).
+    // One build of the workspace's binaries and examples: the same features as `cargo
+    // test --workspace` resolves (a build of `-p shim -p wasmpod` alone would resolve
+    // others and compile wasmtime again). Not xtask: that would relink the running
+    // binary, which some checks start again (`current_exe`).
     sh(cargo()
-        .args(["build", "--quiet", "--workspace", "--bins", "--examples"])
+        .args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--bins",
+            "--examples",
+        ])
         .args(flags))?;
     let target = crate::util::target_dir();
     let dir = target.join(profile);

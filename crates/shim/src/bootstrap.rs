@@ -23,6 +23,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use containerd_shim::asynchronous::monitor::monitor_notify_by_pid;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
@@ -430,7 +431,9 @@ async fn shim(mut flags: Flags) -> Result<()> {
                 flags.debug |= p.log_level <= LOG_LEVEL_DEBUG;
             }
             crate::logging::init(&flags);
-            let answer = start(&flags, &launch).await?;
+            let answer = start(&flags, &launch)
+                .instrument(tracing::info_span!("phase", phase = "shim.start", id = %flags.id))
+                .await?;
             write_stdout(&answer, "writing the shim's address")
         }
         "delete" => {

@@ -1,28 +1,139 @@
 //! The shim's own tracing: to the `log` FIFO containerd reads from the bundle (which it
-//! copies into its own log), or to stderr for the short-lived `start` and `delete` calls.
+//! copies into its own log), or to stderr for the short-lived `start` and `delete` calls;
+//! and, when `WASMPOD_TIMINGS` names a file, the start path's phases ([`phase`]) timed.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use containerd_shim::Flags;
-use tracing_subscriber::EnvFilter;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::Subscriber;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Where the timings go: `cargo xtask bench` sets it on its private containerd, whose
+/// shims inherit it.
+pub(crate) const TIMINGS_ENV: &str = "WASMPOD_TIMINGS";
+
+/// A span of one phase of a container's life (`create.spec`, `start`, `guest.run`…): free
+/// unless `WASMPOD_TIMINGS` is set, then one line when it closes.
+pub(crate) fn phase(name: &'static str) -> tracing::Span {
+    tracing::info_span!("phase", phase = name)
+}
 
 /// Installs the subscriber. `WASMPOD_LOG` overrides the level (`info`, or `debug` when
 /// containerd runs with debug logging).
 pub(crate) fn init(flags: &Flags) {
     let default = if flags.debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_env("WASMPOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_target(false);
     let serving = !matches!(flags.action.as_str(), "start" | "delete");
     // The serving shim runs in the first container's bundle, where containerd made `log`.
     let fifo = serving
         .then(|| OpenOptions::new().write(true).open("log").ok())
         .flatten();
-    let _ = match fifo {
-        Some(f) => builder.with_writer(Mutex::new(f)).try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_target(false);
+    let fmt = match fifo {
+        Some(f) => fmt.with_writer(Mutex::new(f)).boxed(),
+        None => fmt.with_writer(std::io::stderr).boxed(),
     };
+    let timings = std::env::var_os(TIMINGS_ENV)
+        .and_then(|path| OpenOptions::new().create(true).append(true).open(path).ok());
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    let _ = match timings {
+        Some(file) => registry
+            .with(Timings {
+                file: Mutex::new(file),
+            })
+            .try_init(),
+        None => registry.try_init(),
+    };
+}
+
+/// Writes `<unix µs at start> <µs> <phase> <container id> <pid>` for every closed span
+/// with a `phase` field (its container id from an `id` field, its own or an ancestor's).
+struct Timings {
+    file: Mutex<File>,
+}
+
+/// What a timed span remembers from its opening.
+struct Opened {
+    phase: String,
+    id: String,
+    wall_us: u128,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Fields {
+    phase: Option<String>,
+    id: Option<String>,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "phase" => self.phase = Some(value.to_owned()),
+            "id" => self.id = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+/// The container id a span of the guest's task or of a call carries (`%id`, displayed).
+#[derive(Clone)]
+struct ContainerId(String);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Timings {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        let container = fields.id.clone().or_else(|| {
+            span.scope()
+                .skip(1)
+                .find_map(|s| s.extensions().get::<ContainerId>().map(|c| c.0.clone()))
+        });
+        let mut ext = span.extensions_mut();
+        if let Some(c) = &container {
+            ext.insert(ContainerId(c.clone()));
+        }
+        if let Some(phase) = fields.phase {
+            ext.insert(Opened {
+                phase,
+                id: container.unwrap_or_else(|| "-".to_owned()),
+                wall_us: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros()),
+                at: Instant::now(),
+            });
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let ext = span.extensions();
+        let Some(o) = ext.get::<Opened>() else { return };
+        let line = format!(
+            "{} {} {} {} {}\n",
+            o.wall_us,
+            o.at.elapsed().as_micros(),
+            o.phase,
+            o.id,
+            std::process::id()
+        );
+        // One write per line, appended: lines of concurrent shims do not interleave.
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = file.write_all(line.as_bytes());
+    }
 }

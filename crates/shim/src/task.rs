@@ -68,10 +68,10 @@ fn pid() -> u32 {
     std::process::id()
 }
 
-/// The span of one container: a root, so the guest's task does not nest under the call
-/// that started it.
-fn span(id: &str) -> tracing::Span {
-    tracing::info_span!(parent: None, "container", %id)
+/// The span of one container's call or run (`phase`: `create`, `start`, `guest.run`…): a
+/// root, so the guest's task does not nest under the call that started it.
+fn span(id: &str, phase: &'static str) -> tracing::Span {
+    tracing::info_span!(parent: None, "container", %id, phase)
 }
 
 /// Locks `m`, taking over from a holder that panicked (the maps stay consistent: every
@@ -198,22 +198,28 @@ impl TaskService {
     /// Runs one call about `id` inside the container's span, after any Create of it.
     async fn traced<T>(
         &self,
+        verb: &'static str,
         id: &str,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> TtrpcResult<T> {
         self.settled(id).await;
-        answer(id, call.instrument(span(id)).await)
+        answer(id, call.instrument(span(id, verb)).await)
     }
 
     /// [`TaskService::traced`] for a question about a container (State, Pids, Stats):
     /// answered at once. While its Create is under way the container is not there yet (as
     /// runc's shim says): containerd's task list asks every task's State and would wait
     /// for a tenant's compile.
-    async fn traced_now<T>(&self, id: &str, call: impl FnOnce() -> Result<T>) -> TtrpcResult<T> {
+    async fn traced_now<T>(
+        &self,
+        verb: &'static str,
+        id: &str,
+        call: impl FnOnce() -> Result<T>,
+    ) -> TtrpcResult<T> {
         if self.creating().contains(id) {
             return answer(id, Err(Error::NotFound(format!("{id} (being created)"))));
         }
-        let _span = span(id).entered();
+        let _span = span(id, verb).entered();
         answer(id, call())
     }
 }
@@ -226,7 +232,7 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let id = req.id.clone();
-        self.traced(&id, self.create_task(req)).await
+        self.traced("create", &id, self.create_task(req)).await
     }
 
     async fn start(
@@ -234,13 +240,13 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        let resp = self.traced(&req.id, self.start_task(&req)).await?;
+        let resp = self.traced("start", &req.id, self.start_task(&req)).await?;
         self.seams.events.start(&req.id, resp.pid).await;
         Ok(resp)
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        self.traced(&req.id, self.kill_task(&req)).await?;
+        self.traced("kill", &req.id, self.kill_task(&req)).await?;
         Ok(api::Empty::default())
     }
 
@@ -258,7 +264,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        self.traced(&req.id, self.delete_task(&req)).await
+        self.traced("delete", &req.id, self.delete_task(&req)).await
     }
 
     async fn state(
@@ -266,7 +272,8 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        self.traced_now(&req.id, || self.state_of(&req)).await
+        self.traced_now("state", &req.id, || self.state_of(&req))
+            .await
     }
 
     async fn pids(
@@ -275,7 +282,7 @@ impl Task for TaskService {
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
         let task_pid = self
-            .traced_now(&req.id, || self.with(&req.id, |c| Ok(c.pid())))
+            .traced_now("pids", &req.id, || self.with(&req.id, |c| Ok(c.pid())))
             .await?;
         Ok(api::PidsResponse {
             processes: vec![containerd_shim::protos::api::ProcessInfo {
@@ -291,7 +298,8 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        self.traced_now(&req.id, || self.stats_of(&req)).await
+        self.traced_now("stats", &req.id, || self.stats_of(&req))
+            .await
     }
 
     async fn close_io(
@@ -299,7 +307,8 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
-        self.traced(&req.id, async { self.close_io(&req) }).await?;
+        self.traced("close_io", &req.id, async { self.close_io(&req) })
+            .await?;
         Ok(api::Empty::default())
     }
 
@@ -371,7 +380,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        self.traced_now(&req.id, || self.update_resources(&req))
+        self.traced_now("update", &req.id, || self.update_resources(&req))
             .await?;
         Ok(api::Empty::new())
     }

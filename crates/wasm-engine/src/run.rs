@@ -636,6 +636,9 @@ impl Engine {
             cpu,
             network,
         } = config;
+        // From here to the guest's first instruction (WASI context, instantiation): a
+        // phase the shim times under `WASMPOD_TIMINGS`.
+        let setup = tracing::info_span!("phase", phase = "guest.setup");
         self.start_ticker()?;
         let mut builder = WasiCtxBuilder::new();
         builder.args(&args).envs(&env);
@@ -651,10 +654,11 @@ impl Engine {
         let guest = Metered {
             inner: Box::pin(async move {
                 match &program.code {
-                    Code::Module(m) => self.run_module(m, builder, budget, meter).await,
+                    Code::Module(m) => self.run_module(m, builder, budget, meter, setup).await,
                     Code::Component(c) => {
                         let hooks = PolicyHooks(Arc::new(network));
-                        self.run_component(c, builder, hooks, budget, meter).await
+                        self.run_component(c, builder, hooks, budget, meter, setup)
+                            .await
                     }
                 }
             }),
@@ -708,6 +712,7 @@ impl Engine {
         mut builder: WasiCtxBuilder,
         budget: MemoryBudget,
         cpu: CpuMeter,
+        setup: tracing::Span,
     ) -> Result<(wasmtime::Result<i32>, bool)> {
         let pre = self
             .p1_linker()?
@@ -739,6 +744,7 @@ impl Engine {
                     "the module has no `_start` export (is it a WASI command?)".into(),
                 )
             })?;
+        drop(setup);
         let result = start.call_async(&mut store, ()).await.map(|()| 0);
         Ok((result, store.data().budget.denied()))
     }
@@ -750,6 +756,7 @@ impl Engine {
         hooks: PolicyHooks,
         budget: MemoryBudget,
         cpu: CpuMeter,
+        setup: tracing::Span,
     ) -> Result<(wasmtime::Result<i32>, bool)> {
         let pre = self
             .p2_linker()?
@@ -762,6 +769,7 @@ impl Engine {
             Err(e) if ran_guest_code(&e) => return Ok((Err(e), store.data().budget.denied())),
             Err(e) => return Err(instantiate_err(&e)),
         };
+        drop(setup);
         let result = match world {
             CommandWorld::P3 => {
                 let command = wasmtime_wasi::p3::bindings::Command::new(&mut store, &instance)

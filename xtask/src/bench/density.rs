@@ -1,5 +1,7 @@
-//! `cargo xtask bench density [N...] [shared|process|runc]`: N sleeping containers at once in each isolation level
-//! and, for comparison, N runc busybox `sleep` containers, all in one private containerd:
+//! `cargo xtask bench density [N...] [shared|process|runwasi|runc|per-container]`: N
+//! sleeping containers at once — ours with a shim per container (as a shim per pod under
+//! Kubernetes) and node-grouped in each isolation level, and for comparison runwasi's
+//! wasmtime shim and runc busybox `sleep` — all in one private containerd:
 //! start latency per container, and memory per container (PSS and RSS of the shim
 //! processes and everything under them, plus containerd's own growth).
 
@@ -9,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 
+use super::anchors::{install_runwasi, RUNWASI};
 use super::shim::{busybox_image, BUSYBOX};
 use crate::e2e::{build_binaries_in, Containerd, IMAGE, NAMESPACE, RUNTIME};
+
+/// runc's runtime type.
+const BUSYBOX_RUNTIME: &str = "io.containerd.runc.v2";
 
 /// The N of the issue: as far as the machine allows.
 const DEFAULT_COUNTS: [usize; 3] = [50, 200, 500];
@@ -24,7 +30,21 @@ struct Setup {
     args: &'static [&'static str],
 }
 
-const SETUPS: [Setup; 3] = [
+const SETUPS: [Setup; 5] = [
+    Setup {
+        name: "wasm shared (a shim per container)",
+        runtime: RUNTIME,
+        image: IMAGE,
+        flags: &[],
+        args: &["/probe.wasm", "sleep", "3600000"],
+    },
+    Setup {
+        name: "runwasi wasmtime (a shim per container)",
+        runtime: RUNWASI,
+        image: IMAGE,
+        flags: &[],
+        args: &["/probe.wasm", "sleep", "3600000"],
+    },
     Setup {
         name: "wasm shared (one shim per node)",
         runtime: RUNTIME,
@@ -46,7 +66,7 @@ const SETUPS: [Setup; 3] = [
     },
     Setup {
         name: "runc busybox sleep",
-        runtime: "io.containerd.runc.v2",
+        runtime: BUSYBOX_RUNTIME,
         image: BUSYBOX,
         flags: &[],
         args: &["/bin/sleep", "3600"],
@@ -59,11 +79,18 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("the density bench starts containerd: run it as root");
     }
     let counts: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    // `shared`, `process` or `runc` among the arguments pick setups; none: all three.
+    // `shared`, `process`, `runwasi`, `runc` or `per-container` among the arguments pick
+    // setups; none: all.
     let picked = |setup: &Setup| {
-        let named: Vec<&String> = args
+        let named: Vec<String> = args
             .iter()
-            .filter(|a| ["shared", "process", "runc"].contains(&a.as_str()))
+            .filter(|a| ["shared", "process", "runc", "runwasi"].contains(&a.as_str()))
+            .cloned()
+            .chain(
+                args.iter()
+                    .any(|a| a == "per-container")
+                    .then(|| "per container".to_owned()),
+            )
             .collect();
         named.is_empty() || named.iter().any(|n| setup.name.contains(n.as_str()))
     };
@@ -79,20 +106,26 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     if let Err(e) = &runc {
         println!("runc comparison skipped: {e:#}");
     }
+    let runwasi = install_runwasi(&env);
+    if let Err(e) = &runwasi {
+        println!("runwasi comparison skipped: {e:#}");
+    }
     // The probe compiled once into the precompile cache, as for any image after its first run.
     env.run_wasm("warm-cache", &[], &["exit", "0"])?;
     println!(
-        "{:<34} {:>5} {:>12} {:>14} {:>14} {:>16}",
+        "{:<40} {:>5} {:>12} {:>14} {:>14} {:>16}",
         "setup", "N", "start/ctr", "PSS/container", "RSS/container", "containerd +PSS"
     );
     for &n in &counts {
         for setup in SETUPS.iter().filter(|s| picked(s)) {
-            if setup.runtime != RUNTIME && runc.is_err() {
+            if (setup.runtime == BUSYBOX_RUNTIME && runc.is_err())
+                || (setup.runtime == RUNWASI && runwasi.is_err())
+            {
                 continue;
             }
             match measure(&env, setup, n) {
                 Ok(m) => println!(
-                    "{:<34} {:>5} {:>9.1} ms {:>10.3} MiB {:>10.3} MiB {:>12.2} MiB",
+                    "{:<40} {:>5} {:>9.1} ms {:>10.3} MiB {:>10.3} MiB {:>12.2} MiB",
                     setup.name,
                     n,
                     m.start.as_secs_f64() * 1e3,
@@ -100,7 +133,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                     m.rss / n as f64,
                     m.containerd_pss
                 ),
-                Err(e) => println!("{:<34} {n:>5} failed: {e:#}", setup.name),
+                Err(e) => println!("{:<40} {n:>5} failed: {e:#}", setup.name),
             }
         }
     }

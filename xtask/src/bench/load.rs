@@ -1,6 +1,7 @@
 //! `cargo xtask bench --load [CYCLES]`: create/start/wait/delete cycles (`ctr run --rm`),
 //! 8 at a time, through a private containerd — our shim with a shim per container, our
-//! shim with one node-grouped shim for all, and runc with busybox in the same containerd —
+//! shim with one node-grouped shim for all, runwasi's wasmtime shim, and runc with busybox
+//! in the same containerd —
 //! with cycles per second and what each left behind (descriptors, memory of the
 //! long-lived processes, shims, mounts, files).
 
@@ -27,6 +28,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         load::pass(&env, &WASM, false, cycles, PARALLEL)?,
         load::pass(&env, &WASM, true, cycles, PARALLEL)?,
     ];
+    match super::anchors::install_runwasi(&env) {
+        Ok(()) => {
+            let runwasi = Workload {
+                label: "runwasi",
+                runtime: super::anchors::RUNWASI,
+                ..WASM
+            };
+            passes.push(load::pass(&env, &runwasi, false, cycles, PARALLEL)?);
+        }
+        Err(e) => println!("runwasi comparison skipped: {e:#}"),
+    }
     match super::shim::busybox_image(&env, crate::e2e::NAMESPACE) {
         Ok(()) => {
             let runc = Workload {
@@ -60,13 +72,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             p.label, p.before, p.label, p.after
         );
     }
-    if let Some(runc) = passes.iter().find(|p| p.label == "runc") {
-        for p in passes.iter().filter(|p| p.label != "runc") {
-            println!(
-                "{} / runc: {:.2}x the cycles per second",
-                p.label,
-                p.per_second() / runc.per_second()
-            );
+    for base in ["runwasi", "runc"] {
+        if let Some(b) = passes.iter().find(|p| p.label == base) {
+            for p in passes.iter().filter(|p| p.label != base) {
+                println!(
+                    "{} / {base}: {:.2}x the cycles per second",
+                    p.label,
+                    p.per_second() / b.per_second()
+                );
+            }
         }
     }
     Ok(())

@@ -1,12 +1,14 @@
 //! `cargo xtask bench pod`: pod start latency through containerd's CRI plugin — from
-//! RunPodSandbox to the container running — for a wasm pod (our shim) against a runc
-//! busybox pod in the same containerd, with the same CNI bridge network.
+//! RunPodSandbox to the container running — for a wasm pod (our shim) against the same pod
+//! under runwasi's wasmtime shim and a runc busybox pod, in the same containerd, with the
+//! same CNI bridge network.
 
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use super::anchors::{install_runwasi, RUNWASI_HANDLER};
 use super::{median, ms};
 use crate::bench::shim::{busybox_image, BUSYBOX};
 use crate::e2e::cri::{import_pause_image, probe_image, K8S_NAMESPACE};
@@ -32,6 +34,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     import_pause_image(&env)?;
     let wasm_image = probe_image(&env)?;
     let busybox = busybox_image(&env, K8S_NAMESPACE);
+    let runwasi = install_runwasi(&env);
+    if let Err(e) = &runwasi {
+        println!("runwasi comparison skipped: {e:#}");
+    }
     let time = |name: &str,
                 runtime_class: &str,
                 image: &str,
@@ -84,6 +90,22 @@ pub(crate) fn run() -> anyhow::Result<()> {
             "wasm pod (probe sleep, our shim):  {} median of {RUNS}",
             ms(wasm)
         );
+        if runwasi.is_ok() {
+            let theirs = time(
+                "runwasi-pod",
+                &format!("  runtimeClassName: {RUNWASI_HANDLER}\n{spec}"),
+                &wasm_image,
+                "[sleep, \"600000\"]",
+            )?;
+            println!(
+                "wasm pod (probe sleep, runwasi):   {} median of {RUNS}",
+                ms(theirs)
+            );
+            println!(
+                "ours / runwasi: {:.2}x",
+                wasm.as_secs_f64() / theirs.as_secs_f64()
+            );
+        }
         match &busybox {
             Ok(()) => {
                 let runc = time("runc-pod", spec, BUSYBOX, "[/bin/sleep, \"600\"]")?;

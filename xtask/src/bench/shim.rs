@@ -1,5 +1,6 @@
-//! `cargo xtask bench shim`: the shim under a private containerd against runc in the same
-//! containerd — cold start of `ctr run --rm` for a hello world, and the memory of idle shims.
+//! `cargo xtask bench shim`: the shim under a private containerd 2.3.4 beside runwasi's
+//! wasmtime shim and runc in the same containerd — `ctr run --rm` of a hello world, taking
+//! turns, with ratios; our start path phase by phase; and the memory of idle shims.
 
 use std::fs;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 
+use super::anchors::{install_runwasi, RUNWASI};
 use super::{median, ms};
 use crate::e2e::{build_binaries_in, compile_fixture, Containerd, RUNTIME};
 use crate::util::have;
@@ -15,75 +17,124 @@ const HELLO: &str = "localhost/wasmpod-bench/hello:v1";
 pub(crate) const BUSYBOX: &str = "localhost/wasmpod-bench/busybox:v1";
 const RUNS: usize = 20;
 
+/// One way to run the hello world with `ctr run --rm`.
+struct Setup {
+    /// The container ids' prefix, and the row's name.
+    id: &'static str,
+    label: &'static str,
+    runtime: &'static str,
+    flags: &'static [&'static str],
+    image: &'static str,
+    args: &'static [&'static str],
+}
+
+const SETUPS: [Setup; 4] = [
+    Setup {
+        id: "shared",
+        label: "wasmpod (shim per container)",
+        runtime: RUNTIME,
+        flags: &[],
+        image: HELLO,
+        args: &[],
+    },
+    Setup {
+        id: "process",
+        label: "wasmpod, process level",
+        runtime: RUNTIME,
+        flags: &["--annotation", "wasmpod.io/isolation=process"],
+        image: HELLO,
+        args: &[],
+    },
+    Setup {
+        id: "runwasi",
+        label: "runwasi wasmtime shim",
+        runtime: RUNWASI,
+        flags: &[],
+        image: HELLO,
+        args: &[],
+    },
+    Setup {
+        id: "runc",
+        label: "runc, busybox echo",
+        runtime: "io.containerd.runc.v2",
+        flags: &[],
+        image: BUSYBOX,
+        args: &["/bin/echo", "hello"],
+    },
+];
+
 pub(crate) fn run() -> anyhow::Result<()> {
-    println!("\n== containerd: ctr run --rm of a hello world, and idle memory");
+    println!(
+        "\n== containerd: ctr run --rm of a hello world beside runwasi and runc, and idle memory"
+    );
     if !crate::util::is_root() {
         bail!("the shim bench starts containerd: run it as root");
     }
     let bins = build_binaries_in("release", &["--release"])?;
     let env = Containerd::start(&bins)?;
+    println!("containerd {}", env.version()?.trim());
     env.prepare_image()?; // the probe, which sleeps for the idle measurement
     let hello = env.dir.join("hello.wasm");
     compile_fixture("hello", &hello)?;
     env.import(&hello, HELLO, "compat")?;
+    let mut setups: Vec<&Setup> = SETUPS.iter().collect();
+    if let Err(e) = install_runwasi(&env) {
+        println!("runwasi skipped: {e:#}");
+        setups.retain(|s| s.runtime != RUNWASI);
+    }
+    if let Err(e) = busybox_image(&env, crate::e2e::NAMESPACE) {
+        println!("runc skipped: {e:#}");
+        setups.retain(|s| s.id != "runc");
+    }
 
-    let time_runs =
-        |runtime: &str, flags: &[&str], image: &str, args: &[&str]| -> anyhow::Result<Duration> {
-            let mut samples = Vec::new();
-            for i in 0..=RUNS {
-                let id = format!("bench-{i}");
-                let mut all = vec!["run", "--rm", "--runtime", runtime];
-                all.extend_from_slice(flags);
-                all.extend_from_slice(&[image, &id]);
-                all.extend_from_slice(args);
-                let t0 = Instant::now();
-                let out = env.ctr(&all)?;
-                let took = t0.elapsed();
-                ensure!(
-                    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ello"),
-                    "ctr run {runtime}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                if i > 0 {
-                    samples.push(took); // the first run warms the caches (and compiles the wasm)
-                }
-            }
-            Ok(median(samples))
-        };
-    let wasm = time_runs(RUNTIME, &[], HELLO, &[])?;
-    println!(
-        "ctr run --rm hello (wasm shim):   {} median of {RUNS}",
-        ms(wasm)
-    );
-    let process = time_runs(
-        RUNTIME,
-        &["--annotation", "wasmpod.io/isolation=process"],
-        HELLO,
-        &[],
-    )?;
-    println!(
-        "ctr run --rm hello (wasm shim, process level): {} median of {RUNS}",
-        ms(process)
-    );
-    match busybox_image(&env, crate::e2e::NAMESPACE) {
-        Ok(()) => {
-            let runc = time_runs(
-                "io.containerd.runc.v2",
-                &[],
-                BUSYBOX,
-                &["/bin/echo", "hello"],
-            )?;
-            println!(
-                "ctr run --rm busybox echo (runc): {} median of {RUNS}",
-                ms(runc)
-            );
-            println!(
-                "wasm shim / runc: {:.2}x (process level: {:.2}x)",
-                wasm.as_secs_f64() / runc.as_secs_f64(),
-                process.as_secs_f64() / runc.as_secs_f64()
-            );
+    let run_once = |setup: &Setup, id: &str| -> anyhow::Result<Duration> {
+        let mut all = vec!["run", "--rm", "--runtime", setup.runtime];
+        all.extend_from_slice(setup.flags);
+        all.extend_from_slice(&[setup.image, id]);
+        all.extend_from_slice(setup.args);
+        let t0 = Instant::now();
+        let out = env.ctr(&all)?;
+        let took = t0.elapsed();
+        ensure!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ello"),
+            "ctr run {}: {}",
+            setup.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(took)
+    };
+    // A first run of each warms the caches (and compiles the wasm); then the runtimes
+    // take turns, round after round, so drift on the machine hits them alike.
+    for setup in &setups {
+        run_once(setup, &format!("warm-{}", setup.id))?;
+    }
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); setups.len()];
+    for round in 0..RUNS {
+        for (setup, samples) in setups.iter().zip(&mut samples) {
+            samples.push(run_once(setup, &format!("{}-{round}", setup.id))?);
         }
-        Err(e) => println!("runc comparison skipped: {e:#}"),
+    }
+    let medians: Vec<Duration> = samples.into_iter().map(median).collect();
+    let of = |id: &str| setups.iter().position(|s| s.id == id).map(|i| medians[i]);
+    let ratio = |m: Duration, base: Option<Duration>| {
+        base.map_or("—".to_owned(), |b| {
+            format!("{:.2}×", m.as_secs_f64() / b.as_secs_f64())
+        })
+    };
+    println!("| runtime | ctr run --rm, median of {RUNS} | × runwasi | × runc |");
+    println!("|---|---|---|---|");
+    for (setup, m) in setups.iter().zip(&medians) {
+        println!(
+            "| {} | {} | {} | {} |",
+            setup.label,
+            ms(*m),
+            ratio(*m, of("runwasi")),
+            ratio(*m, of("runc"))
+        );
+    }
+    if let Some(wall) = of("shared") {
+        println!("\nour shim's start path, phase by phase (median of {RUNS}; WASMPOD_TIMINGS):");
+        super::breakdown::print(&env.timings(), "shared-", wall)?;
     }
 
     // The probe is compiled (and cached) by the first shim that runs it; measure shims

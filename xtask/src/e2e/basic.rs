@@ -22,6 +22,28 @@ pub(crate) fn check_output_and_exit_codes(env: &Containerd) -> anyhow::Result<()
     );
     let (code, _, err) = env.run_wasm("exit7", &[], &["exit", "7"])?;
     ensure!(code == 7, "proc_exit(7) gave {code}: {err}");
+    // Each phase of that run's start path was timed (WASMPOD_TIMINGS, which the bench
+    // reads), under the container's id.
+    let timed = crate::bench::breakdown::read(&env.timings(), "exit7")?;
+    for phase in [
+        "shim.start",
+        "create",
+        "create.spec",
+        "create.load",
+        "start",
+        "guest.setup",
+        "guest.run",
+        "delete",
+    ] {
+        ensure!(
+            timed
+                .get(phase)
+                .is_some_and(|by_id| by_id.contains_key("exit7")),
+            "no {phase} timing for exit7 in {}: {:?}",
+            env.timings().display(),
+            timed.keys().collect::<Vec<_>>()
+        );
+    }
     let (code, _, err) = env.run_wasm("trap", &[], &["trap"])?;
     ensure!(code == 134, "a trap gave {code}: {err}");
     ensure!(

@@ -222,6 +222,8 @@ impl Containerd {
             .arg(self.dir.join("config.toml"))
             .env("PATH", path)
             .env("WASMPOD_ROOT", self.dir.join("wasmpod"))
+            // Every shim appends its start path's phases here (`cargo xtask bench` reads it).
+            .env("WASMPOD_TIMINGS", self.timings())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -296,6 +298,11 @@ impl Containerd {
     /// containerd's pid.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.borrow().as_ref().map(Child::id)
+    }
+
+    /// Where the shims write their phases' timings (`WASMPOD_TIMINGS`).
+    pub(crate) fn timings(&self) -> PathBuf {
+        self.dir.join("timings.log")
     }
 
     pub(crate) fn socket(&self) -> PathBuf {

@@ -18,6 +18,7 @@ use super::start::serving_engine;
 use super::{pid, SharedGroup, TaskService};
 use crate::container::{Container, StdioPaths, Workload};
 use crate::error::{Error, Result};
+use crate::logging::phase;
 use crate::process::{self, ProcessWorkload};
 use crate::{options, rootfs, stdio, CONTAINER_TYPE_ANNOTATION, IMAGE_NAME_ANNOTATION};
 
@@ -107,7 +108,8 @@ impl TaskService {
         has_rootfs: bool,
         handler: &HandlerOptions,
     ) -> Result<Prepared> {
-        let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
+        let spec = phase("create.spec").in_scope(|| Spec::load(bundle.join("config.json")));
+        let spec = spec.map_err(|e| {
             Error::InvalidArgument(format!(
                 "container {id}: cannot read {}: {e}",
                 bundle.join("config.json").display()
@@ -143,11 +145,11 @@ impl TaskService {
                 .wasm_layer(id, handler.program_limits.max_size)
                 .await?
         };
-        let policy = match &layer {
+        let policy = phase("create.policy").in_scope(|| match &layer {
             Some(_) => RunPolicy::from_spec_with_program(&spec, bundle),
             None => RunPolicy::from_spec(&spec, bundle),
-        }
-        .map_err(|source| Error::Policy {
+        });
+        let policy = policy.map_err(|source| Error::Policy {
             id: id.to_owned(),
             source,
         })?;
@@ -170,8 +172,8 @@ impl TaskService {
             }
             None => {
                 let max = handler.program_limits.max_size;
-                let bytes = policy
-                    .read_entrypoint(max)
+                let bytes = phase("create.read")
+                    .in_scope(|| policy.read_entrypoint(max))
                     .map_err(|source| Error::Policy {
                         id: id.to_owned(),
                         source,
@@ -188,6 +190,7 @@ impl TaskService {
         let span = tracing::Span::current();
         let loaded = tokio::task::spawn_blocking(move || {
             let _span = span.enter();
+            let _phase = phase("create.load").entered();
             let program = engine.load_limited(&bytes, &name, &limits);
             // Only a compile leaves much behind; trimming walks the whole heap, which in a
             // shim holding hundreds of guests took 35 of the 71 ms of a `ctr run`.
@@ -313,7 +316,7 @@ impl TaskService {
                 }
             }
         };
-        let streams = stdio::open(paths).await?;
+        let streams = stdio::open(paths).instrument(phase("create.stdio")).await?;
         let config = policy.run_config(streams.stdio, KillHandle::new());
         Ok(Prepared {
             workload: Workload::Wasm {
@@ -344,7 +347,9 @@ impl TaskService {
             terminal: req.terminal,
         };
         let handler = options::from_any(req.options.get_or_default())?;
-        let mounted = rootfs::mount(&id, &bundle, &req.rootfs).await?;
+        let mounted = rootfs::mount(&id, &bundle, &req.rootfs)
+            .instrument(phase("create.mount"))
+            .await?;
         let prepared = self.prepare(&id, &bundle, &paths, mounted, &handler).await;
         let Prepared {
             workload,

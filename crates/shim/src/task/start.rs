@@ -91,7 +91,7 @@ impl TaskService {
                     .await;
             }
         };
-        tokio::spawn(task.instrument(span(&req.id)));
+        tokio::spawn(task.instrument(span(&req.id, "guest.run")));
         Ok(api::StartResponse {
             pid: task_pid,
             ..Default::default()
