@@ -35,7 +35,7 @@ pub struct CacheCleared {
 /// Removes every compiled program from the precompile cache under `root` (the directory
 /// given as [`EngineConfig::cache_dir`](crate::EngineConfig::cache_dir)), for every engine
 /// version and setting that wrote there: they are compiled again when next run. Only the
-/// cache's own files (`*.cwasm`, `*.sum` and unfinished writes) are removed, and a
+/// cache's own files (`*.cwasm`, `*.sum`, compile locks and unfinished writes) are removed, and a
 /// directory is left where anything else is in it.
 pub fn clear_cache(root: &Path) -> std::io::Result<CacheCleared> {
     let mut cleared = CacheCleared::default();
@@ -52,7 +52,10 @@ pub fn clear_cache(root: &Path) -> std::io::Result<CacheCleared> {
         for file in fs::read_dir(dir.path())? {
             let file = file?;
             let name = file.file_name().to_string_lossy().into_owned();
-            let ours = name.ends_with(".cwasm") || name.ends_with(".sum") || name.contains(".tmp");
+            let ours = name.ends_with(".cwasm")
+                || name.ends_with(".sum")
+                || name.ends_with(".lock")
+                || name.contains(".tmp");
             if !ours || !file.file_type()?.is_file() {
                 continue;
             }
@@ -67,6 +70,15 @@ pub fn clear_cache(root: &Path) -> std::io::Result<CacheCleared> {
         let _ = fs::remove_dir(dir.path());
     }
     Ok(cleared)
+}
+
+/// The compile lock of one program, held until dropped (the kernel releases it if the
+/// holder dies).
+#[derive(Debug)]
+pub(crate) struct CompileLock {
+    _file: fs::File,
+    /// Whether another compile of the program held it first.
+    pub(crate) waited: bool,
 }
 
 /// A precompile cache directory that passed the ownership checks.
@@ -157,6 +169,44 @@ impl Cache {
             code.len(),
             sha256_hex(code)
         )
+    }
+
+    /// Takes the compile lock of a program: one compile of it at a time, across every
+    /// process sharing the cache (a pull's precompile, the shims of a node), so that one
+    /// that finds it being compiled waits for that compile and then loads its result
+    /// instead of compiling it a second time. `None` when the lock file cannot be made
+    /// (then compiles are not shared, which costs time, not correctness).
+    pub(crate) fn lock(&self, digest: &str, kind: ProgramKind) -> Option<CompileLock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.dir.join(format!("{digest}.{}.lock", kind_tag(kind)));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| tracing::debug!(lock = %path.display(), error = %e, "no compile lock"))
+            .ok()?;
+        let waited = match file.try_lock() {
+            Ok(()) => false,
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::info!(%digest, "waiting for a compile of the same program under way");
+                file.lock()
+                    .map_err(
+                        |e| tracing::debug!(lock = %path.display(), error = %e, "no compile lock"),
+                    )
+                    .ok()?;
+                true
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                tracing::debug!(lock = %path.display(), error = %e, "no compile lock");
+                return None;
+            }
+        };
+        Some(CompileLock {
+            _file: file,
+            waited,
+        })
     }
 
     /// Loads a verified entry, or returns `None` (discarding a bad entry).

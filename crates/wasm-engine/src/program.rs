@@ -268,6 +268,25 @@ impl Engine {
                 });
             }
         }
+        // One compile of a program at a time on this cache: after waiting for another,
+        // its result is loaded rather than compiled again.
+        let lock = self
+            .inner
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.lock(&digest, kind));
+        if let (Some(cache), Some(lock)) = (&self.inner.cache, &lock) {
+            if lock.waited {
+                if let Some(code) = cache.get(&self.inner.wasmtime, &digest, kind) {
+                    tracing::debug!(%digest, "compiled meanwhile by another");
+                    return Ok(Program {
+                        code,
+                        digest: format!("sha256:{digest}"),
+                        compiled: false,
+                    });
+                }
+            }
+        }
         let size = binary.len() as u64;
         tracing::info!(program = %name.display(), size, "compiling");
         compiling(size);
@@ -277,6 +296,7 @@ impl Engine {
         if let Some(cache) = &self.inner.cache {
             cache.put(&digest, &code);
         }
+        drop(lock);
         Ok(Program {
             code,
             digest: format!("sha256:{digest}"),

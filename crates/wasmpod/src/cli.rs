@@ -378,6 +378,11 @@ pub(crate) struct PullArgs {
     /// Print only the digest
     #[arg(short = 'q', long)]
     pub(crate) quiet: bool,
+
+    /// Do not compile the image's program ahead into the precompile cache (by default a
+    /// pull compiles it, so that its first run starts without compiling)
+    #[arg(long)]
+    pub(crate) no_compile: bool,
 }
 
 /// The packaging `wasmpod build` writes.

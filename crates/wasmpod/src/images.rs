@@ -82,6 +82,43 @@ pub(crate) fn pull(dirs: &Dirs, args: PullArgs) -> anyhow::Result<()> {
     } else {
         println!("{}: pulled {}", image.reference, image.record.digest);
     }
+    // The image is here; a program that does not compile is the run's error, not the
+    // pull's (as docker pulls an image whose binary would not start).
+    if !args.no_compile {
+        if let Err(e) = precompile(dirs, &image) {
+            tracing::warn!(
+                "{}: pulled, but not compiled ahead: {}",
+                image.reference,
+                crate::messages::error_line(&e)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Compiles the image's program into the precompile cache (what `wasmpod compile IMAGE`
+/// does), in a compile child under the default deadline and memory cap, so that its first
+/// run starts without compiling. A program compiling elsewhere meanwhile is waited for,
+/// not compiled twice.
+fn precompile(dirs: &Dirs, image: &oci_image::Image) -> anyhow::Result<()> {
+    let spec = sandbox::ContainerSpec::new(image.config.argv(&[]))
+        .root(&image.rootfs, true)
+        .to_spec()?;
+    let policy = sandbox::RunPolicy::from_spec(&spec, &image.rootfs)?;
+    let limits = wasm_engine::ProgramLimits::default();
+    let bytes = policy.read_entrypoint(limits.max_size)?;
+    let engine = wasm_engine::Engine::new(
+        wasm_engine::EngineConfig::default()
+            .cache_dir(&dirs.cache)
+            .compiler(wasm_engine::CompilerProcess::this_executable()),
+    )?;
+    crate::progress::load(
+        &engine,
+        &bytes,
+        Path::new(policy.entrypoint()),
+        &limits,
+        false,
+    )?;
     Ok(())
 }
 

@@ -279,3 +279,34 @@ fn clearing_removes_every_engines_entries_and_nothing_else() {
         .get(&f.engine, &f.digest, ProgramKind::Module)
         .is_some());
 }
+
+/// A program whose compile is under way elsewhere (its lock held) is waited for, then
+/// loaded from what that compile left in the cache: not compiled a second time.
+#[test]
+fn a_compile_under_way_is_waited_for_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = crate::Engine::new(crate::EngineConfig::default().cache_dir(dir.path())).unwrap();
+    let binary = wat::parse_str(r#"(module (func (export "_start")))"#).unwrap();
+    let digest = sha256_hex(&binary);
+    let cache = engine.inner.cache.as_ref().unwrap();
+    let held = cache.lock(&digest, ProgramKind::Module).unwrap();
+    assert!(!held.waited);
+    let waiter = {
+        let (engine, binary) = (engine.clone(), binary.clone());
+        std::thread::spawn(move || engine.load(&binary))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !waiter.is_finished(),
+        "did not wait for the compile under way"
+    );
+    // The other compile ends: its result in the cache, then its lock released.
+    let code = engine.compile_here(&binary, ProgramKind::Module).unwrap();
+    cache.put(&digest, &code);
+    drop(held);
+    let program = waiter.join().unwrap().unwrap();
+    assert!(!program.was_compiled(), "compiled a second time");
+    // And a lock left behind by nobody costs nothing: the next load takes it at once.
+    let again = cache.lock(&digest, ProgramKind::Module).unwrap();
+    assert!(!again.waited);
+}
