@@ -33,7 +33,7 @@ use anyhow::{bail, Context};
 
 use test_support::registry::Registry;
 
-use crate::util::{cargo, require_wasm_toolchain, root, run as sh};
+use crate::util::{require_wasm_toolchain, root, run as sh};
 
 mod anchors;
 pub(crate) mod breakdown;
@@ -133,15 +133,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let only = |section: &str| args.is_empty() || args.iter().any(|a| a == section);
     require_wasm_toolchain()?;
-    sh(cargo().args(["build", "--release", "-p", "wasmpod"]))?;
-    sh(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "wasm-engine",
-        "--example",
-        "engine-bench",
-    ]))?;
+    // One release build of every binary and example (the sections' shims, CLI,
+    // engine-bench, pod-start), with one resolution of features.
+    crate::e2e::build_binaries_in("release", &["--release"])?;
     let target = crate::util::target_dir();
     let out = target.join("bench");
     let _ = std::fs::remove_dir_all(&out);

@@ -13,22 +13,13 @@ use super::{median, ms};
 use crate::bench::shim::{busybox_image, BUSYBOX};
 use crate::e2e::cri::{import_pause_image, probe_image, K8S_NAMESPACE};
 use crate::e2e::{build_binaries_in, Containerd};
-use crate::util::{cargo, run as sh};
 
 const RUNS: usize = 20;
 
 pub(crate) fn run() -> anyhow::Result<()> {
     println!("\n== Kubernetes CRI: pod start, RunPodSandbox to the container running");
+    // The workspace's examples, pod-start among them, in the same build.
     let bins = build_binaries_in("release", &["--release"])?;
-    sh(cargo().args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "cri",
-        "--example",
-        "pod-start",
-    ]))?;
     let example = bins.shim.with_file_name("examples/pod-start");
     let env = Containerd::start(&bins)?;
     import_pause_image(&env)?;

@@ -44,12 +44,20 @@ fn build_push_pull_run_in_both_formats() {
         // The pull compiled the program ahead: its first run compiles nothing.
         let out = puller.cmd(&["compile", "--pull", "never", &reference]);
         assert_code(&out, 0);
-        assert!(stderr(&out).contains("is compiled already"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is compiled already"),
+            "{}",
+            stderr(&out)
+        );
         let lazy = Wasmpod::new();
         assert_code(&lazy.cmd(&["pull", "--no-compile", &reference]), 0);
         let out = lazy.cmd(&["compile", "--pull", "never", &reference]);
         assert_code(&out, 0);
-        assert!(!stderr(&out).contains("is compiled already"), "{}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("is compiled already"),
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
