@@ -217,8 +217,10 @@ impl Container {
     }
 
     /// `Running → Stopped` (the workload ended) or `Created → Stopped` (killed before it
-    /// started). Wakes every waiter.
-    pub(crate) fn exited(&mut self, code: u32) -> Result<Exit> {
+    /// started). Waiters are woken by [`announce`](Self::announce), once containerd has
+    /// been told of the exit: a Wait that returned before the exit event went out would
+    /// let a Delete (and its event) overtake it.
+    pub(crate) fn stop(&mut self, code: u32) -> Result<Exit> {
         if matches!(self.state, State::Stopped(_)) {
             return Err(self.refuse("exit"));
         }
@@ -228,7 +230,21 @@ impl Container {
         };
         self.state = State::Stopped(exit);
         self.stdin_close.take();
-        self.exit_tx.send_replace(Some(exit));
+        Ok(exit)
+    }
+
+    /// Wakes every waiter with the exit [`stop`](Self::stop) recorded.
+    pub(crate) fn announce(&self) {
+        if let State::Stopped(exit) = self.state {
+            self.exit_tx.send_replace(Some(exit));
+        }
+    }
+
+    /// [`stop`](Self::stop) and [`announce`](Self::announce) at once.
+    #[cfg(test)]
+    pub(crate) fn exited(&mut self, code: u32) -> Result<Exit> {
+        let exit = self.stop(code)?;
+        self.announce();
         Ok(exit)
     }
 

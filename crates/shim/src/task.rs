@@ -240,9 +240,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        let resp = self.traced("start", &req.id, self.start_task(&req)).await?;
-        self.seams.events.start(&req.id, resp.pid).await;
-        Ok(resp)
+        self.traced("start", &req.id, self.start_task(&req)).await
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {

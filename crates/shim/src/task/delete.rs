@@ -34,6 +34,8 @@ impl TaskService {
                 return Err(Error::NotFound(req.id.clone()));
             };
             c.check_delete()?;
+            // A waiter still hears the exit, even from a Delete that came first.
+            c.announce();
             map.remove(&req.id)
                 .expect("present: looked up under the same lock")
         };

@@ -51,7 +51,7 @@ impl TaskService {
                 self.seams.processes.signal(&req.id, *child, req.signal)?;
                 Ok(None)
             }
-            State::Created(_) => c.exited(u32::try_from(code).unwrap_or(u32::MAX)).map(Some),
+            State::Created(_) => c.stop(u32::try_from(code).unwrap_or(u32::MAX)).map(Some),
             State::Stopped(_) => Err(Error::NotFound(format!(
                 "{}: process already finished",
                 req.id
@@ -64,6 +64,10 @@ impl TaskService {
                 .events
                 .exit(&req.id, task_pid, exit.code, exit.at)
                 .await;
+            self.with(&req.id, |c| {
+                c.announce();
+                Ok(())
+            })?;
         }
         Ok(())
     }

@@ -33,7 +33,20 @@ pub(super) fn serving_engine(cell: &std::sync::OnceLock<Engine>) -> wasm_engine:
 }
 
 /// A launched workload: the future that ends with its exit status.
-type Run = Pin<Box<dyn Future<Output = i32> + Send>>;
+type Run = Pin<Box<dyn Future<Output = Ended> + Send>>;
+
+/// How a workload's run ended: its exit code, and whether it ran out of memory (an OOM
+/// event goes out before its exit).
+struct Ended {
+    code: i32,
+    oom: bool,
+}
+
+impl Ended {
+    fn exited(code: i32) -> Self {
+        Self { code, oom: false }
+    }
+}
 
 /// A launched workload: the pid containerd is shown, and its run.
 struct Launched {
@@ -71,27 +84,42 @@ impl TaskService {
             }
         };
         let service = self.clone();
+        // containerd must hear of the start before the exit: a guest that ends at once
+        // waits for the start event to be out before its exit event goes.
+        let (started, start_published) = tokio::sync::oneshot::channel::<()>();
         let task = async move {
             // On a task of its own, so that a panic while it runs (in the engine or a host
             // function, on this tenant's behalf) ends this container — as a trap, 134 —
             // and not, unnoticed, the task that reports its exit: it stayed RUNNING.
-            let code = match tokio::spawn(run.in_current_span()).await {
-                Ok(code) => code,
+            let ended = match tokio::spawn(run.in_current_span()).await {
+                Ok(ended) => ended,
                 Err(error) => {
                     tracing::error!(%error, "the container's task failed; it ends, the shim goes on");
-                    wasm_engine::EXIT_TRAP
+                    Ended::exited(wasm_engine::EXIT_TRAP)
                 }
             };
-            let code = u32::try_from(code).unwrap_or(u32::MAX);
-            if let Ok(exit) = service.with(&id, |c| c.exited(code)) {
+            let code = u32::try_from(ended.code).unwrap_or(u32::MAX);
+            // Published, or Start's call went away (then the exit is all there is).
+            let _ = start_published.await;
+            if ended.oom {
+                service.seams.events.oom(&id).await;
+            }
+            if let Ok(exit) = service.with(&id, |c| c.stop(code)) {
                 service
                     .seams
                     .events
                     .exit(&id, task_pid, exit.code, exit.at)
                     .await;
+                // Gone already only if containerd deleted it on the event.
+                let _ = service.with(&id, |c| {
+                    c.announce();
+                    Ok(())
+                });
             }
         };
         tokio::spawn(task.instrument(span(&req.id, "guest.run")));
+        self.seams.events.start(&req.id, task_pid).await;
+        let _ = started.send(());
         Ok(api::StartResponse {
             pid: task_pid,
             ..Default::default()
@@ -120,7 +148,7 @@ impl TaskService {
                     .seams
                     .processes
                     .spawn(id, bundle, cgroup.as_ref(), *p)?;
-                let run = self.child_run(id, child, cgroup, watch);
+                let run = child_run(child, cgroup, watch);
                 Ok((Runner::Child(child), Launched { pid: child, run }))
             }
             Workload::Wasm {
@@ -179,7 +207,7 @@ impl TaskService {
                     runner,
                     Launched {
                         pid: pid(),
-                        run: Box::pin(run),
+                        run: Box::pin(async move { Ended::exited(run.await) }),
                     },
                 ))
             }
@@ -192,8 +220,6 @@ impl TaskService {
                 let kill = KillHandle::new();
                 config.kill = kill.clone();
                 let engine = self.engine.clone();
-                let service = self.clone();
-                let id = id.to_owned();
                 let digest = program.digest().to_owned();
                 let run = async move {
                     tracing::info!(program = %digest, "started");
@@ -205,19 +231,19 @@ impl TaskService {
                     match ended {
                         Ok(Ok(status)) => {
                             tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
-                            if matches!(status.reason(), ExitReason::OutOfMemory(_)) {
-                                service.seams.events.oom(&id).await;
+                            Ended {
+                                code: status.code(),
+                                oom: matches!(status.reason(), ExitReason::OutOfMemory(_)),
                             }
-                            status.code()
                         }
                         Ok(Err(error)) => {
                             tracing::error!(%error, "cannot start the guest");
-                            EXIT_CANNOT_START
+                            Ended::exited(EXIT_CANNOT_START)
                         }
                         // The guest's task panicked (or its runtime went): it ends as a trap.
                         Err(error) => {
                             tracing::error!(%error, "the guest's task failed");
-                            wasm_engine::EXIT_TRAP
+                            Ended::exited(wasm_engine::EXIT_TRAP)
                         }
                     }
                 };
@@ -234,7 +260,7 @@ impl TaskService {
                 let held = kill.clone();
                 let run = async move {
                     tracing::info!("pod sandbox: held until killed");
-                    held.wait().await
+                    Ended::exited(held.wait().await)
                 };
                 Ok((
                     Runner::Guest(kill),
@@ -246,27 +272,16 @@ impl TaskService {
             }
         }
     }
+}
 
-    /// The run of a process-level container: its child's exit, after an OOM event when
-    /// its cgroup's OOM killer ended it.
-    fn child_run(
-        &self,
-        id: &str,
-        child: u32,
-        cgroup: SharedGroup,
-        watch: Box<dyn ExitWait>,
-    ) -> Run {
-        let service = self.clone();
-        let id = id.to_owned();
-        Box::pin(async move {
-            tracing::info!(pid = child, "started in its own process");
-            let code = watch.wait(child).await;
-            let oom = cgroup.stats().oom_kills > 0;
-            tracing::info!(code, oom, "exited");
-            if oom {
-                service.seams.events.oom(&id).await;
-            }
-            code
-        })
-    }
+/// The run of a process-level container: its child's exit, and whether its cgroup's OOM
+/// killer ended it.
+fn child_run(child: u32, cgroup: SharedGroup, watch: Box<dyn ExitWait>) -> Run {
+    Box::pin(async move {
+        tracing::info!(pid = child, "started in its own process");
+        let code = watch.wait(child).await;
+        let oom = cgroup.stats().oom_kills > 0;
+        tracing::info!(code, oom, "exited");
+        Ended { code, oom }
+    })
 }
