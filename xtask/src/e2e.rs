@@ -74,31 +74,39 @@ impl Flavor {
 /// `shared/containerd/` beside the checkout or beside any directory above it, else
 /// `/work/shared/containerd/`.
 pub(crate) fn containerd2_archive() -> anyhow::Result<PathBuf> {
-    const NAME: &str = "containerd-2.3.4-linux-amd64.tgz";
-    if let Some(p) = std::env::var_os("WASMPOD_CONTAINERD2_TGZ") {
+    shared_file(
+        "WASMPOD_CONTAINERD2_TGZ",
+        "containerd",
+        "containerd-2.3.4-linux-amd64.tgz",
+        "containerd 2.3.4",
+    )
+}
+
+/// A file from the shared folder: `$VAR` when set (it must exist), else
+/// `shared/SUBDIR/NAME` beside the checkout or beside any directory above it, else
+/// `/work/shared/SUBDIR/NAME`; the error names `what` and the variable to set.
+pub(crate) fn shared_file(
+    var: &str,
+    subdir: &str,
+    name: &str,
+    what: &str,
+) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(var) {
         let p = PathBuf::from(p);
-        ensure!(
-            p.is_file(),
-            "WASMPOD_CONTAINERD2_TGZ={}: no such file",
-            p.display()
-        );
+        ensure!(p.is_file(), "{var}={}: no such file", p.display());
         return Ok(p);
     }
     let root = root();
-    let candidates: Vec<PathBuf> = root
-        .ancestors()
+    let shared = Path::new("shared").join(subdir);
+    root.ancestors()
         .skip(1)
-        .map(|dir| dir.join("shared/containerd").join(NAME))
-        .chain([PathBuf::from("/work/shared/containerd").join(NAME)])
-        .collect();
-    candidates
-        .iter()
+        .map(|dir| dir.join(&shared).join(name))
+        .chain([Path::new("/work").join(&shared).join(name)])
         .find(|p| p.is_file())
-        .cloned()
         .with_context(|| {
             format!(
-                "containerd 2.3.4 ({NAME}) is not in shared/containerd/ beside {} or above it, \
-             nor in /work/shared/containerd/: set WASMPOD_CONTAINERD2_TGZ",
+                "{what} ({name}) is not in shared/{subdir}/ beside {} or above it, \
+                 nor in /work/shared/{subdir}/: set {var}",
                 root.display()
             )
         })

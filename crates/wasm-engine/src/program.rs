@@ -258,14 +258,15 @@ impl Engine {
         limits.check_size(name, binary.len() as u64)?;
         limits.check_functions(name, binary)?;
         let digest = crate::cache::sha256_hex(binary);
+        let cached = |code| Program {
+            code,
+            digest: format!("sha256:{digest}"),
+            compiled: false,
+        };
         if let Some(cache) = &self.inner.cache {
             if let Some(code) = cache.get(&self.inner.wasmtime, &digest, kind) {
                 tracing::debug!(%digest, "precompile cache hit");
-                return Ok(Program {
-                    code,
-                    digest: format!("sha256:{digest}"),
-                    compiled: false,
-                });
+                return Ok(cached(code));
             }
         }
         // One compile of a program at a time on this cache: after waiting for another,
@@ -279,11 +280,7 @@ impl Engine {
             if lock.waited {
                 if let Some(code) = cache.get(&self.inner.wasmtime, &digest, kind) {
                     tracing::debug!(%digest, "compiled meanwhile by another");
-                    return Ok(Program {
-                        code,
-                        digest: format!("sha256:{digest}"),
-                        compiled: false,
-                    });
+                    return Ok(cached(code));
                 }
             }
         }

@@ -8,10 +8,10 @@ use std::os::unix::fs::symlink;
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{ensure, Context};
+use anyhow::ensure;
 
-use crate::e2e::{Containerd, Flavor};
-use crate::util::{root, run as sh};
+use crate::e2e::{shared_file, Containerd, Flavor};
+use crate::util::run as sh;
 
 /// runwasi's runtime type.
 pub(crate) const RUNWASI: &str = "io.containerd.wasmtime.v1";
@@ -23,28 +23,7 @@ const ARCHIVE: &str = "runwasi-containerd-shim-wasmtime-v1-eb9967a.tgz";
 /// The runwasi shim archive: `$WASMPOD_RUNWASI_TGZ`, else `shared/anchors/` beside the
 /// checkout or above it, else `/work/shared/anchors/`.
 fn archive() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("WASMPOD_RUNWASI_TGZ") {
-        let p = PathBuf::from(p);
-        ensure!(
-            p.is_file(),
-            "WASMPOD_RUNWASI_TGZ={}: no such file",
-            p.display()
-        );
-        return Ok(p);
-    }
-    let root = root();
-    root.ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/anchors").join(ARCHIVE))
-        .chain([PathBuf::from("/work/shared/anchors").join(ARCHIVE)])
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "runwasi's shim ({ARCHIVE}) is not in shared/anchors/ beside {} or above it: \
-                 set WASMPOD_RUNWASI_TGZ",
-                root.display()
-            )
-        })
+    shared_file("WASMPOD_RUNWASI_TGZ", "anchors", ARCHIVE, "runwasi's shim")
 }
 
 /// Puts runwasi's shim on `env`'s PATH and registers the CRI handler [`RUNWASI_HANDLER`]
