@@ -30,6 +30,7 @@ pub(crate) mod http;
 pub(crate) mod isolation;
 pub(crate) mod kind;
 pub(crate) mod load;
+pub(crate) mod precompile;
 
 /// The runtime type of our shim.
 pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
@@ -203,6 +204,10 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
             faults::check_containerd_killed_during_create,
         ),
         ("hostile-entrypoint", faults::check_hostile_entrypoint),
+        (
+            "precompile-on-arrival",
+            precompile::check_precompile_on_arrival,
+        ),
         ("hostile-compile", faults::check_hostile_compile),
         ("blast-radius", faults::check_blast_radius),
         ("shim-socket", check_shim_socket),

@@ -17,7 +17,7 @@ const ALLOWED_DEPS: &[(&str, &[&str])] = &[
     ("wasm-oci", &[]),
     ("sandbox", &["wasm-engine"]),
     ("oci-image", &["wasm-oci"]),
-    ("shim", &["wasm-engine", "sandbox", "wasm-oci"]),
+    ("shim", &["wasm-engine", "sandbox", "wasm-oci", "oci-image"]),
     ("cri", &[]),
     (
         "wasmpod",

@@ -2,12 +2,15 @@
 //! content store over its gRPC API (containers → image → manifest → layer), verified
 //! against its digest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use containerd_client::services::v1::{GetContainerRequest, GetImageRequest, ReadContentRequest};
+use containerd_client::services::v1::snapshots::{RemoveSnapshotRequest, ViewSnapshotRequest};
+use containerd_client::services::v1::{
+    GetContainerRequest, GetImageRequest, InfoRequest, ReadContentRequest,
+};
 use containerd_client::tonic::Request;
 use containerd_client::{with_namespace, Client};
-use oci_spec::image::{ImageIndex, ImageManifest};
+use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use wasm_oci::platform;
 
 use crate::error::{Error, Result};
@@ -30,6 +33,15 @@ pub(crate) struct WasmLayer {
     /// The image's name.
     pub(crate) image: String,
     /// The layer's content, its digest verified.
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// A wasm program found in an image by [`ContentStore::program`].
+#[derive(Debug)]
+pub(crate) struct ImageProgram {
+    /// The image and where in it the program is, for logs and errors.
+    pub(crate) name: String,
+    /// The program.
     pub(crate) bytes: Vec<u8>,
 }
 
@@ -99,21 +111,275 @@ impl ContentStore {
             .await?;
         if let Ok(index) = serde_json::from_slice::<ImageIndex>(&document) {
             if !index.manifests().is_empty() {
-                let entry = platform::pick(&index, platform::host_arch()).ok_or_else(|| {
-                    Error::Content(format!(
+                let entries = platform::ranked(&index, platform::host_arch());
+                if entries.is_empty() {
+                    return Err(Error::Content(format!(
                         "image {image}: no manifest for wasm or linux/{} in its index (it lists {})",
                         platform::host_arch(),
                         platform::listed(&index).join(", ")
-                    ))
-                })?;
-                manifest_digest = entry.digest().to_string();
-                document = self
-                    .read(client, image, &manifest_digest, entry.size(), MAX_DOCUMENT)
-                    .await?;
+                    )));
+                }
+                // The best platform whose manifest and config the store holds: containerd
+                // keeps only the content of the platforms it pulled or imported. Failing
+                // that, the best whose manifest it holds (the error then names its config).
+                let mut first_error = None;
+                let mut readable = None;
+                for entry in entries {
+                    let digest = entry.digest().to_string();
+                    let bytes = match self
+                        .read(client, image, &digest, entry.size(), MAX_DOCUMENT)
+                        .await
+                    {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            continue;
+                        }
+                    };
+                    let held = match serde_json::from_slice::<ImageManifest>(&bytes) {
+                        Ok(m) => self.holds(client, m.config().digest().as_ref()).await,
+                        Err(_) => true, // not a manifest: the error below names it
+                    };
+                    if held {
+                        readable = Some((digest, bytes));
+                        break;
+                    }
+                    readable.get_or_insert((digest, bytes));
+                }
+                if let Some((digest, bytes)) = readable {
+                    manifest_digest = digest;
+                    document = bytes;
+                    first_error = None;
+                }
+                if let Some(e) = first_error {
+                    return Err(e);
+                }
             }
         }
         serde_json::from_slice(&document)
             .map_err(|e| Error::Content(format!("image {image}: manifest {manifest_digest}: {e}")))
+    }
+
+    /// The config of image `image`, whose manifest is `manifest`.
+    async fn config(
+        &self,
+        client: &Client,
+        image: &str,
+        manifest: &ImageManifest,
+    ) -> Result<ImageConfiguration> {
+        let config = manifest.config();
+        let bytes = self
+            .read(
+                client,
+                image,
+                config.digest().as_ref(),
+                config.size(),
+                MAX_DOCUMENT,
+            )
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Content(format!("image {image}: config: {e}")))
+    }
+
+    /// The wasm program of image `image`, for the precompile agent: its wasm layer, or the
+    /// entrypoint of its config read from its files, unpacked into the empty directory
+    /// `scratch` (through `oci_image`'s safe extraction, within its default unpacked-size
+    /// limit). `Ok(Err(why))` when the image is not a wasm image or names no program.
+    pub(crate) async fn program(
+        &self,
+        image: &str,
+        scratch: &Path,
+        max_size: u64,
+    ) -> Result<std::result::Result<ImageProgram, String>> {
+        let client = self.connect().await?;
+        let manifest = self.manifest(&client, image).await?;
+        let layers = manifest.layers();
+        if let Some(layer) = layers
+            .iter()
+            .find(|l| wasm_oci::media::is_wasm_layer(l.media_type().as_ref()))
+        {
+            let digest = layer.digest().to_string();
+            let bytes = self
+                .read(&client, image, &digest, layer.size(), max_size)
+                .await?;
+            return Ok(Ok(ImageProgram {
+                name: format!("{image} (layer {digest})"),
+                bytes,
+            }));
+        }
+        let config = self.config(&client, image, &manifest).await?;
+        let run = config.config().clone().unwrap_or_default();
+        let argv: Vec<String> = run
+            .entrypoint()
+            .iter()
+            .flatten()
+            .chain(run.cmd().iter().flatten())
+            .cloned()
+            .collect();
+        let Some(program) = argv.first() else {
+            return Ok(Err("its config names no entrypoint or cmd".into()));
+        };
+        if *config.architecture() != Arch::Wasm && !program.ends_with(".wasm") {
+            return Ok(Err(format!(
+                "{}/{}, entrypoint {program}",
+                config.os(),
+                config.architecture()
+            )));
+        }
+        let rootfs = scratch.join("rootfs");
+        std::fs::create_dir_all(&rootfs)
+            .map_err(crate::error::io(format!("creating {}", rootfs.display())))?;
+        let read = |root: &Path| -> Result<ImageProgram> {
+            let bad = |e: sandbox::Error| Error::Content(format!("image {image}: {e}"));
+            let mut spec = sandbox::ContainerSpec::new(argv.clone()).root(root, true);
+            if let Some(dir) = run.working_dir().as_ref().filter(|d| !d.is_empty()) {
+                spec = spec.cwd(dir.clone());
+            }
+            let spec = spec.to_spec().map_err(bad)?;
+            let policy = sandbox::RunPolicy::from_spec(&spec, root).map_err(bad)?;
+            let bytes = policy.read_entrypoint(max_size).map_err(bad)?;
+            Ok(ImageProgram {
+                name: format!("{image}: {}", policy.entrypoint()),
+                bytes,
+            })
+        };
+        let unpacked = match self.unpack(&client, image, layers, &rootfs).await {
+            Ok(()) => return read(&rootfs).map(Ok),
+            Err(e) => e,
+        };
+        // containerd may have let go of the layers once they were unpacked (its transfer
+        // service does): the files are then in the image's snapshot.
+        let config_digest = manifest.config().digest().to_string();
+        let Some((snapshotter, chain)) = self.snapshot_of(&client, &config_digest).await? else {
+            return Err(unpacked);
+        };
+        tracing::debug!(%image, %snapshotter, %chain, reason = %unpacked, "reading the program from the image's snapshot");
+        let key = format!("wasmpod-precompile-{}", chain.trim_start_matches("sha256:"));
+        let snapshots = || client.snapshots();
+        let remove = || async {
+            snapshots()
+                .remove(with_namespace!(
+                    RemoveSnapshotRequest {
+                        snapshotter: snapshotter.clone(),
+                        key: key.clone(),
+                    },
+                    self.namespace
+                ))
+                .await
+        };
+        // One left by an agent that died here.
+        let _ = remove().await;
+        let mounts = snapshots()
+            .view(with_namespace!(
+                ViewSnapshotRequest {
+                    snapshotter: snapshotter.clone(),
+                    key: key.clone(),
+                    parent: chain.clone(),
+                    labels: Default::default(),
+                },
+                self.namespace
+            ))
+            .await
+            .map_err(grpc(format!(
+                "image {image}: a view of its {snapshotter} snapshot {chain}"
+            )))?
+            .into_inner()
+            .mounts;
+        let mounts: Vec<containerd_shim::protos::api::Mount> = mounts
+            .into_iter()
+            .map(|m| containerd_shim::protos::api::Mount {
+                type_: m.r#type,
+                source: m.source,
+                target: m.target,
+                options: m.options,
+                ..Default::default()
+            })
+            .collect();
+        let bundle = scratch.join("snapshot");
+        let result = match crate::rootfs::mount("precompile", &bundle, &mounts).await {
+            Ok(_) => {
+                let program = read(&crate::rootfs::target(&bundle));
+                if let Err(e) = crate::rootfs::unmount("precompile", &bundle) {
+                    tracing::warn!(error = %e, "precompile: unmounting a snapshot view");
+                }
+                program
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(status) = remove().await {
+            tracing::warn!(%key, error = %status.message(), "precompile: removing a snapshot view");
+        }
+        result.map(Ok)
+    }
+
+    /// Unpacks the layers of image `image` from the content store into `root`.
+    async fn unpack(
+        &self,
+        client: &Client,
+        image: &str,
+        layers: &[Descriptor],
+        root: &Path,
+    ) -> Result<()> {
+        let dir = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority())
+            .map_err(crate::error::io(format!("opening {}", root.display())))?;
+        let limit = oci_image::DEFAULT_MAX_UNPACKED;
+        let mut budget = limit;
+        for layer in layers {
+            let digest = layer.digest().to_string();
+            let media_type = layer.media_type().to_string();
+            let kind = wasm_oci::media::layer_kind(&media_type).ok_or_else(|| {
+                Error::Content(format!(
+                    "image {image}: layer {digest}: unsupported media type {media_type:?}"
+                ))
+            })?;
+            let bytes = self
+                .read(client, image, &digest, layer.size(), budget)
+                .await?;
+            oci_image::unpack_layer(&dir, &bytes[..], kind, &digest, &mut budget, limit)
+                .map_err(|e| Error::Content(format!("image {image}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the content store holds blob `digest`.
+    async fn holds(&self, client: &Client, digest: &str) -> bool {
+        client
+            .content()
+            .info(with_namespace!(
+                InfoRequest {
+                    digest: digest.to_owned()
+                },
+                self.namespace
+            ))
+            .await
+            .is_ok()
+    }
+
+    /// The snapshot an image was unpacked into, from the label containerd puts on its
+    /// config blob: `(snapshotter, chain id)`; `None` when it was not unpacked.
+    async fn snapshot_of(
+        &self,
+        client: &Client,
+        config_digest: &str,
+    ) -> Result<Option<(String, String)>> {
+        const LABEL: &str = "containerd.io/gc.ref.snapshot.";
+        let info = client
+            .content()
+            .info(with_namespace!(
+                InfoRequest {
+                    digest: config_digest.to_owned()
+                },
+                self.namespace
+            ))
+            .await
+            .map_err(grpc(format!("config {config_digest}")))?
+            .into_inner()
+            .info;
+        Ok(info.and_then(|i| {
+            i.labels
+                .into_iter()
+                .find_map(|(k, v)| Some((k.strip_prefix(LABEL)?.to_owned(), v)))
+        }))
     }
 
     /// The TCP ports container `id`'s image config exposes (`ExposedPorts`); empty when it
@@ -125,18 +391,7 @@ impl ContentStore {
             return Ok(Vec::new());
         }
         let manifest = self.manifest(&client, &image).await?;
-        let config = manifest.config();
-        let bytes = self
-            .read(
-                &client,
-                &image,
-                config.digest().as_ref(),
-                config.size(),
-                MAX_DOCUMENT,
-            )
-            .await?;
-        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Content(format!("image {image}: config: {e}")))?;
+        let config = self.config(&client, &image, &manifest).await?;
         Ok(config
             .config()
             .as_ref()

@@ -27,6 +27,9 @@
 //!   changes it, and a kill by the cgroup's OOM killer is reported as an OOM event.
 //! - Grouping (`wasmpod.io/grouping`, or the handler's `grouping` option): the containers of
 //!   a pod share one serving shim; with `node`, every container of the namespace does.
+//! - `containerd-shim-wasm-v1 precompile` is the node's precompile agent: it watches
+//!   containerd's image events and compiles each wasm image into the cache as it arrives,
+//!   so Create finds it compiled (`precompile`).
 //! - A CRI pod's sandbox (pause) container runs nothing: it is held until killed, so a pod
 //!   with `runtimeClassName: wasm` needs no native runtime.
 
@@ -40,6 +43,7 @@ mod error;
 mod events;
 mod logging;
 mod options;
+mod precompile;
 mod process;
 mod rootfs;
 mod service;
@@ -72,6 +76,9 @@ pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(process::GUEST_COMMAND) {
         process::guest_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some(precompile::COMMAND) {
+        precompile::main(&args[1..]);
     }
     bootstrap::main(&args)
 }

@@ -26,6 +26,18 @@ pub(crate) fn phase(name: &'static str) -> tracing::Span {
     tracing::info_span!("phase", phase = name)
 }
 
+/// Installs a subscriber that logs to stderr (the precompile agent's), at `WASMPOD_LOG`'s
+/// level or `info`.
+pub(crate) fn init_stderr() {
+    let filter = EnvFilter::try_from_env("WASMPOD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+}
+
 /// Installs the subscriber. `WASMPOD_LOG` overrides the level (`info`, or `debug` when
 /// containerd runs with debug logging).
 pub(crate) fn init(flags: &Flags) {

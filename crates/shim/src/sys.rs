@@ -70,6 +70,15 @@ pub(crate) fn set_child_subreaper() -> io::Result<()> {
     Ok(())
 }
 
+/// Sets this process's nice value (its children inherit it).
+pub(crate) fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Reaps one child that has ended, without waiting: `(pid, exit status)`, the status
 /// 128 + the signal for a child killed by one. `None` when no child has ended.
 pub(crate) fn reap_any() -> Option<(i32, i32)> {

@@ -39,8 +39,15 @@ pub fn rank(os: &str, arch: &str, host_arch: &str) -> Option<usize> {
 /// The index entry to run on a host of architecture `host_arch` (pass [`host_arch()`]): the
 /// best ranked, the first of equals; a lone entry without a platform; else `None`.
 pub fn pick<'a>(index: &'a ImageIndex, host_arch: &str) -> Option<&'a Descriptor> {
+    ranked(index, host_arch).into_iter().next()
+}
+
+/// Every index entry this host runs, the one [`pick`] takes first and the others in the
+/// order it would prefer them (a store may hold only some of them: containerd keeps the
+/// content of the platform it unpacked).
+pub fn ranked<'a>(index: &'a ImageIndex, host_arch: &str) -> Vec<&'a Descriptor> {
     let entries = index.manifests();
-    let ranked = entries
+    let mut ranked: Vec<(usize, usize, &Descriptor)> = entries
         .iter()
         .enumerate()
         .filter_map(|(i, d)| {
@@ -52,12 +59,15 @@ pub fn pick<'a>(index: &'a ImageIndex, host_arch: &str) -> Option<&'a Descriptor
             )?;
             Some((rank, i, d))
         })
-        .min_by_key(|&(rank, i, _)| (rank, i))
-        .map(|(_, _, d)| d);
-    ranked.or_else(|| match entries.as_slice() {
-        [only] if only.platform().is_none() => Some(only),
-        _ => None,
-    })
+        .collect();
+    ranked.sort_by_key(|&(rank, i, _)| (rank, i));
+    if ranked.is_empty() {
+        return match entries.as_slice() {
+            [only] if only.platform().is_none() => vec![only],
+            _ => Vec::new(),
+        };
+    }
+    ranked.into_iter().map(|(_, _, d)| d).collect()
 }
 
 /// The platforms an index lists, `os/arch` (`unspecified` for an entry without one), for
@@ -119,6 +129,28 @@ mod tests {
             Some(1)
         );
         assert_eq!(picked(&[], "amd64"), None);
+    }
+
+    #[test]
+    fn ranked_lists_every_runnable_entry_best_first() {
+        let platforms: Vec<_> = [
+            ("linux", "arm64"),
+            ("linux", "amd64"),
+            ("wasip1", "wasm"),
+            ("windows", "amd64"),
+            ("wasip2", "wasm"),
+        ]
+        .into_iter()
+        .map(Some)
+        .collect();
+        let many = index(&platforms);
+        let order: Vec<usize> = ranked(&many, "amd64")
+            .into_iter()
+            .map(|d| many.manifests().iter().position(|e| e == d).unwrap())
+            .collect();
+        assert_eq!(order, [4, 2, 1]);
+        assert_eq!(ranked(&index(&[None]), "amd64").len(), 1);
+        assert!(ranked(&index(&[None, None]), "amd64").is_empty());
     }
 
     #[test]

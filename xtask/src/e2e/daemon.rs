@@ -448,6 +448,17 @@ impl Containerd {
     /// `wasmpod build --format FORMAT` of `wasm` as `image`, then `ctr image import` of the
     /// archive. Artifacts are imported without unpacking: their layer is not a tar.
     pub(crate) fn import(&self, wasm: &Path, image: &str, format: &str) -> anyhow::Result<()> {
+        self.import_with(wasm, image, format, &[])
+    }
+
+    /// [`import`](Self::import) with more `ctr image import` flags.
+    pub(crate) fn import_with(
+        &self,
+        wasm: &Path,
+        image: &str,
+        format: &str,
+        flags: &[&str],
+    ) -> anyhow::Result<()> {
         let tar = wasm.with_extension(format!("{format}.tar"));
         sh(Command::new(&self.wasmpod)
             .arg("--root")
@@ -461,6 +472,7 @@ impl Containerd {
         if format == "artifact" {
             args.extend(["--no-unpack", "--all-platforms"]);
         }
+        args.extend(flags);
         args.push(&tar);
         self.ctr_ok(&args)?;
         let images = self.ctr_ok(&["image", "ls", "-q"])?;

@@ -16,7 +16,7 @@ const SLOW_IMAGE: &str = "localhost/wasmpod-e2e/slow:v1";
 
 /// A module whose compile takes seconds in a debug shim: many functions of arithmetic.
 /// `nonce` makes it new to the precompile cache.
-fn slow_module(functions: usize, nonce: u128) -> String {
+pub(crate) fn slow_module(functions: usize, nonce: u128) -> String {
     let mut wat = format!("(module (global i64 (i64.const {}))\n", nonce as i64);
     for i in 0..functions {
         let _ = write!(wat, "(func (param i32) (result i32) local.get 0 ");
