@@ -22,8 +22,11 @@
 //!   (ours, one shim per container and one node-grouped shim; runc), cycles per second and
 //!   what they left behind (`bench/load.rs`).
 //!
-//! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `http`, `shim`, `pod`) runs one
-//! section only.
+//! - the first `ctr run --rm` of a large module (over 5 MB of code): compiled inside Create,
+//!   after the node's precompile agent compiled it on import, and warm (`bench/arrival.rs`).
+//!
+//! `cargo xtask bench pull` (or `engine`, `run`, `lua`, `http`, `shim`, `arrival`, `pod`)
+//! runs one section only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,6 +39,7 @@ use test_support::registry::Registry;
 use crate::util::{require_wasm_toolchain, root, run as sh};
 
 mod anchors;
+mod arrival;
 pub(crate) mod breakdown;
 mod density;
 mod http;
@@ -163,6 +167,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             shim::run()?;
         } else {
             println!("\n== containerd: skipped (needs root)");
+        }
+    }
+    if only("arrival") {
+        if crate::util::is_root() {
+            arrival::run()?;
+        } else {
+            println!("\n== precompile on arrival: skipped (needs root)");
         }
     }
     if only("pod") {

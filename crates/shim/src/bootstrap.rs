@@ -432,7 +432,7 @@ async fn shim(mut flags: Flags) -> Result<()> {
             }
             crate::logging::init(&flags);
             let answer = start(&flags, &launch)
-                .instrument(tracing::info_span!("phase", phase = "shim.start", id = %flags.id))
+                .instrument(tracing::debug_span!("phase", phase = "shim.start", id = %flags.id))
                 .await?;
             write_stdout(&answer, "writing the shim's address")
         }

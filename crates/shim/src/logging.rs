@@ -20,10 +20,17 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// shims inherit it.
 pub(crate) const TIMINGS_ENV: &str = "WASMPOD_TIMINGS";
 
-/// A span of one phase of a container's life (`create.spec`, `start`, `guest.run`…): free
-/// unless `WASMPOD_TIMINGS` is set, then one line when it closes.
+/// A span of one phase of a container's life (`create.spec`, `start`, `guest.run`…): a
+/// `debug` span, so at the default log level it is disabled — not even created — unless
+/// `WASMPOD_TIMINGS` is set, and then it writes one line when it closes.
 pub(crate) fn phase(name: &'static str) -> tracing::Span {
-    tracing::info_span!("phase", phase = name)
+    tracing::debug_span!("phase", phase = name)
+}
+
+/// What the timings layer sees: the phase spans and the spans that carry a container's
+/// `id` (a phase's container comes from them); each callsite is decided once.
+fn timed(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && (meta.name() == "phase" || meta.fields().field("id").is_some())
 }
 
 /// Installs a subscriber that logs to stderr (the precompile agent's), at `WASMPOD_LOG`'s
@@ -60,9 +67,12 @@ pub(crate) fn init(flags: &Flags) {
     let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
     let _ = match timings {
         Some(file) => registry
-            .with(Timings {
-                file: Mutex::new(file),
-            })
+            .with(
+                Timings {
+                    file: Mutex::new(file),
+                }
+                .with_filter(tracing_subscriber::filter::filter_fn(timed)),
+            )
             .try_init(),
         None => registry.try_init(),
     };

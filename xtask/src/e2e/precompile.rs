@@ -78,12 +78,13 @@ impl Drop for Agent {
 }
 
 /// Lines of containerd's log in which container `id`'s shim compiled something.
-fn compiles_of(env: &Containerd, id: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn compiles_of(env: &Containerd, id: &str) -> anyhow::Result<Vec<String>> {
     let log = fs::read_to_string(env.dir.join("containerd.log"))?;
-    let span = format!("{{id={id}}}");
+    // The shim's container span: `container{id=ID}` or `container{id=ID phase="create"}`.
+    let spans = [format!("{{id={id}}}"), format!("{{id={id} ")];
     Ok(log
         .lines()
-        .filter(|l| l.contains(&span) && l.contains("compiling"))
+        .filter(|l| spans.iter().any(|s| l.contains(s)) && l.contains(": compiling"))
         .map(str::to_owned)
         .collect())
 }
