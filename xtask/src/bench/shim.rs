@@ -1,6 +1,7 @@
 //! `cargo xtask bench shim`: the shim under a private containerd 2.3.4 beside runwasi's
-//! wasmtime shim and runc in the same containerd — `ctr run --rm` of a hello world, taking
-//! turns, with ratios; our start path phase by phase; and the memory of idle shims.
+//! wasmtime shim, runc and the floor (a do-nothing shim) in the same containerd — `ctr run
+//! --rm` of a hello world, taking turns, with ratios; our start path phase by phase; and
+//! the memory of idle shims.
 
 use std::fs;
 use std::path::Path;
@@ -28,7 +29,9 @@ struct Setup {
     args: &'static [&'static str],
 }
 
-const SETUPS: [Setup; 4] = [
+const FLOOR: &str = "io.containerd.floor.v1";
+
+const SETUPS: [Setup; 5] = [
     Setup {
         id: "shared",
         label: "wasmpod (shim per container)",
@@ -49,6 +52,14 @@ const SETUPS: [Setup; 4] = [
         id: "runwasi",
         label: "runwasi wasmtime shim",
         runtime: RUNWASI,
+        flags: &[],
+        image: HELLO,
+        args: &[],
+    },
+    Setup {
+        id: "floor",
+        label: "floor: a do-nothing shim (`examples/floor-shim.rs`)",
+        runtime: FLOOR,
         flags: &[],
         image: HELLO,
         args: &[],
@@ -82,6 +93,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
         println!("runwasi skipped: {e:#}");
         setups.retain(|s| s.runtime != RUNWASI);
     }
+    // The floor: containerd finds `containerd-shim-floor-v1` on its PATH.
+    let floor = crate::util::target_dir().join("release/examples/floor-shim");
+    std::os::unix::fs::symlink(&floor, env.dir.join("bin/containerd-shim-floor-v1"))?;
     if let Err(e) = busybox_image(&env, crate::e2e::NAMESPACE) {
         println!("runc skipped: {e:#}");
         setups.retain(|s| s.id != "runc");
@@ -130,6 +144,17 @@ pub(crate) fn run() -> anyhow::Result<()> {
             ms(*m),
             ratio(*m, of("runwasi")),
             ratio(*m, of("runc"))
+        );
+    }
+    if let Some(floor) = of("floor") {
+        let above = |id: &str| of(id).map_or("—".to_owned(), |m| ms(m.saturating_sub(floor)));
+        println!(
+            "\nabove the floor ({}): wasmpod {}, process level {}, runwasi {}, runc {}",
+            ms(floor),
+            above("shared"),
+            above("process"),
+            above("runwasi"),
+            above("runc")
         );
     }
     if let Some(wall) = of("shared") {
