@@ -76,9 +76,11 @@ pub(crate) fn check_containerd_killed_during_create(env: &Containerd) -> anyhow:
     env.kill_daemon()?;
     // The shim logs `created` (to containerd's log) when its Create ends.
     let log = fs::read_to_string(env.dir.join("containerd.log"))?;
-    let in_create = !log
-        .lines()
-        .any(|l| l.contains("container{id=slow}") && l.ends_with("created"));
+    let in_create = !log.lines().any(|l| {
+        // `container{id=slow}` or `container{id=slow phase="create"}`.
+        (l.contains("container{id=slow}") || l.contains("container{id=slow "))
+            && l.ends_with("created")
+    });
     let _ = run.wait();
     env.relaunch()?;
     // containerd reconnects to (or cleans up after) the shim it left; give it a moment,
