@@ -332,10 +332,16 @@ impl ContentStore {
                     "image {image}: layer {digest}: unsupported media type {media_type:?}"
                 ))
             })?;
-            let bytes = self
-                .read(client, image, &digest, layer.size(), budget)
+            // Through a file, not memory: a layer may be as large as the budget.
+            let scratch = root.parent().unwrap_or(root);
+            let mut file = tempfile::tempfile_in(scratch).map_err(crate::error::io(format!(
+                "a scratch file in {}",
+                scratch.display()
+            )))?;
+            self.read_into(client, image, &digest, layer.size(), budget, &mut file)
                 .await?;
-            oci_image::unpack_layer(&dir, &bytes[..], kind, &digest, &mut budget, limit)
+            let reader = std::io::BufReader::new(file);
+            oci_image::unpack_layer(&dir, reader, kind, &digest, &mut budget, limit)
                 .map_err(|e| Error::Content(format!("image {image}: {e}")))?;
         }
         Ok(())
@@ -426,6 +432,51 @@ impl ContentStore {
             )
             .await?;
         Ok(Some(WasmLayer { image, bytes }))
+    }
+
+    /// Streams blob `digest` of `size` bytes into `file`, checking its sha256 as it comes,
+    /// and rewinds the file.
+    async fn read_into(
+        &self,
+        client: &Client,
+        image: &str,
+        digest: &str,
+        size: u64,
+        max: u64,
+        file: &mut std::fs::File,
+    ) -> Result<()> {
+        use std::io::{Seek as _, Write as _};
+        let what = format!("image {image}: blob {digest}");
+        if size > max {
+            return Err(Error::Content(format!(
+                "{what}: {size} bytes is over the limit of {max}"
+            )));
+        }
+        let bad =
+            |e: wasm_oci::digest::DigestError| Error::Content(format!("image {image}: blob {e}"));
+        let mut check = wasm_oci::digest::Verifier::new(digest, size).map_err(bad)?;
+        let mut stream = client
+            .content()
+            .read(with_namespace!(
+                ReadContentRequest {
+                    digest: digest.to_owned(),
+                    offset: 0,
+                    size: 0
+                },
+                self.namespace
+            ))
+            .await
+            .map_err(grpc(what.clone()))?
+            .into_inner();
+        while let Some(chunk) = stream.message().await.map_err(grpc(what.clone()))? {
+            check.update(&chunk.data).map_err(bad)?;
+            file.write_all(&chunk.data)
+                .map_err(crate::error::io(format!("{what}: writing a scratch file")))?;
+        }
+        check.finish().map_err(bad)?;
+        file.rewind().map_err(crate::error::io(format!(
+            "{what}: rewinding a scratch file"
+        )))
     }
 
     /// Reads blob `digest` of `size` bytes and checks its sha256.

@@ -51,23 +51,58 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// Checks that `bytes` are the `size` bytes that `digest` names.
 pub fn verify(digest: &str, size: u64, bytes: &[u8]) -> Result<(), DigestError> {
-    hex_of(digest)?;
-    let len = bytes.len() as u64;
-    if len > size {
-        return Err(DigestError::TooLong {
+    let mut check = Verifier::new(digest, size)?;
+    check.update(bytes)?;
+    check.finish()
+}
+
+/// [`verify`] for content that arrives in pieces: each piece is hashed as it comes and
+/// refused as soon as the whole would be longer than the descriptor says.
+#[derive(Debug)]
+pub struct Verifier {
+    digest: String,
+    size: u64,
+    len: u64,
+    hasher: Sha256,
+}
+
+impl Verifier {
+    /// A check of the `size` bytes that `digest` names; fails on a malformed digest.
+    pub fn new(digest: &str, size: u64) -> Result<Self, DigestError> {
+        hex_of(digest)?;
+        Ok(Self {
             digest: digest.to_owned(),
             size,
-        });
+            len: 0,
+            hasher: Sha256::new(),
+        })
     }
-    let got = sha256(bytes);
-    if len != size || got != digest {
-        return Err(DigestError::Mismatch {
-            digest: digest.to_owned(),
-            got,
-            len,
-        });
+
+    /// Takes the next piece.
+    pub fn update(&mut self, piece: &[u8]) -> Result<(), DigestError> {
+        self.len += piece.len() as u64;
+        if self.len > self.size {
+            return Err(DigestError::TooLong {
+                digest: self.digest.clone(),
+                size: self.size,
+            });
+        }
+        self.hasher.update(piece);
+        Ok(())
     }
-    Ok(())
+
+    /// Whether the pieces were, in all, what the descriptor names.
+    pub fn finish(self) -> Result<(), DigestError> {
+        let got = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        if self.len != self.size || got != self.digest {
+            return Err(DigestError::Mismatch {
+                digest: self.digest,
+                got,
+                len: self.len,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +141,27 @@ mod tests {
         assert!(matches!(
             verify("md5:00", 5, b"hello"),
             Err(DigestError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_verifier_takes_pieces_and_stops_at_the_size() {
+        let d = sha256(b"hello world");
+        let mut v = Verifier::new(&d, 11).unwrap();
+        v.update(b"hello").unwrap();
+        v.update(b" world").unwrap();
+        assert_eq!(v.finish(), Ok(()));
+        let mut v = Verifier::new(&d, 11).unwrap();
+        v.update(b"hello worl").unwrap();
+        assert!(matches!(
+            v.update(b"dd"),
+            Err(DigestError::TooLong { size: 11, .. })
+        ));
+        let mut v = Verifier::new(&d, 11).unwrap();
+        v.update(b"hello").unwrap();
+        assert!(matches!(
+            v.finish(),
+            Err(DigestError::Mismatch { len: 5, .. })
         ));
     }
 }
