@@ -349,7 +349,19 @@ impl ContentStore {
 
     /// Whether the content store holds blob `digest`.
     async fn holds(&self, client: &Client, digest: &str) -> bool {
-        client
+        self.info(client, digest).await.is_ok()
+    }
+
+    /// The content store's record of blob `digest`.
+    async fn info(
+        &self,
+        client: &Client,
+        digest: &str,
+    ) -> std::result::Result<
+        Option<containerd_client::services::v1::Info>,
+        containerd_client::tonic::Status,
+    > {
+        Ok(client
             .content()
             .info(with_namespace!(
                 InfoRequest {
@@ -357,8 +369,9 @@ impl ContentStore {
                 },
                 self.namespace
             ))
-            .await
-            .is_ok()
+            .await?
+            .into_inner()
+            .info)
     }
 
     /// The snapshot an image was unpacked into, from the label containerd puts on its
@@ -369,18 +382,10 @@ impl ContentStore {
         config_digest: &str,
     ) -> Result<Option<(String, String)>> {
         const LABEL: &str = "containerd.io/gc.ref.snapshot.";
-        let info = client
-            .content()
-            .info(with_namespace!(
-                InfoRequest {
-                    digest: config_digest.to_owned()
-                },
-                self.namespace
-            ))
+        let info = self
+            .info(client, config_digest)
             .await
-            .map_err(grpc(format!("config {config_digest}")))?
-            .into_inner()
-            .info;
+            .map_err(grpc(format!("config {config_digest}")))?;
         Ok(info.and_then(|i| {
             i.labels
                 .into_iter()
@@ -447,10 +452,53 @@ impl ContentStore {
     ) -> Result<()> {
         use std::io::{Seek as _, Write as _};
         let what = format!("image {image}: blob {digest}");
+        self.stream(client, image, digest, size, max, |piece| {
+            file.write_all(piece)
+                .map_err(crate::error::io(format!("{what}: writing a scratch file")))
+        })
+        .await?;
+        file.rewind().map_err(crate::error::io(format!(
+            "{what}: rewinding a scratch file"
+        )))
+    }
+
+    /// Reads blob `digest` of `size` bytes and checks its sha256.
+    async fn read(
+        &self,
+        client: &Client,
+        image: &str,
+        digest: &str,
+        size: u64,
+        max: u64,
+    ) -> Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(usize::try_from(size.min(max)).unwrap_or(0));
+        self.stream(client, image, digest, size, max, |piece| {
+            bytes.extend_from_slice(piece);
+            Ok(())
+        })
+        .await?;
+        Ok(bytes)
+    }
+
+    /// Hands blob `digest` of `size` bytes (refused above `max`) to `sink` piece by piece,
+    /// each piece checked against the descriptor's size and the whole against its sha256.
+    async fn stream(
+        &self,
+        client: &Client,
+        image: &str,
+        digest: &str,
+        size: u64,
+        max: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let what = format!("image {image}: blob {digest}");
         if size > max {
             return Err(Error::Content(format!(
                 "{what}: {size} bytes is over the limit of {max}"
             )));
+        }
+        if let Err(e) = wasm_oci::digest::hex_of(digest) {
+            return Err(Error::Content(format!("{what}: {e}")));
         }
         let bad =
             |e: wasm_oci::digest::DigestError| Error::Content(format!("image {image}: blob {e}"));
@@ -470,58 +518,9 @@ impl ContentStore {
             .into_inner();
         while let Some(chunk) = stream.message().await.map_err(grpc(what.clone()))? {
             check.update(&chunk.data).map_err(bad)?;
-            file.write_all(&chunk.data)
-                .map_err(crate::error::io(format!("{what}: writing a scratch file")))?;
+            sink(&chunk.data)?;
         }
-        check.finish().map_err(bad)?;
-        file.rewind().map_err(crate::error::io(format!(
-            "{what}: rewinding a scratch file"
-        )))
-    }
-
-    /// Reads blob `digest` of `size` bytes and checks its sha256.
-    async fn read(
-        &self,
-        client: &Client,
-        image: &str,
-        digest: &str,
-        size: u64,
-        max: u64,
-    ) -> Result<Vec<u8>> {
-        let what = format!("image {image}: blob {digest}");
-        if size > max {
-            return Err(Error::Content(format!(
-                "{what}: {size} bytes is over the limit of {max}"
-            )));
-        }
-        if let Err(e) = wasm_oci::digest::hex_of(digest) {
-            return Err(Error::Content(format!("{what}: {e}")));
-        }
-        let mut stream = client
-            .content()
-            .read(with_namespace!(
-                ReadContentRequest {
-                    digest: digest.to_owned(),
-                    offset: 0,
-                    size: 0
-                },
-                self.namespace
-            ))
-            .await
-            .map_err(grpc(what.clone()))?
-            .into_inner();
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        while let Some(chunk) = stream.message().await.map_err(grpc(what.clone()))? {
-            bytes.extend_from_slice(&chunk.data);
-            if bytes.len() as u64 > size {
-                return Err(Error::Content(format!(
-                    "{what}: longer than its descriptor's {size} bytes"
-                )));
-            }
-        }
-        wasm_oci::digest::verify(digest, size, &bytes)
-            .map_err(|e| Error::Content(format!("image {image}: blob {e}")))?;
-        Ok(bytes)
+        check.finish().map_err(bad)
     }
 }
 
