@@ -146,12 +146,26 @@ async fn open_stdin(uri: &str) -> Result<(StdioStream, Option<oneshot::Sender<()
 }
 
 async fn relay(
-    mut source: tokio::net::unix::pipe::Receiver,
+    source: tokio::net::unix::pipe::Receiver,
     mut sink: tokio::net::unix::pipe::Sender,
     close: oneshot::Receiver<()>,
 ) {
     let copy = async {
-        let _ = tokio::io::copy(&mut source, &mut sink).await;
+        // A buffer only while there is input: most containers never get any, and a shim
+        // holding hundreds of them would otherwise keep one for each.
+        while source.readable().await.is_ok() {
+            let mut buf = vec![0; RELAY_BUFFER];
+            match source.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if sink.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
         let _ = sink.shutdown().await;
     };
     tokio::select! {
@@ -159,6 +173,9 @@ async fn relay(
         _ = close => {}
     }
 }
+
+/// Bytes the stdin relay moves at a time.
+const RELAY_BUFFER: usize = 8 * 1024;
 
 #[cfg(test)]
 mod tests {

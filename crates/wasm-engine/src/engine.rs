@@ -129,6 +129,7 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<Cache>,
     pub(crate) compiler: Option<crate::CompilerProcess>,
     pub(crate) pooling: Option<Pooling>,
+    pub(crate) loaded: crate::program::Loaded,
     pub(crate) p1_linker: OnceLock<wasmtime::Linker<P1Host>>,
     pub(crate) p2_linker: OnceLock<wasmtime::component::Linker<P2Host>>,
     /// Whether the epoch ticker thread runs: it starts with the first run, so a process
@@ -179,6 +180,7 @@ impl Engine {
                 cache,
                 compiler: config.compiler,
                 pooling: config.pooling,
+                loaded: Default::default(),
                 p1_linker: OnceLock::new(),
                 p2_linker: OnceLock::new(),
                 ticker: std::sync::Mutex::new(false),

@@ -1,12 +1,13 @@
 //! Compiled workloads: telling modules from components, compiling and caching them.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{chain, Error, Result};
 use crate::Engine;
 
 /// What kind of WebAssembly a [`Program`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProgramKind {
     /// A WASI preview 1 core module, started through its `_start` export.
     Module,
@@ -17,7 +18,9 @@ pub enum ProgramKind {
 /// Compiled code ready to be instantiated any number of times.
 #[derive(Clone)]
 pub struct Program {
-    pub(crate) code: Code,
+    /// Shared by every load of the same binary while any of them is alive
+    /// ([`Engine`]'s table of loaded programs).
+    pub(crate) code: Arc<Code>,
     digest: String,
     compiled: bool,
 }
@@ -40,7 +43,7 @@ impl std::fmt::Debug for Program {
 impl Program {
     /// Whether this is a core module or a component.
     pub fn kind(&self) -> ProgramKind {
-        match self.code {
+        match *self.code {
             Code::Module(_) => ProgramKind::Module,
             Code::Component(_) => ProgramKind::Component,
         }
@@ -258,11 +261,18 @@ impl Engine {
         limits.check_size(name, binary.len() as u64)?;
         limits.check_functions(name, binary)?;
         let digest = crate::cache::sha256_hex(binary);
-        let cached = |code| Program {
+        let program = |code, compiled| Program {
             code,
             digest: format!("sha256:{digest}"),
-            compiled: false,
+            compiled,
         };
+        // Loaded already in this process and still in use (a node-grouped shim's other
+        // containers of the same image): the same code, mapped and described once.
+        if let Some(code) = self.inner.loaded.get(&digest, kind) {
+            tracing::debug!(%digest, "program loaded already");
+            return Ok(program(code, false));
+        }
+        let cached = |code| program(self.inner.loaded.insert(&digest, kind, code), false);
         if let Some(cache) = &self.inner.cache {
             if let Some(code) = cache.get(&self.inner.wasmtime, &digest, kind) {
                 tracing::debug!(%digest, "precompile cache hit");
@@ -294,11 +304,7 @@ impl Engine {
             cache.put(&digest, &code);
         }
         drop(lock);
-        Ok(Program {
-            code,
-            digest: format!("sha256:{digest}"),
-            compiled: true,
-        })
+        Ok(program(self.inner.loaded.insert(&digest, kind, code), true))
     }
 
     /// Compiles in a child process when the engine has a [`CompilerProcess`]
@@ -397,6 +403,36 @@ mod tests {
         check(b"\0asm\x02\0\0\0", Err("unsupported WebAssembly version"));
     }
 
+    /// A second load of a binary while the first is held shares its code, without even
+    /// a cache lookup; once nobody holds it, it is loaded (here, from the cache) anew.
+    #[test]
+    fn a_held_program_is_shared_and_a_dropped_one_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(crate::EngineConfig::default().cache_dir(dir.path())).unwrap();
+        let wat = r#"(module (func (export "_start")))"#;
+        let first = engine.load(wat.as_bytes()).unwrap();
+        assert!(first.was_compiled());
+        let second = engine.load(wat.as_bytes()).unwrap();
+        assert!(Arc::ptr_eq(&first.code, &second.code));
+        assert!(!second.was_compiled());
+        assert_eq!(first.digest(), second.digest());
+        // Another binary is another program.
+        let other = engine
+            .load(br#"(module (func (export "_start") nop))"#)
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first.code, &other.code));
+        let weak = Arc::downgrade(&first.code);
+        drop((first, second));
+        assert!(
+            weak.upgrade().is_none(),
+            "the table kept a dropped program alive"
+        );
+        let again = engine.load(wat.as_bytes()).unwrap();
+        assert!(!again.was_compiled(), "not taken from the precompile cache");
+        // Dropped entries are pruned from the table as others are added.
+        assert_eq!(engine.inner.loaded.len(), 2);
+    }
+
     #[test]
     fn limits_name_the_program_its_size_or_count_and_the_limit() {
         let engine = Engine::new(Default::default()).unwrap();
@@ -456,5 +492,42 @@ mod tests {
         assert!(looks_like_text(b"  (module)"));
         assert!(looks_like_text(b";; comment\n(module)"));
         assert!(!looks_like_text(b"\0asm\x01\0\0\0"));
+    }
+}
+
+/// The programs this process has loaded and still holds, by binary digest and kind: a
+/// second load of the same binary (another container of the same image in one shim)
+/// shares the first one's code instead of mapping and describing it again. An entry lives
+/// as long as some [`Program`] of it does.
+#[derive(Default)]
+pub(crate) struct Loaded(
+    std::sync::Mutex<std::collections::HashMap<(String, ProgramKind), std::sync::Weak<Code>>>,
+);
+
+impl Loaded {
+    fn get(&self, digest: &str, kind: ProgramKind) -> Option<Arc<Code>> {
+        let table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .get(&(digest.to_owned(), kind))
+            .and_then(std::sync::Weak::upgrade)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Remembers `code` (unless another load of the same binary got there first: then
+    /// that one is kept and returned) and forgets programs nobody holds any more.
+    fn insert(&self, digest: &str, kind: ProgramKind, code: Code) -> Arc<Code> {
+        let mut table = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        table.retain(|_, weak| weak.strong_count() > 0);
+        let key = (digest.to_owned(), kind);
+        if let Some(held) = table.get(&key).and_then(std::sync::Weak::upgrade) {
+            return held;
+        }
+        let code = Arc::new(code);
+        table.insert(key, Arc::downgrade(&code));
+        code
     }
 }

@@ -596,7 +596,7 @@ impl Engine {
     /// Checks that every import of `program` is provided and its entry point exists,
     /// without running it.
     pub fn check(&self, program: &Program) -> Result<()> {
-        match &program.code {
+        match &*program.code {
             Code::Module(m) => {
                 self.p1_linker()?
                     .instantiate_pre(m)
@@ -653,7 +653,7 @@ impl Engine {
         let meter = cpu.clone();
         let guest = Metered {
             inner: Box::pin(async move {
-                match &program.code {
+                match &*program.code {
                     Code::Module(m) => self.run_module(m, builder, budget, meter, setup).await,
                     Code::Component(c) => {
                         let hooks = PolicyHooks(Arc::new(network));

@@ -332,7 +332,7 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for WhileAlive<B> {
 
 impl Engine {
     fn http_pre(&self, program: &Program) -> Result<HttpPre> {
-        let Code::Component(component) = &program.code else {
+        let Code::Component(component) = &*program.code else {
             return Err(Error::Instantiate(
                 "a core module cannot serve HTTP: it must be a component exporting \
                  wasi:http/incoming-handler (0.2) or wasi:http/handler (0.3)"

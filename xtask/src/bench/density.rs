@@ -171,6 +171,15 @@ fn measure(env: &Containerd, setup: &Setup, n: usize) -> anyhow::Result<Measured
         let running = env.ctr_ok(&["task", "ls"])?;
         let count = running.lines().filter(|l| l.contains("RUNNING")).count();
         ensure!(count == n, "{count} of {n} tasks running");
+        // Where the memory is, mapping by mapping, for whoever is chasing it.
+        if let Ok(dir) = std::env::var("WASMPOD_BENCH_SMAPS") {
+            for pid in shim_trees(env) {
+                let _ = fs::copy(
+                    format!("/proc/{pid}/smaps"),
+                    format!("{dir}/{n}-{pid}.smaps"),
+                );
+            }
+        }
         let (pss, rss) = shim_trees(env)
             .into_iter()
             .map(smaps)

@@ -167,6 +167,51 @@ async fn stdio_through_pipes() {
     assert_eq!(err, "read 14 bytes\n");
 }
 
+/// More input than one read returns, arriving in pieces while the guest waits for it,
+/// through a module's and a component's stdin: every byte, in order, then end-of-file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_from_a_pipe_in_pieces() {
+    let e = engine();
+    for program in [fixtures::probe_module(), fixtures::probe_component()] {
+        let p = e.load_file(program).unwrap();
+        let (stdin_r, mut stdin_w) = pipe();
+        let (mut stdout_r, stdout_w) = pipe();
+        let (mut stderr_r, stderr_w) = pipe();
+        let mut config = probe_config(&["stdin"]);
+        config.stdio = Stdio {
+            stdin: StdioStream::File(stdin_r),
+            stdout: StdioStream::File(stdout_w),
+            stderr: StdioStream::File(stderr_w),
+        };
+        let input: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let expected = input.to_ascii_uppercase();
+        let writer = std::thread::spawn(move || {
+            for piece in input.chunks(70_000) {
+                stdin_w.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            stdout_r.read_to_end(&mut out).unwrap();
+            out
+        });
+        let status = run(&e, &p, config).await;
+        writer.join().unwrap();
+        assert_eq!(status.code(), 0, "{}", program.display());
+        let out = reader.join().unwrap();
+        assert!(
+            out == expected,
+            "{}: {} bytes out",
+            program.display(),
+            out.len()
+        );
+        let mut err = String::new();
+        stderr_r.read_to_string(&mut err).unwrap();
+        assert_eq!(err, "read 300000 bytes\n", "{}", program.display());
+    }
+}
+
 #[tokio::test]
 async fn stdout_to_a_file_and_stdin_from_a_file() {
     let e = engine();
