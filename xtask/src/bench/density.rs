@@ -113,9 +113,18 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     // The probe compiled once into the precompile cache, as for any image after its first run.
     env.run_wasm("warm-cache", &[], &["exit", "0"])?;
     println!(
-        "{:<40} {:>5} {:>12} {:>14} {:>14} {:>16}",
-        "setup", "N", "start/ctr", "PSS/container", "RSS/container", "containerd +PSS"
+        "{:<40} {:>5} {:>12} {:>14} {:>14} {:>16} {:>16}",
+        "setup",
+        "N",
+        "start/ctr",
+        "PSS/container",
+        "RSS/container",
+        "containerd +PSS",
+        "PSS/one more"
     );
+    // Each setup's first (N, PSS): what one more container costs is the growth from there,
+    // which a shared shim's own code and base do not dilute.
+    let mut first: HashMap<&str, (usize, f64)> = HashMap::new();
     for &n in &counts {
         for setup in SETUPS.iter().filter(|s| picked(s)) {
             if (setup.runtime == BUSYBOX_RUNTIME && runc.is_err())
@@ -124,15 +133,23 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 continue;
             }
             match measure(&env, setup, n) {
-                Ok(m) => println!(
-                    "{:<40} {:>5} {:>9.1} ms {:>10.3} MiB {:>10.3} MiB {:>12.2} MiB",
-                    setup.name,
-                    n,
-                    m.start.as_secs_f64() * 1e3,
-                    m.pss / n as f64,
-                    m.rss / n as f64,
-                    m.containerd_pss
-                ),
+                Ok(m) => {
+                    let (n0, pss0) = *first.entry(setup.name).or_insert((n, m.pss));
+                    let more = if n > n0 {
+                        format!("{:>12.3} MiB", (m.pss - pss0) / (n - n0) as f64)
+                    } else {
+                        format!("{:>16}", "-")
+                    };
+                    println!(
+                        "{:<40} {:>5} {:>9.1} ms {:>10.3} MiB {:>10.3} MiB {:>12.2} MiB {more}",
+                        setup.name,
+                        n,
+                        m.start.as_secs_f64() * 1e3,
+                        m.pss / n as f64,
+                        m.rss / n as f64,
+                        m.containerd_pss
+                    )
+                }
                 Err(e) => println!("{:<40} {n:>5} failed: {e:#}", setup.name),
             }
         }

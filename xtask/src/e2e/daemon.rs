@@ -364,15 +364,54 @@ impl Containerd {
         self.ctr_in(NAMESPACE, args)
     }
 
-    /// `ctr events`, started and given time to subscribe before anything it should see.
+    /// `ctr events`, subscribed before it returns: it has seen an event made for it (a
+    /// namespace created and removed), so nothing after this call can be missed however
+    /// slowly `ctr` started.
     pub(crate) fn watch_events(&self) -> anyhow::Result<EventWatch> {
-        let child = self
+        let mut child = self
             .ctr_cmd(&["events"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        std::thread::sleep(Duration::from_millis(300));
-        Ok(EventWatch(child))
+        let stdout = child.stdout.take().context("ctr events' stdout")?;
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let text = text.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut text = text.lock().unwrap_or_else(|p| p.into_inner());
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            })
+        };
+        let watch = EventWatch {
+            child,
+            reader,
+            text,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for attempt in 0.. {
+            let marker = format!("wasmpod-e2e-events-{}-{attempt}", std::process::id());
+            self.ctr_ok(&["namespaces", "create", &marker])?;
+            let _ = self.ctr(&["namespaces", "remove", &marker]);
+            let seen_by = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < seen_by {
+                if watch.text().contains(&marker) {
+                    return Ok(watch);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "ctr events did not subscribe within 20 s"
+            );
+        }
+        unreachable!("the loop returns or fails")
     }
 
     /// `ctr run --rm` of the test image under our runtime: `(exit code, stdout, stderr)`.
@@ -662,16 +701,26 @@ pub(crate) fn processes(keep: impl Fn(&[u8], &str) -> bool) -> Vec<u32> {
 }
 
 /// A running `ctr events`.
-pub(crate) struct EventWatch(Child);
+pub(crate) struct EventWatch {
+    child: Child,
+    reader: std::thread::JoinHandle<()>,
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+}
 
 impl EventWatch {
+    fn text(&self) -> String {
+        self.text.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Stops watching once late events have arrived; everything it printed.
     pub(crate) fn finish(self) -> anyhow::Result<String> {
-        let mut child = self.0;
+        let mut child = self.child;
         std::thread::sleep(Duration::from_millis(300));
         let _ = child.kill();
-        let out = child.wait_with_output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        child.wait()?;
+        let _ = self.reader.join();
+        let text = self.text.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(text)
     }
 }
 
