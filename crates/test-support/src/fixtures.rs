@@ -6,10 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
 fn out_dir() -> PathBuf {
     crate::target_tmp("wasm-fixtures")
 }
@@ -23,7 +19,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) {
 
 /// Compiles `tests/fixtures/<name>.c` to a wasm32-wasi preview 1 module with clang.
 pub fn c_module(name: &str) -> Vec<u8> {
-    let src = fixtures_dir().join(format!("{name}.c"));
+    let src = crate::fixtures_dir().join(format!("{name}.c"));
     let out = out_dir().join(format!("{name}.wasm"));
     let tmp = out.with_extension(format!("build{}", std::process::id()));
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());

@@ -9,10 +9,6 @@ use std::sync::OnceLock;
 
 use wit_bindgen_core::wit_parser::Resolve;
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
 /// The world a fixture is written against: `http_net.c` may open sockets.
 fn world_of(name: &str) -> &'static str {
     match name {
@@ -26,7 +22,7 @@ fn world_of(name: &str) -> &'static str {
 pub fn bindings(dir: &Path, world: &str) {
     let mut resolve = Resolve::default();
     let (package, _) = resolve
-        .push_dir(fixtures_dir().join("wit"))
+        .push_dir(crate::fixtures_dir().join("wit"))
         .expect("parse tests/fixtures/wit");
     let world = resolve
         .select_world(&[package], Some(world))
@@ -51,11 +47,11 @@ pub fn http_component(name: &str) -> PathBuf {
 pub fn http_component_in(name: &str, out_dir: &Path) -> PathBuf {
     let (source, adapter) = match name {
         "static-site" => (
-            fixtures_dir().join("../../examples/static-site/site.c"),
+            crate::fixtures_dir().join("../../examples/static-site/site.c"),
             wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
         ),
         _ => (
-            fixtures_dir().join(format!("{name}.c")),
+            crate::fixtures_dir().join(format!("{name}.c")),
             wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_PROXY_ADAPTER,
         ),
     };

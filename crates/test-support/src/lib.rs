@@ -22,7 +22,22 @@ pub mod token_proxy;
 pub mod wasi_p3;
 pub mod wasi_testsuite;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The repository's `tests/fixtures`: where this crate was built, or — for a binary built
+/// in another checkout that shared the target directory, whose path is gone — under the
+/// directory it runs in (xtask runs everything from the repository's root).
+pub fn fixtures_dir() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    if built.is_dir() {
+        return built;
+    }
+    std::env::current_dir()
+        .map(|d| d.join("tests/fixtures"))
+        .ok()
+        .filter(|d| d.is_dir())
+        .unwrap_or(built)
+}
 
 /// A directory for built fixtures under cargo's target directory (`target/tmp/NAME`),
 /// shared by every test binary and the xtask of one checkout.
