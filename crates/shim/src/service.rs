@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::asynchronous::ExitSignal;
@@ -33,25 +33,11 @@ pub(crate) struct Service {
 /// a shim that dies, or outlives the bundle that holds its `address` file (the first
 /// container of a node-grouped shim), would otherwise leave the file behind for good.
 pub(crate) fn remove_dead_socket(address: &str) {
-    remove_socket_once_dead(address, Duration::ZERO);
-}
-
-/// [`remove_dead_socket`], for a shim known to be dying: one that still answers is asked
-/// again until `patience` runs out (a killed shim's listener can outlive, for a moment,
-/// the connection whose end told containerd it died).
-pub(crate) fn remove_socket_once_dead(address: &str, patience: Duration) {
     use std::os::unix::fs::FileTypeExt;
     let path = Path::new(address.trim_start_matches("unix://"));
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if !is_socket {
+    if !is_socket || std::os::unix::net::UnixStream::connect(path).is_ok() {
         return;
-    }
-    let deadline = std::time::Instant::now() + patience;
-    while std::os::unix::net::UnixStream::connect(path).is_ok() {
-        if std::time::Instant::now() >= deadline {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
     if let Err(error) = std::fs::remove_file(path) {
         tracing::warn!(socket = %path.display(), %error, "removing a dead shim's socket");
@@ -119,7 +105,7 @@ impl Service {
         let bundle = Path::new(".");
         crate::process::clean_up_after_dead_shim(&self.id, bundle);
         if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
-            remove_socket_once_dead(address.trim(), Duration::from_secs(1));
+            remove_dead_socket(address.trim());
         }
         if rootfs::is_mounted(bundle) {
             if let Err(error) = rootfs::unmount(&self.id, bundle) {
@@ -193,25 +179,6 @@ mod tests {
         std::fs::write(&path, "not a socket").unwrap();
         remove_dead_socket(&address);
         assert!(path.exists(), "a file that is not a socket was removed");
-    }
-
-    #[test]
-    fn a_dying_shims_socket_is_removed_once_it_stops_answering() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s");
-        let address = format!("unix://{}", path.display());
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let dying = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            drop(listener);
-        });
-        remove_socket_once_dead(&address, Duration::from_secs(5));
-        dying.join().unwrap();
-        assert!(!path.exists(), "the socket outlived its shim");
-        // One that keeps answering is left once patience runs out.
-        let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        remove_socket_once_dead(&address, Duration::from_millis(100));
-        assert!(path.exists(), "a live shim's socket was removed");
     }
 
     fn spec_with(annotations: &[(&str, &str)]) -> Spec {
