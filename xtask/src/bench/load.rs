@@ -33,9 +33,16 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             let runwasi = Workload {
                 label: "runwasi",
                 runtime: super::anchors::RUNWASI,
+                // runwasi's shim fails a cycle now and then under this load ("received
+                // unexpected message: InitReady"): counted and shown, not the end of it.
+                tolerated_failures: 20,
                 ..WASM
             };
-            passes.push(load::pass(&env, &runwasi, false, cycles, PARALLEL)?);
+            // A comparison's own failures are reported, not the end of the bench.
+            match load::pass(&env, &runwasi, false, cycles, PARALLEL) {
+                Ok(pass) => passes.push(pass),
+                Err(e) => println!("runwasi's pass failed: {e:#}"),
+            }
         }
         Err(e) => println!("runwasi comparison skipped: {e:#}"),
     }
@@ -47,18 +54,30 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
                 flags: &[],
                 image: super::shim::BUSYBOX,
                 args: &["/bin/sh", "-c", "exit 0"],
+                tolerated_failures: 0,
             };
-            passes.push(load::pass(&env, &runc, false, cycles, PARALLEL)?);
+            match load::pass(&env, &runc, false, cycles, PARALLEL) {
+                Ok(pass) => passes.push(pass),
+                Err(e) => println!("runc's pass failed: {e:#}"),
+            }
         }
         Err(e) => println!("runc comparison skipped: {e:#}"),
     }
     println!("| runtime | cycles/s | time | left behind |");
     println!("|---|---|---|---|");
     for p in &passes {
-        let left = match load::check_growth(p) {
+        let mut left = match load::check_growth(p) {
             Ok(()) => "nothing".to_owned(),
             Err(e) => format!("{e:#}"),
         };
+        if let Some(first) = p.failures.first() {
+            left.push_str(&format!(
+                "; {} of {} cycles failed, the first: {}",
+                p.failures.len(),
+                p.cycles,
+                first.lines().last().unwrap_or_default()
+            ));
+        }
         println!(
             "| {} | {:.1} | {:.1?} | {left} |",
             p.label,

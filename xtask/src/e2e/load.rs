@@ -123,6 +123,9 @@ pub(crate) struct Workload<'a> {
     pub(crate) flags: &'a [&'a str],
     pub(crate) image: &'a str,
     pub(crate) args: &'a [&'a str],
+    /// Failed cycles a pass may have and still be measured (a comparison runtime's own
+    /// flakes, reported with the figures): none for ours.
+    pub(crate) tolerated_failures: usize,
 }
 
 /// The probe under our shim, each container in its own shim (`ctr`'s containers belong
@@ -132,6 +135,7 @@ pub(crate) const WASM: Workload<'static> = Workload {
     runtime: RUNTIME,
     flags: &[],
     image: IMAGE,
+    tolerated_failures: 0,
     args: &["/probe.wasm", "exit", "0"],
 };
 pub(crate) const NODE_FLAGS: &[&str] = &["--annotation", "wasmpod.io/grouping=node"];
@@ -142,7 +146,7 @@ pub(crate) fn cycles(
     w: &Workload<'_>,
     cycles: usize,
     parallel: usize,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Vec<String>)> {
     // containerd's handle stays on this thread: the commands are made here.
     let mut commands: Vec<(String, std::process::Command)> = (0..cycles)
         .map(|i| {
@@ -162,7 +166,7 @@ pub(crate) fn cycles(
     std::thread::scope(|s| {
         for _ in 0..parallel {
             s.spawn(|| loop {
-                if failures.lock().unwrap().len() > 3 {
+                if failures.lock().unwrap().len() > w.tolerated_failures + 3 {
                     return;
                 }
                 let Some((id, mut cmd)) = queue.lock().unwrap().pop() else {
@@ -182,8 +186,11 @@ pub(crate) fn cycles(
     });
     let took = started.elapsed();
     let failures = failures.into_inner().unwrap();
-    ensure!(failures.is_empty(), "cycles failed: {failures:?}");
-    Ok(took)
+    ensure!(
+        failures.len() <= w.tolerated_failures,
+        "cycles failed: {failures:?}"
+    );
+    Ok((took, failures))
 }
 
 /// A detached container that keeps the node-grouped shim alive through the load; its
@@ -234,13 +241,16 @@ pub(crate) struct Pass {
     pub(crate) label: String,
     pub(crate) cycles: usize,
     pub(crate) took: Duration,
+    /// The cycles that failed (within the workload's tolerance): what each said.
+    pub(crate) failures: Vec<String>,
     pub(crate) before: Snapshot,
     pub(crate) after: Snapshot,
 }
 
 impl Pass {
+    /// Cycles that succeeded, per second.
     pub(crate) fn per_second(&self) -> f64 {
-        self.cycles as f64 / self.took.as_secs_f64()
+        (self.cycles - self.failures.len()) as f64 / self.took.as_secs_f64()
     }
 }
 
@@ -279,7 +289,7 @@ pub(crate) fn pass(
     cycles(env, &w, parallel * 4, parallel)?;
     settle();
     let before = snapshot(env, shim)?;
-    let took = cycles(env, &w, n, parallel)?;
+    let (took, failures) = cycles(env, &w, n, parallel)?;
     let after = settled_snapshot(env, shim, &before)?;
     if node {
         stop(env, &format!("keeper-{label}"))?;
@@ -288,6 +298,7 @@ pub(crate) fn pass(
         label,
         cycles: n,
         took,
+        failures,
         before,
         after,
     })
