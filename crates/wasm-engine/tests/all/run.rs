@@ -138,21 +138,28 @@ async fn a_guest_blocked_on_a_pipe_can_be_killed() {
     drop(stdin_w);
 }
 
+/// The probe's config with all three streams on pipes, and the ends the test holds:
+/// stdin's write end, stdout's and stderr's read ends.
+fn piped(args: &[&str]) -> (RunConfig, std::fs::File, std::fs::File, std::fs::File) {
+    let (stdin_r, stdin_w) = pipe();
+    let (stdout_r, stdout_w) = pipe();
+    let (stderr_r, stderr_w) = pipe();
+    let mut config = probe_config(args);
+    config.stdio = Stdio {
+        stdin: StdioStream::File(stdin_r),
+        stdout: StdioStream::File(stdout_w),
+        stderr: StdioStream::File(stderr_w),
+    };
+    (config, stdin_w, stdout_r, stderr_r)
+}
+
 // Pipe writers are driven by tasks on the runtime; they close their end once the run is
 // over, which a multi-threaded runtime lets happen while this test blocks on the reader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdio_through_pipes() {
     let e = engine();
     let p = e.load_file(fixtures::probe_module()).unwrap();
-    let (stdin_r, mut stdin_w) = pipe();
-    let (mut stdout_r, stdout_w) = pipe();
-    let (mut stderr_r, stderr_w) = pipe();
-    let mut config = probe_config(&["stdin"]);
-    config.stdio = Stdio {
-        stdin: StdioStream::File(stdin_r),
-        stdout: StdioStream::File(stdout_w),
-        stderr: StdioStream::File(stderr_w),
-    };
+    let (config, mut stdin_w, mut stdout_r, mut stderr_r) = piped(&["stdin"]);
     let writer = std::thread::spawn(move || {
         stdin_w.write_all(b"through a pipe").unwrap();
     });
@@ -174,15 +181,7 @@ async fn stdin_from_a_pipe_in_pieces() {
     let e = engine();
     for program in [fixtures::probe_module(), fixtures::probe_component()] {
         let p = e.load_file(program).unwrap();
-        let (stdin_r, mut stdin_w) = pipe();
-        let (mut stdout_r, stdout_w) = pipe();
-        let (mut stderr_r, stderr_w) = pipe();
-        let mut config = probe_config(&["stdin"]);
-        config.stdio = Stdio {
-            stdin: StdioStream::File(stdin_r),
-            stdout: StdioStream::File(stdout_w),
-            stderr: StdioStream::File(stderr_w),
-        };
+        let (config, mut stdin_w, mut stdout_r, mut stderr_r) = piped(&["stdin"]);
         let input: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         let expected = input.to_ascii_uppercase();
         let writer = std::thread::spawn(move || {
