@@ -497,12 +497,11 @@ impl ContentStore {
                 "{what}: {size} bytes is over the limit of {max}"
             )));
         }
-        if let Err(e) = wasm_oci::digest::hex_of(digest) {
-            return Err(Error::Content(format!("{what}: {e}")));
-        }
+        // Refuses a malformed digest before anything is asked of containerd.
+        let mut check = wasm_oci::digest::Verifier::new(digest, size)
+            .map_err(|e| Error::Content(format!("{what}: {e}")))?;
         let bad =
             |e: wasm_oci::digest::DigestError| Error::Content(format!("image {image}: blob {e}"));
-        let mut check = wasm_oci::digest::Verifier::new(digest, size).map_err(bad)?;
         let mut stream = client
             .content()
             .read(with_namespace!(

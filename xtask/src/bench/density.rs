@@ -189,15 +189,16 @@ fn measure(env: &Containerd, setup: &Setup, n: usize) -> anyhow::Result<Measured
         let count = running.lines().filter(|l| l.contains("RUNNING")).count();
         ensure!(count == n, "{count} of {n} tasks running");
         // Where the memory is, mapping by mapping, for whoever is chasing it.
+        let shims = shim_trees(env);
         if let Ok(dir) = std::env::var("WASMPOD_BENCH_SMAPS") {
-            for pid in shim_trees(env) {
+            for pid in &shims {
                 let _ = fs::copy(
                     format!("/proc/{pid}/smaps"),
                     format!("{dir}/{n}-{pid}.smaps"),
                 );
             }
         }
-        let (pss, rss) = shim_trees(env)
+        let (pss, rss) = shims
             .into_iter()
             .map(smaps)
             .fold((0.0, 0.0), |(p, r), (p2, r2)| (p + p2, r + r2));
