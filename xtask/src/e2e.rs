@@ -21,7 +21,7 @@ use crate::util::{cargo, have, output_ok, root, run as sh};
 use basic::*;
 pub(crate) use daemon::*;
 
-mod basic;
+pub(crate) mod basic;
 pub(crate) mod conformance;
 pub(crate) mod cri;
 mod daemon;
@@ -40,7 +40,7 @@ pub(crate) const NAMESPACE: &str = "wasmpod-e2e";
 pub(crate) const IMAGE: &str = "localhost/wasmpod-e2e/probe:v1";
 
 /// One e2e check against the running containerd.
-type Check = fn(&Containerd) -> anyhow::Result<()>;
+pub(crate) type Check = fn(&Containerd) -> anyhow::Result<()>;
 
 /// Which containerd a pass runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

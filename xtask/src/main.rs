@@ -1,9 +1,17 @@
 //! `cargo xtask`: the project's own tasks. This file only dispatches; one file per task.
 
+#![deny(unsafe_code)]
+
 mod bench;
 mod e2e;
 mod example;
 mod fuzz;
+mod orderfile;
+#[allow(
+    unsafe_code,
+    reason = "the system call std has no API for, behind safe functions"
+)]
+mod sys;
 mod test;
 mod tidy;
 mod util;
@@ -24,6 +32,9 @@ tasks:
   tidy    the rules ARCHITECTURE.md states: crate graph, wasmtime only in wasm-engine,
           docs and unsafe attributes, unsafe only in sys modules, file length, doc lines
   fuzz    [--seconds N] [TARGET...]: each fuzz target in fuzz/ for N seconds (60)
+  orderfile
+          which of the shim's functions run, for the linker to put side by side:
+          crates/shim/text.order (as root: a loop device and a private containerd)
   example static-site [-t REF] [-o OUT.tar]: builds the static-site example image from
           its sources (a wasi:http component serving files from its own root)
 ";
@@ -37,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Some("example") => example::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("tidy") => tidy::run(&args[1..]),
+        Some("orderfile") => orderfile::run(&args[1..]),
         // For the e2e: connect to a unix socket as whichever user runs this; exit 0 when
         // connected, 13 when refused for permissions, 1 otherwise.
         Some("__connect") => {

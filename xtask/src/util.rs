@@ -5,9 +5,14 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root (the parent of `xtask/`): of the checkout whose `cargo xtask` runs
+/// us, which cargo names at run time. The path compiled in is only a fallback: a target
+/// directory shared by two checkouts (as `.ci/run`'s cache is) keeps an xtask built in the
+/// other one, and its compiled-in path would build and test that checkout — or, once it
+/// is removed, nothing.
 pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("xtask lives inside the workspace")
         .to_owned()

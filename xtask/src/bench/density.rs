@@ -100,6 +100,14 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         counts
     };
     let bins = build_binaries_in("release", &["--release"])?;
+    // The shim's memory is mostly the code it runs, packed by the order the linker had.
+    match crate::orderfile::coverage(&bins.shim) {
+        Ok((found, listed)) => println!(
+            "text order: {found} of the {listed} functions of crates/shim/text.order are in \
+             this shim (`cargo xtask orderfile` makes the list anew)"
+        ),
+        Err(e) => println!("text order: none ({e:#})"),
+    }
     let env = Containerd::start(&bins)?;
     env.prepare_image()?;
     let runc = busybox_image(&env, NAMESPACE);

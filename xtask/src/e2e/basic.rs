@@ -73,6 +73,8 @@ pub(crate) fn bind_mount(src: &Path, dst: &str, mode: &str) -> String {
 
 pub(crate) fn check_bind_mounts(env: &Containerd) -> anyhow::Result<()> {
     let data = env.dir.join("data");
+    // Afresh, for a second run in the same containerd (`cargo xtask orderfile`).
+    let _ = fs::remove_dir_all(&data);
     fs::create_dir_all(&data)?;
     fs::write(data.join("in.txt"), "from the host\n")?;
     let ro = bind_mount(&data, "/data", "ro");
