@@ -182,7 +182,8 @@ fn uses_unsafe(code: &str) -> bool {
         let after = &rest[i + "unsafe".len()..];
         let word_start = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
         let next = after.trim_start();
-        let keyword = ["{", "fn ", "fn(", "impl", "extern", "trait"]
+        // `unsafe(` is an unsafe attribute: `#[unsafe(no_mangle)]`, `#[unsafe(export_name)]`.
+        let keyword = ["{", "fn ", "fn(", "impl", "extern", "trait", "("]
             .iter()
             .any(|k| next.starts_with(k));
         let word_end = after
@@ -238,10 +239,15 @@ pub(crate) fn unsafe_attributes(sources: &[Source]) -> Vec<String> {
     for (name, roots) in crate_roots(sources) {
         let has_lib = roots.iter().any(|r| r.path.ends_with("src/lib.rs"));
         for root in &roots {
-            // A binary beside a library is a crate of its own: only its file counts.
+            // A binary beside a library is a crate of its own: only its file counts, and
+            // the modules it keeps under `src/main/`.
             let bin_beside_lib = has_lib && root.path.ends_with("src/main.rs");
             let unsafe_here = if bin_beside_lib {
-                root.code_lines().any(|(_, code)| uses_unsafe(&code))
+                let bin_dir = root.path.with_extension("");
+                sources
+                    .iter()
+                    .filter(|s| s.path == root.path || s.path.starts_with(&bin_dir))
+                    .any(|s| s.code_lines().any(|(_, code)| uses_unsafe(&code)))
             } else {
                 uses.contains(&name)
             };
@@ -505,6 +511,27 @@ mod tests {
         let (rule, msg) = only_broken(&tree, &meta);
         assert_eq!(rule, "unsafe only in sys", "{msg}");
         assert!(msg.contains("crates/wasm-engine/src/lib.rs:7"), "{msg}");
+
+        // An unsafe attribute is unsafe code too.
+        let tree = with("crates/wasm-engine/src/lib.rs", &|t| {
+            format!("{t}#[unsafe(no_mangle)]\npub extern \"C\" fn f() {{}}\n")
+        });
+        let (rule, msg) = only_broken(&tree, &meta);
+        assert_eq!(rule, "unsafe only in sys", "{msg}");
+        assert!(msg.contains("crates/wasm-engine/src/lib.rs:7"), "{msg}");
+
+        // A binary's own sys module (under `src/main/`) makes the binary deny, not forbid.
+        let mut tree = clean_tree();
+        tree.push(Source::new(
+            "crates/wasm-engine/src/main/sys.rs",
+            "//! Symbols.\n#[unsafe(no_mangle)]\npub extern \"C\" fn pow() {}\n",
+        ));
+        let (rule, msg) = only_broken(&tree, &meta);
+        assert_eq!(rule, "unsafe attributes", "{msg}");
+        assert!(
+            msg.contains("crates/wasm-engine/src/main.rs: lacks `#![deny(unsafe_code)]`"),
+            "{msg}"
+        );
 
         let (rule, msg) = only_broken(
             &with("crates/sandbox/src/lib.rs", &|t| {
