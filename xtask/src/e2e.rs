@@ -384,31 +384,43 @@ pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
 
 /// Builds the shim and the CLI in `profile` (`debug` or `release`).
 pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result<Binaries> {
-    // One build of the workspace's binaries and examples: the same features as `cargo
-    // test --workspace` resolves (a build of `-p shim -p wasmpod` alone would resolve
-    // others and compile wasmtime again). Not xtask: that would relink the running
-    // binary, which some checks start again (`current_exe`).
-    sh(cargo()
-        .args([
-            "build",
-            "--quiet",
-            "--workspace",
-            "--exclude",
-            "xtask",
-            "--bins",
-            "--examples",
-        ])
-        .args(flags))?;
-    let target = crate::util::target_dir();
-    let dir = target.join(profile);
-    Ok(Binaries {
-        // Another shim binary under the same checks (a release build, a wrapper).
-        shim: std::env::var_os("WASMPOD_E2E_SHIM")
-            .map_or_else(|| dir.join("containerd-shim-wasm-v1"), PathBuf::from),
-        wasmpod: dir.join("wasmpod"),
-        run_via_api: dir.join("examples/run-via-api"),
-        embed_example: dir.join("embed-example"),
-    })
+    sh(build_command().args(flags))?;
+    let mut bins = Binaries::in_dir(&crate::util::target_dir().join(profile));
+    // Another shim binary under the same checks (a release build, a wrapper).
+    if let Some(shim) = std::env::var_os("WASMPOD_E2E_SHIM") {
+        bins.shim = PathBuf::from(shim);
+    }
+    Ok(bins)
+}
+
+/// The one build of the workspace's binaries and examples: the same features as `cargo
+/// test --workspace` resolves (a build of `-p shim -p wasmpod` alone would resolve others
+/// and compile wasmtime again). Not xtask: that would relink the running binary, which
+/// some checks start again (`current_exe`).
+pub(crate) fn build_command() -> Command {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--bins",
+        "--examples",
+    ]);
+    cmd
+}
+
+impl Binaries {
+    /// The binaries a build put in `dir` (`<target>/<profile>`).
+    pub(crate) fn in_dir(dir: &Path) -> Self {
+        Self {
+            shim: dir.join("containerd-shim-wasm-v1"),
+            wasmpod: dir.join("wasmpod"),
+            run_via_api: dir.join("examples/run-via-api"),
+            embed_example: dir.join("embed-example"),
+        }
+    }
 }
 
 /// Compiles `tests/fixtures/<name>.c` to wasm32-wasi into `out`.

@@ -32,7 +32,7 @@ use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
 use crate::e2e::{self, Binaries, Check, Containerd};
 use crate::sys::{cached_pages, evict, PAGE};
-use crate::util::{cargo, is_root, output_ok, root, run as sh, target_dir};
+use crate::util::{is_root, output_ok, root, run as sh, target_dir};
 
 /// The checks run twice: the paths a container takes every day, not their failures.
 const CHECKS: &[(&str, Check)] = &[
@@ -101,26 +101,11 @@ fn build_aligned() -> anyhow::Result<Binaries> {
     let target = target_dir().join("orderfile");
     let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
     flags.push_str(" -C llvm-args=-align-all-functions=12");
-    sh(cargo()
-        .args([
-            "build",
-            "--quiet",
-            "--workspace",
-            "--exclude",
-            "xtask",
-            "--bins",
-            "--examples",
-            "--release",
-        ])
+    sh(e2e::build_command()
+        .arg("--release")
         .env("CARGO_TARGET_DIR", &target)
         .env("RUSTFLAGS", flags.trim()))?;
-    let dir = target.join("release");
-    Ok(Binaries {
-        shim: dir.join("containerd-shim-wasm-v1"),
-        wasmpod: dir.join("wasmpod"),
-        run_via_api: dir.join("examples/run-via-api"),
-        embed_example: dir.join("embed-example"),
-    })
+    Ok(Binaries::in_dir(&target.join("release")))
 }
 
 /// What the checks read of `bins.shim`, page by page: the first round's pages (which

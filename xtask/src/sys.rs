@@ -1,4 +1,5 @@
-//! The one system call xtask makes itself: which pages of a file are in the page cache.
+//! The system calls xtask makes itself: which pages of a file are in the page cache, and
+//! dropping them from it.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
