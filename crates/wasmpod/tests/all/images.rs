@@ -420,16 +420,18 @@ fn a_listing_into_a_closed_pipe_ends_quietly() {
         let out = w.cmd(&["build", probe(), "-t", &format!("localhost/many:v{i}")]);
         assert_code(&out, 0);
     }
-    let mut child = w
+    // The reading end is closed before wasmpod starts, so its first write meets no reader
+    // however the two are scheduled. (Closing it after the spawn raced wasmpod: on a busy
+    // machine the listing could fit in the pipe's buffer first and end with 0.)
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = w
         .command()
         .arg("images")
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    // Closed before wasmpod has started: its first write meets no reader.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(

@@ -96,35 +96,41 @@ pub(crate) fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// `cmd` run to its end, with its peak resident memory in bytes (`wait4`'s rusage, which
-/// is this child's alone).
-#[allow(clippy::zombie_processes, reason = "reaped by the wait4 below")]
-pub(crate) fn output_and_peak_memory(mut cmd: Command) -> (Output, u64) {
-    use std::io::Read as _;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        err.read_to_end(&mut stderr).unwrap();
-        stderr
-    });
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    let stderr = reader.join().unwrap();
-    let (status, peak) = sys::wait_with_peak_rss(&child);
-    use std::os::unix::process::ExitStatusExt as _;
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout,
-        stderr,
-    };
-    (output, peak)
+/// `cmd` run to its end, with its peak resident memory in bytes.
+///
+/// Measured by GNU time (`/usr/bin/time`, Debian's `time`), which forks the command from
+/// its own small process. The rusage of a child this test spawns would not do: a process
+/// started by fork or vfork inherits, at its exec, the high-water mark of the memory it
+/// was forked from, which is this whole test process (hundreds of MiB once a failing
+/// test's backtrace has loaded its debug info).
+pub(crate) fn output_and_peak_memory(cmd: Command) -> (Output, u64) {
+    let time = Path::new("/usr/bin/time");
+    assert!(
+        time.exists(),
+        "{}: missing; the peak memory tests need Debian's `time` package",
+        time.display()
+    );
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut timed = Command::new(time);
+    timed
+        .args(["--quiet", "--format", "%M", "--output"])
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let output = timed.stdin(Stdio::null()).output().unwrap();
+    let said = std::fs::read_to_string(report.path()).unwrap();
+    let kib: u64 = said
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {said:?}: {e}", time.display()));
+    (output, kib * 1024)
 }
