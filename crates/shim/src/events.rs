@@ -83,32 +83,23 @@ impl Events {
         }
     }
 
-    /// Publishes `event` on `topic`: its type URL from [`type_url`], its bytes encoded
-    /// here (the one generic step, so the sending below is compiled once).
+    /// Publishes `event` on `topic`, its type URL from [`type_url`]: the one generic
+    /// step, so the sending below is compiled once.
     async fn publish<M: Message>(&self, topic: &str, event: &M) {
-        self.send(topic, type_url::<M>(), event.write_to_bytes())
-            .await;
+        match event.write_to_bytes() {
+            Ok(value) => self.send(topic, type_url::<M>(), value).await,
+            Err(error) => tracing::warn!(topic, %error, "cannot encode event"),
+        }
     }
 
-    async fn send(
-        &self,
-        topic: &str,
-        type_url: String,
-        value: containerd_shim::protos::protobuf::Result<Vec<u8>>,
-    ) {
+    async fn send(&self, topic: &str, type_url: String, value: Vec<u8>) {
         let mut envelope = Envelope::new();
         envelope.topic = topic.to_owned();
         envelope.namespace = self.namespace.clone();
         envelope.timestamp = Some(timestamp(SystemTime::now())).into();
         let mut any = Any::new();
         any.type_url = type_url;
-        any.value = match value {
-            Ok(v) => v,
-            Err(error) => {
-                tracing::warn!(topic, %error, "cannot encode event");
-                return;
-            }
-        };
+        any.value = value;
         envelope.event = Some(any).into();
         let mut request = ForwardRequest::new();
         request.envelope = Some(envelope).into();
