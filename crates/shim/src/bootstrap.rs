@@ -31,7 +31,7 @@ use containerd_shim::protos::protobuf::{CodedInputStream, CodedOutputStream, Mes
 use containerd_shim::protos::shim_async::create_task;
 use containerd_shim::protos::ttrpc::r#async::Server;
 use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
-use containerd_shim::{Flags, StartOpts};
+use containerd_shim::Flags;
 use oci_spec::runtime::Spec;
 use sandbox::HandlerOptions;
 
@@ -44,6 +44,8 @@ const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
 /// containerd's environment variable naming its ttrpc socket (events go there).
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
+/// The descriptor of the listening socket `start` passes to the serving shim.
+pub(crate) const LISTEN_FD_ENV: &str = "WASMPOD_LISTEN_FD";
 /// The most `start` and `-info` read from stdin (containerd's own bound is 10 MiB).
 const MAX_STDIN: u64 = 10 << 20;
 /// How long `start` waits for containerd's version service before answering as to 1.x.
@@ -87,10 +89,14 @@ pub(crate) fn main(args: &[String]) -> ! {
             Ok(())
         }
         Ok(Action::Info) => info(),
-        Ok(Action::Shim(flags)) => match wasm_engine::guest_runtime(2) {
-            Ok(runtime) => runtime.block_on(shim(flags)),
-            Err(e) => Err(io("starting the async runtime")(e)),
-        },
+        Ok(Action::Shim(flags)) => {
+            // Before the runtime's threads: each would otherwise be free to take an arena.
+            sys::single_malloc_arena();
+            match wasm_engine::guest_runtime(2) {
+                Ok(runtime) => runtime.block_on(shim(flags)),
+                Err(e) => Err(io("starting the async runtime")(e)),
+            }
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -444,15 +450,17 @@ async fn shim(mut flags: Flags) -> Result<()> {
                 .map_err(|e| Error::InvalidArgument(format!("encoding Delete's answer: {e}")))?;
             write_stdout(&bytes, "writing Delete's answer")
         }
-        "" => serve(flags).await,
+        "" => serve(flags)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "serving")),
         other => Err(Error::InvalidArgument(format!(
             "unknown action {other:?} (start, delete, or none to serve)"
         ))),
     }
 }
 
-/// `start`: spawns (or finds) the serving shim of the container's group and returns the
-/// answer for containerd.
+/// `start`: finds the serving shim of the container's group, or binds its socket and
+/// starts one on it, and returns the answer for containerd.
 async fn start(flags: &Flags, launch: &Launch) -> Result<Vec<u8>> {
     let handler = launch.handler_options()?;
     // containerd runs `start` in the new container's bundle.
@@ -465,24 +473,12 @@ async fn start(flags: &Flags, launch: &Launch) -> Result<Vec<u8>> {
         .filter(|a| !a.is_empty())
         .or_else(|| std::env::var(TTRPC_ADDRESS).ok())
         .unwrap_or_default();
-    let opts = StartOpts {
-        id: flags.id.clone(),
-        publish_binary: flags.publish_binary.clone(),
-        address: flags.address.clone(),
-        ttrpc_address: ttrpc_address.clone(),
-        namespace: flags.namespace.clone(),
-        debug: flags.debug,
-    };
-    let address = containerd_shim::asynchronous::spawn(
-        opts,
-        &group,
-        vec![(TTRPC_ADDRESS, ttrpc_address.as_str())],
-    )
-    .await
-    .map_err(|e| Error::Io {
-        context: format!("starting the serving shim of {group}"),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
+    match listen(&address).await? {
+        Some(listener) => spawn_serving(flags, &address, &ttrpc_address, listener)
+            .map_err(io(format!("starting the serving shim of {group}")))?,
+        None => tracing::debug!(%group, "the group's shim serves already"),
+    }
     std::fs::write("address", &address).map_err(io("writing the bundle's address file"))?;
     let answer = match &launch.params {
         Some(_) => Answer::Protobuf,
@@ -490,6 +486,39 @@ async fn start(flags: &Flags, launch: &Launch) -> Result<Vec<u8>> {
     };
     tracing::debug!(id = %flags.id, %group, ?answer, "shim started");
     Ok(answer.encode(&address))
+}
+
+/// Starts the serving shim on `listener`, the socket `start` bound at `address`: this
+/// binary again, with containerd's flags and `-socket`, the listener inherited at the
+/// descriptor [`LISTEN_FD_ENV`] names. `start` does not wait for it: containerd's first
+/// call queues on the bound socket until the new shim accepts it, so the shim's own
+/// start-up overlaps containerd's reading of the answer. Its oom_score_adj is set one
+/// above `start`'s parent's (containerd's), as containerd's own shims do.
+fn spawn_serving(
+    flags: &Flags,
+    address: &str,
+    ttrpc_address: &str,
+    listener: std::os::unix::net::UnixListener,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    use std::process::{Command, Stdio};
+    sys::set_cloexec(&listener, false)?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["-namespace", &flags.namespace, "-id", &flags.id])
+        .args(["-address", &flags.address, "-socket", address])
+        .args(flags.debug.then_some("-debug"))
+        .env(TTRPC_ADDRESS, ttrpc_address)
+        .env(LISTEN_FD_ENV, listener.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = command.spawn()?;
+    if let Err(e) = containerd_shim::cgroup::adjust_oom_score(child.id()) {
+        tracing::warn!(pid = child.id(), error = %e, "setting the serving shim's oom_score_adj");
+    }
+    // The child holds the socket now; dropping `Child` neither waits nor kills.
+    Ok(())
 }
 
 /// The task service under both task API names.
@@ -511,17 +540,13 @@ async fn serve(flags: Flags) -> Result<()> {
         ));
     }
     crate::logging::init(&flags);
+    let fd = std::env::var(LISTEN_FD_ENV).ok();
+    let listener = inherited_listener(fd.as_deref(), &flags.socket)?;
     sys::set_child_subreaper().map_err(io("becoming a child subreaper"))?;
     reap_children()?;
     let ttrpc_address = std::env::var(TTRPC_ADDRESS).map_err(|_| {
         Error::InvalidArgument(format!("{TTRPC_ADDRESS} is not set (containerd sets it)"))
     })?;
-    let Some(listener) = listen(&flags.socket).await? else {
-        // Another shim of this group serves on the socket already.
-        std::fs::write("address", &flags.socket).map_err(io("writing the address file"))?;
-        sys::close_stdout().map_err(io("closing stdout"))?;
-        return Ok(());
-    };
     let service = Service::new(&flags);
     let task: Arc<dyn containerd_shim::Task + Send + Sync> =
         Arc::new(service.task_service(&ttrpc_address));
@@ -540,8 +565,6 @@ async fn serve(flags: Flags) -> Result<()> {
         .start()
         .await
         .map_err(ttrpc("starting the ttrpc server"))?;
-    // `start` waits for stdout to close before it answers containerd.
-    sys::close_stdout().map_err(io("closing stdout"))?;
     tracing::info!(socket = %flags.socket, "serving task API v2 and v3");
     service.wait().await;
     let _ = server.shutdown().await;
@@ -567,8 +590,8 @@ fn private_socket_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Binds the shim's socket; `None` when a live shim already serves on it (two `start`s of
-/// one group at once). A dead shim's socket is replaced.
+/// Binds the shim's socket; `None` when a live shim already serves on it (a shim of the
+/// group, or two `start`s of one group at once). A dead shim's socket is replaced.
 async fn listen(address: &str) -> Result<Option<std::os::unix::net::UnixListener>> {
     let path = Path::new(address.trim_start_matches("unix://"));
     if let Some(parent) = path.parent() {
@@ -589,6 +612,32 @@ async fn listen(address: &str) -> Result<Option<std::os::unix::net::UnixListener
     std::os::unix::net::UnixListener::bind(path)
         .map(Some)
         .map_err(io(format!("listening on {}", path.display())))
+}
+
+/// The listening socket `start` bound at `address` and passed down at the descriptor `fd`
+/// (the value of [`LISTEN_FD_ENV`]; see [`spawn_serving`]), checked to be a Unix socket
+/// bound there.
+fn inherited_listener(fd: Option<&str>, address: &str) -> Result<std::os::unix::net::UnixListener> {
+    let value = fd.ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{LISTEN_FD_ENV} is not set: a serving shim takes its socket from `start` (containerd runs `start`)"
+        ))
+    })?;
+    let fd = value.parse().map_err(|_| {
+        Error::InvalidArgument(format!("{LISTEN_FD_ENV}={value:?} is not a descriptor"))
+    })?;
+    let listener = sys::take_inherited_fd(fd)
+        .map(std::os::unix::net::UnixListener::from)
+        .map_err(io(format!("taking the socket at {LISTEN_FD_ENV}={fd}")))?;
+    let path = Path::new(address.trim_start_matches("unix://"));
+    let bound = listener.local_addr().ok();
+    if bound.as_ref().and_then(|a| a.as_pathname()) != Some(path) {
+        return Err(Error::InvalidArgument(format!(
+            "{LISTEN_FD_ENV}={fd} is not a socket bound at {} ({bound:?})",
+            path.display()
+        )));
+    }
+    Ok(listener)
 }
 
 /// Reaps every child that ends and tells the crate's monitor, whose subscribers are the

@@ -165,6 +165,7 @@ pub(crate) fn spawn(
         .env(OUTBOUND_ENV, outbound.join(","))
         .env(SERVE_ENV, if serve { "1" } else { "" })
         .env(MAX_SIZE_ENV, max_size.to_string())
+        .env_remove(crate::bootstrap::LISTEN_FD_ENV)
         .stdin(child_stdio(stdio.stdin))
         .stdout(child_stdio(stdio.stdout))
         .stderr(child_stdio(stdio.stderr));

@@ -271,3 +271,63 @@ fn the_socket_directory_is_private() {
     private_socket_dir(&open).unwrap();
     assert_eq!(mode(&open), 0o700);
 }
+
+#[tokio::test]
+async fn start_binds_a_groups_socket_once_and_replaces_a_dead_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("unix://{}", dir.path().join("s").join("group").display());
+    let first = listen(&address)
+        .await
+        .unwrap()
+        .expect("a new socket is bound");
+    // A second `start` of the group finds the first's socket live (connections queue on
+    // it until the serving shim accepts them), and starts no second shim.
+    assert!(listen(&address).await.unwrap().is_none());
+    drop(first);
+    // The shim is gone; its socket file stays, and is bound anew.
+    assert!(listen(&address).await.unwrap().is_some());
+}
+
+#[test]
+fn the_serving_shim_takes_the_socket_start_bound_and_no_other() {
+    use std::os::fd::IntoRawFd as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shim.sock");
+    let address = format!("unix://{}", path.display());
+    let bound = || {
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        sys::set_cloexec(&l, false).unwrap();
+        l.into_raw_fd().to_string()
+    };
+
+    let fd = bound();
+    let listener = inherited_listener(Some(&fd), &address).unwrap();
+    assert_eq!(listener.local_addr().unwrap().as_pathname(), Some(&*path));
+    assert!(
+        sys::is_cloexec(&listener),
+        "a guest process must not inherit the shim's socket"
+    );
+    drop(listener);
+    std::fs::remove_file(&path).unwrap();
+
+    let fd = bound();
+    let elsewhere = format!("unix://{}", dir.path().join("other.sock").display());
+    let e = inherited_listener(Some(&fd), &elsewhere)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("other.sock") && e.contains(LISTEN_FD_ENV), "{e}");
+
+    let e = inherited_listener(None, &address).unwrap_err().to_string();
+    assert!(e.contains(LISTEN_FD_ENV) && e.contains("start"), "{e}");
+    let e = inherited_listener(Some("three"), &address)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"three\"") && e.contains("not a descriptor"),
+        "{e}"
+    );
+    let e = inherited_listener(Some("1"), &address)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("standard stream"), "{e}");
+}
