@@ -46,6 +46,8 @@ const TASK_V3: &str = "containerd.task.v3.Task";
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
 /// The descriptor of the listening socket `start` passes to the serving shim.
 pub(crate) const LISTEN_FD_ENV: &str = "WASMPOD_LISTEN_FD";
+/// How long an ending shim waits for its last events to reach containerd.
+const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most `start` and `-info` read from stdin (containerd's own bound is 10 MiB).
 const MAX_STDIN: u64 = 10 << 20;
 /// How long `start` waits for containerd's version service before answering as to 1.x.
@@ -548,8 +550,9 @@ async fn serve(flags: Flags) -> Result<()> {
         Error::InvalidArgument(format!("{TTRPC_ADDRESS} is not set (containerd sets it)"))
     })?;
     let service = Service::new(&flags);
-    let task: Arc<dyn containerd_shim::Task + Send + Sync> =
-        Arc::new(service.task_service(&ttrpc_address));
+    let task_service = service.task_service(&ttrpc_address);
+    let events = task_service.events();
+    let task: Arc<dyn containerd_shim::Task + Send + Sync> = Arc::new(task_service);
     let ttrpc = |what: &'static str| {
         move |e: containerd_shim::protos::ttrpc::Error| Error::Io {
             context: what.into(),
@@ -568,6 +571,13 @@ async fn serve(flags: Flags) -> Result<()> {
     tracing::info!(socket = %flags.socket, "serving task API v2 and v3");
     service.wait().await;
     let _ = server.shutdown().await;
+    // The last Delete's event may still be on its way.
+    if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, events.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?EVENTS_FLUSH_TIMEOUT, "events not sent before the shim ended");
+    }
     Ok(())
 }
 

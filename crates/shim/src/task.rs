@@ -96,6 +96,11 @@ impl TaskService {
         }
     }
 
+    /// Where this service's events go, for the shim to flush before it ends.
+    pub(crate) fn events(&self) -> Arc<dyn Publish> {
+        self.seams.events.clone()
+    }
+
     fn containers(&self) -> MutexGuard<'_, HashMap<String, Container>> {
         lock(&self.containers)
     }

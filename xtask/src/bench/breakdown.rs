@@ -29,8 +29,15 @@ const PHASES: &[(&str, &str)] = &[
         "guest.setup",
         "  WASI context + instantiate, to the first guest instruction",
     ),
-    ("guest.run", "the guest's task: setup, run, exit published"),
+    ("guest.run", "the guest's task: setup, run, exit queued"),
     ("delete", "Delete, whole"),
+    (
+        "create.event",
+        "TaskCreate, queued → acknowledged by containerd (after Create answers)",
+    ),
+    ("start.event", "TaskStart, likewise"),
+    ("exit.event", "TaskExit, likewise"),
+    ("delete.event", "TaskDelete, likewise"),
 ];
 
 /// One phase of one container.

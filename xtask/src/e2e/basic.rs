@@ -298,17 +298,21 @@ pub(crate) fn check_events_and_metrics(env: &Containerd) -> anyhow::Result<()> {
     let metrics = env.ctr_ok(&["task", "metrics", "metrics"])?;
     env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "metrics"])?;
     let text = events.finish()?;
+    // Every event, and in the order the task went through them (the shim sends its queue
+    // of events after answering the calls, in order).
+    let mut last = None;
     for topic in [
         "/tasks/create",
         "/tasks/start",
         "/tasks/exit",
         "/tasks/delete",
     ] {
-        ensure!(
-            text.lines()
-                .any(|l| l.contains(topic) && l.contains("\"ev\"")),
-            "no {topic} event for ev in:\n{text}"
-        );
+        let at = text
+            .lines()
+            .position(|l| l.contains(topic) && l.contains("\"ev\""));
+        ensure!(at.is_some(), "no {topic} event for ev in:\n{text}");
+        ensure!(at > last, "{topic} of ev out of order in:\n{text}");
+        last = at;
     }
     ensure!(
         metrics.contains("memory.usage_in_bytes"),

@@ -17,8 +17,8 @@ use crate::content::WasmLayer;
 use crate::error::Result;
 use crate::process::ProcessWorkload;
 
-/// Where task events go (containerd's `Events` service). Publishing never fails the task
-/// call: a publisher logs what it could not send.
+/// Where task events go (containerd's `Events` service), in the order published. Publishing
+/// never fails the task call: a publisher logs what it could not send.
 #[async_trait]
 pub(crate) trait Publish: Send + Sync {
     /// TaskCreate.
@@ -31,6 +31,9 @@ pub(crate) trait Publish: Send + Sync {
     async fn exit(&self, id: &str, pid: u32, code: u32, at: SystemTime);
     /// TaskDelete.
     async fn delete(&self, id: &str, pid: u32, code: u32, at: SystemTime);
+    /// Returns once every event published so far has reached containerd (or been given
+    /// up): a publisher that sends later must not lose them when the shim ends.
+    async fn flush(&self) {}
 }
 
 /// What the service asks about a container's image (containerd's content store).
