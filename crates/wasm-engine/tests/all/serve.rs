@@ -86,6 +86,26 @@ async fn a_component_answers_http() {
     );
 }
 
+/// Instance slots are reset in place, not handed back to the kernel (the engine keeps the
+/// first pages of each resident): every request must still find a fresh instance — its
+/// zeroed data zero and its initialized data as the module set it — whichever slot it got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_a_fresh_instance_in_a_reused_slot() {
+    let (addr, shutdown, server) = serve_hello().await;
+    for round in 0..3 {
+        let requests: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(async move { get(addr, "/state").await }))
+            .collect();
+        for r in requests {
+            let (status, body) = r.await.unwrap().unwrap();
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            assert_eq!(body, "visits=1 dirty=0 seeded=0\n", "round {round}");
+        }
+    }
+    shutdown.kill();
+    assert_eq!(server.await.unwrap().unwrap().requests, 24);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_requests_are_all_answered() {
     let (addr, shutdown, server) = serve_hello().await;
