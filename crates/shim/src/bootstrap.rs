@@ -15,8 +15,9 @@
 //!   `containerd.task.v3.Task` (the two APIs have the same messages and methods).
 //!
 //! The `containerd-shim` crate (0.10, the newest that serves v2) does none of the 2.x
-//! parts, so this module replaces its `run`; it still uses the crate's flags, spawn and
-//! reaper monitor (events go through `events::Events`).
+//! parts, so this module replaces its `run`; it still uses the crate's flags, socket
+//! naming and reaper monitor. `start` binds the socket and starts the serving shim on it
+//! itself ([`spawn_serving`]); events go through `events::Events`.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -208,15 +208,11 @@ pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
             format!("descriptor {fd} is a standard stream"),
         ));
     }
-    // SAFETY: F_GETFD only asks whether `fd` is open; it touches no memory.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // Fails (EBADF) when `fd` is not open, before anything takes it.
+    set_cloexec(&fd, true)?;
     // SAFETY: `fd` is open, and nothing else in this process owns it: it came across exec
     // from the parent, which named it for this one taker.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_cloexec(&owned, true)?;
-    Ok(owned)
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Whether `fd` is close-on-exec, for tests.
