@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the figures the issues ask for, measured on this machine.
 //!
-//! Builds the release binaries and the workloads (Lua 5.4 from `tests/fixtures/lua`,
-//! compiled to wasm32-wasi and natively; a C hello world), then reports:
+//! Builds the release binaries and the workloads (Lua 5.4, its sources from PyPI's `lupa`
+//! sdist (`bench/lua.rs`), compiled to wasm32-wasi and natively; a C hello world), then
+//! reports:
 //! - compile time of a ~700 KB module cold vs its load from the precompile cache,
 //!   instantiate + run of a hello world and the kill latency (in-process, engine-bench);
 //! - `wasmpod run` of the hello world from process start to exit, cold and warm cache;
@@ -44,6 +45,7 @@ pub(crate) mod breakdown;
 mod density;
 mod http;
 mod load;
+mod lua;
 mod pod;
 mod shim;
 
@@ -57,6 +59,7 @@ struct Workloads {
 fn build_workloads(out: &Path) -> anyhow::Result<Workloads> {
     let fixtures = root().join("tests/fixtures");
     let lua_src = fixtures.join("lua_wasi.c");
+    let lua = lua::sources()?;
     let w = Workloads {
         lua_wasm: out.join("lua.wasm"),
         lua_native: out.join("lua-native"),
@@ -70,9 +73,9 @@ fn build_workloads(out: &Path) -> anyhow::Result<Workloads> {
             "-Wno-deprecated-declarations",
         ])
         .arg("-I")
-        .arg(fixtures.join("lua/include"))
+        .arg(fixtures.join("lua-wasi"))
         .arg("-I")
-        .arg(fixtures.join("lua"))
+        .arg(&lua)
         .args(["-D_WASI_EMULATED_SIGNAL", "-D_WASI_EMULATED_PROCESS_CLOCKS"])
         .arg(&lua_src)
         .arg("-o")
@@ -80,7 +83,7 @@ fn build_workloads(out: &Path) -> anyhow::Result<Workloads> {
         .args(["-lwasi-emulated-signal", "-lwasi-emulated-process-clocks"]))?;
     sh(Command::new("clang")
         .args(["-O2", "-I"])
-        .arg(fixtures.join("lua"))
+        .arg(&lua)
         .arg(&lua_src)
         .arg("-o")
         .arg(&w.lua_native)

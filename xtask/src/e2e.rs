@@ -1,6 +1,6 @@
-//! `cargo xtask e2e`: the shim under a real containerd. Starts containerd 2.3.4 (from
-//! `../shared/containerd/`, unpacked into the test's directory), then Debian's 1.6 as the
-//! legacy pass, each with a private root, state, sockets and config that registers
+//! `cargo xtask e2e`: the shim under a real containerd. Runs every check on three containerds
+//! from Debian's archive — 2.x from sid (the primary pass) and 1.7 from trixie, both fetched
+//! into a cache outside the checkout (`debian.rs`), then the machine's own 1.6 — each with a private root, state, sockets and config that registers
 //! `io.containerd.wasm.v1` through `wasmpod install`, and Debian's docker-registry on
 //! loopback; builds the test image with `wasmpod build`; then checks what `ctr` and CRI
 //! users see. Everything is torn down afterwards, also when a check fails.
@@ -25,6 +25,7 @@ pub(crate) mod basic;
 pub(crate) mod conformance;
 pub(crate) mod cri;
 mod daemon;
+pub(crate) mod debian;
 pub(crate) mod faults;
 pub(crate) mod http;
 pub(crate) mod isolation;
@@ -45,103 +46,77 @@ pub(crate) type Check = fn(&Containerd) -> anyhow::Result<()>;
 /// Which containerd a pass runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Flavor {
-    /// containerd 2.3.4 from `../shared/containerd/`: its default config (version 4), a drop-in
-    /// directory, the CRI plugin as `io.containerd.cri.v1.runtime`/`.images`.
+    /// containerd 2.x from Debian sid (`containerd/sid`, unpacked into a cache): config
+    /// version 3 with a drop-in directory, the CRI plugin as `io.containerd.cri.v1.runtime`
+    /// and `.images`, task API v3, the JSON bootstrap answer.
     #[default]
     V2,
-    /// Debian's containerd 1.6 (`apt-get install containerd`): config version 2.
-    V1,
+    /// containerd 1.7 from Debian trixie (`containerd/trixie`): config version 2.
+    V1_7,
+    /// Debian bookworm's own containerd 1.6 (`apt-get install containerd`): config version 2.
+    V1_6,
 }
 
 impl Flavor {
+    /// Every pass, primary first.
+    pub(crate) const ALL: [Flavor; 3] = [Flavor::V2, Flavor::V1_7, Flavor::V1_6];
+
     /// The name a pass is printed under and `--containerd` takes.
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Flavor::V2 => "2.3.4",
-            Flavor::V1 => "1.6",
+            Flavor::V2 => "2",
+            Flavor::V1_7 => "1.7",
+            Flavor::V1_6 => "1.6",
         }
+    }
+
+    /// The Debian suite its containerd is fetched from (`None`: the machine's own).
+    pub(crate) fn suite(self) -> Option<&'static str> {
+        match self {
+            Flavor::V2 => Some("sid"),
+            Flavor::V1_7 => Some("trixie"),
+            Flavor::V1_6 => None,
+        }
+    }
+
+    /// A 1.x containerd: config version 2, the CRI plugin as `io.containerd.grpc.v1.cri`.
+    pub(crate) fn is_1x(self) -> bool {
+        self != Flavor::V2
     }
 
     fn parse(s: &str) -> anyhow::Result<Self> {
         match s {
-            "2" | "2.3" | "2.3.4" => Ok(Flavor::V2),
-            "1" | "1.6" => Ok(Flavor::V1),
-            other => bail!("--containerd {other}: 2.3.4 or 1.6"),
+            "2" | "2.x" | "sid" => Ok(Flavor::V2),
+            "1.7" | "trixie" => Ok(Flavor::V1_7),
+            "1.6" | "bookworm" => Ok(Flavor::V1_6),
+            other => bail!("--containerd {other}: 2, 1.7 or 1.6"),
         }
     }
 }
 
-/// The containerd 2.3.4 release archive: `$WASMPOD_CONTAINERD2_TGZ`, else
-/// `shared/containerd/` beside the checkout or beside any directory above it, else
-/// `/work/shared/containerd/`.
-pub(crate) fn containerd2_archive() -> anyhow::Result<PathBuf> {
-    shared_file(
-        "WASMPOD_CONTAINERD2_TGZ",
-        "containerd",
-        "containerd-2.3.4-linux-amd64.tgz",
-        "containerd 2.3.4",
-    )
-}
-
-/// A file from the shared folder: `$VAR` when set (it must exist), else
-/// `shared/SUBDIR/NAME` beside the checkout or beside any directory above it, else
-/// `/work/shared/SUBDIR/NAME`; the error names `what` and the variable to set.
-pub(crate) fn shared_file(
-    var: &str,
-    subdir: &str,
-    name: &str,
-    what: &str,
-) -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os(var) {
-        let p = PathBuf::from(p);
-        ensure!(p.is_file(), "{var}={}: no such file", p.display());
-        return Ok(p);
-    }
-    let root = root();
-    let shared = Path::new("shared").join(subdir);
-    root.ancestors()
-        .skip(1)
-        .map(|dir| dir.join(&shared).join(name))
-        .chain([Path::new("/work").join(&shared).join(name)])
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "{what} ({name}) is not in shared/{subdir}/ beside {} or above it, \
-                 nor in /work/shared/{subdir}/: set {var}",
-                root.display()
-            )
-        })
-}
-
-/// Runs every check, on containerd 2.3.4 and then 1.6; `--containerd 2.3.4|1.6` picks one
-/// pass, other arguments pick checks by name.
+/// Runs every check on each containerd (2.x from sid, 1.7 from trixie, the machine's 1.6);
+/// `--containerd 2|1.7|1.6` picks one pass (again for more), other arguments pick checks
+/// by name.
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     if args.first().is_some_and(|f| f == "--kind") {
         return kind::run();
     }
-    let mut flavors = vec![Flavor::V2, Flavor::V1];
-    let mut chosen = false;
+    let mut flavors = Vec::new();
     let mut filter = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         if arg == "--containerd" {
-            let name = args.next().context("--containerd needs 2.3.4 or 1.6")?;
-            flavors = vec![Flavor::parse(name)?];
-            chosen = true;
+            let name = args.next().context("--containerd needs 2, 1.7 or 1.6")?;
+            flavors.push(Flavor::parse(name)?);
         } else {
             filter.push(arg.clone());
         }
     }
+    if flavors.is_empty() {
+        flavors = Flavor::ALL.to_vec();
+    }
     let mut failed = Vec::new();
     for flavor in flavors {
-        if flavor == Flavor::V2 && !chosen {
-            if let Err(e) = containerd2_archive() {
-                // Said loudly, and the 1.6 pass still runs: the archive is part of the
-                // machine, not of the checkout.
-                eprintln!("e2e on containerd 2.3.4: SKIPPED: {e:#}");
-                continue;
-            }
-        }
         let started = Instant::now();
         match run_pass(flavor, &filter) {
             Ok(()) => eprintln!(
@@ -156,7 +131,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!("e2e failed on containerd {}", failed.join(" and "));
+        bail!("e2e failed on containerd {}", failed.join(", "));
     }
     Ok(())
 }
@@ -215,6 +190,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("load", load::check_load),
         ("process-level", isolation::check_process_level),
         ("wasm-features", isolation::check_wasm_features),
+        ("own-conformance", conformance::check_own_conformance),
         ("wasi-testsuite", conformance::check_wasi_testsuite),
         ("wasi-testsuite-p3", conformance::check_wasi_testsuite_p3),
         ("process-oom", isolation::check_process_oom),
@@ -291,7 +267,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
 /// Every error containerd logged over the pass: none may come from the shim's side. The
 /// only ones allowed are those a check provokes on purpose, each matched exactly.
 fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
-    /// (the check, the parts of what containerd logs for it), for 2.3.4 and 1.6 alike.
+    /// (the check, the parts of what containerd logs for it), for every version alike.
     const EXPECTED: &[(&str, &[&str])] = &[
         // A RuntimeClass whose handler containerd does not know.
         (

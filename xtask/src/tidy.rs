@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::util::root;
 
+mod provenance;
+
 /// The longest a source file may be, in lines.
 pub(crate) const MAX_LINES: usize = 1000;
 
@@ -17,8 +19,18 @@ const ALLOWED_DEPS: &[(&str, &[&str])] = &[
     ("wasm-oci", &[]),
     ("sandbox", &["wasm-engine"]),
     ("oci-image", &["wasm-oci"]),
-    ("shim", &["wasm-engine", "sandbox", "wasm-oci", "oci-image"]),
-    ("cri", &[]),
+    ("grpc-api", &[]),
+    (
+        "shim",
+        &[
+            "wasm-engine",
+            "sandbox",
+            "wasm-oci",
+            "oci-image",
+            "grpc-api",
+        ],
+    ),
+    ("cri", &["grpc-api"]),
     (
         "wasmpod",
         &["wasm-engine", "sandbox", "oci-image", "cri", "wasm-oci"],
@@ -363,13 +375,42 @@ pub(crate) fn check(
     ]
 }
 
+/// The provenance rule on every file git tracks (`tidy/provenance.rs`).
+fn tracked_third_party() -> anyhow::Result<Vec<String>> {
+    let root = root();
+    let listing = crate::util::output_ok(
+        std::process::Command::new("git")
+            .args(["ls-files", "-z"])
+            .current_dir(&root),
+    )?;
+    let files: Vec<(PathBuf, String)> = listing
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            // A file deleted in the work tree but not yet in git's index is not there.
+            let bytes = std::fs::read(root.join(p)).ok()?;
+            Some((
+                PathBuf::from(p),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
+        })
+        .collect();
+    let files: Vec<(&Path, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_path(), t.as_str()))
+        .collect();
+    Ok(provenance::third_party(&files))
+}
+
 /// `cargo xtask tidy`: every rule on the tree; fails naming each violation.
 pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
     let sources = all_sources();
     anyhow::ensure!(!sources.is_empty(), "no sources under {}", root().display());
     let metadata = metadata()?;
     let mut failed = 0;
-    for (rule, violations) in check(&sources, &metadata) {
+    let mut rules = check(&sources, &metadata);
+    rules.push(("only our own code", tracked_third_party()?));
+    for (rule, violations) in rules {
         if violations.is_empty() {
             eprintln!("tidy: {rule}: ok");
         } else {

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as api;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use grpc_api::cri::v1 as api;
+use grpc_api::cri::v1::image_service_client::ImageServiceClient;
+use grpc_api::cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};

@@ -34,8 +34,8 @@ mod volumes;
 
 pub use client::{Cri, DEFAULT_ENDPOINT, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};
+pub use grpc_api::cri::v1 as api;
 pub use install::{install, InstallOptions, InstallReport};
-pub use k8s_cri::v1 as api;
 pub use k8s_openapi::api::core::v1::Pod;
 pub use logs::{Entry, LogReader, Stream};
 pub use manifest::{decode, documents, Manifests};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_cri::v1 as api;
+use grpc_api::cri::v1 as api;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 

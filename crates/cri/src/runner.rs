@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_cri::v1 as api;
+use grpc_api::cri::v1 as api;
 
 use crate::client::Cri;
 use crate::error::{Error, Result};

@@ -13,13 +13,14 @@
 //! spec without a root filesystem (the WASI testsuite's runs: nothing preopened unless a
 //! test asks).
 
-use containerd_client::services::v1::container::Runtime;
-use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, StartRequest, WaitRequest,
+use grpc_api::containerd::services::containers::v1::container::Runtime;
+use grpc_api::containerd::services::containers::v1::{
+    Container, CreateContainerRequest, DeleteContainerRequest,
 };
-use containerd_client::tonic::Request;
-use containerd_client::{with_namespace, Client};
+use grpc_api::containerd::services::tasks::v1::{
+    CreateTaskRequest, DeleteTaskRequest, StartRequest, WaitRequest,
+};
+use grpc_api::{namespaced, Client};
 use prost_types::Any;
 
 #[tokio::main(flavor = "current_thread")]
@@ -52,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .into(),
         );
     };
-    let client = Client::from_path(socket).await?;
+    let client = Client::connect(socket).await?;
     let mut spec = serde_json::json!({
         "ociVersion": "1.0.2",
         "process": {"args": args, "cwd": "/", "env": env, "user": {"uid": 0, "gid": 0}},
@@ -77,11 +78,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     client
         .containers()
-        .create(with_namespace!(
+        .create(namespaced(
             CreateContainerRequest {
-                container: Some(container)
+                container: Some(container),
             },
-            ns
+            ns,
         ))
         .await?;
     let uri = format!("file://{output}");
@@ -89,45 +90,45 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = async {
         client
             .tasks()
-            .create(with_namespace!(
+            .create(namespaced(
                 CreateTaskRequest {
                     container_id: id.clone(),
                     stdout: uri.clone(),
                     stderr: err_uri.clone(),
                     ..Default::default()
                 },
-                ns
+                ns,
             ))
             .await?;
         client
             .tasks()
-            .start(with_namespace!(
+            .start(namespaced(
                 StartRequest {
                     container_id: id.clone(),
                     ..Default::default()
                 },
-                ns
+                ns,
             ))
             .await?;
         let status = client
             .tasks()
-            .wait(with_namespace!(
+            .wait(namespaced(
                 WaitRequest {
                     container_id: id.clone(),
                     ..Default::default()
                 },
-                ns
+                ns,
             ))
             .await?
             .into_inner()
             .exit_status;
         client
             .tasks()
-            .delete(with_namespace!(
+            .delete(namespaced(
                 DeleteTaskRequest {
-                    container_id: id.clone()
+                    container_id: id.clone(),
                 },
-                ns
+                ns,
             ))
             .await?;
         Ok::<_, Box<dyn std::error::Error>>(status)
@@ -135,10 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await;
     client
         .containers()
-        .delete(with_namespace!(
-            DeleteContainerRequest { id: id.clone() },
-            ns
-        ))
+        .delete(namespaced(DeleteContainerRequest { id: id.clone() }, ns))
         .await?;
     let status = result?;
     println!("exit status {status}");

@@ -410,7 +410,7 @@ impl Answer {
 async fn containerd_version(grpc_address: &str) -> Option<String> {
     let path = grpc_address.trim_start_matches("unix://");
     let ask = async {
-        let client = containerd_client::Client::from_path(path).await.ok()?;
+        let client = grpc_api::Client::connect(path).await.ok()?;
         let reply = client.version().version(()).await.ok()?;
         Some(reply.into_inner().version)
     };

@@ -4,12 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use containerd_client::services::v1::snapshots::{RemoveSnapshotRequest, ViewSnapshotRequest};
-use containerd_client::services::v1::{
-    GetContainerRequest, GetImageRequest, InfoRequest, ReadContentRequest,
-};
-use containerd_client::tonic::Request;
-use containerd_client::{with_namespace, Client};
+use grpc_api::containerd::services::containers::v1::GetContainerRequest;
+use grpc_api::containerd::services::content::v1::{InfoRequest, ReadContentRequest};
+use grpc_api::containerd::services::images::v1::GetImageRequest;
+use grpc_api::containerd::services::snapshots::v1::{RemoveSnapshotRequest, ViewSnapshotRequest};
+use grpc_api::{namespaced, Client};
 use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use wasm_oci::platform;
 
@@ -45,13 +44,13 @@ pub(crate) struct ImageProgram {
     pub(crate) bytes: Vec<u8>,
 }
 
-fn grpc(what: String) -> impl FnOnce(containerd_client::tonic::Status) -> Error {
+fn grpc(what: String) -> impl FnOnce(grpc_api::tonic::Status) -> Error {
     move |status| Error::Content(format!("{what}: {}", status.message()))
 }
 
 impl ContentStore {
     async fn connect(&self) -> Result<Client> {
-        Client::from_path(&self.address).await.map_err(|e| {
+        Client::connect(&self.address).await.map_err(|e| {
             Error::Content(format!(
                 "connecting to containerd at {}: {e}",
                 self.address.display()
@@ -63,9 +62,9 @@ impl ContentStore {
     async fn container_image(&self, client: &Client, id: &str) -> Result<String> {
         Ok(client
             .containers()
-            .get(with_namespace!(
+            .get(namespaced(
                 GetContainerRequest { id: id.to_owned() },
-                self.namespace
+                &self.namespace,
             ))
             .await
             .map_err(grpc(format!("container {id}")))?
@@ -87,11 +86,11 @@ impl ContentStore {
     async fn manifest(&self, client: &Client, image: &str) -> Result<ImageManifest> {
         let target = client
             .images()
-            .get(with_namespace!(
+            .get(namespaced(
                 GetImageRequest {
-                    name: image.to_owned()
+                    name: image.to_owned(),
                 },
-                self.namespace
+                &self.namespace,
             ))
             .await
             .map_err(grpc(format!("image {image}")))?
@@ -258,26 +257,26 @@ impl ContentStore {
         let snapshots = || client.snapshots();
         let remove = || async {
             snapshots()
-                .remove(with_namespace!(
+                .remove(namespaced(
                     RemoveSnapshotRequest {
                         snapshotter: snapshotter.clone(),
                         key: key.clone(),
                     },
-                    self.namespace
+                    &self.namespace,
                 ))
                 .await
         };
         // One left by an agent that died here.
         let _ = remove().await;
         let mounts = snapshots()
-            .view(with_namespace!(
+            .view(namespaced(
                 ViewSnapshotRequest {
                     snapshotter: snapshotter.clone(),
                     key: key.clone(),
                     parent: chain.clone(),
                     labels: Default::default(),
                 },
-                self.namespace
+                &self.namespace,
             ))
             .await
             .map_err(grpc(format!(
@@ -358,16 +357,16 @@ impl ContentStore {
         client: &Client,
         digest: &str,
     ) -> std::result::Result<
-        Option<containerd_client::services::v1::Info>,
-        containerd_client::tonic::Status,
+        Option<grpc_api::containerd::services::content::v1::Info>,
+        grpc_api::tonic::Status,
     > {
         Ok(client
             .content()
-            .info(with_namespace!(
+            .info(namespaced(
                 InfoRequest {
-                    digest: digest.to_owned()
+                    digest: digest.to_owned(),
                 },
-                self.namespace
+                &self.namespace,
             ))
             .await?
             .into_inner()
@@ -504,13 +503,13 @@ impl ContentStore {
             |e: wasm_oci::digest::DigestError| Error::Content(format!("image {image}: blob {e}"));
         let mut stream = client
             .content()
-            .read(with_namespace!(
+            .read(namespaced(
                 ReadContentRequest {
                     digest: digest.to_owned(),
                     offset: 0,
-                    size: 0
+                    size: 0,
                 },
-                self.namespace
+                &self.namespace,
             ))
             .await
             .map_err(grpc(what.clone()))?

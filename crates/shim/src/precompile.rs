@@ -21,11 +21,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use containerd_client::services::v1::{
-    ImageCreate, ListImagesRequest, ListNamespacesRequest, SubscribeRequest,
-};
-use containerd_client::tonic::Request;
-use containerd_client::{with_namespace, Client};
+use grpc_api::containerd::services::events::v1::SubscribeRequest;
+use grpc_api::containerd::services::images::v1::{ImageCreate, ListImagesRequest};
+use grpc_api::containerd::services::namespaces::v1::ListNamespacesRequest;
+use grpc_api::tonic::Request;
+use grpc_api::{namespaced, Client};
 use prost::Message as _;
 use wasm_engine::{Engine, EngineConfig, ProgramLimits};
 
@@ -182,13 +182,13 @@ impl Agent {
     /// Subscribes, compiles what is there, then what arrives; returns only with `-once`.
     async fn watch(&self) -> Result<()> {
         let address = &self.options.address;
-        let client = Client::from_path(address).await.map_err(|e| {
+        let client = Client::connect(address).await.map_err(|e| {
             Error::Content(format!(
                 "connecting to containerd at {}: {e}",
                 address.display()
             ))
         })?;
-        fn grpc(what: &'static str) -> impl FnOnce(containerd_client::tonic::Status) -> Error {
+        fn grpc(what: &'static str) -> impl FnOnce(grpc_api::tonic::Status) -> Error {
             move |s| Error::Content(format!("containerd: {what}: {}", s.message()))
         }
         // Subscribed before the catch-up, so an image that arrives during it is not missed.
@@ -239,7 +239,7 @@ impl Agent {
             }
             let images = client
                 .images()
-                .list(with_namespace!(ListImagesRequest::default(), namespace))
+                .list(namespaced(ListImagesRequest::default(), namespace))
                 .await
                 .map_err(grpc("listing images"))?
                 .into_inner()

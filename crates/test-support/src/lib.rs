@@ -12,6 +12,7 @@
     reason = "test helpers, documented where they are not obvious"
 )]
 
+pub mod conformance;
 #[cfg(feature = "components")]
 pub mod fixtures;
 pub mod hostile;
@@ -58,4 +59,32 @@ pub fn target_tmp(name: &str) -> PathBuf {
     let dir = target.join("tmp").join(name);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     dir
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).expect("write fixture");
+    std::fs::rename(&tmp, path).expect("rename fixture");
+}
+
+/// Compiles the C file `src` to a wasm32-wasi preview 1 module with clang, as
+/// `<target>/tmp/wasm-fixtures/<name>.wasm`; returns that path.
+pub fn c_file_module(src: &Path, name: &str) -> PathBuf {
+    let out = target_tmp("wasm-fixtures").join(format!("{name}.wasm"));
+    let tmp = out.with_extension(format!("build{}", std::process::id()));
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let status = std::process::Command::new(&clang)
+        .args(["--target=wasm32-wasi", "-O2", "-o"])
+        .arg(&tmp)
+        .arg(src)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {clang} ({e}): install clang lld wasi-libc libclang-rt-14-dev-wasm32"
+            )
+        });
+    assert!(status.success(), "clang failed on {}", src.display());
+    std::fs::rename(&tmp, &out).expect("rename fixture");
+    out
 }

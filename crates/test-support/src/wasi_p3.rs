@@ -232,7 +232,7 @@ fn endpoint(e: &Value) -> Endpoint {
     }
 }
 
-/// The preview 3 tests of an unpacked archive, sorted by name.
+/// The preview 3 tests of the suite's tree (see [`crate::wasi_testsuite::dir`]), sorted by name.
 pub fn preview3_tests(unpacked: &Path) -> Vec<Test> {
     let dir = unpacked.join("tests/rust/testsuite/wasm32-wasip3");
     let mut tests = Vec::new();

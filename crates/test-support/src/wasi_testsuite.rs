@@ -1,6 +1,7 @@
-//! The official WASI testsuite (`../shared/wasi-testsuite/` beside the checkout or above
-//! it, or `$WASMPOD_WASI_TESTSUITE_TGZ`): its preview 1 tests read from their `.json`
-//! files, for the runners of the CLI's tests and the e2e.
+//! The official WASI testsuite, where `$WASI_TESTSUITE_DIR` names a copy of its
+//! `prod/testsuite-base` tree: its preview 1 tests read from their `.json` files, for the
+//! runners of the CLI's tests and the e2e. The project's own conformance programs
+//! (`tests/conformance/`) run whether or not it is there.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,41 +25,31 @@ pub struct Test {
     pub exit_code: i32,
 }
 
-/// The archive, where it is found.
-pub fn archive(repo: &Path) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("WASMPOD_WASI_TESTSUITE_TGZ") {
-        return Some(PathBuf::from(p));
-    }
-    let mut dirs: Vec<PathBuf> = repo
-        .ancestors()
-        .map(|a| a.join("shared/wasi-testsuite"))
-        .collect();
-    dirs.push(PathBuf::from("/work/shared/wasi-testsuite"));
-    dirs.into_iter().find_map(|d| {
-        std::fs::read_dir(&d)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name().is_some_and(|n| {
-                    n.to_string_lossy().starts_with("wasi-testsuite")
-                        && n.to_string_lossy().ends_with(".tgz")
-                })
-            })
-    })
+/// The environment variable that names a copy of the suite's `prod/testsuite-base` tree
+/// (the directory holding its `tests/`). Whoever runs the tests makes that copy; nothing in
+/// this repository downloads, builds or holds the suite.
+pub const DIR_VAR: &str = "WASI_TESTSUITE_DIR";
+
+/// The suite's tree, when [`DIR_VAR`] names one; `None` when it is unset (the runners then
+/// say they skipped it). A variable that names no such tree is the caller's mistake and
+/// panics, naming it.
+pub fn dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os(DIR_VAR)?);
+    assert!(
+        dir.join("tests").is_dir(),
+        "{DIR_VAR}={}: not a wasi-testsuite prod/testsuite-base tree (it has no tests/)",
+        dir.display()
+    );
+    Some(dir)
 }
 
-/// Unpacks the archive under `into`.
-pub fn unpack(archive: &Path, into: &Path) {
-    let file = std::fs::File::open(archive).expect("open the testsuite archive");
-    tar::Archive::new(flate2::read::GzDecoder::new(file))
-        .unpack(into)
-        .expect("unpack the testsuite");
+/// What a runner prints when the suite is not there.
+pub fn skipped() -> String {
+    format!("SKIPPED: the official wasi-testsuite ({DIR_VAR} is not set)")
 }
 
-/// Unpacks the archive under `into` and lists its preview 1 tests, sorted by name.
-pub fn preview1_tests(archive: &Path, into: &Path) -> Vec<Test> {
-    unpack(archive, into);
+/// The suite's preview 1 tests in the tree `into` (see [`dir`]), sorted by name.
+pub fn preview1_tests(into: &Path) -> Vec<Test> {
     let mut tests = Vec::new();
     for lang in ["assemblyscript", "c", "rust"] {
         let dir = into

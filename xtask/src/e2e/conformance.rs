@@ -1,4 +1,6 @@
-//! The official WASI testsuite through the shim under containerd. Preview 1: each
+//! WASI conformance through the shim under containerd: the project's own preview 1
+//! programs (`tests/conformance/`) always, then the official WASI testsuite where
+//! `$WASI_TESTSUITE_DIR` names a copy. Preview 1: each
 //! test's `.wasm` imported as a Wasm OCI artifact and run as a container through
 //! containerd's API (`run-via-api`: `ctr run` cannot run an artifact on 1.6), with the
 //! environment its `.json` gives, its root directory (a scratch copy) bind-mounted at
@@ -14,19 +16,78 @@ use anyhow::ensure;
 
 use super::{Containerd, NAMESPACE, RUNTIME};
 
+use test_support::conformance as own;
 use test_support::wasi_p3 as p3;
 use test_support::wasi_testsuite as suite;
 
+/// The project's own preview 1 programs through the shim: each case (but `stdin`, which
+/// `run-via-api` does not feed; `wasmpod run` covers it) as a container of a Wasm OCI
+/// artifact, its `/data` a bind mount of a scratch directory, checked as `wasmpod run`'s
+/// are: exit code, stdout, and the files it left on the host.
+pub(crate) fn check_own_conformance(env: &Containerd) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (i, case) in own::cases().iter().enumerate() {
+        if case.stdin.is_some() {
+            continue;
+        }
+        let image = format!("localhost/wasmpod-e2e/conformance-{}:v1", case.program);
+        if env
+            .ctr_ok(&["image", "ls", "-q"])?
+            .lines()
+            .all(|l| l != image)
+        {
+            env.import(own::program(case), &image, "artifact")?;
+        }
+        let scratch = env.dir.join(format!("conformance-{i}"));
+        let data = own::data_dir(&scratch);
+        fs::create_dir_all(&scratch)?;
+        let output = env.dir.join(format!("conformance-{i}.out"));
+        let mut cmd = Command::new(&env.run_via_api);
+        for (k, v) in &case.env {
+            cmd.args(["--env", &format!("{k}={v}")]);
+        }
+        if case.data {
+            fs::create_dir(&data)?;
+            cmd.args(["--mount", &format!("{}:/data", data.display())]);
+        }
+        // The artifact's program is argv[0], named as its file is; the case's own
+        // arguments follow.
+        cmd.arg("--no-root")
+            .arg(env.socket())
+            .args([NAMESPACE, RUNTIME, &image, &format!("conformance-{i}")])
+            .arg(&output)
+            .arg(format!("{}.wasm", case.program))
+            .args(&case.args);
+        let out = cmd.output()?;
+        let stdout = fs::read_to_string(&output).unwrap_or_default();
+        let checked = case.data.then_some(data.as_path());
+        ran += 1;
+        if let Err(e) = own::check(case, out.status.code(), &stdout, checked) {
+            let err = fs::read_to_string(output.with_extension("out.err")).unwrap_or_default();
+            failed.push(format!(
+                "{}: {e} (stderr: {}; run-via-api: {})",
+                case.name,
+                err.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    ensure!(
+        failed.is_empty(),
+        "own conformance through the shim: {failed:#?}"
+    );
+    eprintln!("  own conformance programs through the shim: {ran} cases passed");
+    Ok(())
+}
+
 pub(crate) fn check_wasi_testsuite(env: &Containerd) -> anyhow::Result<()> {
     let repo = crate::util::root();
-    let Some(archive) = suite::archive(&repo) else {
-        eprintln!(
-            "  SKIPPED: no wasi-testsuite archive (../shared/wasi-testsuite/ or $WASMPOD_WASI_TESTSUITE_TGZ)"
-        );
+    let Some(tree) = suite::dir() else {
+        eprintln!("  {}", suite::skipped());
         return Ok(());
     };
-    let unpacked = env.dir.join("wasi-testsuite");
-    let tests = suite::preview1_tests(&archive, &unpacked);
+    let tests = suite::preview1_tests(&tree);
     ensure!(
         tests.len() >= 72,
         "only {} preview 1 tests found",
@@ -107,15 +168,11 @@ fn plain_command(test: &p3::Test) -> Option<(&p3::RunSpec, String, i32)> {
 /// by SIGTERM (exit 0).
 pub(crate) fn check_wasi_testsuite_p3(env: &Containerd) -> anyhow::Result<()> {
     let repo = crate::util::root();
-    let Some(archive) = suite::archive(&repo) else {
-        eprintln!(
-            "  SKIPPED: no wasi-testsuite archive (../shared/wasi-testsuite/ or $WASMPOD_WASI_TESTSUITE_TGZ)"
-        );
+    let Some(tree) = suite::dir() else {
+        eprintln!("  {}", suite::skipped());
         return Ok(());
     };
-    let unpacked = env.dir.join("wasi-testsuite-p3");
-    suite::unpack(&archive, &unpacked);
-    let tests = p3::preview3_tests(&unpacked);
+    let tests = p3::preview3_tests(&tree);
     ensure!(
         tests.len() >= 55,
         "only {} preview 3 tests found",

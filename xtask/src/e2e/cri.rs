@@ -829,7 +829,7 @@ pub(crate) fn check_pod_artifact(env: &Containerd) -> anyhow::Result<()> {
             "pod run: {} {stdout:?} {stderr}",
             out.status
         ),
-        super::Flavor::V1 => ensure!(
+        super::Flavor::V1_7 | super::Flavor::V1_6 => ensure!(
             !out.status.success() && stderr.contains("mismatched image rootfs and manifest layers"),
             "containerd 1.6 was expected to refuse the artifact at pull: {} {stdout:?} {stderr}",
             out.status

@@ -4,105 +4,184 @@
 
 use super::*;
 
-/// containerd's config: private root, state, sockets; the CRI plugin with a sandbox image
-/// of the test's own, CNI from Debian's plugins with a bridge config in `dir`, pod network
-/// namespaces under the state directory, registry hosts from `dir/certs.d`, and the
-/// adjustments these VMs need (`restrict_oom_score_adj`). 1.6 reads version 2, written
-/// here; 2.3.4's is what its `containerd config default` prints (version 4, importing
-/// `conf.d/*.toml`, where `wasmpod install` puts the handlers), with only its paths and
-/// those settings changed (`default` is that text).
+/// containerd's config, made from what that version's `containerd config default` prints
+/// (`default`), with values set by their TOML paths: private root, state, sockets; the CRI
+/// plugin with a sandbox image of the test's own, CNI from Debian's plugins with a bridge
+/// config in `dir`, pod network namespaces under the state directory, registry hosts from
+/// `dir/certs.d`, and the adjustments these VMs need (`restrict_oom_score_adj`). 2.x
+/// (version 3) imports `conf.d/*.toml`, where `wasmpod install` puts the handlers; 1.x
+/// (version 2) takes them in the file itself. A path the default lacks is an error naming
+/// it: a new release that moved a setting fails here, not in a check.
 pub(crate) fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::Result<String> {
-    let d = dir.display();
-    let pause = cri::PAUSE_IMAGE;
-    match flavor {
-        Flavor::V1 => Ok(format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.aufs",
-]
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[debug]
-  address = "{d}/debug.sock"
-  level = "info"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_cdi = false
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "{d}/cni/net.d"
-  max_conf_num = 1
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  default_runtime_name = "runc"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri".registry]
-  config_path = "{d}/certs.d"
-"#
-        )),
-        Flavor::V2 => {
-            let mut text = default.to_owned();
-            // (what the default says, what the test's containerd needs), each exactly once.
-            let edits = [
-                ("root = '/var/lib/containerd'".to_owned(), format!("root = '{d}/root'")),
-                ("state = '/run/containerd'".to_owned(), format!("state = '{d}/state'")),
-                (
-                    "imports = ['/etc/containerd/conf.d/*.toml']".to_owned(),
-                    format!("imports = ['{d}/conf.d/*.toml']"),
-                ),
-                (
-                    "disabled_plugins = []".to_owned(),
-                    "disabled_plugins = ['io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper', 'io.containerd.snapshotter.v1.erofs']".to_owned(),
-                ),
-                (
-                    "sandbox = 'registry.k8s.io/pause:3.10.2'".to_owned(),
-                    format!("sandbox = '{pause}'"),
-                ),
-                ("config_path = ''\n\n    [plugins.'io.containerd.cri.v1.images'.image_decryption]".to_owned(),
-                    format!("config_path = '{d}/certs.d'\n\n    [plugins.'io.containerd.cri.v1.images'.image_decryption]")),
-                ("restrict_oom_score_adj = false".to_owned(), "restrict_oom_score_adj = true".to_owned()),
-                (
-                    "netns_mounts_under_state_dir = false".to_owned(),
-                    "netns_mounts_under_state_dir = true".to_owned(),
-                ),
-                ("enable_cdi = true".to_owned(), "enable_cdi = false".to_owned()),
-                // NRI's socket is the node's, not the test's.
-                ("disable = false".to_owned(), "disable = true".to_owned()),
-                ("bin_dirs = ['/opt/cni/bin']".to_owned(), "bin_dirs = ['/usr/lib/cni']".to_owned()),
-                ("conf_dir = '/etc/cni/net.d'".to_owned(), format!("conf_dir = '{d}/cni/net.d'")),
-                ("path = '/opt/containerd'".to_owned(), format!("path = '{d}/opt'")),
-                (
-                    "address = '/run/containerd/containerd.sock'".to_owned(),
-                    format!("address = '{d}/containerd.sock'"),
-                ),
-                (
-                    "address = '/run/containerd/containerd.sock.ttrpc'".to_owned(),
-                    format!("address = '{d}/containerd.sock.ttrpc'"),
-                ),
-            ];
-            for (old, new) in edits {
-                ensure!(
-                    text.matches(&old).count() == 1,
-                    "containerd config default: expected {old:?} once"
-                );
-                text = text.replace(&old, &new);
-            }
-            Ok(text)
-        }
+    use toml_edit::{value, Array};
+    let d = dir.display().to_string();
+    let at = |p: &str| format!("{d}/{p}");
+    let list = |items: &[&str]| value(items.iter().copied().collect::<Array>());
+    let mut doc = parse_default(default)?;
+    let mut disabled = vec![
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+    ];
+    set(&mut doc, &["root"], value(at("root")))?;
+    set(&mut doc, &["state"], value(at("state")))?;
+    set(&mut doc, &["grpc", "address"], value(at("containerd.sock")))?;
+    put(
+        &mut doc,
+        &["ttrpc", "address"],
+        value(at("containerd.sock.ttrpc")),
+    )?;
+    set(&mut doc, &["debug", "address"], value(at("debug.sock")))?;
+    set(&mut doc, &["debug", "level"], value("info"))?;
+    let plugin = |name: &'static str, key: &'static str| ["plugins", name, key];
+    set(
+        &mut doc,
+        &plugin("io.containerd.internal.v1.opt", "path"),
+        value(at("opt")),
+    )?;
+    if flavor.is_1x() {
+        disabled.push("io.containerd.snapshotter.v1.aufs");
+        let cri = |keys: &[&'static str]| {
+            let mut path = vec!["plugins", "io.containerd.grpc.v1.cri"];
+            path.extend_from_slice(keys);
+            path
+        };
+        set(&mut doc, &cri(&["sandbox_image"]), value(cri::PAUSE_IMAGE))?;
+        set(&mut doc, &cri(&["restrict_oom_score_adj"]), value(true))?;
+        set(
+            &mut doc,
+            &cri(&["netns_mounts_under_state_dir"]),
+            value(true),
+        )?;
+        set(
+            &mut doc,
+            &cri(&["stream_server_address"]),
+            value("127.0.0.1"),
+        )?;
+        set(&mut doc, &cri(&["stream_server_port"]), value("0"))?;
+        set(&mut doc, &cri(&["enable_cdi"]), value(false))?;
+        set(&mut doc, &cri(&["cni", "bin_dir"]), value("/usr/lib/cni"))?;
+        set(&mut doc, &cri(&["cni", "conf_dir"]), value(at("cni/net.d")))?;
+        set(&mut doc, &cri(&["cni", "max_conf_num"]), value(1))?;
+        set(
+            &mut doc,
+            &cri(&["registry", "config_path"]),
+            value(at("certs.d")),
+        )?;
+        // 1.7 drops the built-in runc handler once any runtime table is defined: the
+        // default's own stays, and stays the default.
+        let runc = ["containerd", "runtimes", "runc", "runtime_type"];
+        set(&mut doc, &cri(&runc), value("io.containerd.runc.v2"))?;
+        let default_runtime = ["containerd", "default_runtime_name"];
+        set(&mut doc, &cri(&default_runtime), value("runc"))?;
+    } else {
+        disabled.push("io.containerd.snapshotter.v1.erofs");
+        let images = |keys: &[&'static str]| {
+            let mut path = vec!["plugins", "io.containerd.cri.v1.images"];
+            path.extend_from_slice(keys);
+            path
+        };
+        let runtime = |keys: &[&'static str]| {
+            let mut path = vec!["plugins", "io.containerd.cri.v1.runtime"];
+            path.extend_from_slice(keys);
+            path
+        };
+        set(&mut doc, &["imports"], list(&[&at("conf.d/*.toml")]))?;
+        let sandbox = ["pinned_images", "sandbox"];
+        set(&mut doc, &images(&sandbox), value(cri::PAUSE_IMAGE))?;
+        let hosts = ["registry", "config_path"];
+        set(&mut doc, &images(&hosts), value(at("certs.d")))?;
+        set(&mut doc, &runtime(&["restrict_oom_score_adj"]), value(true))?;
+        set(
+            &mut doc,
+            &runtime(&["netns_mounts_under_state_dir"]),
+            value(true),
+        )?;
+        set(&mut doc, &runtime(&["enable_cdi"]), value(false))?;
+        set(
+            &mut doc,
+            &runtime(&["cni", "bin_dirs"]),
+            list(&["/usr/lib/cni"]),
+        )?;
+        set(
+            &mut doc,
+            &runtime(&["cni", "conf_dir"]),
+            value(at("cni/net.d")),
+        )?;
+        // Image verifiers the node may have are not the test's.
+        let verifiers = plugin("io.containerd.image-verifier.v1.bindir", "bin_dir");
+        set(&mut doc, &verifiers, value(at("image-verifier")))?;
     }
+    // NRI's socket is the node's, not the test's (1.6 has no NRI).
+    if flavor != Flavor::V1_6 {
+        set(
+            &mut doc,
+            &plugin("io.containerd.nri.v1.nri", "disable"),
+            value(true),
+        )?;
+    }
+    set(&mut doc, &["disabled_plugins"], list(&disabled))?;
+    Ok(doc.to_string())
+}
+
+/// `containerd config default`'s text as a document. 1.6 prints one key twice
+/// (`mutation_threshold` of the GC scheduler), which TOML forbids: a line that repeats the
+/// one before it is dropped first.
+fn parse_default(default: &str) -> anyhow::Result<toml_edit::DocumentMut> {
+    let mut text = String::with_capacity(default.len());
+    let mut previous = "";
+    for line in default.lines() {
+        if line.trim().is_empty() || line != previous {
+            text.push_str(line);
+            text.push('\n');
+        }
+        previous = line;
+    }
+    text.parse()
+        .context("containerd config default did not print TOML")
+}
+
+/// Sets the key at `path`, which the default must have, to `new`, keeping its place.
+fn set(
+    doc: &mut toml_edit::DocumentMut,
+    path: &[&str],
+    new: toml_edit::Item,
+) -> anyhow::Result<()> {
+    edit(doc, path, new, false)
+}
+
+/// Sets the key at `path`, adding it (and its tables) where the default has none.
+fn put(
+    doc: &mut toml_edit::DocumentMut,
+    path: &[&str],
+    new: toml_edit::Item,
+) -> anyhow::Result<()> {
+    edit(doc, path, new, true)
+}
+
+fn edit(
+    doc: &mut toml_edit::DocumentMut,
+    path: &[&str],
+    new: toml_edit::Item,
+    add: bool,
+) -> anyhow::Result<()> {
+    let (last, tables) = path.split_last().context("an empty TOML path")?;
+    let mut table: &mut dyn toml_edit::TableLike = doc.as_table_mut();
+    for key in tables {
+        if add && !table.contains_key(key) {
+            table.insert(key, toml_edit::Item::Table(toml_edit::Table::new()));
+        }
+        table = table
+            .get_mut(key)
+            .and_then(toml_edit::Item::as_table_like_mut)
+            .with_context(|| format!("containerd config default has no table {path:?}"))?;
+    }
+    ensure!(
+        add || table.contains_key(last),
+        "containerd config default has no key {path:?}"
+    );
+    table.insert(last, new);
+    Ok(())
 }
 
 /// A private containerd: its own root, state, sockets and config, stopped on drop.
@@ -123,7 +202,7 @@ pub(crate) struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd 2.3.4 in a new temporary directory, with `bins.shim` on its PATH.
+    /// Starts containerd 2.x in a new temporary directory, with `bins.shim` on its PATH.
     pub(crate) fn start(bins: &Binaries) -> anyhow::Result<Self> {
         Self::start_flavor(bins, Flavor::default())
     }
@@ -141,25 +220,14 @@ impl Containerd {
         }
         fs::create_dir_all(dir.join("bin"))?;
         symlink(&bins.shim, dir.join("bin/containerd-shim-wasm-v1"))?;
-        let bin = match flavor {
-            Flavor::V1 => None,
-            Flavor::V2 => {
-                let bin = dir.join("containerd-2.3.4");
-                fs::create_dir_all(&bin)?;
-                sh(Command::new("tar")
-                    .arg("xzf")
-                    .arg(containerd2_archive()?)
-                    .arg("-C")
-                    .arg(&bin))?;
-                Some(bin)
-            }
-        };
-        let default = match &bin {
-            Some(bin) => {
-                output_ok(Command::new(bin.join("containerd")).args(["config", "default"]))?
-            }
-            None => String::new(),
-        };
+        let bin = flavor.suite().map(debian::containerd).transpose()?;
+        let default = output_ok(
+            Command::new(
+                bin.as_ref()
+                    .map_or_else(|| "containerd".into(), |b| b.join("containerd")),
+            )
+            .args(["config", "default"]),
+        )?;
         fs::write(
             dir.join("config.toml"),
             config_toml(&dir, flavor, &default)?,

@@ -1,12 +1,93 @@
-//! The official WASI testsuite through `wasmpod run`: its preview 1 tests, each as
+//! WASI conformance through `wasmpod run`. First the project's own programs
+//! (`tests/conformance/`, cases in `test_support::conformance`), always; then the official
+//! WASI testsuite: its preview 1 tests, each as
 //! `wasmpod run [-e K=V]... [-v ROOT:/] TEST.wasm ARGS...` (what its `.json` says, as the
 //! suite's wasmtime adapter runs `wasmtime run --env K=V --dir ROOT::/`), with the exit
 //! code and stdout checked; its preview 3 tests by their operations (`wasi_p3.rs`).
-//! Skipped, loudly, where the archive is not found.
+//! Skipped, loudly, unless `$WASI_TESTSUITE_DIR` names a copy of the suite.
+
+use std::io::Write as _;
 
 use super::*;
 use crate::wasi_p3;
 use crate::wasi_testsuite as suite;
+use test_support::conformance as own;
+
+/// How a case's preopen is given: as the case wants it, read-only, or not at all.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Preopen {
+    AsWanted,
+    ReadOnly,
+    Missing,
+}
+
+/// Runs `case` with `wasmpod run` and checks it; the scratch directory is returned so that
+/// a failure can be inspected while the result is asserted.
+fn run_own_case(w: &Wasmpod, case: &own::Case, preopen: Preopen) -> Result<(), String> {
+    let scratch = tempfile::tempdir().unwrap();
+    let data = own::data_dir(scratch.path());
+    let mut cmd = w.command();
+    cmd.args(["run", "--timeout", "60s"]);
+    for (k, v) in &case.env {
+        cmd.args(["-e", &format!("{k}={v}")]);
+    }
+    if case.data && preopen != Preopen::Missing {
+        std::fs::create_dir(&data).unwrap();
+        let mode = if preopen == Preopen::ReadOnly {
+            "ro"
+        } else {
+            "rw"
+        };
+        cmd.args(["-v", &format!("{}:/data:{mode}", data.display())]);
+    }
+    if case.stdin.is_some() {
+        cmd.arg("-i");
+    }
+    cmd.arg(own::program(case)).args(&case.args);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start wasmpod");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(bytes) = &case.stdin {
+        input.write_all(bytes).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let checked = (case.data && preopen == Preopen::AsWanted).then_some(data.as_path());
+    own::check(case, out.status.code(), &stdout(&out), checked)
+        .map_err(|e| format!("{}: {e} (stderr: {})", case.name, stderr(&out).trim()))
+}
+
+#[test]
+fn own_wasi_p1_conformance_through_wasmpod_run() {
+    let w = Wasmpod::new();
+    let failed: Vec<String> = own::cases()
+        .iter()
+        .filter_map(|case| run_own_case(&w, case, Preopen::AsWanted).err())
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// The file-system families are not fooled by a preopen that is wrong: read-only where
+/// they need to write, or missing, each fails (and says so) instead of passing.
+#[test]
+fn a_broken_preopen_fails_the_own_conformance_programs() {
+    let w = Wasmpod::new();
+    for preopen in [Preopen::ReadOnly, Preopen::Missing] {
+        for case in own::preopen_families() {
+            let result = run_own_case(&w, &case, preopen);
+            let err = result.expect_err(&format!("{} passed with a broken preopen", case.name));
+            assert!(
+                err.contains("FAIL") && err.contains("exit Some(1)"),
+                "{err}"
+            );
+            if preopen == Preopen::Missing {
+                assert!(err.contains("no directory preopened as /data"), "{err}");
+            }
+        }
+    }
+}
 
 /// `wasmpod compile TEST.wasm` first, as CI fills a node's cache: the run's stderr is then
 /// the guest's alone (a compile that takes over a second says so on stderr, which tests
@@ -18,12 +99,11 @@ fn precompile(w: &Wasmpod, wasm: &Path) {
 #[test]
 fn wasi_testsuite_preview1_through_wasmpod_run() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let Some(archive) = suite::archive(&repo) else {
-        eprintln!("SKIPPED: no wasi-testsuite archive (../shared/wasi-testsuite/ or $WASMPOD_WASI_TESTSUITE_TGZ)");
+    let Some(tree) = suite::dir() else {
+        eprintln!("{}", suite::skipped());
         return;
     };
-    let unpacked = tempfile::tempdir().unwrap();
-    let tests = suite::preview1_tests(&archive, unpacked.path());
+    let tests = suite::preview1_tests(&tree);
     assert!(
         tests.len() >= 72,
         "only {} preview 1 tests found",
@@ -63,13 +143,11 @@ fn wasi_testsuite_preview1_through_wasmpod_run() {
 #[test]
 fn wasi_testsuite_preview3_through_wasmpod_run() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let Some(archive) = suite::archive(&repo) else {
-        eprintln!("SKIPPED: no wasi-testsuite archive (../shared/wasi-testsuite/ or $WASMPOD_WASI_TESTSUITE_TGZ)");
+    let Some(tree) = suite::dir() else {
+        eprintln!("{}", suite::skipped());
         return;
     };
-    let unpacked = tempfile::tempdir().unwrap();
-    suite::unpack(&archive, unpacked.path());
-    let tests = wasi_p3::preview3_tests(unpacked.path());
+    let tests = wasi_p3::preview3_tests(&tree);
     assert!(
         tests.len() >= 55,
         "only {} preview 3 tests found",
