@@ -4,7 +4,9 @@
 //! read on the host.
 //!
 //! `wasi_p1.c` runs one family of functions per case and prints `FAIL …` for each check
-//! that does not hold; `wasi_p1_raw.wat` calls the ABI with no libc in between.
+//! that does not hold; `wasi_p1_raw.wat` calls the ABI with no libc in between;
+//! `wasi_p3_args.wat` is a WASI 0.3 command component (`wasi:cli/run@0.3.0`) that checks
+//! its arguments and answers with its `result`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::sync::OnceLock;
 pub struct Case {
     /// The case's name (the family, or `raw`).
     pub name: &'static str,
-    /// Which program: `wasi_p1` (C) or `wasi_p1_raw` (WAT).
+    /// Which program: `wasi_p1` (C), `wasi_p1_raw` or `wasi_p3_args` (WAT).
     pub program: &'static str,
     /// Arguments after the program's name.
     pub args: Vec<String>,
@@ -83,6 +85,15 @@ pub fn cases() -> Vec<Case> {
         data: false,
         exit_code: 3,
     };
+    let p3 = |name, last: &str, exit_code| Case {
+        name,
+        program: "wasi_p3_args",
+        args: vec!["a".into(), last.into()],
+        env: Vec::new(),
+        stdin: None,
+        data: false,
+        exit_code,
+    };
     vec![
         case("args", &["hello world", "", "\u{fc}n\u{ef}"]),
         env,
@@ -96,6 +107,8 @@ pub fn cases() -> Vec<Case> {
         with_data(case("poll", &[])),
         with_data(case("sockets", &[])),
         raw,
+        p3("p3-run-ok", "p3ok", 0),
+        p3("p3-run-err", "nope", 1),
     ]
 }
 
@@ -259,22 +272,19 @@ pub fn module() -> &'static Path {
     })
 }
 
-/// The WAT program, as a binary module.
-pub fn raw_module() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let src = crate::fixtures_dir().join("../conformance/wasi_p1_raw.wat");
-        let bytes = wat::parse_file(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-        let out = crate::target_tmp("wasm-fixtures").join("conformance-wasi_p1_raw.wasm");
-        crate::write_atomic(&out, &bytes);
-        out
-    })
+/// The WAT program `tests/conformance/<name>.wat`, as a binary module or component.
+pub fn wat_program(name: &str) -> PathBuf {
+    let src = crate::fixtures_dir().join(format!("../conformance/{name}.wat"));
+    let bytes = wat::parse_file(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    let out = crate::target_tmp("wasm-fixtures").join(format!("conformance-{name}.wasm"));
+    crate::write_atomic(&out, &bytes);
+    out
 }
 
 /// The program `case` runs.
-pub fn program(case: &Case) -> &'static Path {
+pub fn program(case: &Case) -> PathBuf {
     match case.program {
-        "wasi_p1_raw" => raw_module(),
-        _ => module(),
+        "wasi_p1" => module().to_path_buf(),
+        other => wat_program(other),
     }
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask bench arrival`: the first `ctr run --rm` of a large module (over 5 MB of
-//! code) under a private containerd 2.3.4 — compiled in Create (no agent), after the node's
+//! code) under a private containerd (2.x from Debian sid) — compiled in Create (no agent), after the node's
 //! precompile agent compiled it on import, started at once after the import (Create waits
 //! for the agent's compile), and warm.
 

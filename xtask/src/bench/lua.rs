@@ -48,18 +48,18 @@ pub(super) fn sources() -> anyhow::Result<PathBuf> {
 
 /// Fetches the sdist's address from PyPI's JSON API, then the sdist, into `to`.
 fn download(to: &Path) -> anyhow::Result<()> {
-    let index = format!("https://pypi.org/pypi/lupa/{LUPA}/json");
+    let index = "https://pypi.org/pypi/lupa/json";
     eprintln!("fetching lupa {LUPA}'s sdist (Lua 5.4's sources) from PyPI");
-    let listing = curl(&index)?;
+    let listing = curl(index)?;
     let listing: serde_json::Value =
         serde_json::from_slice(&listing).with_context(|| format!("{index} is not JSON"))?;
-    let url = listing["urls"]
+    let url = listing["releases"][LUPA]
         .as_array()
         .into_iter()
         .flatten()
         .find(|u| u["packagetype"] == "sdist")
         .and_then(|u| u["url"].as_str())
-        .with_context(|| format!("{index} lists no sdist"))?;
+        .with_context(|| format!("{index} lists no sdist of lupa {LUPA}"))?;
     let partial = to.with_extension("partial");
     fs::write(&partial, curl(url)?)?;
     fs::rename(&partial, to)?;

@@ -1,7 +1,7 @@
-//! `cargo xtask bench shim`: the shim under a private containerd 2.3.4 beside runwasi's
-//! wasmtime shim, runc and the floor (a do-nothing shim) in the same containerd — `ctr run
-//! --rm` of a hello world, taking turns, with ratios; our start path phase by phase; and
-//! the memory of idle shims.
+//! `cargo xtask bench shim`: the shim under a private containerd (2.x from Debian sid)
+//! beside runwasi's wasmtime shim (where `$WASMPOD_RUNWASI_SHIM` names it), runc and the
+//! floor (a do-nothing shim) in the same containerd — `ctr run --rm` of a hello world,
+//! taking turns, with ratios; our start path phase by phase; and the memory of idle shims.
 
 use std::fs;
 use std::path::Path;

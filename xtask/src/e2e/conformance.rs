@@ -37,7 +37,7 @@ pub(crate) fn check_own_conformance(env: &Containerd) -> anyhow::Result<()> {
             .lines()
             .all(|l| l != image)
         {
-            env.import(own::program(case), &image, "artifact")?;
+            env.import(&own::program(case), &image, "artifact")?;
         }
         let scratch = env.dir.join(format!("conformance-{i}"));
         let data = own::data_dir(&scratch);

@@ -59,7 +59,10 @@ pub(crate) fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::
             value("127.0.0.1"),
         )?;
         set(&mut doc, &cri(&["stream_server_port"]), value("0"))?;
-        set(&mut doc, &cri(&["enable_cdi"]), value(false))?;
+        // CDI came in 1.7.
+        if flavor == Flavor::V1_7 {
+            set(&mut doc, &cri(&["enable_cdi"]), value(false))?;
+        }
         set(&mut doc, &cri(&["cni", "bin_dir"]), value("/usr/lib/cni"))?;
         set(&mut doc, &cri(&["cni", "conf_dir"]), value(at("cni/net.d")))?;
         set(&mut doc, &cri(&["cni", "max_conf_num"]), value(1))?;
@@ -820,5 +823,43 @@ impl Drop for Containerd {
             );
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_default_config_is_edited_by_path_and_a_missing_key_is_named() {
+        // 1.6 prints the GC scheduler's `mutation_threshold` twice.
+        let default = "version = 2\nroot = \"/var/lib/containerd\"\n\n[plugins]\n  \
+                       [plugins.\"io.containerd.gc.v1.scheduler\"]\n    mutation_threshold = 100\n    \
+                       mutation_threshold = 100\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    \
+                       sandbox_image = \"registry.k8s.io/pause:3.6\"\n";
+        let mut doc = parse_default(default).unwrap();
+        let cri = ["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"];
+        set(&mut doc, &cri, toml_edit::value("localhost/pause:test")).unwrap();
+        set(&mut doc, &["root"], toml_edit::value("/tmp/x/root")).unwrap();
+        put(
+            &mut doc,
+            &["ttrpc", "address"],
+            toml_edit::value("/tmp/x/t.sock"),
+        )
+        .unwrap();
+        let missing = ["plugins", "io.containerd.grpc.v1.cri", "no_such_key"];
+        let err = set(&mut doc, &missing, toml_edit::value(true)).unwrap_err();
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+        let err = set(&mut doc, &["nope", "key"], toml_edit::value(1)).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let text = doc.to_string();
+        let back: toml_edit::DocumentMut = text.parse().unwrap();
+        assert_eq!(
+            back["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"].as_str(),
+            Some("localhost/pause:test")
+        );
+        assert_eq!(back["root"].as_str(), Some("/tmp/x/root"));
+        assert_eq!(back["ttrpc"]["address"].as_str(), Some("/tmp/x/t.sock"));
+        assert_eq!(text.matches("mutation_threshold").count(), 1);
     }
 }
