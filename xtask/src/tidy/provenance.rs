@@ -32,8 +32,8 @@ fn licence_phrases() -> Vec<String> {
     .collect()
 }
 
-/// Whether a lower-cased line is a copyright notice: the word, then `(c)`, `©`, a year,
-/// or "the … authors".
+/// Whether a lower-cased line is a notice of ownership: the word, followed on the line by
+/// the letter c in parentheses, the symbol, a year, or "the … authors".
 fn is_copyright_notice(line: &str) -> bool {
     let word = ["copy", "right"].concat();
     let Some(at) = line.find(&word) else {
