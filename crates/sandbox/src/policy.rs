@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, OpenOptionsExt as _};
 use oci_spec::runtime::{Mount, Spec};
 use wasm_engine::{KillHandle, Limits, NetworkPolicy, Preopen, RunConfig, Stdio};
 
@@ -246,13 +246,34 @@ impl RunPolicy {
         // Links in the image mean what they would inside the container: an absolute
         // target starts from its root (cap-std refuses to follow one at all).
         let rel = resolve_in_root(&dir, Path::new(rel)).map_err(|e| err(e.to_string()))?;
-        let file = dir.open(&rel).map_err(|e| match e.kind() {
+        // What the tenant put there is looked at before it is opened: a FIFO would block
+        // the open for good, and a device's open can act (a watchdog), so neither is.
+        let kind = dir
+            .symlink_metadata(&rel)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => err("no such file in the container".into()),
+                _ => err(e.to_string()),
+            })?
+            .file_type();
+        if !kind.is_file() {
+            return Err(err(format!("not a regular file ({})", file_kind(&kind))));
+        }
+        // Should it be swapped for something else in between: no link is followed, and a
+        // FIFO's open returns at once; the descriptor's own type is checked again.
+        let mut options = cap_std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY);
+        let file = dir.open_with(&rel, &options).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => err("no such file in the container".into()),
             _ => err(e.to_string()),
         })?;
         let meta = file.metadata().map_err(|e| err(e.to_string()))?;
         if !meta.is_file() {
-            return Err(err("not a regular file".into()));
+            return Err(err(format!(
+                "not a regular file ({}, since it was looked at)",
+                file_kind(&meta.file_type())
+            )));
         }
         read_limited(file, meta.len(), max_size).map_err(err)
     }
@@ -626,6 +647,26 @@ pub fn read_file_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
 }
 
 /// Reads `file`, whose length is `len`, unless it holds more than `max` bytes.
+/// What kind of file `kind` is, for an error.
+fn file_kind(kind: &cap_std::fs::FileType) -> &'static str {
+    use cap_std::fs::FileTypeExt;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
 fn read_limited(file: impl Read, len: u64, max: u64) -> std::result::Result<Vec<u8>, String> {
     let over = |size: String| format!("{size} bytes, over the limit of {max} bytes for a program");
     if len > max {

@@ -3,12 +3,14 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 
 use super::{Containerd, NAMESPACE, RUNTIME};
+use crate::util::run as sh;
 
 use test_support::hostile;
 
@@ -135,7 +137,9 @@ pub(crate) fn check_containerd_killed_during_create(env: &Containerd) -> anyhow:
 
 /// A hostile tenant in a node-grouped shim: a container whose entrypoint is a sparse
 /// 40 GiB file in a shared volume (made with one seek). Its Create fails with the size
-/// limit named, at once; the shim and the sleeping tenant beside it are unharmed.
+/// limit named, at once; the shim and the sleeping tenant beside it are unharmed. Then
+/// special files as the program (see [`special_files_as_programs`]), and the neighbour's
+/// kill and delete.
 pub(crate) fn check_hostile_entrypoint(env: &Containerd) -> anyhow::Result<()> {
     const NODE: [&str; 2] = ["--annotation", "wasmpod.io/grouping=node"];
     let volume = env.dir.join("hostile-volume");
@@ -183,6 +187,90 @@ pub(crate) fn check_hostile_entrypoint(env: &Containerd) -> anyhow::Result<()> {
     env.wait_status("sleeper", "RUNNING", Duration::from_secs(1))?;
     eprintln!(
         "  a 40 GiB sparse entrypoint refused in {took:.1?}; the shim and its sleeper unharmed"
+    );
+    special_files_as_programs(env, &volume, &mount, &shims)?;
+    // The neighbour is still its own: it can be killed and deleted.
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "sleeper"])?;
+    env.wait_status("sleeper", "STOPPED", Duration::from_secs(5))?;
+    env.ctr_ok(&["task", "rm", "sleeper"])?;
+    Ok(())
+}
+
+/// A named pipe and a character device (1:5) as the program, three Creates in flight at
+/// once (the pipe at both isolation levels) in the node-grouped shim that holds the
+/// sleeper: each is refused unopened, naming the file and its kind, while the neighbour's
+/// `ctr task ls` stays prompt.
+fn special_files_as_programs(
+    env: &Containerd,
+    volume: &Path,
+    mount: &str,
+    shims: &[u32],
+) -> anyhow::Result<()> {
+    const NODE: [&str; 2] = ["--annotation", "wasmpod.io/grouping=node"];
+    const PROCESS: [&str; 2] = ["--annotation", "wasmpod.io/isolation=process"];
+    sh(Command::new("mkfifo").arg(volume.join("fifo.wasm")))?;
+    sh(Command::new("mknod")
+        .arg(volume.join("dev.wasm"))
+        .args(["c", "1", "5"]))?;
+    let cases: [(&str, &[&str], &str, &str); 3] = [
+        ("fifo-shared", &[], "/data/fifo.wasm", "(a named pipe)"),
+        (
+            "fifo-process",
+            &PROCESS,
+            "/data/fifo.wasm",
+            "(a named pipe)",
+        ),
+        ("dev-shared", &[], "/data/dev.wasm", "(a character device)"),
+    ];
+    let mut runs = Vec::new();
+    for (id, level, program, _) in cases {
+        let mut args = vec!["run", "--rm", "--runtime", RUNTIME, NODE[0], NODE[1]];
+        args.extend_from_slice(level);
+        args.extend_from_slice(&["--mount", mount, super::IMAGE, id, program]);
+        let child = env
+            .ctr_cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        runs.push(child);
+    }
+    let asked = Instant::now();
+    env.ctr_ok(&["task", "ls"])?;
+    let listing = asked.elapsed();
+    // A Create that blocks on the file would never end: each gets 20 s, then fails.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for ((id, _, program, kind), mut child) in cases.iter().zip(runs) {
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                anyhow::bail!("the hostile Create {id} ({program}) still runs after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && err.contains(program)
+                && err.contains(&format!("not a regular file {kind}")),
+            "the hostile Create {id}: {} {err}",
+            out.status
+        );
+        eprintln!("  {id}: {}", err.trim().lines().last().unwrap_or_default());
+    }
+    ensure!(
+        listing < Duration::from_millis(100),
+        "ctr task ls took {listing:?} with three hostile Creates in flight"
+    );
+    ensure!(
+        env.shims() == shims,
+        "the shim changed: {shims:?} -> {:?}",
+        env.shims()
+    );
+    env.wait_status("sleeper", "RUNNING", Duration::from_secs(1))?;
+    eprintln!(
+        "  a named pipe and a device as the program refused unopened; task ls took {listing:.1?}"
     );
     Ok(())
 }
@@ -282,7 +370,7 @@ pub(crate) fn check_hostile_compile(env: &Containerd) -> anyhow::Result<()> {
 fn hostile_create(
     env: &Containerd,
     flags: &[&str],
-    options: &std::path::Path,
+    options: &Path,
     file: &str,
     expect: &str,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {

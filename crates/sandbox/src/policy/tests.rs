@@ -498,3 +498,64 @@ fn entrypoint_links_resolve_inside_the_root() {
     let e = p.read_entrypoint(64).unwrap_err().to_string();
     assert!(e.contains("/loop") && e.contains("symbolic links"), "{e}");
 }
+
+/// `read_entrypoint` in a thread of its own: a hang (an open that blocks for good) fails
+/// the test instead of stopping it.
+fn read_without_hanging(p: RunPolicy) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(p.read_entrypoint(u64::MAX));
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("read_entrypoint blocked on the tenant's file")
+}
+
+#[test]
+fn a_named_pipe_as_the_entrypoint_is_refused_without_blocking() {
+    let b = Bundle::new();
+    let fifo = b.path().join("rootfs/fifo.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Also behind a link, which resolves inside the root to the pipe.
+    symlink("/fifo.wasm", b.path().join("rootfs/link.wasm")).unwrap();
+    for program in ["/fifo.wasm", "/link.wasm"] {
+        let p = b.policy(json!({"process": {"args": [program]}})).unwrap();
+        let err = read_without_hanging(p).unwrap_err().to_string();
+        assert!(
+            err.contains(program) && err.contains("not a regular file (a named pipe)"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_device_or_a_directory_as_the_entrypoint_is_refused_unopened() {
+    let b = Bundle::new();
+    std::fs::create_dir(b.path().join("rootfs/dir.wasm")).unwrap();
+    let p = b
+        .policy(json!({"process": {"args": ["/dir.wasm"]}}))
+        .unwrap();
+    let err = read_without_hanging(p).unwrap_err().to_string();
+    assert!(err.contains("not a regular file (a directory)"), "{err}");
+    // A character device (1:5, /dev/zero's numbers) needs root to make.
+    let dev = b.path().join("rootfs/dev.wasm");
+    let made = std::process::Command::new("mknod")
+        .arg(&dev)
+        .args(["c", "1", "5"])
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED the device case: mknod needs root");
+        return;
+    }
+    let p = b
+        .policy(json!({"process": {"args": ["/dev.wasm"]}}))
+        .unwrap();
+    let err = read_without_hanging(p).unwrap_err().to_string();
+    assert!(
+        err.contains("/dev.wasm") && err.contains("not a regular file (a character device)"),
+        "{err}"
+    );
+}

@@ -31,6 +31,10 @@ struct Prepared {
     netns: Option<PathBuf>,
 }
 
+/// How long reading a container's entrypoint out of its root filesystem may take: far
+/// more than any local disk needs for the largest program allowed.
+const READ_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the spec says about the image, for errors: CRI names it in an annotation.
 fn describe_entrypoint(spec: &Spec, entrypoint: &str) -> String {
     match spec
@@ -171,13 +175,36 @@ impl TaskService {
                 (format!("image {}: wasm layer", layer.image), layer.bytes)
             }
             None => {
+                // The tenant's files are read off the task threads and under a deadline:
+                // a file system call that does not return holds one blocking thread, not
+                // a worker that serves every other container's calls.
                 let max = handler.program_limits.max_size;
-                let bytes = phase("create.read")
-                    .in_scope(|| policy.read_entrypoint(max))
-                    .map_err(|source| Error::Policy {
+                let reader = policy.clone();
+                let span = phase("create.read");
+                let read = tokio::task::spawn_blocking(move || {
+                    span.in_scope(|| reader.read_entrypoint(max))
+                });
+                let bytes = match tokio::time::timeout(READ_DEADLINE, read).await {
+                    Ok(Ok(read)) => read.map_err(|source| Error::Policy {
                         id: id.to_owned(),
                         source,
-                    })?;
+                    })?,
+                    Ok(Err(e)) => {
+                        return Err(Error::Internal {
+                            context: format!("container {id}: reading its entrypoint"),
+                            reason: e.to_string(),
+                        })
+                    }
+                    Err(_) => {
+                        return Err(Error::Rootfs {
+                            id: id.to_owned(),
+                            reason: format!(
+                                "reading the entrypoint {} did not finish within {READ_DEADLINE:?}",
+                                policy.entrypoint()
+                            ),
+                        })
+                    }
+                };
                 (describe_entrypoint(&spec, policy.entrypoint()), bytes)
             }
         };
