@@ -248,13 +248,11 @@ impl RunPolicy {
         let rel = resolve_in_root(&dir, Path::new(rel)).map_err(|e| err(e.to_string()))?;
         // What the tenant put there is looked at before it is opened: a FIFO would block
         // the open for good, and a device's open can act (a watchdog), so neither is.
-        let kind = dir
-            .symlink_metadata(&rel)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => err("no such file in the container".into()),
-                _ => err(e.to_string()),
-            })?
-            .file_type();
+        let io_err = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => err("no such file in the container".into()),
+            _ => err(e.to_string()),
+        };
+        let kind = dir.symlink_metadata(&rel).map_err(io_err)?.file_type();
         if !kind.is_file() {
             return Err(err(format!("not a regular file ({})", file_kind(&kind))));
         }
@@ -264,10 +262,7 @@ impl RunPolicy {
         options
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY);
-        let file = dir.open_with(&rel, &options).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => err("no such file in the container".into()),
-            _ => err(e.to_string()),
-        })?;
+        let file = dir.open_with(&rel, &options).map_err(io_err)?;
         let meta = file.metadata().map_err(|e| err(e.to_string()))?;
         if !meta.is_file() {
             return Err(err(format!(

@@ -198,7 +198,7 @@ fn check_files(name: &str, data: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "data" && !n.starts_with("out"))
+            .filter(|n| n != "data")
             .collect::<Vec<_>>();
         expect(
             beside.is_empty(),

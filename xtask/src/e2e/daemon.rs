@@ -33,19 +33,14 @@ pub(crate) fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::
     )?;
     set(&mut doc, &["debug", "address"], value(at("debug.sock")))?;
     set(&mut doc, &["debug", "level"], value("info"))?;
-    let plugin = |name: &'static str, key: &'static str| ["plugins", name, key];
     set(
         &mut doc,
-        &plugin("io.containerd.internal.v1.opt", "path"),
+        &plugin("io.containerd.internal.v1.opt", &["path"]),
         value(at("opt")),
     )?;
     if flavor.is_1x() {
         disabled.push("io.containerd.snapshotter.v1.aufs");
-        let cri = |keys: &[&'static str]| {
-            let mut path = vec!["plugins", "io.containerd.grpc.v1.cri"];
-            path.extend_from_slice(keys);
-            path
-        };
+        let cri = |keys: &[&'static str]| plugin("io.containerd.grpc.v1.cri", keys);
         set(&mut doc, &cri(&["sandbox_image"]), value(cri::PAUSE_IMAGE))?;
         set(&mut doc, &cri(&["restrict_oom_score_adj"]), value(true))?;
         set(
@@ -79,16 +74,8 @@ pub(crate) fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::
         set(&mut doc, &cri(&default_runtime), value("runc"))?;
     } else {
         disabled.push("io.containerd.snapshotter.v1.erofs");
-        let images = |keys: &[&'static str]| {
-            let mut path = vec!["plugins", "io.containerd.cri.v1.images"];
-            path.extend_from_slice(keys);
-            path
-        };
-        let runtime = |keys: &[&'static str]| {
-            let mut path = vec!["plugins", "io.containerd.cri.v1.runtime"];
-            path.extend_from_slice(keys);
-            path
-        };
+        let images = |keys: &[&'static str]| plugin("io.containerd.cri.v1.images", keys);
+        let runtime = |keys: &[&'static str]| plugin("io.containerd.cri.v1.runtime", keys);
         set(&mut doc, &["imports"], list(&[&at("conf.d/*.toml")]))?;
         let sandbox = ["pinned_images", "sandbox"];
         set(&mut doc, &images(&sandbox), value(cri::PAUSE_IMAGE))?;
@@ -112,19 +99,26 @@ pub(crate) fn config_toml(dir: &Path, flavor: Flavor, default: &str) -> anyhow::
             value(at("cni/net.d")),
         )?;
         // Image verifiers the node may have are not the test's.
-        let verifiers = plugin("io.containerd.image-verifier.v1.bindir", "bin_dir");
+        let verifiers = plugin("io.containerd.image-verifier.v1.bindir", &["bin_dir"]);
         set(&mut doc, &verifiers, value(at("image-verifier")))?;
     }
     // NRI's socket is the node's, not the test's (1.6 has no NRI).
     if flavor != Flavor::V1_6 {
         set(
             &mut doc,
-            &plugin("io.containerd.nri.v1.nri", "disable"),
+            &plugin("io.containerd.nri.v1.nri", &["disable"]),
             value(true),
         )?;
     }
     set(&mut doc, &["disabled_plugins"], list(&disabled))?;
     Ok(doc.to_string())
+}
+
+/// The TOML path of `keys` in plugin `name`'s table.
+fn plugin<'a>(name: &'a str, keys: &[&'a str]) -> Vec<&'a str> {
+    let mut path = vec!["plugins", name];
+    path.extend_from_slice(keys);
+    path
 }
 
 /// `containerd config default`'s text as a document. 1.6 prints one key twice

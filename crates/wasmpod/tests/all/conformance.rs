@@ -21,8 +21,8 @@ enum Preopen {
     Missing,
 }
 
-/// Runs `case` with `wasmpod run` and checks it; the scratch directory is returned so that
-/// a failure can be inspected while the result is asserted.
+/// Runs `case` with `wasmpod run`, its `/data` as `preopen` says, and checks it (the
+/// files it left only when its preopen was as it wants).
 fn run_own_case(w: &Wasmpod, case: &own::Case, preopen: Preopen) -> Result<(), String> {
     let scratch = tempfile::tempdir().unwrap();
     let data = own::data_dir(scratch.path());
