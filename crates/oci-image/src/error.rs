@@ -104,6 +104,23 @@ pub enum Error {
         /// Its size or layer count and the limit.
         detail: String,
     },
+    /// A download brought less than its least in a window (see
+    /// [`MIN_PROGRESS`](crate::MIN_PROGRESS)).
+    #[error("{what}: the download stalled: {detail}")]
+    Stalled {
+        /// The document or blob being downloaded.
+        what: String,
+        /// What it brought, in how long, and the least it had to.
+        detail: String,
+    },
+    /// A pull or push ran past its deadline ([`PullOptions::deadline`](crate::PullOptions)).
+    #[error("{what}: did not finish within its deadline of {deadline}")]
+    Deadline {
+        /// The pull or push.
+        what: String,
+        /// The deadline, as a person writes it ("30m").
+        deadline: String,
+    },
     /// The image is not in the local store.
     #[error("{0}: no such image in the local store")]
     NotFound(String),

@@ -37,7 +37,7 @@ pub use extract::{unpack_layer, ExtractReport};
 pub use image::{open, Image, ImageConfig, ImageFormat};
 pub use limits::{ImageLimits, DEFAULT_MAX_DOCUMENT, DEFAULT_MAX_LAYERS, DEFAULT_MAX_UNPACKED};
 pub use progress::Progress;
-pub use pull::{pull, PullOptions};
+pub use pull::{pull, PullOptions, DEFAULT_DEADLINE, MIN_PROGRESS, PROGRESS_WINDOW};
 pub use push::push;
 pub use reference::ImageRef;
 pub use store::{ImageRecord, PruneReport, Store};

@@ -1,8 +1,10 @@
 //! Pulling images from OCI distribution registries into the store.
 
-use std::sync::Arc;
+mod bounded;
 
-use futures_util::StreamExt as _;
+use std::sync::Arc;
+use std::time::Duration;
+
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
@@ -19,9 +21,17 @@ use crate::progress::{Progress, Quiet};
 use crate::reference::ImageRef;
 use crate::store::{document_media_type, is_index, ImageRecord, Store};
 
+pub(crate) use bounded::Watchdog;
+pub use bounded::{MIN_PROGRESS, PROGRESS_WINDOW};
+
+/// How long a pull or push may take in all, by default: past it, it stops with
+/// [`Error::Deadline`] (and a pull resumes where it stopped when run again).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
 /// How to reach the registry and what to accept: [`PullOptions::default`] (docker's
-/// credentials, TLS off loopback, the default limits) and what differs.
-#[derive(Clone, Default)]
+/// credentials, TLS off loopback, the default limits, [`DEFAULT_DEADLINE`]) and what
+/// differs.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct PullOptions {
     /// Credentials; `None` reads docker's `config.json` for the registry.
@@ -34,6 +44,22 @@ pub struct PullOptions {
     pub limits: ImageLimits,
     /// Receives download progress.
     pub progress: Option<Arc<dyn Progress>>,
+    /// How long the whole pull or push may take; `None` for no limit. Whatever the
+    /// deadline, a download that brings less than [`MIN_PROGRESS`] bytes in a
+    /// [`PROGRESS_WINDOW`] is stopped.
+    pub deadline: Option<Duration>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            credentials: None,
+            insecure: false,
+            limits: ImageLimits::default(),
+            progress: None,
+            deadline: Some(DEFAULT_DEADLINE),
+        }
+    }
 }
 
 impl PullOptions {
@@ -60,6 +86,31 @@ impl PullOptions {
         self.progress = Some(progress);
         self
     }
+
+    /// Stops the pull or push after `deadline` (`None`: no limit).
+    pub fn deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Runs `work` (a pull or push named `what`) within the deadline.
+    pub(crate) async fn within<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(deadline) = self.deadline else {
+            return work.await;
+        };
+        tokio::time::timeout(deadline, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Deadline {
+                    what: what(),
+                    deadline: humantime::format_duration(deadline).to_string(),
+                })
+            })
+    }
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -68,6 +119,7 @@ impl std::fmt::Debug for PullOptions {
             .field("credentials", &self.credentials)
             .field("insecure", &self.insecure)
             .field("limits", &self.limits)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +129,10 @@ pub(crate) struct Registry {
     pub(crate) client: oci_client::Client,
     pub(crate) auth: RegistryAuth,
     credentials: Credentials,
+    /// The URL scheme of the registry, as the client chose it.
+    scheme: &'static str,
+    /// What reads documents within their limits (the client reads them whole).
+    http: reqwest::Client,
 }
 
 impl Registry {
@@ -87,20 +143,33 @@ impl Registry {
     ) -> Result<Self> {
         // The process may already have chosen a provider; that one is fine too.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let protocol = if insecure {
-            ClientProtocol::Http
+        let (protocol, scheme) = if insecure {
+            (ClientProtocol::Http, "http")
         } else if reference.is_loopback() {
-            ClientProtocol::HttpsExcept(vec![reference.registry().to_owned()])
+            (
+                ClientProtocol::HttpsExcept(vec![reference.registry().to_owned()]),
+                "http",
+            )
         } else {
-            ClientProtocol::Https
+            (ClientProtocol::Https, "https")
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("wasmpod/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(insecure)
+            .build()
+            .map_err(|e| Error::Registry {
+                reference: reference.to_string(),
+                message: format!("cannot make an HTTP client: {e}"),
+            })?;
         let client = oci_client::Client::new(ClientConfig {
             protocol,
             // Also spares loading the system trust store, which costs tens of milliseconds.
             accept_invalid_certificates: insecure,
             platform_resolver: None,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
             user_agent: concat!("wasmpod/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         });
@@ -112,6 +181,8 @@ impl Registry {
             client,
             auth: credentials.to_oci(),
             credentials,
+            scheme,
+            http,
         })
     }
 
@@ -207,16 +278,30 @@ fn to_oci_descriptor(d: &Descriptor) -> OciDescriptor {
 /// Pulls `reference` into the store (verifying every digest and size), unpacks it and
 /// tags it. Blobs already present are not downloaded again; a download that was cut off
 /// resumes where it stopped.
+///
+/// The whole pull runs within [`PullOptions::deadline`]; a manifest or index larger than
+/// the document limit is refused before the bytes past the limit are read.
 pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) -> Result<Image> {
+    options
+        .within(
+            || format!("pull of {reference}"),
+            pull_within(store, reference, options),
+        )
+        .await
+}
+
+async fn pull_within(store: &Store, reference: &ImageRef, options: &PullOptions) -> Result<Image> {
+    let limits = &options.limits;
     let registry = Registry::new(reference, options.credentials.as_ref(), options.insecure)?;
     let progress: Arc<dyn Progress> = options.progress.clone().unwrap_or(Arc::new(Quiet));
-    let oci_ref = reference.as_oci();
     let (bytes, digest) = registry
-        .client
-        .pull_manifest_raw(oci_ref, &registry.auth, media::MANIFEST_TYPES)
-        .await
-        .map_err(|e| registry.error(reference, e))?;
-    let limits = &options.limits;
+        .document(
+            reference,
+            media::MANIFEST_TYPES,
+            limits.max_document,
+            &format!("{reference}: manifest"),
+        )
+        .await?;
     limits.document(
         &format!("{reference}: manifest {digest}"),
         bytes.len() as u64,
@@ -233,10 +318,13 @@ pub async fn pull(store: &Store, reference: &ImageRef, options: &PullOptions) ->
         )?;
         let by_digest = reference.with_digest(&entry_digest);
         let (m, _) = registry
-            .client
-            .pull_manifest_raw(by_digest.as_oci(), &registry.auth, media::MANIFEST_TYPES)
-            .await
-            .map_err(|e| registry.error(reference, e))?;
+            .document(
+                &by_digest,
+                media::MANIFEST_TYPES,
+                limits.max_document,
+                &format!("{reference}: manifest {entry_digest}"),
+            )
+            .await?;
         store.write_blob(&m, Some((&entry_digest, entry.size())))?;
         (entry_digest, m)
     } else {
@@ -327,7 +415,9 @@ pub(crate) async fn fetch_blob(
                     .map_err(|e| registry.error(reference, e))?
             };
             let mut stream = stream.stream;
-            while let Some(chunk) = stream.next().await {
+            let mut watchdog = Watchdog::new();
+            let what = format!("{reference}: blob {digest}");
+            while let Some(chunk) = watchdog.next(&mut stream, &what).await? {
                 let chunk = match chunk {
                     Ok(c) => c,
                     // The client's own end-of-stream digest check: ours below decides.
@@ -348,6 +438,7 @@ pub(crate) async fn fetch_blob(
                         detail: format!("the registry sent more than {} bytes", desc.size()),
                     });
                 }
+                watchdog.advance(chunk.len());
                 hasher.update(&chunk);
                 ingest.write(&chunk)?;
                 len += chunk.len() as u64;

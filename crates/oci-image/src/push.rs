@@ -19,8 +19,25 @@ use crate::store::{is_index, Store};
 /// manifest (and blobs) of the platform it runs, so the other platforms' manifests and
 /// blobs that are not in the store are fetched from where the image came from — the
 /// registry `source` names — on the way (as `crane copy` does), rather than pushing an
-/// index whose manifests the target lacks.
+/// index whose manifests the target lacks. What is fetched so is held to the same limits
+/// as a pull: documents to the document limit before they are read, a manifest's blobs to
+/// what an image within the unpacked limit can take, and the whole push to
+/// [`PullOptions::deadline`].
 pub async fn push(
+    store: &Store,
+    source: &ImageRef,
+    target: &ImageRef,
+    options: &PullOptions,
+) -> Result<String> {
+    options
+        .within(
+            || format!("push of {source} to {target}"),
+            push_within(store, source, target, options),
+        )
+        .await
+}
+
+async fn push_within(
     store: &Store,
     source: &ImageRef,
     target: &ImageRef,
@@ -59,21 +76,33 @@ pub async fn push(
     for (digest, media_type, size) in all {
         if !store.has_blob(digest) {
             let from = open_origin(&mut origin, source, target, options)?;
-            options
-                .limits
-                .document(&format!("{source}: manifest {digest}"), *size)?;
+            let what = format!("{source}: manifest {digest}");
+            options.limits.document(&what, *size)?;
             let (bytes, _) = from
-                .client
-                .pull_manifest_raw(
-                    source.with_digest(digest).as_oci(),
-                    &from.auth,
+                .document(
+                    &source.with_digest(digest),
                     crate::media::MANIFEST_TYPES,
+                    options.limits.max_document,
+                    &what,
                 )
-                .await
-                .map_err(|e| from.error(source, e))?;
+                .await?;
             store.write_blob(&bytes, Some((digest, *size)))?;
         }
         let manifest = image::read_manifest(store, digest)?;
+        // As a pull would: nothing of it is fetched if its descriptors alone break a limit.
+        let limits = &options.limits;
+        limits.layers(digest, manifest.layers().len())?;
+        limits.document(
+            &format!("{source}: image config {}", manifest.config().digest()),
+            manifest.config().size(),
+        )?;
+        limits.downloads(
+            digest,
+            manifest
+                .layers()
+                .iter()
+                .map(|l| (l.digest().as_ref(), l.size())),
+        )?;
         let blobs = std::iter::once(manifest.config()).chain(manifest.layers().iter());
         for blob in blobs {
             let d = blob.digest().to_string();

@@ -122,11 +122,16 @@ pub struct HandlerOptions {
     /// What its containers' programs may be: `max_module_size = "64Mi"` (bytes, or a
     /// size with a suffix) and `max_functions = 100000`; the engine's defaults otherwise.
     pub program_limits: wasm_engine::ProgramLimits,
+    /// What each served container may hold: `http_max_connections = 1024`,
+    /// `http_header_timeout = "10s"`, `http_idle_timeout = "60s"`,
+    /// `http_request_timeout = "5m"`, `http_max_instances = 100`,
+    /// `http_reserved_instances = 8` (the defaults).
+    pub http: wasm_engine::HttpLimits,
 }
 
 impl HandlerOptions {
     /// The keys a handler's options may set (others are containerd's, and ignored).
-    pub const KEYS: [&str; 7] = [
+    pub const KEYS: [&str; 13] = [
         "isolation",
         "grouping",
         "allowed_outbound",
@@ -134,6 +139,12 @@ impl HandlerOptions {
         "max_functions",
         "compile_timeout",
         "compile_memory",
+        "http_max_connections",
+        "http_header_timeout",
+        "http_idle_timeout",
+        "http_request_timeout",
+        "http_max_instances",
+        "http_reserved_instances",
     ];
 
     /// Reads the options from the TOML body of a handler's `options` table (what
@@ -188,6 +199,18 @@ impl HandlerOptions {
                     None => crate::parse_bytes(text()?)
                         .map_err(|e| Error::Spec(format!("{field}: {e}")))?,
                 };
+            } else if let Some(http) = wasm_engine::HttpLimits::KEYS
+                .iter()
+                .find(|k| key.eq_ignore_ascii_case(k))
+            {
+                let value = match value.as_integer() {
+                    Some(n) => n.to_string(),
+                    None => text()?.to_owned(),
+                };
+                options.http = options
+                    .http
+                    .with(http, &value)
+                    .map_err(|e| Error::Spec(format!("{source}: {e}")))?;
             } else if key.eq_ignore_ascii_case("max_functions") {
                 let count = match value.as_integer() {
                     Some(n) => Some(n),
@@ -360,6 +383,33 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("options: max_functions: expected a count of functions, got -1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn handler_options_set_http_limits() {
+        let o = HandlerOptions::from_toml(
+            "http_max_connections = 64\nhttp_header_timeout = \"2s\"\nhttp_reserved_instances = 3",
+            "o",
+        )
+        .unwrap();
+        let expected = wasm_engine::HttpLimits::default()
+            .with("http_max_connections", "64")
+            .and_then(|l| l.with("http_header_timeout", "2s"))
+            .and_then(|l| l.with("http_reserved_instances", "3"))
+            .unwrap();
+        assert_eq!(o.http, expected);
+        for key in wasm_engine::HttpLimits::KEYS {
+            assert!(
+                HandlerOptions::KEYS.contains(&key),
+                "{key} is not a handler option"
+            );
+        }
+        let e = HandlerOptions::from_toml("http_idle_timeout = 0", "options").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("options: http_idle_timeout: must be longer than zero"),
             "{e}"
         );
     }

@@ -23,6 +23,8 @@ pub(crate) enum Workload {
         config: Box<RunConfig>,
         /// The port a `wasi:http` handler is served on; `None` for a command.
         serve: Option<u16>,
+        /// What a served handler may hold of its server (the handler's options).
+        http: wasm_engine::HttpLimits,
         /// The runtime whose threads are in the container's network namespace, for a
         /// component outside the host's network (its sockets must be the pod's).
         net: Option<Arc<NetnsRuntime>>,

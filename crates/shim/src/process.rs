@@ -47,6 +47,8 @@ pub(crate) struct ProcessWorkload {
     /// The handler's program size limit, which the child reads the entrypoint under too
     /// (the file may have changed since Create).
     pub(crate) max_size: u64,
+    /// What a served handler may hold of its server.
+    pub(crate) http: wasm_engine::HttpLimits,
 }
 
 /// The environment variables that give the child its network plan.
@@ -54,6 +56,7 @@ const PORT_ENV: &str = "WASMPOD_PORT";
 const OUTBOUND_ENV: &str = "WASMPOD_ALLOWED_OUTBOUND";
 const SERVE_ENV: &str = "WASMPOD_SERVE";
 const MAX_SIZE_ENV: &str = "WASMPOD_MAX_MODULE_SIZE";
+const HTTP_LIMITS_ENV: &str = "WASMPOD_HTTP_LIMITS";
 
 /// The network namespace path of the pod a container belongs to, for one whose spec names
 /// it as `/proc/<sandbox task pid>/ns/net`: containerd's CRI joins a pod's containers to
@@ -143,6 +146,7 @@ pub(crate) fn spawn(
         network,
         serve,
         max_size,
+        http,
     } = workload;
     let outbound: Vec<String> = network
         .policy
@@ -165,6 +169,7 @@ pub(crate) fn spawn(
         .env(OUTBOUND_ENV, outbound.join(","))
         .env(SERVE_ENV, if serve { "1" } else { "" })
         .env(MAX_SIZE_ENV, max_size.to_string())
+        .env(HTTP_LIMITS_ENV, http.to_text())
         .env_remove(crate::bootstrap::LISTEN_FD_ENV)
         .stdin(child_stdio(stdio.stdin))
         .stdout(child_stdio(stdio.stdout))
@@ -271,6 +276,8 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         }
     };
     let serve = std::env::var(SERVE_ENV).is_ok_and(|v| v == "1");
+    let http = wasm_engine::HttpLimits::parse(&std::env::var(HTTP_LIMITS_ENV).unwrap_or_default())
+        .map_err(|e| fail(&format!("its {HTTP_LIMITS_ENV}"))(&e))?;
     // Already in the container's own process and cgroup (and usually a cache hit): a
     // compile child of its own would gain nothing.
     let mut config = EngineConfig::default()
@@ -339,8 +346,10 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
                 // (exit 0); SIGKILL ends the process.
                 let listener = std::net::TcpListener::bind(("0.0.0.0", port))
                     .map_err(|e| fail(&format!("listening on port {port}"))(&e))?;
+                let mut config = wasm_engine::ServeConfig::from(config);
+                config.http = http;
                 let stats = engine
-                    .serve(&program, listener, wasm_engine::ServeConfig::from(config))
+                    .serve(&program, listener, config)
                     .await
                     .map_err(|e| fail("serving")(&e))?;
                 eprintln!(

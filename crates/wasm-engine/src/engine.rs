@@ -141,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<Cache>,
     pub(crate) compiler: Option<crate::CompilerProcess>,
     pub(crate) pooling: Option<Pooling>,
+    /// The pool's component instances as served containers share them.
+    pub(crate) slots: crate::serve::Slots,
     pub(crate) loaded: crate::program::Loaded,
     pub(crate) p1_linker: OnceLock<wasmtime::Linker<P1Host>>,
     pub(crate) p2_linker: OnceLock<wasmtime::component::Linker<P2Host>>,
@@ -195,6 +197,9 @@ impl Engine {
                 cache,
                 compiler: config.compiler,
                 pooling: config.pooling,
+                slots: crate::serve::Slots::new(
+                    config.pooling.map_or(u32::MAX, |p| p.instances.max(1)),
+                ),
                 loaded: Default::default(),
                 p1_linker: OnceLock::new(),
                 p2_linker: OnceLock::new(),

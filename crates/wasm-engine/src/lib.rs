@@ -54,7 +54,7 @@ pub use program::{Program, ProgramKind, ProgramLimits};
 pub use run::{
     CpuMeter, ExitReason, ExitStatus, KillHandle, Limits, MemoryGauge, Preopen, RunConfig,
 };
-pub use serve::{ServeConfig, ServeStats};
+pub use serve::{HttpLimits, ServeConfig, ServeStats};
 pub use stdio::{Stdio, StdioStream};
 
 /// The wasmtime release the engine is built on (the workspace pins it), for version output.

@@ -1,6 +1,10 @@
 //! Serving a `wasi:http/proxy` (0.2) or `wasi:http/service` (0.3) component: HTTP/1 on
 //! hyper, a fresh instance per request from one pre-instantiated template (`ProxyPre` or
-//! `ServicePre`), a drain on shutdown.
+//! `ServicePre`), a drain on shutdown. What one container's server may hold — connections,
+//! time, instance slots — is bounded by its [`HttpLimits`].
+
+mod conn;
+mod limits;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +34,10 @@ use crate::run::{
 use crate::stdio::{self, Stdio, StdioStream};
 use crate::Engine;
 
+pub use limits::HttpLimits;
+pub(crate) use limits::Slots;
+use limits::{Quota, Slot};
+
 /// What every instance of a served component is given, and what stops the server.
 #[derive(Debug, Default)]
 pub struct ServeConfig {
@@ -51,6 +59,8 @@ pub struct ServeConfig {
     pub shutdown: KillHandle,
     /// What every instance may do on the network (`wasi:sockets`, outgoing `wasi:http`).
     pub network: NetworkPolicy,
+    /// What this server may hold: connections, time and instance slots.
+    pub http: HttpLimits,
 }
 
 impl From<crate::RunConfig> for ServeConfig {
@@ -69,6 +79,7 @@ impl From<crate::RunConfig> for ServeConfig {
             memory: run.memory,
             shutdown: run.kill,
             network: run.network,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -78,7 +89,8 @@ impl From<crate::RunConfig> for ServeConfig {
 pub struct ServeStats {
     /// Requests answered by the component.
     pub requests: u64,
-    /// Requests that failed inside the component (answered 500).
+    /// Requests that failed inside the component (answered 500), or that it did not
+    /// answer within the request timeout (answered 504).
     pub failed: u64,
 }
 
@@ -113,6 +125,28 @@ struct Server {
     failed: AtomicU64,
     /// The instances running; dropping the server aborts them.
     instances: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The instance slots this server may take.
+    quota: Quota,
+    request_timeout: std::time::Duration,
+}
+
+/// Stops an instance when dropped, unless it was told to [`keep`](Self::keep) it: a request
+/// whose client left, or that ran out of time, before it had its response.
+struct StopUnlessAnswered(Option<tokio::task::AbortHandle>);
+
+impl StopUnlessAnswered {
+    /// The response is out: the instance goes on writing its body, to its deadline.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StopUnlessAnswered {
+    fn drop(&mut self) {
+        if let Some(instance) = self.0.take() {
+            instance.abort();
+        }
+    }
 }
 
 impl Server {
@@ -143,37 +177,57 @@ impl Server {
     async fn handle(
         self: Arc<Self>,
         req: hyper::Request<hyper::body::Incoming>,
+        deadline: tokio::time::Instant,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
+        let slot = self.quota.slot().await;
         match &self.pre {
             HttpPre::P2(pre) => {
                 let pre = pre.clone();
-                self.handle_p2(pre, req).await
+                self.handle_p2(pre, req, slot, deadline).await
             }
             HttpPre::P3(pre) => {
                 let pre = pre.clone();
-                self.handle_p3(pre, req).await
+                self.handle_p3(pre, req, slot, deadline).await
             }
         }
     }
 
-    /// Runs `task` (one instance) as the server's, its CPU time the container's.
-    fn spawn_instance(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    /// Runs `task` (one instance, holding `slot`) as the server's, its CPU time the
+    /// container's, until `deadline` at the latest.
+    fn spawn_instance(
+        &self,
+        slot: Slot,
+        deadline: tokio::time::Instant,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> StopUnlessAnswered {
         let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
         while instances.try_join_next().is_some() {}
         let meter = self.cpu.clone();
-        instances.spawn(
+        // A moment past the request's own deadline: an unanswered request is answered 504
+        // (and its instance stopped) by `answer`; this stops one still writing its body.
+        let deadline = deadline + std::time::Duration::from_secs(1);
+        let task = async move {
+            let _slot = slot;
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!("an instance outlived its request timeout; stopped");
+            }
+        };
+        let handle = instances.spawn(
             Metered {
                 inner: Box::pin(task),
                 meter,
             }
             .in_current_span(),
         );
+        StopUnlessAnswered(Some(handle))
     }
 
     async fn handle_p3(
         self: Arc<Self>,
         pre: ServicePre<P2Host>,
         req: hyper::Request<hyper::body::Incoming>,
+        slot: Slot,
+        deadline: tokio::time::Instant,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = self.store()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -183,7 +237,7 @@ impl Server {
         // hooks decide outgoing requests only.
         let (request, io) =
             wasmtime_wasi_http::p3::Request::from_http(wasmtime_wasi_http::default_hooks(), req);
-        self.spawn_instance(async move {
+        let instance = self.spawn_instance(slot, deadline, async move {
             let result = async {
                 let service = pre.instantiate_async(&mut store).await?;
                 store
@@ -218,7 +272,10 @@ impl Server {
             let _ = done_tx.send(result);
         });
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                instance.keep();
+                Ok(response)
+            }
             Ok(Err(code)) => Err(wasmtime::Error::msg(format!(
                 "the component answered with an error: {code:?}"
             ))),
@@ -237,6 +294,8 @@ impl Server {
         self: Arc<Self>,
         pre: ProxyPre<P2Host>,
         req: hyper::Request<hyper::body::Incoming>,
+        slot: Slot,
+        deadline: tokio::time::Instant,
     ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
         let mut store = self.store()?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -247,7 +306,7 @@ impl Server {
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         // The guest may go on writing the body after it has sent the head.
-        self.spawn_instance(async move {
+        let instance = self.spawn_instance(slot, deadline, async move {
             let result = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
@@ -259,7 +318,10 @@ impl Server {
             let _ = done_tx.send(result);
         });
         match receiver.await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => {
+                instance.keep();
+                Ok(response)
+            }
             Ok(Err(code)) => Err(wasmtime::Error::msg(format!(
                 "the component answered with an error: {code:?}"
             ))),
@@ -281,24 +343,38 @@ impl Server {
         req: hyper::Request<hyper::body::Incoming>,
     ) -> std::result::Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
         let server = self.clone();
-        match server.handle(req).await {
-            Ok(response) => {
-                self.requests.fetch_add(1, Ordering::Relaxed);
-                Ok(response)
-            }
-            Err(e) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %chain(&e), "request failed");
-                let body = http_body_util::Full::new(bytes::Bytes::from_static(
-                    b"internal error in the wasm handler\n",
-                ))
-                .map_err(|never| match never {})
-                .boxed_unsync();
-                let mut response = hyper::Response::new(body);
-                *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                Ok(response)
-            }
-        }
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let (status, text): (_, &'static [u8]) =
+            match tokio::time::timeout_at(deadline, server.handle(req, deadline)).await {
+                Ok(Ok(response)) => {
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %chain(&e), "request failed");
+                    (
+                        hyper::StatusCode::INTERNAL_SERVER_ERROR,
+                        b"internal error in the wasm handler\n",
+                    )
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        timeout = ?self.request_timeout,
+                        "the handler did not answer within the request timeout"
+                    );
+                    (
+                        hyper::StatusCode::GATEWAY_TIMEOUT,
+                        b"the wasm handler did not answer in time\n",
+                    )
+                }
+            };
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(text))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut response = hyper::Response::new(body);
+        *response.status_mut() = status;
+        Ok(response)
     }
 }
 
@@ -393,6 +469,7 @@ impl Engine {
             memory,
             shutdown,
             network,
+            http,
         } = config;
         memory.set_limit(limits.memory);
         let server = Arc::new(Server {
@@ -407,38 +484,78 @@ impl Engine {
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             instances: Default::default(),
+            quota: self.inner.slots.quota(&http),
+            request_timeout: http.request_timeout,
         });
         // Dropping this future (an abort) drops the connections, and with the last of
         // them the server and its instances.
         let mut connections = tokio::task::JoinSet::new();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let open = Arc::new(tokio::sync::Semaphore::new(http.max_connections as usize));
+        let mut accept_errors = conn::AcceptErrors::default();
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a connection");
-                        continue;
+            // At the cap, further clients wait in the kernel's backlog, not in this process.
+            let (permit, accepted) = tokio::select! {
+                permit = open.clone().acquire_owned() => {
+                    let Ok(permit) = permit else { break };
+                    tokio::select! {
+                        accepted = listener.accept() => (permit, accepted),
+                        _ = shutdown.wait() => break,
                     }
-                },
+                }
                 _ = shutdown.wait() => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => {
+                    accept_errors.recovered();
+                    stream
+                }
+                Err(e) => {
+                    // Out of descriptors, say: retrying at once would spin. Wait, and say
+                    // so once in a while rather than at every attempt.
+                    let pause = accept_errors.failed(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => continue,
+                        _ = shutdown.wait() => break,
+                    }
+                }
             };
             // Responses go out as they are written, not held back for more (Nagle).
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY");
             }
+            let (stream, activity) = conn::Watched::new(stream);
             let server = server.clone();
-            let service = service_fn(move |req| server.clone().answer(req));
+            let busy = activity.clone();
+            let service = service_fn(move |req| {
+                let answering = busy.answering();
+                let answer = server.clone().answer(req);
+                async move {
+                    let response = answer.await;
+                    drop(answering);
+                    response
+                }
+            });
             let connection = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(http.header_timeout)
+                .max_buf_size(conn::MAX_BUF)
                 .keep_alive(true)
                 .serve_connection(WasiTokioIo::new(stream), service);
             let connection = graceful.watch(connection);
             while connections.try_join_next().is_some() {}
+            let idle = http.idle_timeout;
             // In the caller's span: what instances log names the container.
             connections.spawn(
                 async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended");
+                    let _permit = permit;
+                    tokio::select! {
+                        ended = connection => if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended");
+                        },
+                        () = activity.idle_for(idle) => {
+                            tracing::debug!(?idle, "connection idle; closed");
+                        }
                     }
                 }
                 .in_current_span(),

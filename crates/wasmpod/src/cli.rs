@@ -353,6 +353,20 @@ pub(crate) struct RegistryArgs {
     /// Cap on the number of layers of an image (128 by default)
     #[arg(long, value_name = "N")]
     pub(crate) max_layers: Option<usize>,
+
+    /// Stop a pull or push that takes longer than this in all ("30m" by default; "0" for
+    /// no limit). Whatever it is, a download that brings less than 64 KiB in a minute stops
+    #[arg(long, value_name = "DURATION", value_parser = parse_deadline)]
+    pub(crate) pull_timeout: Option<Duration>,
+}
+
+/// `--pull-timeout`: a duration; 0 is no limit (`Duration::ZERO`, read as none).
+fn parse_deadline(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text.trim())
+            .map_err(|e| format!("{text:?} is not a duration (like \"30m\" or \"90s\"): {e}")),
+    }
 }
 
 impl RegistryArgs {
@@ -363,6 +377,15 @@ impl RegistryArgs {
             max_document: self.max_manifest_size.unwrap_or(default.max_document),
             max_layers: self.max_layers.unwrap_or(default.max_layers),
             max_unpacked: self.max_unpacked.unwrap_or(default.max_unpacked),
+        }
+    }
+
+    /// The deadline of a pull or push: `--pull-timeout`, else the default; 0 is none.
+    pub(crate) fn deadline(&self) -> Option<Duration> {
+        match self.pull_timeout {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(oci_image::DEFAULT_DEADLINE),
         }
     }
 }
@@ -499,6 +522,12 @@ pub(crate) struct RunArgs {
     /// fresh instance per request, until SIGTERM or Ctrl-C (which drain requests in flight)
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<String>,
+
+    /// A limit of the --listen server, KEY=VALUE, repeatable: http_max_connections (1024),
+    /// http_header_timeout (10s), http_idle_timeout (60s), http_request_timeout (5m),
+    /// http_max_instances (100), http_reserved_instances (8)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub(crate) http_limit: Vec<String>,
 
     /// Let a component connect and send to these destinations (host:port,...; `*` for
     /// any host or port), as the wasmpod.io/allowed-outbound annotation does; by default

@@ -66,7 +66,8 @@ pub(crate) fn options(args: &RegistryArgs, quiet: bool) -> anyhow::Result<PullOp
     };
     let mut options = PullOptions::default()
         .insecure(args.insecure)
-        .limits(args.limits());
+        .limits(args.limits())
+        .deadline(args.deadline());
     options.credentials = credentials;
     options.progress = progress;
     Ok(options)

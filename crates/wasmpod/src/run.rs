@@ -322,6 +322,13 @@ fn serve(
              wasi:http/incoming-handler); this is a command: run it without --listen"
         )));
     }
+    let mut http = wasm_engine::HttpLimits::default();
+    for pair in &args.http_limit {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        http = http
+            .with(key.trim(), value)
+            .map_err(|e| fail(EXIT_WASMPOD_ERROR)(anyhow::anyhow!("--http-limit {e}")))?;
+    }
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("--listen {addr}"))
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
@@ -330,8 +337,9 @@ fn serve(
         .context("the listening socket")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;
     let shutdown = KillHandle::new();
-    let config =
+    let mut config =
         wasm_engine::ServeConfig::from(policy.run_config(Stdio::inherit(), shutdown.clone()));
+    config.http = http;
     let runtime = wasm_engine::guest_runtime(2)
         .context("starting the async runtime")
         .map_err(fail(EXIT_WASMPOD_ERROR))?;

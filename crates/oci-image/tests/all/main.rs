@@ -4,6 +4,7 @@ use test_support::registry;
 use test_support::token_proxy;
 
 mod faults;
+mod hostile;
 mod pull;
 
 use std::collections::BTreeMap;

@@ -414,7 +414,7 @@ fn limits_refuse_an_image_before_its_blobs_and_name_it() {
     });
     let err = result.unwrap_err().to_string();
     assert!(
-        err.starts_with(&format!("{reference}: manifest {}: ", record.digest))
+        err.starts_with(&format!("{reference}: manifest: "))
             && err.ends_with("bytes, over the limit of 100 bytes for a manifest, index or config"),
         "{err}"
     );

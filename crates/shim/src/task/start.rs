@@ -155,6 +155,7 @@ impl TaskService {
                 program,
                 mut config,
                 serve: Some(port),
+                http,
                 net,
             } => {
                 // Made by Create with the program; only its errors come from here.
@@ -174,7 +175,8 @@ impl TaskService {
                 let run = async move {
                     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
                     tracing::info!(port, "serving wasi:http");
-                    let config = wasm_engine::ServeConfig::from(*config);
+                    let mut config = wasm_engine::ServeConfig::from(*config);
+                    config.http = http;
                     let serve = async move { engine.serve(&program, listener, config).await };
                     let served = match &net {
                         Some(net) => net.handle().spawn(serve.in_current_span()),
@@ -216,6 +218,7 @@ impl TaskService {
                 mut config,
                 serve: None,
                 net,
+                ..
             } => {
                 let kill = KillHandle::new();
                 config.kill = kill.clone();

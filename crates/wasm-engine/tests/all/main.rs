@@ -7,6 +7,7 @@ mod fairness;
 mod limits;
 mod run;
 mod serve;
+mod tenants;
 
 use wasm_engine::{Engine, EngineConfig, ExitStatus, Program, RunConfig};
 

@@ -109,3 +109,47 @@ fn publish_serves_a_handler_on_the_host_port() {
     sys::kill(&child, libc::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// `--http-limit`: a handler that does not answer within the request timeout gets 504, and
+/// a limit that is not one is named.
+#[test]
+fn http_limits_bound_a_handler_and_a_bad_one_is_named() {
+    let w = Wasmpod::new();
+    let handler = http_fixture::hello_handler().to_str().unwrap();
+    let out = w.run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--http-limit",
+        "http_speed=1",
+        handler,
+    ]);
+    assert_code(&out, 125);
+    assert!(
+        stderr(&out).contains("--http-limit http_speed: not an HTTP limit"),
+        "{}",
+        stderr(&out)
+    );
+    let mut child = w
+        .command()
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(["--http-limit", "http_request_timeout=300ms", handler])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .rsplit_once("http://")
+        .map(|(_, a)| a.to_owned())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let response = get(&addr, "/slow?sleep=5000");
+    assert!(
+        response.starts_with("HTTP/1.1 504 Gateway Timeout"),
+        "{response}"
+    );
+    sys::kill(&child, libc::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
