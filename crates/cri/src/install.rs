@@ -132,13 +132,93 @@ impl Host {
         }
     }
 
-    /// Where host path `path` is in this process's filesystem.
-    fn local(&self, path: &Path) -> PathBuf {
+    /// Where host path `path` is in this process's filesystem. Under a host root it is
+    /// resolved as the host would, inside the root: an absolute link starts again at the
+    /// root, `..` stops there as it does at `/`, and a relative link that climbs above
+    /// the root is refused, so nothing is read or written outside it.
+    fn local(&self, path: &Path) -> Result<PathBuf> {
         match &self.root {
-            Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
-            None => path.to_owned(),
+            Some(root) => in_root(root, path),
+            None => Ok(path.to_owned()),
         }
     }
+}
+
+/// `path` (a host path) resolved inside `root`; see [`Host::local`].
+fn in_root(root: &Path, path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    const MAX_LINKS: usize = 40;
+    let refuse = |reason: String| Error::Config {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    // The components resolved so far, below the root.
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            // As at the host's `/`: the root's parent is the root.
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&name);
+        let local = root.join(&candidate);
+        let is_link = std::fs::symlink_metadata(&local).is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            resolved = candidate;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(refuse(format!(
+                "more than {MAX_LINKS} symbolic links under the host root {}",
+                root.display()
+            )));
+        }
+        let target = std::fs::read_link(&local).map_err(Error::io(&local))?;
+        if target.is_absolute() {
+            // The host's `/` is the root.
+            resolved = PathBuf::new();
+        } else {
+            // A relative link must stay below the root however far it climbs.
+            let mut depth = resolved.components().count();
+            for c in target.components() {
+                match c {
+                    Component::ParentDir if depth == 0 => {
+                        return Err(refuse(format!(
+                            "the link {} points to {}, which leaves the host root {}",
+                            Path::new("/").join(&candidate).display(),
+                            target.display(),
+                            root.display()
+                        )))
+                    }
+                    Component::ParentDir => depth -= 1,
+                    Component::Normal(_) => depth += 1,
+                    _ => {}
+                }
+            }
+        }
+        let parts: Vec<std::ffi::OsString> = target
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect();
+        for part in parts.into_iter().rev() {
+            pending.push_front(part);
+        }
+    }
+    Ok(root.join(resolved))
 }
 
 /// Where the handler lives: resolved from the options and the files on the node.
@@ -160,7 +240,7 @@ impl Target {
     fn resolve(options: &InstallOptions) -> Result<Self> {
         let host = Host::of(options);
         let mut config = host.absolute(&options.config, "--containerd-config")?;
-        let mut main = read_config(&host.local(&config))?;
+        let mut main = read_config(&host.local(&config)?)?;
         // k3s and RKE2 regenerate config.toml at every start: their template is the file
         // to change.
         if let Some(text) = &main {
@@ -172,7 +252,7 @@ impl Target {
                     "config.toml.tmpl"
                 };
                 config = config.with_file_name(name);
-                main = read_config(&host.local(&config))?;
+                main = read_config(&host.local(&config)?)?;
             }
         }
         if is_template(&config) {
@@ -190,7 +270,7 @@ impl Target {
         let drop_in = drop_in_file(&config, main.as_deref(), &options.handler)?;
         let (file, text, version, drop_in) = match drop_in {
             Some((file, version)) => {
-                let text = read_config(&host.local(&file))?;
+                let text = read_config(&host.local(&file)?)?;
                 (file, text, version, true)
             }
             None => (config.clone(), main, options.new_config_version, false),
@@ -211,11 +291,11 @@ impl Target {
     fn mark_restart_pending(&self, handler: &str, verb: &str) -> Result<()> {
         let text =
             format!("containerd has not been restarted since wasmpod {verb} changed its config\n");
-        write_atomically(&self.restart_marker(handler), text.as_bytes(), 0o644)
+        write_atomically(&self.restart_marker(handler)?, text.as_bytes(), 0o644)
     }
 
     /// The pending-restart marker (local path), beside the main config.
-    fn restart_marker(&self, handler: &str) -> PathBuf {
+    fn restart_marker(&self, handler: &str) -> Result<PathBuf> {
         self.host.local(
             &self
                 .config
@@ -229,7 +309,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
     let target = Target::resolve(options)?;
     let host = &target.host;
     let mut report = InstallReport {
-        restart_pending: target.restart_marker(&options.handler).exists(),
+        restart_pending: target.restart_marker(&options.handler)?.exists(),
         config_file: target.file.clone(),
         drop_in: target.drop_in,
         template: target.template,
@@ -262,7 +342,8 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
     report.config_version = version;
     let bin_dir = host.absolute(&options.bin_dir, "--bin-dir")?;
     if let Some(shim) = &options.shim {
-        if install_shim(shim, &host.local(&bin_dir))? {
+        let dest = host.local(&bin_dir.join(SHIM_BINARY))?;
+        if install_shim(shim, &dest)? {
             report.shim_installed = Some(bin_dir.join(SHIM_BINARY));
         }
     }
@@ -272,7 +353,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
             .iter()
             .map(|(k, v)| format!("{k} = {}\n", value(v.as_str())))
             .collect();
-        let local = host.local(file);
+        let local = host.local(file)?;
         if std::fs::read_to_string(&local).ok().as_deref() != Some(body.as_str()) {
             if let Some(parent) = local.parent() {
                 std::fs::create_dir_all(parent).map_err(Error::io(parent))?;
@@ -283,7 +364,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
     }
     if target.text.as_deref() != Some(updated.as_str()) {
         report.config_changed = true;
-        let local = host.local(&target.file);
+        let local = host.local(&target.file)?;
         if let Some(original) = &target.text {
             let backup = original_path(&local);
             if !backup.exists() {
@@ -306,7 +387,7 @@ pub fn install(options: &InstallOptions) -> Result<InstallReport> {
 /// restart is cleared.
 pub fn restarted(options: &InstallOptions) -> Result<()> {
     let target = Target::resolve(options)?;
-    remove_if_present(&target.restart_marker(&options.handler)).map(drop)
+    remove_if_present(&target.restart_marker(&options.handler)?).map(drop)
 }
 
 /// What an uninstall removed (host paths).
@@ -340,7 +421,7 @@ pub fn uninstall(options: &InstallOptions) -> Result<UninstallReport> {
     let mut report = UninstallReport::default();
     let mut changed = false;
     if let Some(text) = &target.text {
-        let local = host.local(&target.file);
+        let local = host.local(&target.file)?;
         let updated = if target.template {
             remove_template_block(text, &options.handler)
         } else {
@@ -360,14 +441,14 @@ pub fn uninstall(options: &InstallOptions) -> Result<UninstallReport> {
         }
     }
     let options_path = options_file(&target.config, &options.handler);
-    if remove_if_present(&host.local(&options_path))? {
+    if remove_if_present(&host.local(&options_path)?)? {
         changed = true;
         report.files_removed.push(options_path);
     }
     if options.shim.is_some() {
         let bin_dir = host.absolute(&options.bin_dir, "--bin-dir")?;
         let shim = bin_dir.join(SHIM_BINARY);
-        if remove_if_present(&host.local(&shim))? {
+        if remove_if_present(&host.local(&shim)?)? {
             changed = true;
             report.shim_removed = Some(shim);
         }
@@ -375,7 +456,7 @@ pub fn uninstall(options: &InstallOptions) -> Result<UninstallReport> {
     if changed {
         target.mark_restart_pending(&options.handler, "uninstall")?;
     }
-    report.restart_pending = target.restart_marker(&options.handler).exists();
+    report.restart_pending = target.restart_marker(&options.handler)?.exists();
     Ok(report)
 }
 
@@ -500,13 +581,44 @@ fn remove_template_block(text: &str, handler: &str) -> String {
     }
 }
 
-/// The text of config file `path`; `None` when there is none.
+/// The largest config file the installer reads: containerd's own are a few KiB, and the
+/// installer runs in an init container with a 64 MiB memory limit.
+pub const MAX_CONFIG: u64 = 1 << 20;
+
+/// The text of config file `path`; `None` when there is none. Only a regular file of at
+/// most [`MAX_CONFIG`] bytes is read, and its type is looked at before it is opened (a
+/// named pipe there cannot hold the installer).
 fn read_config(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path)(e)),
+    use std::io::Read as _;
+    let bad = |reason: String| Error::Config {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path)(e)),
+    };
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
     }
+    if meta.len() > MAX_CONFIG {
+        return Err(bad(format!(
+            "{} bytes, more than a containerd config may be ({MAX_CONFIG} bytes)",
+            meta.len()
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG + 1)
+        .read_to_string(&mut text)
+        .map_err(Error::io(path))?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(bad(format!(
+            "more than a containerd config may be ({MAX_CONFIG} bytes)"
+        )));
+    }
+    Ok(Some(text))
 }
 
 /// The drop-in file for `handler` and the version it is written in, when the main config
@@ -786,9 +898,9 @@ fn set_if_different(table: &mut dyn TableLike, key: &str, new: &str) {
 /// it wrote one. Both files are streamed (compared a block at a time, copied by the
 /// kernel), so memory stays bounded whatever the binary's size: the installer runs in an
 /// init container with a 64 MiB limit.
-fn install_shim(shim: &Path, bin_dir: &Path) -> Result<bool> {
-    let dest = bin_dir.join(SHIM_BINARY);
-    if same_contents(shim, &dest)? {
+fn install_shim(shim: &Path, dest: &Path) -> Result<bool> {
+    let bin_dir = dest.parent().unwrap_or(Path::new("."));
+    if dest.is_file() && same_contents(shim, dest)? {
         return Ok(false);
     }
     std::fs::create_dir_all(bin_dir).map_err(Error::io(bin_dir))?;

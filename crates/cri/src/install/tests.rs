@@ -740,3 +740,135 @@ fn an_existing_k3s_template_keeps_what_it_says() {
         assert!(e.contains("defines runtimes.wasm itself"), "{name}: {e}");
     }
 }
+
+/// A host root whose node file system is hostile (issue 38's finding 7): links, climbing
+/// imports, a FIFO and a huge file where the config is. Nothing lands outside the root.
+mod hostile_host_root {
+    use super::*;
+
+    /// A host root with containerd 1.6's config, and a shim to install.
+    fn host() -> (tempfile::TempDir, PathBuf, InstallOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host");
+        std::fs::create_dir_all(host.join("etc/containerd")).unwrap();
+        std::fs::write(
+            host.join("etc/containerd/config.toml"),
+            sample("containerd-1.6.toml"),
+        )
+        .unwrap();
+        let shim = dir.path().join("shim");
+        std::fs::write(&shim, b"shim").unwrap();
+        let options = InstallOptions {
+            config: "/etc/containerd/config.toml".into(),
+            shim: Some(shim),
+            bin_dir: "/usr/local/bin".into(),
+            host_root: Some(host.clone()),
+            ..options_for(Path::new("unused"), Path::new("unused"))
+        };
+        (dir, host, options)
+    }
+
+    /// Every file under `dir`, for "nothing was written here".
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                out.extend(files(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_absolute_link_is_the_hosts_and_is_followed_inside_the_root() {
+        let (dir, host, options) = host();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        // /usr/local/bin is a link to /opt/bin on the host; here, a link to a directory of
+        // this process's own, which the installer must not touch.
+        std::fs::create_dir_all(host.join("usr/local")).unwrap();
+        std::fs::create_dir_all(host.join("opt/bin")).unwrap();
+        std::os::unix::fs::symlink(&outside, host.join("usr/local/bin")).unwrap();
+        let outside_in_host = host.join(outside.strip_prefix("/").unwrap());
+        install(&options).unwrap();
+        assert_eq!(
+            files(&outside),
+            Vec::<PathBuf>::new(),
+            "written outside the root"
+        );
+        assert!(outside_in_host.join(SHIM_BINARY).is_file());
+    }
+
+    #[test]
+    fn a_relative_link_that_climbs_out_is_refused() {
+        let (_dir, host, options) = host();
+        std::fs::create_dir_all(host.join("usr/local")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../../tmp", host.join("usr/local/bin")).unwrap();
+        let e = install(&options).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "the link /usr/local/bin points to ../../../../../../../tmp, which leaves the \
+                 host root {}",
+                host.display()
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_link_at_the_shims_place_is_replaced_not_followed_out() {
+        let (dir, host, options) = host();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::create_dir_all(host.join("usr/local/bin")).unwrap();
+        let relative = Path::new("../../../..").join(victim.strip_prefix("/").unwrap());
+        std::os::unix::fs::symlink(&relative, host.join("usr/local/bin").join(SHIM_BINARY))
+            .unwrap();
+        let e = install(&options).unwrap_err().to_string();
+        assert!(e.contains("which leaves the host root"), "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn imports_that_climb_stop_at_the_root_as_at_the_hosts_slash() {
+        let (dir, host, options) = host();
+        let escape = "../".repeat(dir.path().components().count() + 4);
+        std::fs::write(
+            host.join("etc/containerd/config.toml"),
+            format!("version = 2\nimports = ['{escape}tmp/wasmpod-escape-test/*.toml']\n"),
+        )
+        .unwrap();
+        install(&options).unwrap();
+        assert!(
+            !Path::new("/tmp/wasmpod-escape-test").exists(),
+            "the drop-in landed outside the root"
+        );
+        assert!(host
+            .join("tmp/wasmpod-escape-test/wasmpod-wasm.toml")
+            .is_file());
+    }
+
+    #[test]
+    fn a_config_that_is_huge_or_a_pipe_is_refused_unread() {
+        let (_dir, host, options) = host();
+        let config = host.join("etc/containerd/config.toml");
+        let huge = std::fs::File::create(&config).unwrap();
+        huge.set_len(300 << 20).unwrap();
+        let e = install(&options).unwrap_err().to_string();
+        assert!(
+            e.contains("314572800 bytes, more than a containerd config may be (1048576 bytes)"),
+            "{e}"
+        );
+        std::fs::remove_file(&config).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&config)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = install(&options).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+}
