@@ -140,6 +140,15 @@ pub fn spec(data: &[u8]) {
     });
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = sandbox::HandlerOptions::from_toml(text, "fuzz");
+        // The HTTP limits as a parent hands them to its child: what reads back is what
+        // was written.
+        if let Ok(limits) = wasm_engine::HttpLimits::parse(text) {
+            assert_eq!(
+                wasm_engine::HttpLimits::parse(&limits.to_text()),
+                Ok(limits),
+                "{text:?}"
+            );
+        }
     }
     let Ok(spec) = serde_json::from_slice::<oci_spec::runtime::Spec>(data) else {
         return;

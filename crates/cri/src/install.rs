@@ -905,7 +905,7 @@ fn install_shim(shim: &Path, dest: &Path) -> Result<bool> {
     }
     std::fs::create_dir_all(bin_dir).map_err(Error::io(bin_dir))?;
     let mut source = std::fs::File::open(shim).map_err(Error::io(shim))?;
-    write_atomically_with(&dest, 0o755, |file| {
+    write_atomically_with(dest, 0o755, |file| {
         std::io::copy(&mut source, file).map(drop)
     })?;
     Ok(true)

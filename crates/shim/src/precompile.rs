@@ -16,7 +16,11 @@
 //! (`-nice`, 10 by default) that the children inherit: the agent uses what containers
 //! leave. A Create that arrives while its program compiles waits for that compile (the
 //! cache's per-program lock) rather than starting a second one. The agent runs until
-//! killed; containerd going away is retried every second.
+//! SIGTERM or SIGINT; containerd going away is retried every second.
+//!
+//! Its scratch directory holds nothing between images: each image's unpacked files and
+//! snapshot view go when it is done, at a signal too, and what an agent killed outright
+//! left behind (SIGKILL, OOM) is unmounted and removed when the next one starts.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -105,7 +109,18 @@ pub(crate) fn main(args: &[String]) -> ! {
             .enable_all()
             .build()
             .map_err(crate::error::io("starting the async runtime"))?;
-        runtime.block_on(Agent::new(options)?.run())
+        runtime.block_on(async {
+            let agent = Agent::new(options)?;
+            let stop = stop_signal().map_err(crate::error::io("handling SIGTERM"))?;
+            // At a signal the image in hand is dropped, and with it its scratch.
+            tokio::select! {
+                ran = agent.run() => ran,
+                () = stop => {
+                    tracing::info!("precompile agent: stopping");
+                    Ok(())
+                }
+            }
+        })
     });
     match result {
         Ok(()) => std::process::exit(0),
@@ -114,6 +129,81 @@ pub(crate) fn main(args: &[String]) -> ! {
             std::process::exit(1)
         }
     }
+}
+
+/// Ends at the first SIGTERM or SIGINT.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// One image's scratch directory: on drop its snapshot view is unmounted, then the
+/// directory removed — never removed through a view that is still mounted.
+struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            if !release_view(dir.path()) {
+                let kept = dir.keep();
+                tracing::warn!(dir = %kept.display(), "precompile: a snapshot view stays mounted here");
+            }
+        }
+    }
+}
+
+/// Unmounts the snapshot view under image scratch directory `dir`, if one is mounted;
+/// whether nothing is mounted there now.
+fn release_view(dir: &Path) -> bool {
+    let view = dir.join("snapshot");
+    if crate::rootfs::is_mounted(&view) {
+        if let Err(e) = crate::rootfs::unmount("precompile", &view) {
+            tracing::warn!(error = %e, "precompile: unmounting a snapshot view");
+        }
+    }
+    !crate::rootfs::is_mounted(&view)
+}
+
+/// Removes what earlier agents left in `scratch` (one killed mid-unpack leaves its files
+/// and perhaps a mounted view); returns how many image directories went.
+fn clean_scratch(scratch: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        if !release_view(&path) {
+            tracing::warn!(dir = %path.display(), "precompile: a snapshot view left by an earlier agent stays mounted");
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "precompile: removing an earlier agent's scratch")
+            }
+        }
+    }
+    removed
 }
 
 /// The agent: one engine on the shims' cache, compiling in children of this binary.
@@ -156,6 +246,10 @@ impl Agent {
             reason: e.to_string(),
         })?;
         let scratch = cache.parent().unwrap_or(Path::new("/")).join("precompile");
+        let removed = clean_scratch(&scratch);
+        if removed > 0 {
+            tracing::info!(removed, dir = %scratch.display(), "precompile: removed an earlier agent's scratch");
+        }
         Ok(Self {
             options,
             engine,
@@ -303,16 +397,14 @@ impl Agent {
         let limits = ProgramLimits::default();
         std::fs::create_dir_all(&self.scratch)
             .map_err(crate::error::io("creating the agent's scratch directory"))?;
-        let scratch = tempfile::Builder::new()
-            .prefix("image-")
-            .tempdir_in(&self.scratch)
-            .map_err(crate::error::io("creating a scratch directory"))?;
+        let scratch = Scratch(Some(
+            tempfile::Builder::new()
+                .prefix("image-")
+                .tempdir_in(&self.scratch)
+                .map_err(crate::error::io("creating a scratch directory"))?,
+        ));
         let found = store.program(name, scratch.path(), limits.max_size).await;
-        if crate::rootfs::is_mounted(&scratch.path().join("snapshot")) {
-            // Never deleted through a snapshot that is still mounted.
-            let kept = scratch.keep();
-            tracing::warn!(dir = %kept.display(), "precompile: a snapshot view stays mounted here");
-        }
+        drop(scratch);
         let program = match found? {
             Ok(program) => program,
             Err(why) => return Ok(Outcome::NotWasm(why)),
@@ -343,6 +435,35 @@ mod tests {
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// What an agent killed mid-unpack leaves — unpacked files, a scratch file, and (as
+    /// root) a view still mounted — is gone when the next one starts.
+    #[test]
+    fn an_earlier_agents_scratch_is_cleaned_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("precompile");
+        let image = scratch.join("image-killed");
+        std::fs::create_dir_all(image.join("rootfs/usr/lib")).unwrap();
+        std::fs::write(image.join("rootfs/usr/lib/big"), vec![7u8; 1 << 20]).unwrap();
+        std::fs::write(scratch.join("stray"), b"x").unwrap();
+        let view = crate::rootfs::target(&image.join("snapshot"));
+        std::fs::create_dir_all(&view).unwrap();
+        let is_root = crate::sys::euid() == 0;
+        if is_root {
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+                .arg(&view)
+                .status()
+                .unwrap();
+            assert!(mounted.success());
+            std::fs::write(view.join("in-the-view"), b"kept").unwrap();
+        }
+        assert_eq!(clean_scratch(&scratch), 1);
+        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+        assert!(!crate::rootfs::is_mounted(&image.join("snapshot")));
+        // A scratch directory that is not there is nothing to clean.
+        assert_eq!(clean_scratch(&dir.path().join("absent")), 0);
     }
 
     #[test]

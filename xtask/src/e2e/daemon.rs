@@ -637,6 +637,19 @@ impl Containerd {
         image: &str,
         cmd: &[&str],
     ) -> anyhow::Result<()> {
+        self.import_rootfs_with(namespace, dir, image, cmd, &[])
+    }
+
+    /// [`import_rootfs`](Self::import_rootfs), its layer made by `tar` with `tar_args`
+    /// too (a hostile layer's pax records, say).
+    pub(crate) fn import_rootfs_with(
+        &self,
+        namespace: &str,
+        dir: &Path,
+        image: &str,
+        cmd: &[&str],
+        tar_args: &[&str],
+    ) -> anyhow::Result<()> {
         let cmd = format!(
             "[{}]",
             cmd.iter()
@@ -649,6 +662,7 @@ impl Containerd {
         fs::create_dir_all(&blobs)?;
         let layer = dir.join("layer.tar");
         sh(Command::new("tar")
+            .args(tar_args)
             .arg("-C")
             .arg(dir.join("rootfs"))
             .arg("-cf")

@@ -95,7 +95,25 @@ pub(crate) fn compiles_of(env: &Containerd, id: &str) -> anyhow::Result<Vec<Stri
 /// there), passes over an image that is not wasm, and (containerd 2.x) compiles an image
 /// whose layers containerd discarded once unpacked, from its snapshot.
 pub(crate) fn check_precompile_on_arrival(env: &Containerd) -> anyhow::Result<()> {
+    // What an agent killed mid-unpack leaves: unpacked files and a view still mounted.
+    let scratch = env.dir.join("wasmpod/precompile");
+    let killed = scratch.join("image-killed-mid-unpack");
+    let view = killed.join("snapshot/rootfs");
+    fs::create_dir_all(killed.join("rootfs/usr/share"))?;
+    fs::create_dir_all(&view)?;
+    fs::write(killed.join("rootfs/usr/share/part"), vec![0u8; 4 << 20])?;
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&view)
+        .status()?;
+    ensure!(mounted.success(), "mounting a tmpfs at {}", view.display());
     let agent = Agent::start(env, &["-namespace", NAMESPACE, "-nice", "0"])?;
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    ensure!(
+        !killed.exists() && !mounts.contains(&view.display().to_string()),
+        "the agent left an earlier agent's scratch in {}",
+        scratch.display()
+    );
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_nanos();
@@ -131,6 +149,20 @@ pub(crate) fn check_precompile_on_arrival(env: &Containerd) -> anyhow::Result<()
         );
         images.push(image);
     }
+    // SIGTERM: it stops at once, cleanly, and leaves no scratch.
+    let mut agent = agent;
+    let sent = Command::new("kill")
+        .args(["-TERM", &agent.child.id().to_string()])
+        .status()?;
+    ensure!(sent.success(), "SIGTERM to the agent");
+    let status = agent.child.wait()?;
+    ensure!(
+        status.success(),
+        "the agent ended with {status} at SIGTERM:\n{}",
+        fs::read_to_string(&agent.log).unwrap_or_default()
+    );
+    let left = fs::read_dir(&scratch).map_or(0, |d| d.count());
+    ensure!(left == 0, "{left} entries left in {}", scratch.display());
     drop(agent);
     // Layers containerd let go of once unpacked: the program is read from the snapshot.
     let discarded = "localhost/wasmpod-e2e/arrival-discarded:v1";
@@ -191,6 +223,7 @@ pub(crate) fn check_precompile_on_arrival(env: &Containerd) -> anyhow::Result<()
             "arrival-discarded compiled: {compiles:?}"
         );
     }
+    fifo_through_a_snapshot(env)?;
     // The pause image the CRI checks use (k8s.io): a native image, left alone.
     ensure!(
         log.lines().any(|l| l.contains("not a wasm image")),
@@ -200,5 +233,62 @@ pub(crate) fn check_precompile_on_arrival(env: &Containerd) -> anyhow::Result<()
         !log.contains("cannot precompile"),
         "precompile -once failed on an image:\n{log}"
     );
+    Ok(())
+}
+
+/// An image whose program is a named pipe, in a layer our own extractor refuses (a pax
+/// record of 100 KiB) but containerd unpacks: the agent reads it through a view of the
+/// snapshot, refuses the pipe unopened, goes on to exit, and leaves no view mounted and
+/// no scratch.
+fn fifo_through_a_snapshot(env: &Containerd) -> anyhow::Result<()> {
+    let dir = env.dir.join("agent-fifo");
+    fs::create_dir_all(dir.join("rootfs"))?;
+    super::sh(Command::new("mkfifo").arg(dir.join("rootfs/app.wasm")))?;
+    let image = "localhost/wasmpod-e2e/agent-fifo:v1";
+    let pad = format!("wasmpod.pad={}", "p".repeat(100 << 10));
+    env.import_rootfs_with(
+        NAMESPACE,
+        &dir,
+        image,
+        &["/app.wasm"],
+        &["--format=pax", "--pax-option", &pad],
+    )?;
+    let started = Instant::now();
+    let out = Command::new(Agent::shim(env))
+        .args(["precompile", "-once", "-namespace", NAMESPACE, "-address"])
+        .arg(env.socket())
+        .env("WASMPOD_ROOT", env.dir.join("wasmpod"))
+        .env("WASMPOD_LOG", "info,shim=debug")
+        .stdin(Stdio::null())
+        .output()?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && started.elapsed() < Duration::from_secs(60),
+        "precompile -once with a pipe for a program: {} after {:?}: {log}",
+        out.status,
+        started.elapsed()
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("image={image}")) && l.contains("cannot precompile"))
+        .with_context(|| format!("nothing said of {image}:\n{log}"))?;
+    ensure!(
+        line.contains("not a regular file (a named pipe)"),
+        "the pipe was not refused as one: {line}"
+    );
+    ensure!(
+        log.lines().any(|l| l.contains(&format!("image={image}"))
+            && l.contains("reading the program from the image's snapshot")),
+        "the program was not read through the snapshot:\n{log}"
+    );
+    let scratch = env.dir.join("wasmpod/precompile");
+    let left = fs::read_dir(&scratch).map_or(0, |d| d.count());
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    ensure!(
+        left == 0 && !mounts.contains(&scratch.display().to_string()),
+        "{left} entries left in {}, or a view still mounted",
+        scratch.display()
+    );
+    eprintln!("  a pipe read through a snapshot view: {}", line.trim());
     Ok(())
 }
