@@ -128,6 +128,8 @@ struct Server {
     /// The instance slots this server may take.
     quota: Quota,
     request_timeout: std::time::Duration,
+    /// The tenant's failures, said once per interval (their count in between).
+    hush: conn::Hush,
 }
 
 /// Stops an instance when dropped, unless it was told to [`keep`](Self::keep) it: a request
@@ -209,7 +211,7 @@ impl Server {
         let task = async move {
             let _slot = slot;
             if tokio::time::timeout_at(deadline, task).await.is_err() {
-                tracing::warn!("an instance outlived its request timeout; stopped");
+                tracing::debug!("an instance outlived its request timeout; stopped");
             }
         };
         let handle = instances.spawn(
@@ -351,17 +353,22 @@ impl Server {
                     return Ok(response);
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %chain(&e), "request failed");
+                    if let Some(held) = self.hush.allow() {
+                        tracing::warn!(error = %chain(&e), unsaid = held, "request failed");
+                    }
                     (
                         hyper::StatusCode::INTERNAL_SERVER_ERROR,
                         b"internal error in the wasm handler\n",
                     )
                 }
                 Err(_) => {
-                    tracing::warn!(
-                        timeout = ?self.request_timeout,
-                        "the handler did not answer within the request timeout"
-                    );
+                    if let Some(held) = self.hush.allow() {
+                        tracing::warn!(
+                            timeout = ?self.request_timeout,
+                            unsaid = held,
+                            "the handler did not answer within the request timeout"
+                        );
+                    }
                     (
                         hyper::StatusCode::GATEWAY_TIMEOUT,
                         b"the wasm handler did not answer in time\n",
@@ -486,6 +493,7 @@ impl Engine {
             instances: Default::default(),
             quota: self.inner.slots.quota(&http),
             request_timeout: http.request_timeout,
+            hush: conn::Hush::default(),
         });
         // Dropping this future (an abort) drops the connections, and with the last of
         // them the server and its instances.

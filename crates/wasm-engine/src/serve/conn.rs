@@ -142,6 +142,39 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
+/// Lets a warning through at most once per [`REPORT_EVERY`], counting those held back: a
+/// tenant whose every request fails must not fill the node's log.
+#[derive(Debug, Default)]
+pub(crate) struct Hush {
+    /// Milliseconds from `start` when one was last let through; 0 for never.
+    last: AtomicU64,
+    held: AtomicU64,
+    start: std::sync::OnceLock<Instant>,
+}
+
+impl Hush {
+    /// Whether to say this one now; if so, how many were held back since the last.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let start = *self.start.get_or_init(Instant::now);
+        let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        let every = REPORT_EVERY.as_millis() as u64;
+        if last != 0 && now.saturating_sub(last) < every {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// How often a run of accept errors is reported: the first at once, then one line per
 /// interval with the count since.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -190,6 +223,16 @@ impl AcceptErrors {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hushed_warning_is_said_once_per_interval() {
+        let hush = Hush::default();
+        assert_eq!(hush.allow(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(hush.allow(), None);
+        }
+        assert_eq!(hush.held.load(Ordering::Relaxed), 1000);
+    }
 
     #[test]
     fn accept_errors_back_off_to_a_second() {

@@ -189,3 +189,72 @@ async fn instances_of_clients_that_left_are_stopped() {
     assert_eq!(got.expect("no slot came back").unwrap(), "HTTP/1.1 200 OK");
     shutdown.kill();
 }
+
+/// The soft limit on this process's open descriptors.
+fn descriptor_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+/// The 99th percentile of `n` sequential requests to `addr`, each answered 200.
+async fn p99(addr: SocketAddr, n: usize) -> Duration {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(10), status(addr, &format!("/{i}")))
+            .await
+            .expect("a neighbour's request waited 10 s")
+            .unwrap();
+        assert_eq!(got, "HTTP/1.1 200 OK");
+        times.push(t0.elapsed());
+    }
+    times.sort();
+    times[n * 99 / 100]
+}
+
+/// Slowloris against one tenant of a shared engine: 2,000 connections (fewer if this
+/// process may not open that many) that drip their heads. The other tenant is answered
+/// throughout; its p99 before and during is printed (the figures belong to the closing
+/// note and docs/benchmarks.md, not to an assertion).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_against_one_tenant_leaves_the_other_answered() {
+    let engine = pooled(64);
+    let (victim, stop_victim) = serve(&engine, HttpLimits::default());
+    let (neighbour, stop_neighbour) = serve(&engine, HttpLimits::default());
+    let unloaded = p99(neighbour, 200).await;
+    let clients = 2000.min(descriptor_limit().saturating_sub(300) / 2);
+    let slow: Vec<_> = (0..clients)
+        .map(|_| {
+            tokio::spawn(async move {
+                let connect = tokio::net::TcpStream::connect(victim);
+                let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(5), connect).await
+                else {
+                    return;
+                };
+                for byte in b"GET / HTTP/1.1\r\nX-Slow: ".iter().cycle() {
+                    if s.write_all(&[*byte]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let loaded = p99(neighbour, 200).await;
+    eprintln!(
+        "neighbour p99: {unloaded:?} unloaded, {loaded:?} with {clients} slow connections \
+         on the other tenant"
+    );
+    for s in slow {
+        s.abort();
+    }
+    stop_victim.kill();
+    stop_neighbour.kill();
+}
