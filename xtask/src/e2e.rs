@@ -207,6 +207,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
         ("pod-artifact", cri::check_pod_artifact),
         ("http-serve", http::check_http_serve),
+        ("http-slowloris", http::check_http_slowloris),
         ("pod-http", http::check_pod_http),
         ("static-site", http::check_static_site),
     ];

@@ -546,6 +546,11 @@ async fn serve(flags: Flags) -> Result<()> {
     let fd = std::env::var(LISTEN_FD_ENV).ok();
     let listener = inherited_listener(fd.as_deref(), &flags.socket)?;
     sys::set_child_subreaper().map_err(io("becoming a child subreaper"))?;
+    // Its tenants' connections are descriptors: the soft limit (often 1024) would let one
+    // tenant's connection cap take them all.
+    if let Err(e) = sys::raise_descriptor_limit() {
+        tracing::warn!(error = %e, "cannot raise the limit on open descriptors");
+    }
     reap_children()?;
     let ttrpc_address = std::env::var(TTRPC_ADDRESS).map_err(|_| {
         Error::InvalidArgument(format!("{TTRPC_ADDRESS} is not set (containerd sets it)"))

@@ -157,6 +157,27 @@ pub(crate) fn parent_pid() -> libc::pid_t {
     unsafe { libc::getppid() }
 }
 
+/// Raises this process's soft limit on open descriptors to its hard limit (as Go's
+/// runtime does for containerd's own shims); returns the new soft limit.
+pub(crate) fn raise_descriptor_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// The effective user id of this process.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no arguments and cannot fail.
@@ -229,4 +250,20 @@ pub(crate) fn is_nonblocking(fd: &impl AsRawFd) -> bool {
     // SAFETY: F_GETFL on a descriptor the caller keeps open for the call.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
     flags & libc::O_NONBLOCK != 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_descriptor_limit_is_raised_to_the_hard_one() {
+        let soft = super::raise_descriptor_limit().unwrap();
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[3], soft.to_string(), "{line}");
+        assert_eq!(fields[3], fields[4], "{line}");
+    }
 }

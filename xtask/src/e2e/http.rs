@@ -438,3 +438,116 @@ pub(crate) fn check_static_site(env: &Containerd) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The 99th percentile of `n` sequential GETs to `addr`, each answered 200.
+fn p99(addr: &str, n: usize) -> anyhow::Result<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        let (status, _) = get(addr, &format!("/p/{i}"), Duration::from_secs(10))?;
+        ensure!(status == 200, "GET /p/{i} from {addr}: {status}");
+        times.push(t0.elapsed());
+    }
+    times.sort();
+    Ok(times[n * 99 / 100])
+}
+
+/// The soft limit on this process's open descriptors.
+fn descriptor_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+/// Slowloris against one tenant of a node-grouped shim: two handlers in one shim, 2,000
+/// connections (fewer if this process may not open that many) dripping request heads
+/// into the first. Every one of the second's requests is answered meanwhile (its p99
+/// before and during is printed: a figure for docs/benchmarks.md, not an assertion),
+/// containerd's log, where the shim writes, grows by less than 1 MB, and the first
+/// answers again once its flood has gone.
+pub(crate) fn check_http_slowloris(env: &Containerd) -> anyhow::Result<()> {
+    let wasm = http_fixture(env, "http_hello")?;
+    env.import(&wasm, HTTP_IMAGE, "compat")?;
+    let serve = |id: &str, port: u16| {
+        env.ctr_cmd(&[
+            "run",
+            "--rm",
+            "--net-host",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            "wasmpod.io/grouping=node",
+            "--annotation",
+            &format!("wasmpod.io/port={port}"),
+            HTTP_IMAGE,
+            id,
+            "/http_hello.wasm",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    };
+    let (victim_port, neighbour_port) = (free_port()?, free_port()?);
+    let victim = format!("127.0.0.1:{victim_port}");
+    let neighbour = format!("127.0.0.1:{neighbour_port}");
+    let mut a = serve("slowloris-victim", victim_port)?;
+    let mut b = serve("slowloris-neighbour", neighbour_port)?;
+    let result = (|| -> anyhow::Result<()> {
+        wait_serving(&victim, Duration::from_secs(20))?;
+        wait_serving(&neighbour, Duration::from_secs(20))?;
+        let unloaded = p99(&neighbour, 200)?;
+        let log = env.dir.join("containerd.log");
+        let log_before = std::fs::metadata(&log)?.len();
+        let clients = 2000.min(descriptor_limit().saturating_sub(200));
+        let mut slow = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            match TcpStream::connect_timeout(&victim.parse()?, Duration::from_millis(200)) {
+                Ok(s) => {
+                    s.set_nonblocking(true)?;
+                    slow.push(s);
+                }
+                // Past the tenant's cap and the backlog: the kernel makes them wait.
+                Err(_) => continue,
+            }
+        }
+        let head = b"GET / HTTP/1.1\r\nX-Slow: ";
+        let drip = std::thread::spawn(move || {
+            for round in 0..20 {
+                for s in &mut slow {
+                    let _ = s.write(&[head[round % head.len()]]);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            slow.len()
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let loaded = p99(&neighbour, 200)?;
+        let opened = drip
+            .join()
+            .map_err(|_| anyhow::anyhow!("the dripping thread panicked"))?;
+        let grown = std::fs::metadata(&log)?.len().saturating_sub(log_before);
+        eprintln!(
+            "  neighbour p99 {unloaded:.1?} unloaded, {loaded:.1?} with {opened} slow connections \
+             on its neighbour; containerd's log grew {grown} bytes"
+        );
+        ensure!(grown < 1 << 20, "containerd's log grew {grown} bytes");
+        // The victim still answers once its flood is gone.
+        let (status, _) = get(&victim, "/after", Duration::from_secs(20))?;
+        ensure!(status == 200, "the victim after its flood: {status}");
+        Ok(())
+    })();
+    for (child, id) in [
+        (&mut a, "slowloris-victim"),
+        (&mut b, "slowloris-neighbour"),
+    ] {
+        let _ = env.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        let _ = wait_exit(child, Duration::from_secs(20));
+    }
+    result
+}
