@@ -152,14 +152,15 @@ fn in_root(root: &Path, path: &Path) -> Result<PathBuf> {
         path: path.to_owned(),
         reason,
     };
-    let mut pending: std::collections::VecDeque<std::ffi::OsString> = path
-        .components()
-        .filter_map(|c| match c {
+    // A path's names and `..`s, without its `/` and `.`s.
+    fn steps(path: &Path) -> impl DoubleEndedIterator<Item = std::ffi::OsString> + '_ {
+        path.components().filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_owned()),
             Component::ParentDir => Some("..".into()),
             _ => None,
         })
-        .collect();
+    }
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = steps(path).collect();
     // The components resolved so far, below the root.
     let mut resolved = PathBuf::new();
     let mut links = 0;
@@ -206,16 +207,8 @@ fn in_root(root: &Path, path: &Path) -> Result<PathBuf> {
                 }
             }
         }
-        let parts: Vec<std::ffi::OsString> = target
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n.to_owned()),
-                Component::ParentDir => Some("..".into()),
-                _ => None,
-            })
-            .collect();
-        for part in parts.into_iter().rev() {
-            pending.push_front(part);
+        for step in steps(&target).rev() {
+            pending.push_front(step);
         }
     }
     Ok(root.join(resolved))

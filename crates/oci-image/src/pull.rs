@@ -194,16 +194,10 @@ impl Registry {
         };
         match e {
             OciDistributionError::RequestError(e) if e.is_connect() || e.is_timeout() => {
-                let mut message = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    message = s.to_string();
-                    source = s.source();
-                }
                 Error::Unreachable {
                     reference: reference.to_string(),
                     registry: reference.registry().to_owned(),
-                    message,
+                    message: bounded::innermost(&e),
                 }
             }
             OciDistributionError::RequestError(e)

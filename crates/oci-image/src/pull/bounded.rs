@@ -190,7 +190,7 @@ async fn read_capped(response: reqwest::Response, max: u64, what: &str) -> Resul
 }
 
 /// The innermost cause of `e`: what went wrong, without reqwest's wrapping.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -175,34 +175,29 @@ impl Hush {
     }
 }
 
-/// How often a run of accept errors is reported: the first at once, then one line per
-/// interval with the count since.
+/// How often a warning held back by [`Hush`] is said: the first at once, then one line
+/// per interval with the count since.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const LONGEST_PAUSE: Duration = Duration::from_secs(1);
 
-/// A run of failed accepts: how long to pause before the next, and when it was last said.
+/// A run of failed accepts: how long to pause before the next, and which to say.
 #[derive(Debug, Default)]
 pub(super) struct AcceptErrors {
     pause: Option<Duration>,
-    reported: Option<Instant>,
-    unreported: u64,
+    hush: Hush,
 }
 
 impl AcceptErrors {
     /// An accept failed with `error`: how long to wait before the next. The pause doubles
     /// from 5 ms to 1 s while the errors go on.
     pub(super) fn failed(&mut self, error: &std::io::Error) -> Duration {
-        self.unreported += 1;
-        let due = self.reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY);
-        if due {
+        if let Some(held) = self.hush.allow() {
             tracing::warn!(
                 %error,
-                failures = self.unreported,
+                failures = held + 1,
                 "cannot accept connections; pausing between attempts"
             );
-            self.reported = Some(Instant::now());
-            self.unreported = 0;
         }
         let pause = self
             .pause
@@ -213,10 +208,12 @@ impl AcceptErrors {
 
     /// An accept succeeded: the run is over.
     pub(super) fn recovered(&mut self) {
-        if self.pause.take().is_some() && self.unreported > 0 {
-            tracing::info!(failures = self.unreported, "accepting connections again");
+        if self.pause.take().is_some() {
+            let held = self.hush.held.swap(0, Ordering::Relaxed);
+            if held > 0 {
+                tracing::info!(failures = held, "accepting connections again");
+            }
         }
-        self.unreported = 0;
     }
 }
 
@@ -243,7 +240,7 @@ mod tests {
         assert_eq!(pauses[1], FIRST_PAUSE * 2);
         assert_eq!(pauses[11], LONGEST_PAUSE);
         // Said once, the rest counted for the next report.
-        assert_eq!(errors.unreported, 11);
+        assert_eq!(errors.hush.held.load(Ordering::Relaxed), 11);
         errors.recovered();
         assert_eq!(errors.failed(&e), FIRST_PAUSE);
     }
