@@ -108,6 +108,20 @@ pub(crate) fn serve_image_attached(
     image: &str,
     entry: &str,
 ) -> anyhow::Result<std::process::Child> {
+    let annotation = format!("wasmpod.io/isolation={level}");
+    serve_annotated(env, id, &annotation, port, image, entry)
+}
+
+/// `ctr run --rm --net-host` of `image` (its program `entry`) with `annotation`, served
+/// on `port`, attached.
+fn serve_annotated(
+    env: &Containerd,
+    id: &str,
+    annotation: &str,
+    port: u16,
+    image: &str,
+    entry: &str,
+) -> anyhow::Result<std::process::Child> {
     let child = env
         .ctr_cmd(&[
             "run",
@@ -116,7 +130,7 @@ pub(crate) fn serve_image_attached(
             "--runtime",
             RUNTIME,
             "--annotation",
-            &format!("wasmpod.io/isolation={level}"),
+            annotation,
             "--annotation",
             &format!("wasmpod.io/port={port}"),
             image,
@@ -474,24 +488,8 @@ pub(crate) fn check_http_slowloris(env: &Containerd) -> anyhow::Result<()> {
     let wasm = http_fixture(env, "http_hello")?;
     env.import(&wasm, HTTP_IMAGE, "compat")?;
     let serve = |id: &str, port: u16| {
-        env.ctr_cmd(&[
-            "run",
-            "--rm",
-            "--net-host",
-            "--runtime",
-            RUNTIME,
-            "--annotation",
-            "wasmpod.io/grouping=node",
-            "--annotation",
-            &format!("wasmpod.io/port={port}"),
-            HTTP_IMAGE,
-            id,
-            "/http_hello.wasm",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+        let grouping = "wasmpod.io/grouping=node";
+        serve_annotated(env, id, grouping, port, HTTP_IMAGE, "/http_hello.wasm")
     };
     let (victim_port, neighbour_port) = (free_port()?, free_port()?);
     let victim = format!("127.0.0.1:{victim_port}");

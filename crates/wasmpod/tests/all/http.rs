@@ -22,13 +22,20 @@ fn get(addr: &str, path: &str) -> String {
     response
 }
 
-#[test]
-fn listen_serves_a_handler_and_sigterm_drains_it() {
-    let w = Wasmpod::new();
-    let handler = http_fixture::hello_handler().to_str().unwrap();
+/// `wasmpod run --listen 127.0.0.1:0 ARGS…`: the child, its stderr past the first line,
+/// and the address that line names.
+fn listen(
+    w: &Wasmpod,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+) {
     let mut child = w
         .command()
-        .args(["run", "--listen", "127.0.0.1:0", handler])
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -40,6 +47,14 @@ fn listen_serves_a_handler_and_sigterm_drains_it() {
         .rsplit_once("http://")
         .map(|(_, a)| a.to_owned())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, stderr, addr)
+}
+
+#[test]
+fn listen_serves_a_handler_and_sigterm_drains_it() {
+    let w = Wasmpod::new();
+    let handler = http_fixture::hello_handler().to_str().unwrap();
+    let (mut child, mut stderr, addr) = listen(&w, &[handler]);
     let response = get(&addr, "/hello");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(
@@ -129,21 +144,8 @@ fn http_limits_bound_a_handler_and_a_bad_one_is_named() {
         "{}",
         stderr(&out)
     );
-    let mut child = w
-        .command()
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .args(["--http-limit", "http_request_timeout=300ms", handler])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .rsplit_once("http://")
-        .map(|(_, a)| a.to_owned())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (mut child, _stderr, addr) =
+        listen(&w, &["--http-limit", "http_request_timeout=300ms", handler]);
     let response = get(&addr, "/slow?sleep=5000");
     assert!(
         response.starts_with("HTTP/1.1 504 Gateway Timeout"),
