@@ -31,6 +31,7 @@ pub(crate) mod http;
 pub(crate) mod isolation;
 pub(crate) mod kind;
 pub(crate) mod load;
+pub(crate) mod native;
 pub(crate) mod precompile;
 
 /// The runtime type of our shim.
@@ -206,6 +207,8 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("pod-pull-secret", cri::check_pod_pull_secret),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),
         ("pod-artifact", cri::check_pod_artifact),
+        ("pod-mixed", native::check_pod_mixed),
+        ("pod-native-oom", native::check_pod_native_oom),
         ("http-serve", http::check_http_serve),
         ("http-slowloris", http::check_http_slowloris),
         ("pod-http", http::check_pod_http),
@@ -302,6 +305,14 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
             &[
                 "msg=\"ContainerStatus for \\\"",
                 "code = NotFound desc = failed to get verbose container info",
+            ],
+        ),
+        // The exec into a wasm container, refused on purpose.
+        (
+            "pod-mixed",
+            &[
+                "msg=\"ExecSync for \\\"",
+                "cannot run in a wasm container: only the native containers",
             ],
         ),
         // containerd's copy of a shim's log, whose pipe containerd itself closed while it

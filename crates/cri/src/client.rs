@@ -290,6 +290,26 @@ impl Cri {
             .map_err(|s| Error::from_status(format!("UpdateContainerResources {id}"), &s))
     }
 
+    /// `ExecSync`: `cmd` run in container `id` to its end (or `timeout`, when not zero);
+    /// its exit code and output.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<api::ExecSyncResponse> {
+        self.runtime
+            .clone()
+            .exec_sync(api::ExecSyncRequest {
+                container_id: id.to_owned(),
+                cmd: cmd.to_vec(),
+                timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::from_status(format!("ExecSync {id}"), &s))
+    }
+
     /// `ListContainerStats` with an optional filter: the memory and CPU the runtime
     /// reports per container (what the kubelet feeds `kubectl top` and autoscalers).
     pub async fn list_container_stats(

@@ -127,11 +127,14 @@ pub struct HandlerOptions {
     /// `http_request_timeout = "5m"`, `http_max_instances = 100`,
     /// `http_reserved_instances = 8` (the defaults).
     pub http: wasm_engine::HttpLimits,
+    /// The OCI runtime that runs the native (Linux) containers of a wasm pod: `runc =
+    /// "/usr/local/sbin/runc"`; `runc` on the shim's PATH when unset.
+    pub runc: Option<std::path::PathBuf>,
 }
 
 impl HandlerOptions {
     /// The keys a handler's options may set (others are containerd's, and ignored).
-    pub const KEYS: [&str; 13] = [
+    pub const KEYS: [&str; 14] = [
         "isolation",
         "grouping",
         "allowed_outbound",
@@ -145,6 +148,7 @@ impl HandlerOptions {
         "http_request_timeout",
         "http_max_instances",
         "http_reserved_instances",
+        "runc",
     ];
 
     /// Reads the options from the TOML body of a handler's `options` table (what
@@ -211,6 +215,14 @@ impl HandlerOptions {
                     .http
                     .with(http, &value)
                     .map_err(|e| Error::Spec(format!("{source}: {e}")))?;
+            } else if key.eq_ignore_ascii_case("runc") {
+                let path = text()?;
+                if path.is_empty() {
+                    return Err(Error::Spec(format!(
+                        "{field}: expected the path or name of an OCI runtime binary, got \"\""
+                    )));
+                }
+                options.runc = Some(path.into());
             } else if key.eq_ignore_ascii_case("max_functions") {
                 let count = match value.as_integer() {
                     Some(n) => Some(n),
@@ -385,6 +397,20 @@ mod tests {
                 .contains("options: max_functions: expected a count of functions, got -1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn handler_options_name_the_runtime_of_native_containers() {
+        let o = HandlerOptions::from_toml("runc = \"/opt/bin/runc\"", "o").unwrap();
+        assert_eq!(
+            o.runc.as_deref(),
+            Some(std::path::Path::new("/opt/bin/runc"))
+        );
+        assert_eq!(HandlerOptions::from_toml("", "o").unwrap().runc, None);
+        let e = HandlerOptions::from_toml("runc = \"\"", "o").unwrap_err();
+        assert!(e.to_string().contains("o: runc: expected the path"), "{e}");
+        let e = HandlerOptions::from_toml("runc = 1", "o").unwrap_err();
+        assert!(e.to_string().contains("o: runc: expected a string"), "{e}");
     }
 
     #[test]

@@ -68,6 +68,6 @@ pub use netns::NetnsRuntime;
 pub use network::{
     exposed_tcp_ports, NetworkPlan, ALLOWED_OUTBOUND_ANNOTATION, DEFAULT_PORT, PORT_ANNOTATION,
 };
-pub use policy::{read_file_limited, RunPolicy, Warning};
+pub use policy::{read_file_limited, EntrypointKind, RunPolicy, Warning};
 pub use spec::{ContainerSpec, Volume};
 pub use units::parse_bytes;

@@ -232,10 +232,33 @@ impl RunPolicy {
     /// read — by its length, and again while reading, should it grow — so a tenant's
     /// sparse 40 GiB file costs nothing.
     pub fn read_entrypoint(&self, max_size: u64) -> Result<Vec<u8>> {
-        let err = |reason: String| Error::Entrypoint {
+        let (file, len) = self.open_entrypoint()?;
+        read_limited(file, len, max_size).map_err(|reason| self.entrypoint_error(reason))
+    }
+
+    /// What the file named by `process.args[0]` is, by its first bytes, resolved inside
+    /// the container's directories as [`read_entrypoint`](Self::read_entrypoint) resolves
+    /// it: a wasm binary, or a program for Linux (ELF, or a `#!` script) that a native
+    /// runtime runs.
+    pub fn entrypoint_kind(&self) -> Result<EntrypointKind> {
+        let (file, _) = self.open_entrypoint()?;
+        let mut head = Vec::with_capacity(4);
+        file.take(4)
+            .read_to_end(&mut head)
+            .map_err(|e| self.entrypoint_error(e.to_string()))?;
+        Ok(EntrypointKind::of(&head))
+    }
+
+    fn entrypoint_error(&self, reason: String) -> Error {
+        Error::Entrypoint {
             path: self.entrypoint.clone(),
             reason,
-        };
+        }
+    }
+
+    /// Opens the entrypoint, a regular file inside the container's directories; its length.
+    fn open_entrypoint(&self) -> Result<(cap_std::fs::File, u64)> {
+        let err = |reason: String| self.entrypoint_error(reason);
         let Some((host_dir, rel)) = &self.entrypoint_host else {
             return Err(err(
                 "the program does not come from the container's files".into()
@@ -270,7 +293,7 @@ impl RunPolicy {
                 file_kind(&meta.file_type())
             )));
         }
-        read_limited(file, meta.len(), max_size).map_err(err)
+        Ok((file, meta.len()))
     }
 
     /// Sets what the guest may do on the network (see [`NetworkPlan`](crate::NetworkPlan)).
@@ -558,8 +581,12 @@ fn search_path(name: &str, env: &[(String, String)], cwd: &str, preopens: &[Preo
     for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
         let candidate = paths::join(dir, name);
         if let Some((host, rel)) = locate(&candidate, preopens) {
-            let dir = Dir::open_ambient_dir(&host, ambient_authority());
-            if dir.is_ok_and(|d| d.metadata(&rel).is_ok_and(|m| m.is_file())) {
+            // Links resolve as inside the container (`/bin/sh -> /bin/busybox`).
+            let found = Dir::open_ambient_dir(&host, ambient_authority()).is_ok_and(|d| {
+                resolve_in_root(&d, Path::new(&rel))
+                    .is_ok_and(|r| d.metadata(&r).is_ok_and(|m| m.is_file()))
+            });
+            if found {
                 return candidate;
             }
         }
@@ -659,6 +686,39 @@ fn file_kind(kind: &cap_std::fs::FileType) -> &'static str {
         "a socket"
     } else {
         "not a file"
+    }
+}
+
+/// What a container's entrypoint is, by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntrypointKind {
+    /// A wasm module or component (`\0asm`).
+    Wasm,
+    /// A Linux executable (ELF).
+    Elf,
+    /// A script for an interpreter (`#!`).
+    Script,
+    /// Anything else.
+    Unknown,
+}
+
+impl EntrypointKind {
+    /// The kind of a file that starts with `head`.
+    pub fn of(head: &[u8]) -> Self {
+        if head.starts_with(b"\0asm") {
+            Self::Wasm
+        } else if head.starts_with(b"\x7fELF") {
+            Self::Elf
+        } else if head.starts_with(b"#!") {
+            Self::Script
+        } else {
+            Self::Unknown
+        }
+    }
+
+    /// Whether a native (Linux) runtime runs it rather than the wasm engine.
+    pub fn is_native(self) -> bool {
+        matches!(self, Self::Elf | Self::Script)
     }
 }
 

@@ -33,6 +33,11 @@ pub(crate) enum Workload {
     Process(Box<ProcessWorkload>),
     /// A pod's sandbox (pause) container: holds the pod until it is killed, running nothing.
     Sandbox,
+    /// A native container, created by runc: its init (this pid) waits for `runc start`.
+    Native {
+        /// The init's pid.
+        init: u32,
+    },
 }
 
 impl std::fmt::Debug for Workload {
@@ -41,6 +46,7 @@ impl std::fmt::Debug for Workload {
             Workload::Wasm { program, .. } => write!(f, "Wasm({})", program.digest()),
             Workload::Process(_) => f.write_str("Process"),
             Workload::Sandbox => f.write_str("Sandbox"),
+            Workload::Native { init } => write!(f, "Native({init})"),
         }
     }
 }
@@ -102,6 +108,34 @@ pub(crate) struct StdioPaths {
     pub(crate) terminal: bool,
 }
 
+/// A second process in a container (Exec), by its exec id.
+#[derive(Debug)]
+pub(crate) struct Exec {
+    /// What runs: the OCI process containerd sent.
+    pub(crate) process: oci_spec::runtime::Process,
+    /// Its stdio.
+    pub(crate) stdio: StdioPaths,
+    /// Its pid, once started.
+    pub(crate) pid: Option<u32>,
+    /// Closes its stdin (CloseIO).
+    pub(crate) stdin_close: Option<oneshot::Sender<()>>,
+    /// Its exit, once it has ended.
+    pub(crate) exit: watch::Sender<Option<Exit>>,
+}
+
+impl Exec {
+    /// An exec not started yet.
+    pub(crate) fn new(process: oci_spec::runtime::Process, stdio: StdioPaths) -> Self {
+        Self {
+            process,
+            stdio,
+            pid: None,
+            stdin_close: None,
+            exit: watch::channel(None).0,
+        }
+    }
+}
+
 /// One container.
 #[derive(Debug)]
 pub(crate) struct Container {
@@ -110,7 +144,8 @@ pub(crate) struct Container {
     pub(crate) stdio: StdioPaths,
     /// Whether the shim mounted `bundle/rootfs` and must unmount it on Delete.
     pub(crate) rootfs_mounted: bool,
-    /// The pid of a process-level container's child, once started.
+    /// The pid of a process-level container's child, once started; a native container's
+    /// init, from its Create.
     pub(crate) child_pid: Option<u32>,
     /// The guest's memory in use and its cap (`linux.resources.memory.limit`, or what
     /// Update set), for Stats.
@@ -123,6 +158,12 @@ pub(crate) struct Container {
     pub(crate) cgroup: Option<SharedGroup>,
     /// A pod sandbox's network namespace (CNI's), which its process-level containers join.
     pub(crate) netns: Option<PathBuf>,
+    /// A pod sandbox's host name (`hostname` of its spec), for its native containers.
+    pub(crate) hostname: Option<String>,
+    /// A native container's runc.
+    pub(crate) native: Option<Arc<crate::native::Runc>>,
+    /// Its execs, by exec id.
+    pub(crate) execs: std::collections::HashMap<String, Exec>,
     state: State,
     exit_tx: watch::Sender<Option<Exit>>,
 }
@@ -146,7 +187,9 @@ impl Container {
                 config.memory.set_limit(config.limits.memory);
                 (config.memory.clone(), config.cpu.clone())
             }
-            Workload::Process(_) | Workload::Sandbox => Default::default(),
+            Workload::Process(_) | Workload::Sandbox | Workload::Native { .. } => {
+                Default::default()
+            }
         };
         Self {
             id,
@@ -159,6 +202,9 @@ impl Container {
             stdin_close: None,
             cgroup: None,
             netns: None,
+            hostname: None,
+            native: None,
+            execs: Default::default(),
             state: State::Created(Box::new(workload)),
             exit_tx: watch::channel(None).0,
         }

@@ -81,6 +81,16 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// runc failed a native container's call.
+    #[error("container {id}: {what}: {reason}")]
+    Native {
+        /// The container.
+        id: String,
+        /// What runc was asked (`runc create`).
+        what: String,
+        /// runc's own message.
+        reason: String,
+    },
     /// The image's wasm layer could not be read from containerd's content store.
     #[error("content store: {0}")]
     Content(String),
@@ -112,6 +122,7 @@ impl From<Error> for ttrpc::Error {
             | Error::Content(_)
             | Error::Cgroup { .. }
             | Error::Network { .. }
+            | Error::Native { .. }
             | Error::Internal { .. } => ttrpc::Code::INTERNAL,
         };
         ttrpc::Error::RpcStatus(ttrpc::get_status(code, e.to_string()))

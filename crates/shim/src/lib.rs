@@ -32,6 +32,11 @@
 //!   so Create finds it compiled (`precompile`).
 //! - A CRI pod's sandbox (pause) container runs nothing: it is held until killed, so a pod
 //!   with `runtimeClassName: wasm` needs no native runtime.
+//! - A container whose entrypoint is a Linux program (ELF, or a `#!` script) is run by runc
+//!   (`native`): created on containerd's rootfs mount with containerd's spec, its init a
+//!   child of the shim once runc is gone; Exec runs `runc exec` in it. The pod's IPC, UTS
+//!   and PID namespaces, which containerd names through the sandbox task's pid (the
+//!   shim's), are a pod holder's (`pod`), started with the pod's first native container.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -42,7 +47,9 @@ mod content;
 mod error;
 mod events;
 mod logging;
+mod native;
 mod options;
+mod pod;
 mod precompile;
 mod process;
 mod rootfs;
@@ -76,6 +83,9 @@ pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(process::GUEST_COMMAND) {
         process::guest_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some(pod::HOLDER_COMMAND) {
+        pod::holder_main(&args[1..]);
     }
     if args.first().map(String::as_str) == Some(precompile::COMMAND) {
         precompile::main(&args[1..]);

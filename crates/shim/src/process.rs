@@ -120,7 +120,7 @@ impl ExitWatch {
     }
 }
 
-fn child_stdio(stream: StdioStream) -> std::process::Stdio {
+pub(crate) fn child_stdio(stream: StdioStream) -> std::process::Stdio {
     match stream {
         StdioStream::File(f) => f.into(),
         StdioStream::Inherit => std::process::Stdio::inherit(),

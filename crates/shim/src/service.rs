@@ -103,6 +103,8 @@ impl Service {
     /// mounted, and its socket, which nobody else removes.
     pub(crate) fn delete(&self) -> DeleteResponse {
         let bundle = Path::new(".");
+        crate::native::clean_up_after_dead_shim(&self.id, bundle);
+        crate::pod::clean_up_after_dead_shim(bundle);
         crate::process::clean_up_after_dead_shim(&self.id, bundle);
         if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
             remove_dead_socket(address.trim());

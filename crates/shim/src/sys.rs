@@ -178,6 +178,78 @@ pub(crate) fn raise_descriptor_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Moves this process into new IPC and UTS namespaces, and its future children into a new
+/// PID namespace; names the new UTS namespace's host `hostname`. Only a process with one
+/// thread may (unshare(2) refuses a new PID namespace's user otherwise).
+pub(crate) fn unshare_pod_namespaces(hostname: &str) -> io::Result<()> {
+    // SAFETY: unshare(2) with flags only.
+    if unsafe { libc::unshare(libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWPID) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if !hostname.is_empty() {
+        // SAFETY: the pointer and length describe `hostname`'s bytes, alive for the call.
+        if unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// fork(2) of a process with one thread: `Some(child pid)` in the parent, `None` in the
+/// child.
+pub(crate) fn fork_single_threaded() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: the caller has one thread, so the child has a consistent copy of everything
+    // (no lock held by a thread that does not exist there).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// dup2(2): `fd` becomes a copy of `from`; errors are left to the caller's next use.
+pub(crate) fn dup_onto(from: RawFd, fd: RawFd) {
+    // SAFETY: dup2 takes two integers; a bad one is an error, not undefined behaviour.
+    unsafe {
+        libc::dup2(from, fd);
+    }
+}
+
+extern "C" fn wake(_: libc::c_int) {}
+
+/// What the first process of a PID namespace does when it holds the namespace and nothing
+/// else: sleeps, and reaps every process the namespace's orphans leave to it. Never
+/// returns; only SIGKILL (from outside the namespace) ends it.
+pub(crate) fn hold_as_init() -> ! {
+    // SAFETY: sigset and sigaction calls on structs this function owns; the handler does
+    // nothing, so it is async-signal-safe. waitpid and sigsuspend take integers and the
+    // owned sets.
+    unsafe {
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
+        libc::sigaction(libc::SIGCHLD, &action, std::ptr::null_mut());
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        loop {
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+            libc::sigsuspend(&none);
+        }
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`): with the pid, it names one process for good.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The effective user id of this process.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no arguments and cannot fail.

@@ -1,14 +1,17 @@
 //! The containerd task API (`containerd.task.v2.Task`, served as v3 too) over the containers
 //! of this shim, one verb a file: `create.rs` (Create: spec → policy → compiled program →
 //! stdio, nothing left behind on failure), `start.rs` (Start: what a container runs,
-//! launched), `kill.rs`, `delete.rs`, `stats.rs` (State, Stats, Update), and `netns.rs`
-//! (the runtimes whose threads are in a pod's network namespace). What the service talks
+//! launched), `kill.rs`, `delete.rs`, `stats.rs` (State, Stats, Update), `native.rs`
+//! (Create of a native container, through runc), `exec.rs` (Exec and the calls by exec
+//! id), and `netns.rs` (the runtimes whose threads are in a pod's network namespace). What the service talks
 //! to besides the engine is behind the traits of `seams.rs`, so `tests.rs` drives the
 //! whole lifecycle without containerd or root.
 
 mod create;
 mod delete;
+mod exec;
 mod kill;
+mod native;
 mod netns;
 mod seams;
 mod start;
@@ -55,6 +58,9 @@ pub struct TaskService {
     serving: Arc<std::sync::OnceLock<Engine>>,
     /// The network runtimes of pods' namespaces, by path, while a container uses one.
     netns_runtimes: Arc<Mutex<HashMap<PathBuf, std::sync::Weak<NetnsRuntime>>>>,
+    /// The holders of pods' IPC, UTS and PID namespaces, by sandbox id: one per pod with a
+    /// native container.
+    holders: Arc<tokio::sync::Mutex<HashMap<String, Arc<crate::pod::Holder>>>>,
 }
 
 impl std::fmt::Debug for TaskService {
@@ -93,6 +99,7 @@ impl TaskService {
             netns_runtimes: Arc::default(),
             failed: Arc::default(),
             serving: Arc::default(),
+            holders: Arc::default(),
         }
     }
 
@@ -245,11 +252,20 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
+        if !req.exec_id.is_empty() {
+            let call = self.start_exec(&req.id, &req.exec_id);
+            return self.traced("exec.start", &req.id, call).await;
+        }
         self.traced("start", &req.id, self.start_task(&req)).await
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        self.traced("kill", &req.id, self.kill_task(&req)).await?;
+        if req.exec_id.is_empty() {
+            self.traced("kill", &req.id, self.kill_task(&req)).await?;
+        } else {
+            let call = async { self.kill_exec(&req.id, &req.exec_id, req.signal) };
+            self.traced("exec.kill", &req.id, call).await?;
+        }
         Ok(api::Empty::default())
     }
 
@@ -259,6 +275,9 @@ impl Task for TaskService {
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
         self.settled(&req.id).await;
+        if !req.exec_id.is_empty() {
+            return answer(&req.id, self.wait_exec(&req.id, &req.exec_id).await);
+        }
         answer(&req.id, self.wait_exit(&req).await)
     }
 
@@ -267,6 +286,10 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
+        if !req.exec_id.is_empty() {
+            let call = async { self.delete_exec(&req.id, &req.exec_id) };
+            return self.traced("exec.delete", &req.id, call).await;
+        }
         self.traced("delete", &req.id, self.delete_task(&req)).await
     }
 
@@ -275,6 +298,13 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
+        if !req.exec_id.is_empty() {
+            return self
+                .traced_now("exec.state", &req.id, || {
+                    self.state_exec(&req.id, &req.exec_id)
+                })
+                .await;
+        }
         self.traced_now("state", &req.id, || self.state_of(&req))
             .await
     }
@@ -310,8 +340,13 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
-        self.traced("close_io", &req.id, async { self.close_io(&req) })
-            .await?;
+        if req.exec_id.is_empty() {
+            self.traced("close_io", &req.id, async { self.close_io(&req) })
+                .await?;
+        } else {
+            let call = async { self.close_exec_io(&req.id, &req.exec_id) };
+            self.traced("exec.close_io", &req.id, call).await?;
+        }
         Ok(api::Empty::default())
     }
 
@@ -345,9 +380,11 @@ impl Task for TaskService {
     async fn exec(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ExecProcessRequest,
+        req: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(Error::Unimplemented("Exec (a second process in a wasm container)").into())
+        self.traced("exec", &req.id, async { self.add_exec(&req) })
+            .await?;
+        Ok(api::Empty::default())
     }
 
     async fn resize_pty(

@@ -148,6 +148,8 @@ pub(crate) enum CriCommand {
     Ps(CriPsArgs),
     /// Print a container's log
     Logs(CriLogsArgs),
+    /// Run a command in a running container and exit with its code (ExecSync)
+    Exec(CriExecArgs),
     /// Memory and CPU use of running containers, as the kubelet reads them
     Stats(CriStatsArgs),
     /// Change the memory limit of running containers (UpdateContainerResources)
@@ -223,6 +225,23 @@ pub(crate) struct CriLogsArgs {
     /// Prefix each line with its timestamp
     #[arg(short, long)]
     pub(crate) timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriExecArgs {
+    /// The container (ID, unique ID prefix, or name)
+    pub(crate) container: String,
+
+    /// The command and its arguments
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
+
+    /// Seconds the command may run (0: no limit); `--timeout` is the CRI endpoint's
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    pub(crate) exec_timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::bail;
 use cri::{api, short, Cri, LogReader};
 
-use crate::cli::{CriCommand, CriLogsArgs, CriPsArgs, CriStatsArgs, EndpointArgs};
+use crate::cli::{CriCommand, CriExecArgs, CriLogsArgs, CriPsArgs, CriStatsArgs, EndpointArgs};
 use crate::dirs::Dirs;
 
 /// Runs one `wasmpod cri` verb.
@@ -16,6 +16,7 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
             CriCommand::Pods(args) => pods(&connect(&args.endpoint).await?, args.quiet).await,
             CriCommand::Ps(args) => ps(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Logs(args) => logs(&connect(&args.endpoint).await?, &args).await,
+            CriCommand::Exec(args) => exec(&connect(&args.endpoint).await?, &args).await,
             CriCommand::Stats(args) => stats(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Update(args) => {
                 let cri = connect(&args.target.endpoint).await?;
@@ -313,6 +314,26 @@ async fn stats(cri: &Cri, args: &CriStatsArgs) -> anyhow::Result<()> {
         ]);
     }
     table(&rows);
+    Ok(())
+}
+
+/// `cri exec CONTAINER -- CMD...`: the command's output on ours, and its exit code as ours.
+async fn exec(cri: &Cri, args: &CriExecArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let container = cri::find_container(cri, &args.container).await?;
+    let out = cri
+        .exec_sync(
+            &container.id,
+            &args.command,
+            Duration::from_secs(args.exec_timeout),
+        )
+        .await?;
+    std::io::stdout().write_all(&out.stdout)?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(&out.stderr)?;
+    if out.exit_code != 0 {
+        std::process::exit(out.exit_code.clamp(1, 255));
+    }
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask bench pod`: pod start latency through containerd's CRI plugin — from
 //! RunPodSandbox to the container running — for a wasm pod (our shim) against the same pod
 //! under runwasi's wasmtime shim and a runc busybox pod, in the same containerd, with the
-//! same CNI bridge network.
+//! same CNI bridge network; and a mixed pod (the wasm app beside a native busybox sidecar)
+//! against the same pod of two busybox containers under runc alone.
 
 use std::process::Command;
 use std::time::Duration;
@@ -29,40 +30,43 @@ pub(crate) fn run() -> anyhow::Result<()> {
     if let Err(e) = &runwasi {
         println!("runwasi comparison skipped: {e:#}");
     }
-    let time = |name: &str,
-                runtime_class: &str,
-                image: &str,
-                args: &str|
-     -> anyhow::Result<Duration> {
-        let manifest = env.dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &manifest,
-            format!(
+    let time_pod =
+        |name: &str, runtime_class: &str, containers: &str| -> anyhow::Result<Duration> {
+            let manifest = env.dir.join(format!("{name}.yaml"));
+            std::fs::write(
+                &manifest,
+                format!(
                 "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{runtime_class}  \
-                 containers:\n  - {{name: c, image: {image}, imagePullPolicy: IfNotPresent, args: {args}}}\n"
+                 containers:\n{containers}"
             ),
-        )?;
-        let out = Command::new(&example)
-            .arg(format!("unix://{}", env.socket().display()))
-            .arg(&manifest)
-            .arg((RUNS + 1).to_string())
-            .arg(env.dir.join("pod-logs"))
-            .arg(env.dir.join("pods"))
-            .output()
-            .context("running pod-start")?;
-        if !out.status.success() {
-            bail!("pod-start {name}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let samples: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse::<f64>().ok())
-            .map(|m| Duration::from_secs_f64(m / 1000.0))
-            .skip(1) // the first run pulls the image and compiles the wasm
-            .collect();
-        if samples.len() != RUNS {
-            bail!("pod-start {name}: {} samples", samples.len());
-        }
-        Ok(median(samples))
+            )?;
+            let out = Command::new(&example)
+                .arg(format!("unix://{}", env.socket().display()))
+                .arg(&manifest)
+                .arg((RUNS + 1).to_string())
+                .arg(env.dir.join("pod-logs"))
+                .arg(env.dir.join("pods"))
+                .output()
+                .context("running pod-start")?;
+            if !out.status.success() {
+                bail!("pod-start {name}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let samples: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<f64>().ok())
+                .map(|m| Duration::from_secs_f64(m / 1000.0))
+                .skip(1) // the first run pulls the image and compiles the wasm
+                .collect();
+            if samples.len() != RUNS {
+                bail!("pod-start {name}: {} samples", samples.len());
+            }
+            Ok(median(samples))
+        };
+    let time = |name: &str, runtime_class: &str, image: &str, args: &str| {
+        let container = format!(
+            "  - {{name: c, image: {image}, imagePullPolicy: IfNotPresent, args: {args}}}\n"
+        );
+        time_pod(name, runtime_class, &container)
     };
     // With the pod network (a CNI bridge, as most clusters), and on the host's network,
     // which leaves the runtimes' own share.
@@ -110,6 +114,40 @@ pub(crate) fn run() -> anyhow::Result<()> {
                 );
             }
             Err(e) => println!("runc comparison skipped: {e:#}"),
+        }
+        // A pod with a native sidecar: the wasm app beside busybox (runc, through our
+        // shim), against the same pod of two busybox containers under runc alone.
+        if busybox.is_ok() {
+            let sidecar = format!(
+                "  - {{name: sidecar, image: {BUSYBOX}, imagePullPolicy: IfNotPresent, \
+                 args: [/bin/sleep, \"600\"]}}\n"
+            );
+            let app = format!(
+                "  - {{name: app, image: {wasm_image}, imagePullPolicy: IfNotPresent, \
+                 args: [sleep, \"600000\"]}}\n"
+            );
+            let runc_app = format!(
+                "  - {{name: app, image: {BUSYBOX}, imagePullPolicy: IfNotPresent, \
+                 args: [/bin/sleep, \"600\"]}}\n"
+            );
+            let mixed = time_pod(
+                "mixed-pod",
+                &format!("  runtimeClassName: wasm\n{spec}"),
+                &format!("{app}{sidecar}"),
+            )?;
+            let runc = time_pod("runc-two", spec, &format!("{runc_app}{sidecar}"))?;
+            println!(
+                "mixed pod (wasm + busybox sidecar): {} median of {RUNS}",
+                ms(mixed)
+            );
+            println!(
+                "runc pod (busybox + busybox):      {} median of {RUNS}",
+                ms(runc)
+            );
+            println!(
+                "mixed / runc: {:.2}x",
+                mixed.as_secs_f64() / runc.as_secs_f64()
+            );
         }
     }
     Ok(())

@@ -134,7 +134,7 @@ fn pod_run_cmd(env: &Containerd, args: &[&str]) -> Command {
 }
 
 /// [`pod_run_cmd`]'s output, whatever its status.
-fn pod_run(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
+pub(crate) fn pod_run(env: &Containerd, args: &[&str]) -> anyhow::Result<Output> {
     pod_run_cmd(env, args)
         .output()
         .context("running wasmpod pod run")
@@ -146,7 +146,7 @@ pub(crate) fn pod_run_ok(env: &Containerd, args: &[&str]) -> anyhow::Result<Stri
 }
 
 /// Fails unless `wasmpod pod run` exited with `code`.
-fn ensure_exit(out: &Output, code: i32) -> anyhow::Result<()> {
+pub(crate) fn ensure_exit(out: &Output, code: i32) -> anyhow::Result<()> {
     ensure!(
         out.status.code() == Some(code),
         "pod run exited {} (not {code}): {}",
@@ -188,7 +188,7 @@ pub(crate) fn remove_all_pods(env: &Containerd) {
 
 /// What must be gone after `wasmpod pod rm`: CRI sandboxes and containers, containerd
 /// containers in the CRI namespace, shims and mounts.
-fn ensure_nothing_left(env: &Containerd) -> anyhow::Result<()> {
+pub(crate) fn ensure_nothing_left(env: &Containerd) -> anyhow::Result<()> {
     let pods = wasmpod_ok(env, &["cri", "pods", "-q"])?;
     ensure!(pods.trim().is_empty(), "sandboxes left: {pods}");
     let containers = wasmpod_ok(env, &["cri", "ps", "-a", "-q"])?;

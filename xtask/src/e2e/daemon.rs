@@ -753,6 +753,17 @@ impl Containerd {
             // A process-level container's child runs the same binary: not a shim.
             cmdline.contains(binary)
                 && !cmdline.contains("__wasmpod-guest")
+                && !cmdline.contains("__wasmpod-pod")
+                && String::from_utf8_lossy(environ).contains(needle.as_ref())
+        })
+    }
+
+    /// The holders of pods' namespaces that shims serving this containerd started.
+    pub(crate) fn pod_holders(&self) -> Vec<u32> {
+        let needle = self.dir.join("containerd.sock.ttrpc");
+        let needle = needle.to_string_lossy();
+        processes(|environ, cmdline| {
+            cmdline.contains("__wasmpod-pod")
                 && String::from_utf8_lossy(environ).contains(needle.as_ref())
         })
     }

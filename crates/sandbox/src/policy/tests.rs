@@ -559,3 +559,36 @@ fn a_device_or_a_directory_as_the_entrypoint_is_refused_unopened() {
         "{err}"
     );
 }
+
+#[test]
+fn entrypoint_kind_tells_native_programs_from_wasm_inside_the_root() {
+    let b = Bundle::new();
+    let bin = b.path().join("rootfs/bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("busybox"), b"\x7fELF\x02\x01\x01").unwrap();
+    symlink("/bin/busybox", bin.join("sh")).unwrap();
+    std::fs::write(bin.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(bin.join("notes"), b"hello").unwrap();
+    let kind = |args: Value| {
+        b.policy(json!({"process": {"args": args, "env": ["PATH=/bin"]}}))
+            .unwrap()
+            .entrypoint_kind()
+    };
+    assert_eq!(kind(json!(["hello.wasm"])).unwrap(), EntrypointKind::Wasm);
+    // An absolute link resolves from the container's root, as it would inside it.
+    assert_eq!(
+        kind(json!(["sh", "-c", "true"])).unwrap(),
+        EntrypointKind::Elf
+    );
+    assert_eq!(
+        kind(json!(["/bin/run.sh"])).unwrap(),
+        EntrypointKind::Script
+    );
+    assert_eq!(kind(json!(["notes"])).unwrap(), EntrypointKind::Unknown);
+    assert!(EntrypointKind::Elf.is_native() && EntrypointKind::Script.is_native());
+    assert!(!EntrypointKind::Wasm.is_native() && !EntrypointKind::Unknown.is_native());
+    // A link out of the root resolves inside it, and names what is missing.
+    symlink("../../../../usr/bin/env", bin.join("escape")).unwrap();
+    let err = kind(json!(["/bin/escape"])).unwrap_err().to_string();
+    assert!(err.contains("/bin/escape"), "{err}");
+}

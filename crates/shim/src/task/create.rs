@@ -15,7 +15,7 @@ use wasm_engine::{KillHandle, Program, ProgramKind};
 
 use super::netns::new_netns_runtime;
 use super::start::serving_engine;
-use super::{pid, SharedGroup, TaskService};
+use super::{SharedGroup, TaskService};
 use crate::container::{Container, StdioPaths, Workload};
 use crate::error::{Error, Result};
 use crate::logging::phase;
@@ -29,6 +29,23 @@ struct Prepared {
     cgroup: Option<SharedGroup>,
     /// A sandbox's network namespace.
     netns: Option<PathBuf>,
+    /// A sandbox's host name.
+    hostname: Option<String>,
+    /// A native container's runc and its init's pid.
+    native: Option<(Arc<crate::native::Runc>, u32)>,
+}
+
+impl Prepared {
+    fn new(workload: Workload) -> Self {
+        Self {
+            workload,
+            stdin_close: None,
+            cgroup: None,
+            netns: None,
+            hostname: None,
+            native: None,
+        }
+    }
 }
 
 /// How long reading a container's entrypoint out of its root filesystem may take: far
@@ -126,10 +143,9 @@ impl TaskService {
                 _ => None,
             };
             return Ok(Prepared {
-                workload: Workload::Sandbox,
-                stdin_close: None,
-                cgroup: None,
                 netns,
+                hostname: spec.hostname().clone(),
+                ..Prepared::new(Workload::Sandbox)
             });
         }
         let policy_error = |source| Error::Policy {
@@ -158,6 +174,18 @@ impl TaskService {
             source,
         })?;
         let mut policy = policy;
+        // An image for Linux rather than wasm: runc runs it, whatever the isolation level.
+        if layer.is_none() && policy.entrypoint_kind().is_ok_and(|k| k.is_native()) {
+            let native = self
+                .prepare_native(id, bundle, spec, paths, handler)
+                .await?;
+            return Ok(Prepared {
+                stdin_close: native.stdin_close,
+                cgroup: native.cgroup,
+                native: Some((native.runc, native.pid)),
+                ..Prepared::new(native.workload)
+            });
+        }
         let process_level = selection.isolation == Isolation::Process;
         for warning in policy.warnings_at(selection.isolation) {
             tracing::warn!(field = %warning.field, "{}", warning.message);
@@ -314,7 +342,9 @@ impl TaskService {
                 }
             };
             return Ok(Prepared {
-                workload: Workload::Process(Box::new(ProcessWorkload {
+                stdin_close: streams.stdin_close,
+                cgroup: Some(cgroup),
+                ..Prepared::new(Workload::Process(Box::new(ProcessWorkload {
                     stdio: streams.stdio,
                     program: program_file,
                     netns,
@@ -322,10 +352,7 @@ impl TaskService {
                     serve: serves,
                     max_size: handler.program_limits.max_size,
                     http: handler.http,
-                })),
-                stdin_close: streams.stdin_close,
-                cgroup: Some(cgroup),
-                netns: None,
+                })))
             });
         }
         // A component's sockets must be its pod's: it runs on threads in that namespace.
@@ -347,16 +374,14 @@ impl TaskService {
         let streams = stdio::open(paths).instrument(phase("create.stdio")).await?;
         let config = policy.run_config(streams.stdio, KillHandle::new());
         Ok(Prepared {
-            workload: Workload::Wasm {
+            stdin_close: streams.stdin_close,
+            ..Prepared::new(Workload::Wasm {
                 program,
                 config: Box::new(config),
                 serve: serves.then_some(network.port),
                 http: handler.http,
                 net,
-            },
-            stdin_close: streams.stdin_close,
-            cgroup: None,
-            netns: None,
+            })
         })
     }
 
@@ -385,6 +410,8 @@ impl TaskService {
             stdin_close,
             cgroup,
             netns,
+            hostname,
+            native,
         } = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -401,6 +428,12 @@ impl TaskService {
         container.stdin_close = stdin_close;
         container.cgroup = cgroup;
         container.netns = netns;
+        container.hostname = hostname;
+        if let Some((runc, init)) = native {
+            container.native = Some(runc);
+            container.child_pid = Some(init);
+        }
+        let task_pid = container.pid();
         // No other Create of this id runs (`do_create` marked it), so the slot is free.
         self.containers().insert(id.clone(), container);
         tracing::info!("created");
@@ -419,12 +452,12 @@ impl TaskService {
                 })
                 .into(),
                 checkpoint: req.checkpoint,
-                pid: pid(),
+                pid: task_pid,
                 ..Default::default()
             })
             .await;
         Ok(api::CreateTaskResponse {
-            pid: pid(),
+            pid: task_pid,
             ..Default::default()
         })
     }

@@ -40,7 +40,10 @@ impl TaskService {
                 .expect("present: looked up under the same lock")
         };
         let exit = container.exit();
-        if let Some(cgroup) = &container.cgroup {
+        if let Some(runc) = &container.native {
+            // runc kills what is left, and removes its cgroup and state.
+            runc.delete().await?;
+        } else if let Some(cgroup) = &container.cgroup {
             let cgroup = cgroup.clone();
             tokio::task::spawn_blocking(move || cgroup.delete())
                 .await
@@ -54,6 +57,7 @@ impl TaskService {
                 })?;
         }
         let _ = std::fs::remove_file(container.bundle.join(process::PROGRAM_FILE));
+        self.stop_pod_holder(&req.id).await;
         if container.rootfs_mounted {
             rootfs::unmount(&req.id, &container.bundle)?;
         }

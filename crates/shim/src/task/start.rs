@@ -14,7 +14,7 @@ use wasm_engine::{Engine, ExitReason, KillHandle, EXIT_CANNOT_START, EXIT_KILLED
 
 use super::netns::bind;
 use super::{pid, span, ExitWait, SharedGroup, TaskService};
-use crate::container::{Runner, Workload};
+use crate::container::{Runner, State, Workload};
 use crate::error::{Error, Result};
 
 /// The engine that serves `wasi:http` handlers in this shim: instances come from the
@@ -59,14 +59,30 @@ impl TaskService {
     pub(super) async fn start_task(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
         Self::no_exec(&req.exec_id, &req.id)?;
         let id = req.id.clone();
-        let (bundle, cgroup) = self.with(&id, |c| Ok((c.bundle.clone(), c.cgroup.clone())))?;
-        // Watch the reaper before a child can exist, so its exit cannot be missed.
-        let mut watch = match &cgroup {
-            Some(_) => Some(self.seams.processes.watch().await?),
-            None => None,
+        let (bundle, cgroup, native, created) = self.with(&id, |c| {
+            Ok((
+                c.bundle.clone(),
+                c.cgroup.clone(),
+                c.native.clone(),
+                matches!(c.state(), State::Created(_)),
+            ))
+        })?;
+        // Watch the reaper before a child can exist (or a native init can run), so its
+        // exit cannot be missed.
+        let mut watch = match (&cgroup, &native) {
+            (None, None) => None,
+            _ => Some(self.seams.processes.watch().await?),
         };
+        // A native init runs once runc has started it, outside the map's lock.
+        let mut native_started = Ok(());
+        if let (Some(runc), true) = (&native, created) {
+            native_started = runc.start().await;
+        }
         let launched = self.with(&id, |c| {
-            c.start(|workload| self.launch(&id, &bundle, cgroup.clone(), workload, &mut watch))
+            c.start(|workload| {
+                native_started?;
+                self.launch(&id, &bundle, cgroup.clone(), workload, &mut watch)
+            })
         });
         let Launched { pid: task_pid, run } = match launched {
             Ok(launched) => launched,
@@ -148,7 +164,7 @@ impl TaskService {
                     .seams
                     .processes
                     .spawn(id, bundle, cgroup.as_ref(), *p)?;
-                let run = child_run(child, cgroup, watch);
+                let run = child_run(child, Some(cgroup), watch);
                 Ok((Runner::Child(child), Launched { pid: child, run }))
             }
             Workload::Wasm {
@@ -258,6 +274,21 @@ impl TaskService {
                     },
                 ))
             }
+            Workload::Native { init: pid } => {
+                let Some(watch) = watch.take() else {
+                    return Err(Error::Internal {
+                        context: format!("container {id}: start"),
+                        reason: "a native container without its init".into(),
+                    });
+                };
+                Ok((
+                    Runner::Child(pid),
+                    Launched {
+                        pid,
+                        run: child_run(pid, cgroup, watch),
+                    },
+                ))
+            }
             Workload::Sandbox => {
                 let kill = KillHandle::new();
                 let held = kill.clone();
@@ -277,13 +308,13 @@ impl TaskService {
     }
 }
 
-/// The run of a process-level container: its child's exit, and whether its cgroup's OOM
-/// killer ended it.
-fn child_run(child: u32, cgroup: SharedGroup, watch: Box<dyn ExitWait>) -> Run {
+/// The run of a process-level or native container: its process's exit, and whether its
+/// cgroup's OOM killer ended it.
+fn child_run(child: u32, cgroup: Option<SharedGroup>, watch: Box<dyn ExitWait>) -> Run {
     Box::pin(async move {
         tracing::info!(pid = child, "started in its own process");
         let code = watch.wait(child).await;
-        let oom = cgroup.stats().oom_kills > 0;
+        let oom = cgroup.is_some_and(|c| c.stats().oom_kills > 0);
         tracing::info!(code, oom, "exited");
         Ended { code, oom }
     })

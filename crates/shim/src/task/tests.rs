@@ -466,7 +466,7 @@ async fn a_failed_create_leaves_nothing_and_its_delete_succeeds() {
     let h = Harness::new();
     // Not wasm: the request's fault, named in the answer.
     let bundle = h.bundle("bad", "", json!({}));
-    std::fs::write(bundle.join("rootfs/app.wasm"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(bundle.join("rootfs/app.wasm"), b"hello, not a program\n").unwrap();
     let (c, message) = code(
         h.service
             .create(&ctx(), h.create_request("bad", &bundle))
@@ -686,4 +686,58 @@ async fn a_process_level_create_that_fails_after_its_cgroup_removes_it() {
     assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{message}");
     assert!(h.children.0.group(0).deleted.load(Ordering::SeqCst));
     assert_eq!(code(h.state("c1").await).0, ttrpc::Code::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_into_a_wasm_guest_is_refused_saying_what_takes_one() {
+    let h = Harness::new();
+    h.create("c1", "spin", json!({})).await.unwrap();
+    h.start("c1").await.unwrap();
+    let process = json!({"args": ["/bin/ls"], "cwd": "/", "user": {"uid": 0, "gid": 0}});
+    let exec = |container: &str| api::ExecProcessRequest {
+        id: container.into(),
+        exec_id: "e1".into(),
+        spec: Some(
+            containerd_shim::protos::protobuf::well_known_types::any::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                value: process.to_string().into_bytes(),
+                ..Default::default()
+            },
+        )
+        .into(),
+        ..Default::default()
+    };
+    let (status, message) = code(h.service.exec(&ctx(), exec("c1")).await);
+    assert_eq!(status, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(
+        message.contains("\"/bin/ls\" cannot run in a wasm container")
+            && message.contains("native containers"),
+        "{message}"
+    );
+    assert_eq!(
+        code(h.service.exec(&ctx(), exec("nope")).await).0,
+        ttrpc::Code::NOT_FOUND
+    );
+    // Calls by an exec id nobody added are answered as not found, not as the container's.
+    let start = api::StartRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(h.service.start(&ctx(), start).await).0,
+        ttrpc::Code::NOT_FOUND
+    );
+    let wait = api::WaitRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(h.service.wait(&ctx(), wait).await).0,
+        ttrpc::Code::NOT_FOUND
+    );
+    h.kill("c1", 9).await.unwrap();
+    assert_eq!(h.wait("c1").await.unwrap(), 137);
+    h.delete("c1").await.unwrap();
 }

@@ -1,0 +1,462 @@
+//! Native (Linux) containers of a wasm pod — a mesh proxy, a log shipper, an init container
+//! writing iptables rules — run by runc, the node's OCI runtime, on the root filesystem
+//! containerd mounted and with the spec containerd wrote.
+//!
+//! Each container has a directory of its own in its bundle ([`DIR`]): runc's state root,
+//! runc's log, the spec runc is given (containerd's, with the pod's namespaces this shim
+//! stands in for rewritten to real ones), and a record of which runtime made it, so that
+//! the `delete` of a shim that died removes what runc left. The container's init is
+//! created by `runc create` with containerd's FIFOs as its stdio and started by `runc
+//! start`; once runc is gone it is a child of this shim (a subreaper), whose reaper reports
+//! its exit like a process-level guest's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+
+use crate::error::{Error, Result};
+use crate::process::{child_stdio, ExitWatch};
+
+/// The directory of a native container's runtime files in its bundle.
+pub(crate) const DIR: &str = "wasmpod-native";
+
+/// The file in [`DIR`] that names the runtime binary, for the clean-up after a dead shim.
+const RUNTIME_FILE: &str = "runtime";
+
+/// A native container's runc: the binary and the container's own state root.
+#[derive(Debug)]
+pub(crate) struct Runc {
+    id: String,
+    binary: PathBuf,
+    dir: PathBuf,
+    systemd: bool,
+}
+
+/// The runc binary: the handler's `runc` option (a path, or a name looked up on PATH), else
+/// `runc` on PATH.
+fn find_binary(configured: Option<&Path>) -> Result<PathBuf> {
+    let name = configured.unwrap_or(Path::new("runc"));
+    let not_found = |why: String| {
+        Error::InvalidArgument(format!(
+            "native containers run through runc: {why}; install runc on the node or set the \
+             handler option `runc` to its path"
+        ))
+    };
+    if name.components().count() > 1 || name.is_absolute() {
+        return if name.is_file() {
+            Ok(name.to_owned())
+        } else {
+            Err(not_found(format!("{} is not a file", name.display())))
+        };
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| not_found(format!("{} is not on PATH", name.display())))
+}
+
+/// Whether `linux.cgroupsPath` is in systemd's `slice:prefix:name` form, which runc is told
+/// with `--systemd-cgroup`.
+fn systemd_cgroup(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .is_some_and(|p| p.to_string_lossy().split(':').count() == 3)
+}
+
+/// The message of the last error runc logged (its `--log-format json` lines).
+fn last_error(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+        (entry.get("level")?.as_str()? == "error")
+            .then(|| entry.get("msg")?.as_str().map(str::to_owned))?
+    })
+}
+
+impl Runc {
+    /// The runc of container `id` in `bundle`, with `spec` (for its cgroup driver); makes
+    /// the container's directory and records the binary in it.
+    pub(crate) fn new(
+        id: &str,
+        bundle: &Path,
+        configured: Option<&Path>,
+        spec: &Spec,
+    ) -> Result<Self> {
+        let binary = find_binary(configured)?;
+        let dir = bundle.join(DIR);
+        let context = format!("container {id}: making {}", dir.display());
+        std::fs::create_dir_all(dir.join("state")).map_err(crate::error::io(context.clone()))?;
+        let systemd = systemd_cgroup(spec);
+        let record = format!(
+            "{}\n{}\n",
+            binary.display(),
+            if systemd { "systemd" } else { "cgroupfs" }
+        );
+        std::fs::write(dir.join(RUNTIME_FILE), record).map_err(crate::error::io(context))?;
+        Ok(Self {
+            id: id.to_owned(),
+            binary,
+            dir,
+            systemd,
+        })
+    }
+
+    /// runc with this container's state root and log.
+    fn command(&self, verb: &str) -> Command {
+        command(&self.binary, &self.dir, self.systemd, verb)
+    }
+
+    fn failed(&self, what: &str, reason: impl Into<String>) -> Error {
+        Error::Native {
+            id: self.id.clone(),
+            what: what.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Runs `cmd` to its end (the shim's reaper collects it, so its exit comes through a
+    /// watch taken before it exists); an error with runc's own message when it fails.
+    async fn run(&self, what: &str, mut cmd: Command) -> Result<()> {
+        let watch = ExitWatch::new().await?;
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                watch.cancel().await;
+                return Err(self.failed(what, format!("cannot run {}: {e}", self.binary.display())));
+            }
+        };
+        let code = watch.wait(child.id()).await;
+        if code == 0 {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(self.dir.join("log.json")).unwrap_or_default();
+        Err(self.failed(
+            what,
+            last_error(&log).unwrap_or_else(|| format!("runc exited with status {code}")),
+        ))
+    }
+
+    /// `runc create` of the container from `spec` (written to this container's directory,
+    /// which is runc's bundle), its init given `stdio`; the init's pid. The init waits for
+    /// [`start`](Self::start).
+    pub(crate) async fn create(&self, spec: &Spec, stdio: wasm_engine::Stdio) -> Result<u32> {
+        let config = self.dir.join("config.json");
+        spec.save(&config)
+            .map_err(|e| self.failed("writing runc's config.json", e.to_string()))?;
+        let pid_file = self.dir.join("init.pid");
+        let mut cmd = self.command("create");
+        cmd.arg("--bundle")
+            .arg(&self.dir)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(&self.id)
+            .env_remove(crate::bootstrap::LISTEN_FD_ENV)
+            .stdin(child_stdio(stdio.stdin))
+            .stdout(child_stdio(stdio.stdout))
+            .stderr(child_stdio(stdio.stderr));
+        self.run("runc create", cmd).await?;
+        read_pid(&pid_file).map_err(|reason| self.failed("runc create", reason))
+    }
+
+    /// `runc start`: the init runs the container's process.
+    pub(crate) async fn start(&self) -> Result<()> {
+        let mut cmd = self.command("start");
+        cmd.arg(&self.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        self.run("runc start", cmd).await
+    }
+
+    /// `runc exec --detach` of `process` (exec `exec_id`) with `stdio`; its pid. The
+    /// process is this shim's child once runc is gone.
+    pub(crate) async fn exec(
+        &self,
+        exec_id: &str,
+        process: &Process,
+        stdio: wasm_engine::Stdio,
+    ) -> Result<u32> {
+        let file = self.dir.join(format!("exec-{exec_id}.json"));
+        let json = serde_json::to_vec(process)
+            .map_err(|e| self.failed("writing the exec's process", e.to_string()))?;
+        std::fs::write(&file, json)
+            .map_err(|e| self.failed("writing the exec's process", e.to_string()))?;
+        let pid_file = self.dir.join(format!("exec-{exec_id}.pid"));
+        let mut cmd = self.command("exec");
+        cmd.arg("--process")
+            .arg(&file)
+            .arg("--detach")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(&self.id)
+            .env_remove(crate::bootstrap::LISTEN_FD_ENV)
+            .stdin(child_stdio(stdio.stdin))
+            .stdout(child_stdio(stdio.stdout))
+            .stderr(child_stdio(stdio.stderr));
+        let ran = self.run("runc exec", cmd).await;
+        let _ = std::fs::remove_file(&file);
+        ran?;
+        let pid = read_pid(&pid_file).map_err(|reason| self.failed("runc exec", reason));
+        let _ = std::fs::remove_file(&pid_file);
+        pid
+    }
+
+    /// `runc delete --force`: whatever still runs in the container is killed, its cgroup
+    /// and state go; then this container's directory.
+    pub(crate) async fn delete(&self) -> Result<()> {
+        let mut cmd = self.command("delete");
+        cmd.arg("--force")
+            .arg(&self.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        self.run("runc delete", cmd).await?;
+        std::fs::remove_dir_all(&self.dir)
+            .map_err(|e| self.failed(&format!("removing {}", self.dir.display()), e.to_string()))
+    }
+}
+
+fn command(binary: &Path, dir: &Path, systemd: bool, verb: &str) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--root")
+        .arg(dir.join("state"))
+        .arg("--log")
+        .arg(dir.join("log.json"))
+        .args(["--log-format", "json"]);
+    if systemd {
+        cmd.arg("--systemd-cgroup");
+    }
+    cmd.arg(verb);
+    cmd
+}
+
+fn read_pid(path: &Path) -> std::result::Result<u32, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{} holds no pid: {text:?}", path.display()))
+}
+
+/// The namespaces of a pod this shim stands in for: containerd's CRI names a pod's
+/// namespaces as `/proc/<sandbox task pid>/ns/<kind>`, and a wasm sandbox's task pid is
+/// this shim's, whose own namespaces are the host's.
+pub(crate) fn through_shim(spec: &Spec) -> Vec<LinuxNamespaceType> {
+    let prefix = format!("/proc/{}/ns/", std::process::id());
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|ns| ns.path().as_ref().is_some_and(|p| p.starts_with(&prefix)))
+        .map(|ns| ns.typ())
+        .collect()
+}
+
+/// The pod's real namespaces for those [`through_shim`] found: the network namespace CNI
+/// made, and the pod holder's IPC, UTS and PID namespaces.
+#[derive(Debug, Default)]
+pub(crate) struct PodNamespaces {
+    /// The pod's network namespace.
+    pub(crate) net: Option<PathBuf>,
+    /// The pid of the process holding the pod's IPC, UTS and PID namespaces.
+    pub(crate) holder: Option<u32>,
+}
+
+/// The spec runc is given for container `id`: containerd's, with the root filesystem at
+/// its absolute place in `bundle` and each namespace named through this shim replaced by
+/// the pod's own. A namespace this shim cannot stand in for is an error naming it.
+pub(crate) fn runc_spec(mut spec: Spec, bundle: &Path, pod: &PodNamespaces) -> Result<Spec> {
+    if let Some(root) = spec.root().clone() {
+        if root.path().is_relative() {
+            let mut root = root;
+            root.set_path(bundle.join(root.path()));
+            spec.set_root(Some(root));
+        }
+    }
+    let prefix = format!("/proc/{}/ns/", std::process::id());
+    let Some(mut linux) = spec.linux().clone() else {
+        return Ok(spec);
+    };
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for ns in &mut namespaces {
+        if !ns.path().as_ref().is_some_and(|p| p.starts_with(&prefix)) {
+            continue;
+        }
+        let kind = ns.typ();
+        let path = match kind {
+            LinuxNamespaceType::Network => pod.net.clone(),
+            LinuxNamespaceType::Ipc | LinuxNamespaceType::Uts | LinuxNamespaceType::Pid => {
+                pod.holder.map(|pid| holder_ns(pid, kind))
+            }
+            _ => None,
+        };
+        let Some(path) = path else {
+            return Err(Error::InvalidArgument(format!(
+                "linux.namespaces: the {kind:?} namespace {} is the wasm pod sandbox's, which \
+                 has none of that kind to join",
+                ns.path()
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )));
+        };
+        ns.set_path(Some(path));
+    }
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// `/proc/<pid>/ns/<kind>` of the pod holder.
+fn holder_ns(pid: u32, kind: LinuxNamespaceType) -> PathBuf {
+    let name = match kind {
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        _ => "pid",
+    };
+    PathBuf::from(format!("/proc/{pid}/ns/{name}"))
+}
+
+/// After a shim died: what runc left of the container in `bundle` (its processes, cgroup
+/// and state) goes, through the runtime recorded there.
+pub(crate) fn clean_up_after_dead_shim(id: &str, bundle: &Path) {
+    let dir = bundle.join(DIR);
+    let Ok(record) = std::fs::read_to_string(dir.join(RUNTIME_FILE)) else {
+        return;
+    };
+    let mut lines = record.lines();
+    let binary = PathBuf::from(lines.next().unwrap_or("runc"));
+    let systemd = lines.next() == Some("systemd");
+    let out = command(&binary, &dir, systemd, "delete")
+        .args(["--force", id])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ok(out) => tracing::warn!(
+            %id,
+            error = %String::from_utf8_lossy(&out.stderr).trim(),
+            "runc delete after a dead shim"
+        ),
+        Err(error) => tracing::warn!(%id, %error, "runc delete after a dead shim"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(namespaces: &str) -> Spec {
+        serde_json::from_str(&format!(
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"rootfs"}},"linux":{{"namespaces":[{namespaces}]}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn paths(spec: &Spec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
+        spec.linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|ns| (ns.typ(), ns.path().clone()))
+            .collect()
+    }
+
+    #[test]
+    fn the_pods_namespaces_replace_the_shims() {
+        let me = std::process::id();
+        let s = spec(&format!(
+            r#"{{"type":"network","path":"/proc/{me}/ns/net"}},{{"type":"ipc","path":"/proc/{me}/ns/ipc"}},
+               {{"type":"uts","path":"/proc/{me}/ns/uts"}},{{"type":"pid"}},{{"type":"mount"}}"#
+        ));
+        assert_eq!(
+            through_shim(&s),
+            [
+                LinuxNamespaceType::Network,
+                LinuxNamespaceType::Ipc,
+                LinuxNamespaceType::Uts
+            ]
+        );
+        let pod = PodNamespaces {
+            net: Some("/run/netns/cni-1".into()),
+            holder: Some(42),
+        };
+        let out = runc_spec(s, Path::new("/b"), &pod).unwrap();
+        assert_eq!(out.root().as_ref().unwrap().path(), Path::new("/b/rootfs"));
+        assert_eq!(
+            paths(&out),
+            [
+                (LinuxNamespaceType::Network, Some("/run/netns/cni-1".into())),
+                (LinuxNamespaceType::Ipc, Some("/proc/42/ns/ipc".into())),
+                (LinuxNamespaceType::Uts, Some("/proc/42/ns/uts".into())),
+                (LinuxNamespaceType::Pid, None),
+                (LinuxNamespaceType::Mount, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_namespace_the_pod_lacks_is_named() {
+        let me = std::process::id();
+        let s = spec(&format!(r#"{{"type":"pid","path":"/proc/{me}/ns/pid"}}"#));
+        let e = runc_spec(s, Path::new("/b"), &PodNamespaces::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(&format!("Pid namespace /proc/{me}/ns/pid")),
+            "{e}"
+        );
+        // Paths of other processes are the spec's own business.
+        let s = spec(r#"{"type":"ipc","path":"/proc/1/ns/ipc"}"#);
+        let out = runc_spec(s, Path::new("/b"), &PodNamespaces::default()).unwrap();
+        assert_eq!(
+            paths(&out),
+            [(LinuxNamespaceType::Ipc, Some("/proc/1/ns/ipc".into()))]
+        );
+    }
+
+    #[test]
+    fn runcs_last_logged_error_is_its_reason() {
+        let log = concat!(
+            r#"{"level":"warning","msg":"minor","time":"t"}"#,
+            "\n",
+            r#"{"level":"error","msg":"exec: \"nope\": executable file not found in $PATH","time":"t"}"#,
+            "\nnot json\n"
+        );
+        assert_eq!(
+            last_error(log).as_deref(),
+            Some("exec: \"nope\": executable file not found in $PATH")
+        );
+        assert_eq!(last_error("{}"), None);
+    }
+
+    #[test]
+    fn the_cgroup_driver_follows_the_path_form() {
+        let with = |p: &str| -> Spec {
+            serde_json::from_str(&format!(
+                r#"{{"ociVersion":"1.0.2","linux":{{"cgroupsPath":"{p}"}}}}"#
+            ))
+            .unwrap()
+        };
+        assert!(systemd_cgroup(&with("kubepods.slice:cri-containerd:abc")));
+        assert!(!systemd_cgroup(&with("/k8s.io/abc")));
+    }
+
+    #[test]
+    fn a_missing_runtime_is_named_with_the_option() {
+        let e = find_binary(Some(Path::new("/nonexistent/runc"))).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("/nonexistent/runc is not a file") && text.contains("`runc`"),
+            "{text}"
+        );
+    }
+}

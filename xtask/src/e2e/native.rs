@@ -1,0 +1,249 @@
+//! Mixed pods through the CRI: native containers (Debian's busybox-static, run by runc)
+//! beside wasm ones under the `wasm` handler, in both isolation levels — an init container
+//! in the pod's network namespace, a sidecar sharing the pod's host name and volume, exec
+//! into both kinds, logs, stats, a containerd restart, an OOM kill, and nothing left after
+//! the pod is removed.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context};
+
+use super::cri::{
+    ensure_exit, ensure_nothing_left, field, inspect, manifest, pod_run, pod_run_ok, probe_image,
+    wasmpod_ok, K8S_NAMESPACE, SUBNET_PREFIX,
+};
+use super::Containerd;
+use crate::util::have;
+
+/// The native image: busybox-static with every applet linked in `/bin`.
+const BUSYBOX: &str = "localhost/wasmpod-e2e/busybox:v1";
+
+/// Builds [`BUSYBOX`] from the node's busybox-static and imports it into the CRI namespace.
+fn busybox_image(env: &Containerd) -> anyhow::Result<()> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.exists() || !have("runc") {
+        bail!("needs runc and busybox-static (apt-get install runc busybox-static)");
+    }
+    let dir = env.dir.join("busybox-native");
+    if dir.exists() {
+        return Ok(());
+    }
+    let root = dir.join("rootfs");
+    for sub in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
+        fs::create_dir_all(root.join(sub))?;
+    }
+    fs::copy(busybox, root.join("bin/busybox"))?;
+    let list = Command::new(busybox).arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            // Absolute, as Alpine's are: resolved inside the root, not on the node.
+            std::os::unix::fs::symlink("/bin/busybox", root.join("bin").join(applet))?;
+        }
+    }
+    env.import_rootfs(K8S_NAMESPACE, &dir, BUSYBOX, &["/bin/sh"])
+}
+
+/// `wasmpod cri exec CONTAINER -- CMD...`: its exit code and output.
+fn exec(env: &Containerd, container: &str, cmd: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = env
+        .wasmpod(&["cri", "exec", container, "--"])
+        .args(cmd)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The directories runc's state is kept in, under the test's containerd.
+fn runc_dirs(dir: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(dir)
+        .args(["-name", "wasmpod-native", "-type", "d"])
+        .output();
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn mixed_pod(probe: &str, level: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: mixed
+  annotations: {{wasmpod.io/isolation: {level}}}
+spec:
+  runtimeClassName: wasm
+  restartPolicy: Never
+  volumes:
+  - name: shared
+    emptyDir: {{}}
+  initContainers:
+  - name: netinit
+    image: {BUSYBOX}
+    command: [/bin/sh, -c, "ip -4 addr show eth0 && echo init-done > /shared/init"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: app
+    image: {probe}
+    args: [sleep, "600000"]
+  - name: sidecar
+    image: {BUSYBOX}
+    command: [/bin/sh, -c, "trap 'exit 0' TERM; echo sidecar up on $(hostname), $(cat /shared/init); sleep 600 & wait"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+    resources: {{limits: {{memory: 64Mi}}}}
+"#
+    )
+}
+
+/// A pod of a wasm app and a native sidecar after a native init container, at both levels.
+pub(crate) fn check_pod_mixed(env: &Containerd) -> anyhow::Result<()> {
+    let probe = probe_image(env)?;
+    busybox_image(env)?;
+    for level in ["shared", "process"] {
+        mixed_at(env, &probe, level).with_context(|| format!("{level} level"))?;
+    }
+    Ok(())
+}
+
+fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
+    let pod = manifest(env, "mixed", &mixed_pod(probe, level))?;
+    let sandbox = pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
+    let sandbox = sandbox.trim().to_owned();
+    let status = inspect(env, &sandbox)?;
+    let ip = field(&status, "/status/network/ip");
+    ensure!(ip.starts_with(SUBNET_PREFIX), "pod IP {ip:?}: {status}");
+    // The init container ran first, in the pod's network namespace: it saw the pod's IP.
+    let init = wasmpod_ok(env, &["cri", "logs", "netinit"])?;
+    ensure!(
+        init.contains(&format!("inet {ip}/")),
+        "the init container did not see the pod's address {ip}: {init:?}"
+    );
+    let running = wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox])?;
+    ensure!(
+        running.contains("app") && running.contains("sidecar"),
+        "cri ps: {running}"
+    );
+    // The sidecar shares the pod's host name (the pod holder's UTS namespace) and volume.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = wasmpod_ok(env, &["cri", "logs", "sidecar"])?;
+        if !log.is_empty() || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    ensure!(
+        log == "sidecar up on mixed, init-done\n",
+        "sidecar's log: {log:?}"
+    );
+    let holders = env.pod_holders();
+    ensure!(holders.len() == 1, "pod holders: {holders:?}");
+    // Exec into the native container: its output and exit code.
+    let (code, out, err) = exec(env, "sidecar", &["hostname"])?;
+    ensure!(
+        code == 0 && out == "mixed\n",
+        "exec hostname: {code} {out:?} {err:?}"
+    );
+    let (code, _, _) = exec(env, "sidecar", &["sh", "-c", "exit 7"])?;
+    ensure!(code == 7, "exec `exit 7` exited {code}");
+    // The sidecar's own IPC namespace is the pod's, not the node's.
+    let (_, ns, _) = exec(env, "sidecar", &["readlink", "/proc/self/ns/ipc"])?;
+    let node = fs::read_link("/proc/self/ns/ipc")?;
+    ensure!(
+        ns.trim() != node.to_string_lossy(),
+        "the sidecar is in the node's IPC namespace ({ns:?})"
+    );
+    // Exec into the wasm container is refused, saying why.
+    let (code, _, err) = exec(env, "app", &["ls"])?;
+    ensure!(
+        code != 0 && err.contains("wasm container"),
+        "exec into the wasm app: {code} {err:?}"
+    );
+    // Stats of the native container come from its cgroup.
+    let stats = wasmpod_ok(env, &["cri", "stats", "--pod", &sandbox])?;
+    let line = stats
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("sidecar"))
+        .with_context(|| format!("no stats for the sidecar: {stats}"))?;
+    ensure!(
+        line.split_whitespace()
+            .last()
+            .is_some_and(|m| m.ends_with("MiB") && m != "0.0MiB"),
+        "sidecar's memory is not reported: {stats}"
+    );
+    // containerd restarts with the pod running: both containers go on, and answer.
+    env.restart()?;
+    let running = wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox])?;
+    ensure!(
+        running.contains("app") && running.contains("sidecar"),
+        "cri ps after containerd's restart: {running}"
+    );
+    let (code, out, err) = exec(env, "sidecar", &["cat", "/shared/init"])?;
+    ensure!(
+        code == 0 && out == "init-done\n",
+        "exec after containerd's restart: {code} {out:?} {err:?}"
+    );
+    let t0 = std::time::Instant::now();
+    wasmpod_ok(env, &["pod", "rm", "mixed"])?;
+    let took = t0.elapsed();
+    // The sidecar honours SIGTERM: removal does not wait out the grace period.
+    ensure!(
+        took < std::time::Duration::from_secs(15),
+        "pod rm took {took:?}"
+    );
+    ensure_nothing_left(env)?;
+    ensure!(
+        env.pod_holders().is_empty(),
+        "pod holders left: {:?}",
+        env.pod_holders()
+    );
+    let left = runc_dirs(&env.dir);
+    ensure!(left.is_empty(), "runc state left: {left:?}");
+    eprintln!("  {level}: pod IP {ip}, exec ok, pod rm in {took:.0?}");
+    Ok(())
+}
+
+/// A native container past its memory limit is OOM-killed by its cgroup: 137, OOMKilled.
+pub(crate) fn check_pod_native_oom(env: &Containerd) -> anyhow::Result<()> {
+    busybox_image(env)?;
+    let pod = manifest(
+        env,
+        "native-oom",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: native-oom}}
+spec:
+  runtimeClassName: wasm
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: {BUSYBOX}
+    command: [/bin/sh, -c, "tail /dev/zero"]
+    resources: {{limits: {{memory: 16Mi}}}}
+"#
+        ),
+    )?;
+    let out = pod_run(env, &[&pod.to_string_lossy()])?;
+    ensure_exit(&out, 137)?;
+    let status = inspect(env, "hog")?;
+    ensure!(
+        field(&status, "/status/exit_code") == "137"
+            && field(&status, "/status/reason") == "OOMKilled",
+        "status: {status}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "native-oom"])?;
+    ensure_nothing_left(env)?;
+    let left = runc_dirs(&env.dir);
+    ensure!(left.is_empty(), "runc state left: {left:?}");
+    Ok(())
+}
