@@ -209,6 +209,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("pod-artifact", cri::check_pod_artifact),
         ("pod-mixed", native::check_pod_mixed),
         ("pod-native-oom", native::check_pod_native_oom),
+        ("pod-nginx-sidecar", native::check_pod_nginx_sidecar),
         ("http-serve", http::check_http_serve),
         ("http-slowloris", http::check_http_slowloris),
         ("pod-http", http::check_pod_http),

@@ -44,6 +44,43 @@ pub(crate) fn remove_dead_socket(address: &str) {
     }
 }
 
+/// The address of the shim that served the container of `bundle`: the `address` file
+/// `start` wrote, or the `bootstrap.json` containerd 2.x writes for a container it gives
+/// to its pod's shim without a `start`.
+fn shim_address(bundle: &Path) -> Option<String> {
+    if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+        return Some(address.trim().to_owned());
+    }
+    let text = std::fs::read_to_string(bundle.join("bootstrap.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json.get("address")?.as_str().map(str::to_owned)
+}
+
+/// Whether a shim answers on `address`.
+fn socket_alive(address: &str) -> bool {
+    std::os::unix::net::UnixStream::connect(address.trim_start_matches("unix://")).is_ok()
+}
+
+/// The other bundles of the namespace whose containers the shim at `address` served
+/// (their `address` files name it): `(container id, bundle)`.
+fn group_bundles(bundle: &Path, address: &str) -> Vec<(String, PathBuf)> {
+    let Ok(here) = bundle.canonicalize() else {
+        return Vec::new();
+    };
+    let Some(namespace_dir) = here.parent() else {
+        return Vec::new();
+    };
+    std::fs::read_dir(namespace_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| *p != here)
+        .filter(|p| shim_address(p).is_some_and(|a| a.trim() == address))
+        .filter_map(|p| Some((p.file_name()?.to_str()?.to_owned(), p)))
+        .collect()
+}
+
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
@@ -106,7 +143,16 @@ impl Service {
         crate::native::clean_up_after_dead_shim(&self.id, bundle);
         crate::pod::clean_up_after_dead_shim(bundle);
         crate::process::clean_up_after_dead_shim(&self.id, bundle);
-        if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+        if let Some(address) = shim_address(bundle) {
+            // containerd may ask this for one task of the group alone (2.x does): what
+            // runs outside the shim for the group's other containers — runc's containers
+            // and a pod holder — goes now too.
+            if !socket_alive(address.trim()) {
+                for (id, other) in group_bundles(bundle, address.trim()) {
+                    crate::native::clean_up_after_dead_shim(&id, &other);
+                    crate::pod::clean_up_after_dead_shim(&other);
+                }
+            }
             remove_dead_socket(address.trim());
         }
         if rootfs::is_mounted(bundle) {
@@ -166,6 +212,33 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_shims_group_is_found_by_address_file_or_bootstrap_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("k8s.io");
+        let at = |id: &str, file: &str, text: &str| {
+            std::fs::create_dir_all(ns.join(id)).unwrap();
+            std::fs::write(ns.join(id).join(file), text).unwrap();
+        };
+        at("sandbox", "address", "unix:///run/containerd/s/aaa\n");
+        at("app", "address", "unix:///run/containerd/s/aaa");
+        at(
+            "sidecar",
+            "bootstrap.json",
+            r#"{"version":2,"address":"unix:///run/containerd/s/aaa","protocol":"ttrpc"}"#,
+        );
+        at("other-pod", "address", "unix:///run/containerd/s/bbb");
+        std::fs::create_dir_all(ns.join("empty")).unwrap();
+        let address = shim_address(&ns.join("sandbox")).unwrap();
+        let mut ids: Vec<String> = group_bundles(&ns.join("sandbox"), &address)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["app", "sidecar"]);
+        assert!(!socket_alive("unix:///nonexistent/socket"));
+    }
 
     #[test]
     fn only_a_dead_shims_socket_is_removed() {

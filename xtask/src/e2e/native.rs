@@ -247,3 +247,119 @@ spec:
     ensure!(left.is_empty(), "runc state left: {left:?}");
     Ok(())
 }
+
+/// The nginx image: Debian's nginx (unpacked from the machine's archive, not
+/// installed) with the shared libraries it links copied in, and a reverse-proxy config of
+/// ours: port 8081 in front of the pod's wasm server on 127.0.0.1:8080.
+const NGINX: &str = "localhost/wasmpod-e2e/nginx:v1";
+
+fn nginx_image(env: &Containerd) -> anyhow::Result<()> {
+    let dir = env.dir.join("nginx-native");
+    if dir.exists() {
+        return Ok(());
+    }
+    let package = super::debian::unpacked("nginx", "bookworm")?;
+    let nginx = package.join("usr/sbin/nginx");
+    ensure!(nginx.is_file(), "Debian's nginx has no {}", nginx.display());
+    let root = dir.join("rootfs");
+    for sub in [
+        "usr/sbin",
+        "etc/nginx",
+        "tmp",
+        "run",
+        "var/log/nginx",
+        "var/lib/nginx",
+        "proc",
+        "sys",
+        "dev",
+    ] {
+        fs::create_dir_all(root.join(sub))?;
+    }
+    fs::copy(&nginx, root.join("usr/sbin/nginx"))?;
+    // Its shared libraries, and the loader, from the node (the same Debian release).
+    let ldd = Command::new("ldd").arg(&nginx).output()?;
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = root.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().context("a library has a directory")?)?;
+        fs::copy(lib, &to).with_context(|| format!("copying {lib}"))?;
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+    )?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    fs::write(
+        root.join("etc/nginx/nginx.conf"),
+        "daemon off;\nmaster_process off;\nerror_log stderr notice;\npid /tmp/nginx.pid;\n\
+         events { worker_connections 64; }\n\
+         http {\n  access_log off;\n  server {\n    listen 8081;\n    \
+         location / { proxy_pass http://127.0.0.1:8080; }\n  }\n}\n",
+    )?;
+    env.import_rootfs(K8S_NAMESPACE, &dir, NGINX, &["/usr/sbin/nginx"])
+}
+
+/// nginx as a reverse-proxy sidecar in front of a wasm `wasi:http` server, over the pod's
+/// localhost, at both levels: the pod answers through nginx, and `nginx -v` execs.
+pub(crate) fn check_pod_nginx_sidecar(env: &Containerd) -> anyhow::Result<()> {
+    let wasm = super::http::http_fixture(env, "http_net")?;
+    let image = super::cri::push_image(env, &wasm, "e2e/http-net")?;
+    nginx_image(env)?;
+    for level in ["shared", "process"] {
+        let pod = manifest(
+            env,
+            "proxied",
+            &format!(
+                r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: proxied
+  annotations: {{wasmpod.io/isolation: {level}}}
+spec:
+  runtimeClassName: wasm
+  containers:
+  - name: web
+    image: {image}
+  - name: proxy
+    image: {NGINX}
+"#
+            ),
+        )?;
+        let sandbox = pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
+        let status = inspect(env, sandbox.trim())?;
+        let ip = field(&status, "/status/network/ip");
+        let addr = format!("{ip}:8081");
+        let limit = std::time::Duration::from_secs(20);
+        super::http::wait_serving(&addr, limit).with_context(|| format!("{level} level"))?;
+        // nginx may be up before the wasm server: 502 until it is.
+        let deadline = std::time::Instant::now() + limit;
+        let (code, body) = loop {
+            let got = super::http::get(&addr, "/hello", std::time::Duration::from_secs(5))?;
+            if got.0 == 200 || std::time::Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        ensure!(
+            code == 200 && body == "hello from wasm: /hello\n",
+            "{level} level: through nginx: {code} {body:?}"
+        );
+        let (code, out, err) = exec(env, "proxy", &["/usr/sbin/nginx", "-v"])?;
+        ensure!(
+            code == 0 && err.contains("nginx version: nginx/"),
+            "{level} level: exec nginx -v: {code} {out:?} {err:?}"
+        );
+        wasmpod_ok(env, &["pod", "rm", "--grace-period", "5", "proxied"])?;
+        ensure_nothing_left(env)?;
+        ensure!(env.pod_holders().is_empty(), "pod holders left");
+        let left = runc_dirs(&env.dir);
+        ensure!(left.is_empty(), "runc state left: {left:?}");
+        eprintln!(
+            "  {level}: answered through nginx at {addr}; {}",
+            err.trim()
+        );
+    }
+    Ok(())
+}
