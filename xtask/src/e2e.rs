@@ -209,6 +209,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("pod-artifact", cri::check_pod_artifact),
         ("pod-mixed", native::check_pod_mixed),
         ("pod-native-oom", native::check_pod_native_oom),
+        ("pod-mixed-shim-killed", native::check_pod_mixed_shim_killed),
         ("pod-nginx-sidecar", native::check_pod_nginx_sidecar),
         ("http-serve", http::check_http_serve),
         ("http-slowloris", http::check_http_slowloris),
@@ -306,6 +307,30 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
             &[
                 "msg=\"ContainerStatus for \\\"",
                 "code = NotFound desc = failed to get verbose container info",
+            ],
+        ),
+        // A mixed pod's shim, killed on purpose: containerd asks the dead shim for its
+        // tasks' exits and deletes, and its copy of their output ends.
+        (
+            "pod-mixed-shim-killed",
+            &["msg=\"failed to get task exit status for ", "ttrpc: closed"],
+        ),
+        (
+            "pod-mixed-shim-killed",
+            &[
+                "msg=\"failed to handle container TaskExit event ",
+                "failed to delete task: ttrpc: closed",
+            ],
+        ),
+        (
+            "pod-mixed-shim-killed",
+            &["msg=\"Failed to pipe std", "file already closed"],
+        ),
+        (
+            "pod-mixed-shim-killed",
+            &[
+                "msg=\"RemovePodSandbox for \\\"",
+                "container is still running, to stop first",
             ],
         ),
         // The exec into a wasm container, refused on purpose.

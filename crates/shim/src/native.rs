@@ -2,10 +2,13 @@
 //! writing iptables rules — run by runc, the node's OCI runtime, on the root filesystem
 //! containerd mounted and with the spec containerd wrote.
 //!
-//! Each container has a directory of its own in its bundle ([`DIR`]): runc's state root,
-//! runc's log, the spec runc is given (containerd's, with the pod's namespaces this shim
-//! stands in for rewritten to real ones), and a record of which runtime made it, so that
-//! the `delete` of a shim that died removes what runc left. The container's init is
+//! Each container has a directory of its own ([`dir_of`]: beside containerd's bundles, in
+//! `<state>/wasmpod-native/<namespace>/<id>`): runc's state root, runc's log, the spec runc
+//! is given (containerd's, with the pod's namespaces this shim stands in for rewritten to
+//! real ones), and a record of which runtime and which shim made it. Not in the bundle:
+//! after a shim dies, containerd 2.x removes the bundles of the tasks it could not Delete
+//! through it, and runc's state would go with them, its containers still running. The
+//! `delete` of a dead shim sweeps the namespace's directories whose shim is gone. The container's init is
 //! created by `runc create` with containerd's FIFOs as its stdio and started by `runc
 //! start`; once runc is gone it is a child of this shim (a subreaper), whose reaper reports
 //! its exit like a process-level guest's.
@@ -18,11 +21,32 @@ use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use crate::error::{Error, Result};
 use crate::process::{child_stdio, ExitWatch};
 
-/// The directory of a native container's runtime files in its bundle.
+/// The directory of native containers' runtime files, beside containerd's task bundles.
 pub(crate) const DIR: &str = "wasmpod-native";
 
-/// The file in [`DIR`] that names the runtime binary, for the clean-up after a dead shim.
+/// The directory of containerd's task bundles in its state directory (1.6 to 2.x).
+const TASK_DIR: &str = "io.containerd.runtime.v2.task";
+
+/// The file in a container's directory that names the runtime binary, its cgroup driver and
+/// the shim that made it (`pid start-time`), for the clean-up after a dead shim.
 const RUNTIME_FILE: &str = "runtime";
+
+/// `<state>/wasmpod-native/<namespace>` for a bundle laid out as containerd lays them out
+/// (`<state>/io.containerd.runtime.v2.task/<namespace>/<id>`).
+fn namespace_dir(bundle: &Path) -> Option<PathBuf> {
+    let namespace = bundle.parent()?;
+    let tasks = namespace.parent()?;
+    if tasks.file_name()? != TASK_DIR {
+        return None;
+    }
+    Some(tasks.parent()?.join(DIR).join(namespace.file_name()?))
+}
+
+/// The directory of container `id`'s runtime files (see the module's doc); in the bundle
+/// when the bundle is not where containerd puts them.
+pub(crate) fn dir_of(bundle: &Path, id: &str) -> PathBuf {
+    namespace_dir(bundle).map_or_else(|| bundle.join(DIR), |d| d.join(id))
+}
 
 /// A native container's runc: the binary and the container's own state root.
 #[derive(Debug)]
@@ -86,14 +110,16 @@ impl Runc {
         spec: &Spec,
     ) -> Result<Self> {
         let binary = find_binary(configured)?;
-        let dir = bundle.join(DIR);
+        let dir = dir_of(bundle, id);
         let context = format!("container {id}: making {}", dir.display());
         std::fs::create_dir_all(dir.join("state")).map_err(crate::error::io(context.clone()))?;
         let systemd = systemd_cgroup(spec);
+        let me = std::process::id();
         let record = format!(
-            "{}\n{}\n",
+            "{}\n{}\n{me} {}\n",
             binary.display(),
-            if systemd { "systemd" } else { "cgroupfs" }
+            if systemd { "systemd" } else { "cgroupfs" },
+            crate::sys::start_time(me).unwrap_or(0)
         );
         std::fs::write(dir.join(RUNTIME_FILE), record).map_err(crate::error::io(context))?;
         Ok(Self {
@@ -321,23 +347,62 @@ fn holder_ns(pid: u32, kind: LinuxNamespaceType) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/{name}"))
 }
 
-/// After a shim died: what runc left of the container in `bundle` (its processes, cgroup
-/// and state) goes, through the runtime recorded there.
+/// After a shim died: what runc left of container `id` of `bundle` (its processes, cgroup
+/// and state) goes, and so does what it left of every other container of the namespace
+/// whose shim is gone too — containerd may ask for one task of a group alone, having
+/// removed the others' bundles.
 pub(crate) fn clean_up_after_dead_shim(id: &str, bundle: &Path) {
-    let dir = bundle.join(DIR);
+    let bundle = bundle.canonicalize().unwrap_or_else(|_| bundle.to_owned());
+    delete_left(id, &dir_of(&bundle, id));
+    let Some(namespace) = namespace_dir(&bundle) else {
+        return;
+    };
+    for entry in std::fs::read_dir(&namespace)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let dir = entry.path();
+        let Some(other) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if other != id && shim_gone(&dir) {
+            delete_left(&other, &dir);
+        }
+    }
+}
+
+/// Whether the shim recorded in a container's directory is no longer running.
+fn shim_gone(dir: &Path) -> bool {
+    let Ok(record) = std::fs::read_to_string(dir.join(RUNTIME_FILE)) else {
+        return false;
+    };
+    let mut shim = record.lines().nth(2).unwrap_or("").split_whitespace();
+    let pid = shim.next().and_then(|p| p.parse::<u32>().ok());
+    let started = shim.next().and_then(|s| s.parse::<u64>().ok());
+    match (pid, started) {
+        // A shim SIGKILLed a moment ago may be a zombie yet: gone all the same.
+        (Some(pid), Some(started)) => crate::sys::running_start_time(pid) != Some(started),
+        _ => false,
+    }
+}
+
+/// `runc delete --force` of container `id` through the runtime recorded in `dir`, then
+/// `dir`.
+fn delete_left(id: &str, dir: &Path) {
     let Ok(record) = std::fs::read_to_string(dir.join(RUNTIME_FILE)) else {
         return;
     };
     let mut lines = record.lines();
     let binary = PathBuf::from(lines.next().unwrap_or("runc"));
     let systemd = lines.next() == Some("systemd");
-    let out = command(&binary, &dir, systemd, "delete")
+    let out = command(&binary, dir, systemd, "delete")
         .args(["--force", id])
         .stdin(std::process::Stdio::null())
         .output();
     match out {
         Ok(out) if out.status.success() => {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(dir);
         }
         Ok(out) => tracing::warn!(
             %id,
@@ -448,6 +513,40 @@ mod tests {
         };
         assert!(systemd_cgroup(&with("kubepods.slice:cri-containerd:abc")));
         assert!(!systemd_cgroup(&with("/k8s.io/abc")));
+    }
+
+    #[test]
+    fn runtime_files_live_beside_containerds_bundles() {
+        let bundle = Path::new("/run/ctrd/io.containerd.runtime.v2.task/k8s.io/abc");
+        assert_eq!(
+            dir_of(bundle, "abc"),
+            Path::new("/run/ctrd/wasmpod-native/k8s.io/abc")
+        );
+        assert_eq!(
+            dir_of(Path::new("/tmp/bundle"), "abc"),
+            Path::new("/tmp/bundle/wasmpod-native")
+        );
+    }
+
+    #[test]
+    fn only_a_dead_shims_containers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let started = crate::sys::start_time(me).unwrap();
+        let at = |shim: &str| {
+            let d = dir.path().join(shim.replace(' ', "-"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join(RUNTIME_FILE),
+                format!("/usr/sbin/runc\ncgroupfs\n{shim}\n"),
+            )
+            .unwrap();
+            d
+        };
+        assert!(!shim_gone(&at(&format!("{me} {started}"))));
+        assert!(shim_gone(&at(&format!("{me} {}", started + 1))));
+        assert!(!shim_gone(&at("not a record")));
+        assert!(!shim_gone(dir.path()));
     }
 
     #[test]

@@ -144,12 +144,11 @@ impl Service {
         crate::pod::clean_up_after_dead_shim(bundle);
         crate::process::clean_up_after_dead_shim(&self.id, bundle);
         if let Some(address) = shim_address(bundle) {
-            // containerd may ask this for one task of the group alone (2.x does): what
-            // runs outside the shim for the group's other containers — runc's containers
-            // and a pod holder — goes now too.
+            // containerd may ask this for one task of the group alone (2.x does): a pod
+            // holder recorded in another bundle of the group goes now too (runc's
+            // containers are swept by `native` above).
             if !socket_alive(address.trim()) {
-                for (id, other) in group_bundles(bundle, address.trim()) {
-                    crate::native::clean_up_after_dead_shim(&id, &other);
+                for (_, other) in group_bundles(bundle, address.trim()) {
                     crate::pod::clean_up_after_dead_shim(&other);
                 }
             }

@@ -250,6 +250,18 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// [`start_time`] of a process that still runs: `None` for one that has ended, a zombie
+/// its parent has not reaped included.
+pub(crate) fn running_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
 /// The effective user id of this process.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no arguments and cannot fail.
@@ -326,6 +338,24 @@ pub(crate) fn is_nonblocking(fd: &impl AsRawFd) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_zombie_has_no_running_start_time() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Ended, not reaped: a zombie until the wait below.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(super::start_time(pid).is_some());
+        assert_eq!(super::running_start_time(pid), None);
+        child.wait().unwrap();
+        let me = std::process::id();
+        assert_eq!(super::running_start_time(me), super::start_time(me));
+        assert!(super::start_time(me).is_some());
+    }
+
     #[test]
     fn the_descriptor_limit_is_raised_to_the_hard_one() {
         let soft = super::raise_descriptor_limit().unwrap();

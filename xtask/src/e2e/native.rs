@@ -58,19 +58,17 @@ fn exec(env: &Containerd, container: &str, cmd: &[&str]) -> anyhow::Result<(i32,
     ))
 }
 
-/// The directories runc's state is kept in, under the test's containerd.
+/// The native containers' runtime directories left under the test's containerd
+/// (`<state>/wasmpod-native/<namespace>/<id>`).
 fn runc_dirs(dir: &Path) -> Vec<String> {
-    let out = Command::new("find")
-        .arg(dir)
-        .args(["-name", "wasmpod-native", "-type", "d"])
-        .output();
-    out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    })
-    .unwrap_or_default()
+    let root = dir.join("state").join("wasmpod-native");
+    fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|ns| fs::read_dir(ns.path()).into_iter().flatten().flatten())
+        .map(|c| c.path().display().to_string())
+        .collect()
 }
 
 fn mixed_pod(probe: &str, level: &str) -> String {
@@ -245,6 +243,56 @@ spec:
     ensure_nothing_left(env)?;
     let left = runc_dirs(&env.dir);
     ensure!(left.is_empty(), "runc state left: {left:?}");
+    Ok(())
+}
+
+/// The processes of the mixed pod's sidecar (`sleep 600`).
+fn sidecar_sleeps() -> Vec<u32> {
+    super::processes(|_, cmdline| cmdline == "sleep\u{0}600\u{0}")
+}
+
+/// The shim of a mixed pod is SIGKILLed: containerd's clean-up after the dead shim runs
+/// `runc delete --force` for its native containers (whose bundles containerd 2.x may have
+/// removed already) and ends the pod holder, so removing the pod leaves no runc state,
+/// holder or container process.
+pub(crate) fn check_pod_mixed_shim_killed(env: &Containerd) -> anyhow::Result<()> {
+    let probe = probe_image(env)?;
+    busybox_image(env)?;
+    let pod = manifest(env, "mixed", &mixed_pod(&probe, "shared"))?;
+    pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sidecar_sleeps().is_empty() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the sidecar never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let shims = env.shims();
+    ensure!(shims.len() == 1, "expected one shim: {shims:?}");
+    ensure!(env.pod_holders().len() == 1, "no pod holder");
+    crate::util::run(Command::new("kill").args(["-KILL", &shims[0].to_string()]))?;
+    // containerd hears of the dead shim's tasks on its own time: until it has, the pod's
+    // containers are still running to it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = wasmpod_ok(env, &["pod", "rm", "--grace-period", "0", "mixed"]) {
+        ensure!(std::time::Instant::now() < deadline, "{e:#}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ensure_nothing_left(env)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (holders, sleeps, dirs) = (env.pod_holders(), sidecar_sleeps(), runc_dirs(&env.dir));
+        if holders.is_empty() && sleeps.is_empty() && dirs.is_empty() {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "left after the dead shim: holders {holders:?}, sidecar processes {sleeps:?}, \
+             runc state {dirs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     Ok(())
 }
 
