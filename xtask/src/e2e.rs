@@ -309,6 +309,14 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
                 "code = NotFound desc = failed to get verbose container info",
             ],
         ),
+        // The same race, worded by the lookup rather than the verbose info.
+        (
+            "pod-restart",
+            &[
+                "msg=\"ContainerStatus for \\\"",
+                "code = NotFound desc = an error occurred when try to find container",
+            ],
+        ),
         // A mixed pod's shim, killed on purpose: containerd asks the dead shim for its
         // tasks' exits and deletes, and its copy of their output ends.
         (
@@ -318,7 +326,8 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
         (
             "pod-mixed-shim-killed",
             &[
-                "msg=\"failed to handle container TaskExit event ",
+                "msg=\"failed to handle ",
+                " TaskExit event ",
                 "failed to delete task: ttrpc: closed",
             ],
         ),
