@@ -180,7 +180,15 @@ fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
     );
     // containerd restarts with the pod running: both containers go on, and answer.
     env.restart()?;
-    let running = wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox])?;
+    // containerd answers before its CRI plugin has loaded its state ("not initialized").
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let running = loop {
+        match wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox]) {
+            Ok(out) => break out,
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    };
     ensure!(
         running.contains("app") && running.contains("sidecar"),
         "cri ps after containerd's restart: {running}"
