@@ -342,12 +342,13 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
                 "container is still running, to stop first",
             ],
         ),
-        // The exec into a wasm container, refused on purpose.
+        // A native program's exec into a wasm container, refused on purpose.
         (
             "pod-mixed",
             &[
                 "msg=\"ExecSync for \\\"",
-                "cannot run in a wasm container: only the native containers",
+                "\\\"ls\\\" cannot run in a wasm container (",
+                "execs wasm programs",
             ],
         ),
         // containerd's copy of a shim's log, whose pipe containerd itself closed while it

@@ -108,11 +108,31 @@ pub(crate) struct StdioPaths {
     pub(crate) terminal: bool,
 }
 
+/// What a wasm container's execs run with besides their own process: the container's
+/// handler limits and network, so that an exec sees what the container's guest sees.
+#[derive(Debug)]
+pub(crate) struct ExecContext {
+    /// The handler's limits on a program.
+    pub(crate) limits: wasm_engine::ProgramLimits,
+    /// The container's port and network policy.
+    pub(crate) network: sandbox::NetworkPlan,
+    /// The runtime whose threads are in the pod's network namespace (shared level).
+    pub(crate) net: Option<Arc<NetnsRuntime>>,
+    /// The pod's network namespace a process-level exec joins.
+    pub(crate) netns: Option<PathBuf>,
+    /// The handler's HTTP limits (a process-level child is given them).
+    pub(crate) http: wasm_engine::HttpLimits,
+}
+
 /// A second process in a container (Exec), by its exec id.
 #[derive(Debug)]
 pub(crate) struct Exec {
     /// What runs: the OCI process containerd sent.
     pub(crate) process: oci_spec::runtime::Process,
+    /// A wasm exec's run policy: the container's, with the exec's process.
+    pub(crate) policy: Option<Box<sandbox::RunPolicy>>,
+    /// Ends a wasm exec that runs in the shim.
+    pub(crate) kill: Option<KillHandle>,
     /// Its stdio.
     pub(crate) stdio: StdioPaths,
     /// Its pid, once started.
@@ -128,6 +148,8 @@ impl Exec {
     pub(crate) fn new(process: oci_spec::runtime::Process, stdio: StdioPaths) -> Self {
         Self {
             process,
+            policy: None,
+            kill: None,
             stdio,
             pid: None,
             stdin_close: None,
@@ -162,6 +184,9 @@ pub(crate) struct Container {
     pub(crate) hostname: Option<String>,
     /// A native container's runc.
     pub(crate) native: Option<Arc<crate::native::Runc>>,
+    /// What a wasm container's execs run with; `None` where none can run (a sandbox, a
+    /// program from the content store rather than a root filesystem).
+    pub(crate) wasm_execs: Option<Arc<ExecContext>>,
     /// Its execs, by exec id.
     pub(crate) execs: std::collections::HashMap<String, Exec>,
     state: State,
@@ -204,6 +229,7 @@ impl Container {
             netns: None,
             hostname: None,
             native: None,
+            wasm_execs: None,
             execs: Default::default(),
             state: State::Created(Box::new(workload)),
             exit_tx: watch::channel(None).0,
@@ -279,6 +305,27 @@ impl Container {
         self.state = State::Stopped(exit);
         self.stdin_close.take();
         Ok(exit)
+    }
+
+    /// Ends a stopped wasm container's execs, as a container's processes end with its
+    /// init: those in the shim at once; the pids of those in children are returned, to be
+    /// killed (runc ends a native container's own).
+    pub(crate) fn end_execs(&self) -> Vec<u32> {
+        if self.native.is_some() {
+            return Vec::new();
+        }
+        let mut children = Vec::new();
+        for exec in self.execs.values() {
+            if exec.exit.borrow().is_some() {
+                continue;
+            }
+            match (&exec.kill, exec.pid) {
+                (Some(kill), _) => kill.kill(),
+                (None, Some(pid)) => children.push(pid),
+                (None, None) => {}
+            }
+        }
+        children
     }
 
     /// Wakes every waiter with the exit [`stop`](Self::stop) recorded.

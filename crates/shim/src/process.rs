@@ -49,6 +49,8 @@ pub(crate) struct ProcessWorkload {
     pub(crate) max_size: u64,
     /// What a served handler may hold of its server.
     pub(crate) http: wasm_engine::HttpLimits,
+    /// An exec's process (a JSON file in the bundle), run instead of the spec's.
+    pub(crate) exec: Option<PathBuf>,
 }
 
 /// The environment variables that give the child its network plan.
@@ -57,6 +59,8 @@ const OUTBOUND_ENV: &str = "WASMPOD_ALLOWED_OUTBOUND";
 const SERVE_ENV: &str = "WASMPOD_SERVE";
 const MAX_SIZE_ENV: &str = "WASMPOD_MAX_MODULE_SIZE";
 const HTTP_LIMITS_ENV: &str = "WASMPOD_HTTP_LIMITS";
+/// The file holding an exec's OCI process, which the child runs instead of the spec's.
+const EXEC_ENV: &str = "WASMPOD_EXEC_PROCESS";
 
 /// The network namespace path of the pod a container belongs to, for one whose spec names
 /// it as `/proc/<sandbox task pid>/ns/net`: containerd's CRI joins a pod's containers to
@@ -147,6 +151,7 @@ pub(crate) fn spawn(
         serve,
         max_size,
         http,
+        exec,
     } = workload;
     let outbound: Vec<String> = network
         .policy
@@ -171,9 +176,13 @@ pub(crate) fn spawn(
         .env(MAX_SIZE_ENV, max_size.to_string())
         .env(HTTP_LIMITS_ENV, http.to_text())
         .env_remove(crate::bootstrap::LISTEN_FD_ENV)
+        .env_remove(EXEC_ENV)
         .stdin(child_stdio(stdio.stdin))
         .stdout(child_stdio(stdio.stdout))
         .stderr(child_stdio(stdio.stderr));
+    if let Some(exec) = exec {
+        command.env(EXEC_ENV, exec);
+    }
     let child = command.spawn().map_err(|e| Error::Io {
         context: format!("container {id}: starting its process"),
         source: e,
@@ -255,8 +264,16 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         .and_then(|c| c.join())
         .map_err(|e| fail("joining its cgroup")(&e))?;
     let bundle = Path::new(bundle);
-    let spec =
+    let mut spec =
         Spec::load(bundle.join("config.json")).map_err(|e| fail("reading config.json")(&e))?;
+    // An exec: the container's spec (its mounts, environment, limits) with the exec's process.
+    if let Some(exec) = std::env::var_os(EXEC_ENV) {
+        let process = std::fs::read(&exec)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            .map_err(|e| fail(&format!("reading its exec's process {exec:?}"))(&e))?;
+        spec.set_process(Some(process));
+    }
     let program_file = rest.first().map(PathBuf::from);
     let policy = match &program_file {
         Some(_) => RunPolicy::from_spec_with_program(&spec, bundle),

@@ -382,8 +382,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
-        self.traced("exec", &req.id, async { self.add_exec(&req) })
-            .await?;
+        self.traced("exec", &req.id, self.add_exec(&req)).await?;
         Ok(api::Empty::default())
     }
 

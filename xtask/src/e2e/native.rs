@@ -93,6 +93,7 @@ spec:
   - name: app
     image: {probe}
     args: [sleep, "600000"]
+    volumeMounts: [{{name: shared, mountPath: /data}}]
   - name: sidecar
     image: {BUSYBOX}
     command: [/bin/sh, -c, "trap 'exit 0' TERM; echo sidecar up on $(hostname), $(cat /shared/init); sleep 600 & wait"]
@@ -160,11 +161,34 @@ fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
         ns.trim() != node.to_string_lossy(),
         "the sidecar is in the node's IPC namespace ({ns:?})"
     );
-    // Exec into the wasm container is refused, saying why.
+    // Exec into the wasm container: a second wasm program from its root filesystem, with
+    // its /data preopen (the pod's volume, which the sidecar sees too) and its exit code.
+    let (code, out, err) = exec(
+        env,
+        "app",
+        &[
+            "/probe.wasm",
+            "write",
+            "/data/from-exec",
+            "written by a wasm exec",
+        ],
+    )?;
+    ensure!(
+        code == 0 && out == "wrote /data/from-exec\n",
+        "wasm exec into the app: {code} {out:?} {err:?}"
+    );
+    let (code, out, err) = exec(env, "sidecar", &["cat", "/shared/from-exec"])?;
+    ensure!(
+        code == 0 && out == "written by a wasm exec",
+        "the wasm exec's file, read by the sidecar: {code} {out:?} {err:?}"
+    );
+    let (code, _, err) = exec(env, "app", &["/probe.wasm", "exit", "9"])?;
+    ensure!(code == 9, "wasm exec `exit 9` exited {code}: {err:?}");
+    // A native program is refused in a wasm container, saying what it can exec.
     let (code, _, err) = exec(env, "app", &["ls"])?;
     ensure!(
-        code != 0 && err.contains("wasm container"),
-        "exec into the wasm app: {code} {err:?}"
+        code != 0 && err.contains("execs wasm programs"),
+        "exec ls into the wasm app: {code} {err:?}"
     );
     // Stats of the native container come from its cgroup.
     let stats = wasmpod_ok(env, &["cri", "stats", "--pod", &sandbox])?;

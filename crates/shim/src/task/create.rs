@@ -16,7 +16,7 @@ use wasm_engine::{KillHandle, Program, ProgramKind};
 use super::netns::new_netns_runtime;
 use super::start::serving_engine;
 use super::{SharedGroup, TaskService};
-use crate::container::{Container, StdioPaths, Workload};
+use crate::container::{Container, ExecContext, StdioPaths, Workload};
 use crate::error::{Error, Result};
 use crate::logging::phase;
 use crate::process::{self, ProcessWorkload};
@@ -33,6 +33,8 @@ struct Prepared {
     hostname: Option<String>,
     /// A native container's runc and its init's pid.
     native: Option<(Arc<crate::native::Runc>, u32)>,
+    /// What a wasm container's execs run with (one whose program is in its root filesystem).
+    execs: Option<Arc<ExecContext>>,
 }
 
 impl Prepared {
@@ -44,6 +46,7 @@ impl Prepared {
             netns: None,
             hostname: None,
             native: None,
+            execs: None,
         }
     }
 }
@@ -69,6 +72,32 @@ fn is_sandbox(spec: &Spec) -> bool {
         .as_ref()
         .and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION))
         .is_some_and(|t| t == "sandbox")
+}
+
+/// Reads the entrypoint `policy` names, up to `max` bytes. The tenant's files are read off
+/// the task threads and under a deadline: a file system call that does not return holds one
+/// blocking thread, not a worker that serves every other container's calls.
+pub(super) async fn read_entrypoint(id: &str, policy: &RunPolicy, max: u64) -> Result<Vec<u8>> {
+    let reader = policy.clone();
+    let span = phase("create.read");
+    let read = tokio::task::spawn_blocking(move || span.in_scope(|| reader.read_entrypoint(max)));
+    match tokio::time::timeout(READ_DEADLINE, read).await {
+        Ok(Ok(read)) => read.map_err(|source| Error::Policy {
+            id: id.to_owned(),
+            source,
+        }),
+        Ok(Err(e)) => Err(Error::Internal {
+            context: format!("container {id}: reading its entrypoint"),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(Error::Rootfs {
+            id: id.to_owned(),
+            reason: format!(
+                "reading the entrypoint {} did not finish within {READ_DEADLINE:?}",
+                policy.entrypoint()
+            ),
+        }),
+    }
 }
 
 impl TaskService {
@@ -191,6 +220,7 @@ impl TaskService {
             tracing::warn!(field = %warning.field, "{}", warning.message);
         }
         let mut program_file = None;
+        let from_rootfs = layer.is_none();
         let (what, bytes) = match layer {
             Some(layer) => {
                 if process_level {
@@ -203,36 +233,7 @@ impl TaskService {
                 (format!("image {}: wasm layer", layer.image), layer.bytes)
             }
             None => {
-                // The tenant's files are read off the task threads and under a deadline:
-                // a file system call that does not return holds one blocking thread, not
-                // a worker that serves every other container's calls.
-                let max = handler.program_limits.max_size;
-                let reader = policy.clone();
-                let span = phase("create.read");
-                let read = tokio::task::spawn_blocking(move || {
-                    span.in_scope(|| reader.read_entrypoint(max))
-                });
-                let bytes = match tokio::time::timeout(READ_DEADLINE, read).await {
-                    Ok(Ok(read)) => read.map_err(|source| Error::Policy {
-                        id: id.to_owned(),
-                        source,
-                    })?,
-                    Ok(Err(e)) => {
-                        return Err(Error::Internal {
-                            context: format!("container {id}: reading its entrypoint"),
-                            reason: e.to_string(),
-                        })
-                    }
-                    Err(_) => {
-                        return Err(Error::Rootfs {
-                            id: id.to_owned(),
-                            reason: format!(
-                                "reading the entrypoint {} did not finish within {READ_DEADLINE:?}",
-                                policy.entrypoint()
-                            ),
-                        })
-                    }
-                };
+                let bytes = read_entrypoint(id, &policy, handler.program_limits.max_size).await?;
                 (describe_entrypoint(&spec, policy.entrypoint()), bytes)
             }
         };
@@ -341,9 +342,19 @@ impl TaskService {
                     return Err(e);
                 }
             };
+            let execs = from_rootfs.then(|| {
+                Arc::new(ExecContext {
+                    limits: handler.program_limits,
+                    network: network.clone(),
+                    net: None,
+                    netns: netns.clone(),
+                    http: handler.http,
+                })
+            });
             return Ok(Prepared {
                 stdin_close: streams.stdin_close,
                 cgroup: Some(cgroup),
+                execs,
                 ..Prepared::new(Workload::Process(Box::new(ProcessWorkload {
                     stdio: streams.stdio,
                     program: program_file,
@@ -352,6 +363,7 @@ impl TaskService {
                     serve: serves,
                     max_size: handler.program_limits.max_size,
                     http: handler.http,
+                    exec: None,
                 })))
             });
         }
@@ -373,8 +385,18 @@ impl TaskService {
         };
         let streams = stdio::open(paths).instrument(phase("create.stdio")).await?;
         let config = policy.run_config(streams.stdio, KillHandle::new());
+        let execs = from_rootfs.then(|| {
+            Arc::new(ExecContext {
+                limits: handler.program_limits,
+                network: network.clone(),
+                net: net.clone(),
+                netns: None,
+                http: handler.http,
+            })
+        });
         Ok(Prepared {
             stdin_close: streams.stdin_close,
+            execs,
             ..Prepared::new(Workload::Wasm {
                 program,
                 config: Box::new(config),
@@ -412,6 +434,7 @@ impl TaskService {
             netns,
             hostname,
             native,
+            execs,
         } = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -429,6 +452,7 @@ impl TaskService {
         container.cgroup = cgroup;
         container.netns = netns;
         container.hostname = hostname;
+        container.wasm_execs = execs;
         if let Some((runc, init)) = native {
             container.native = Some(runc);
             container.child_pid = Some(init);

@@ -1,53 +1,109 @@
-//! Exec: a second process in a running native container (CRI's ExecSync and Exec, `ctr task
-//! exec`), run by `runc exec` with containerd's FIFOs as its stdio; its Start, Wait, Kill,
-//! State, CloseIO and Delete by exec id.
+//! Exec: a second process in a running container (CRI's ExecSync and Exec, `ctr task exec`)
+//! with containerd's FIFOs as its stdio; its Start, Wait, Kill, State, CloseIO and Delete by
+//! exec id. In a native container `runc exec` runs it. In a wasm container it is a wasm
+//! program from the container's root filesystem, run beside the guest with the container's
+//! spec — its preopens, environment and limits — and the exec's arguments: in the shim at
+//! the shared level, in a child in the container's cgroup at the process level.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use containerd_shim::api::{self, Status};
+use oci_spec::runtime::{Process, Spec};
+use sandbox::{EntrypointKind, RunPolicy};
 use tracing::Instrument;
+use wasm_engine::{KillHandle, EXIT_CANNOT_START};
 
-use super::{span, TaskService};
-use crate::container::{Exec, Exit, State, StdioPaths};
+use super::create::read_entrypoint;
+use super::kill::signal_status;
+use super::{span, SharedGroup, TaskService};
+use crate::container::{Exec, ExecContext, Exit, State, StdioPaths};
 use crate::error::{Error, Result};
 use crate::events::timestamp;
+use crate::process::ProcessWorkload;
 use crate::stdio;
+
+/// The first argument of an exec's process, for errors.
+fn command(process: &Process) -> String {
+    process
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A wasm exec's run policy: the container's spec with the exec's process. Refused unless
+/// the program it names is wasm, saying what a wasm container can exec.
+fn wasm_exec_policy(id: &str, exec_id: &str, bundle: &Path, process: Process) -> Result<RunPolicy> {
+    let config = bundle.join("config.json");
+    let mut spec = Spec::load(&config).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "container {id}: cannot read {}: {e}",
+            config.display()
+        ))
+    })?;
+    let own = spec.process().as_ref().map(command).unwrap_or_default();
+    let cmd = command(&process);
+    spec.set_process(Some(process));
+    let policy = RunPolicy::from_spec(&spec, bundle).map_err(|source| Error::Policy {
+        id: id.to_owned(),
+        source,
+    })?;
+    let why = match policy.entrypoint_kind() {
+        Ok(EntrypointKind::Wasm) => return Ok(policy),
+        Ok(EntrypointKind::Elf) => "it is a Linux executable".to_owned(),
+        Ok(EntrypointKind::Script) => "it is a script".to_owned(),
+        Ok(EntrypointKind::Unknown) => "it is not a wasm program".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(Error::InvalidArgument(format!(
+        "container {id}: exec {exec_id}: {cmd:?} cannot run in a wasm container ({why}): a wasm \
+         container execs wasm programs (modules or components) from its root filesystem, such \
+         as its own {own:?}; only the native containers of a wasm pod run other programs"
+    )))
+}
+
+/// The file a process-level wasm exec's process is handed to its child in.
+fn exec_process_file(bundle: &Path, exec_id: &str) -> PathBuf {
+    bundle.join(format!("wasmpod-exec-{exec_id}.json"))
+}
+
+/// What a wasm exec's Start needs.
+struct WasmExec<'a> {
+    id: &'a str,
+    exec_id: &'a str,
+    process: &'a Process,
+    policy: RunPolicy,
+    context: &'a ExecContext,
+    /// The container's cgroup: a process-level exec runs in it.
+    cgroup: Option<SharedGroup>,
+    bundle: &'a Path,
+}
+
+/// A started exec: its pid, what ends it in the shim (a wasm exec at the shared level), and
+/// the future that ends with its exit status.
+struct Running {
+    pid: u32,
+    kill: Option<KillHandle>,
+    stdin_close: Option<tokio::sync::oneshot::Sender<()>>,
+    run: Pin<Box<dyn Future<Output = i32> + Send>>,
+}
 
 impl TaskService {
     fn no_such_exec(id: &str, exec_id: &str) -> Error {
         Error::NotFound(format!("{id} exec {exec_id}"))
     }
 
-    /// Exec: the process is recorded, to run on its Start.
-    pub(super) fn add_exec(&self, req: &api::ExecProcessRequest) -> Result<()> {
-        let (id, exec_id) = (&req.id, &req.exec_id);
-        let process: oci_spec::runtime::Process =
-            serde_json::from_slice(&req.spec.value).map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "container {id}: exec {exec_id}: its process is not an OCI process: {e}"
-                ))
-            })?;
-        if req.terminal {
-            return Err(Error::InvalidArgument(format!(
-                "container {id}: exec {exec_id}: a terminal is not supported; run it without one"
-            )));
-        }
+    /// Whether container `id` can take exec `exec_id` now: running, the id unused.
+    fn check_exec(&self, id: &str, exec_id: &str) -> Result<(PathBuf, bool, bool)> {
         self.with(id, |c| {
-            if c.native.is_none() {
-                return Err(Error::InvalidArgument(format!(
-                    "container {id}: exec {exec_id}: {:?} cannot run in a wasm container: only \
-                     the native containers of a wasm pod take an exec",
-                    process
-                        .args()
-                        .as_ref()
-                        .and_then(|a| a.first())
-                        .cloned()
-                        .unwrap_or_default()
-                )));
-            }
             if !matches!(c.state(), State::Running(_)) {
                 return Err(Error::FailedPrecondition {
-                    id: id.clone(),
+                    id: id.to_owned(),
                     call: "Exec",
                     state: c.state().name(),
                 });
@@ -55,48 +111,139 @@ impl TaskService {
             if c.execs.contains_key(exec_id) {
                 return Err(Error::AlreadyExists(format!("{id} exec {exec_id}")));
             }
-            let stdio = StdioPaths {
-                stdin: req.stdin.clone(),
-                stdout: req.stdout.clone(),
-                stderr: req.stderr.clone(),
-                terminal: req.terminal,
-            };
-            c.execs.insert(exec_id.clone(), Exec::new(process, stdio));
+            Ok((c.bundle.clone(), c.native.is_some(), c.wasm_execs.is_some()))
+        })
+    }
+
+    /// Exec: the process is recorded, to run on its Start. A wasm exec's program is
+    /// looked at now, so that one that cannot run is refused here.
+    pub(super) async fn add_exec(&self, req: &api::ExecProcessRequest) -> Result<()> {
+        let (id, exec_id) = (&req.id, &req.exec_id);
+        let process: Process = serde_json::from_slice(&req.spec.value).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "container {id}: exec {exec_id}: its process is not an OCI process: {e}"
+            ))
+        })?;
+        if req.terminal {
+            return Err(Error::InvalidArgument(format!(
+                "container {id}: exec {exec_id}: a terminal is not supported; run it without one"
+            )));
+        }
+        if exec_id.is_empty() || exec_id.contains('/') || exec_id.starts_with('.') {
+            return Err(Error::InvalidArgument(format!(
+                "container {id}: exec id {exec_id:?} is not a valid identifier"
+            )));
+        }
+        let (bundle, native, wasm) = self.check_exec(id, exec_id)?;
+        let policy = match (native, wasm) {
+            (true, _) => None,
+            (false, true) => {
+                let (owned, exec_owned, process) = (id.clone(), exec_id.clone(), process.clone());
+                // The tenant's files are looked at off the task threads.
+                let policy = tokio::task::spawn_blocking(move || {
+                    wasm_exec_policy(&owned, &exec_owned, &bundle, process)
+                })
+                .await
+                .map_err(|e| Error::Internal {
+                    context: format!("container {id}: exec {exec_id}"),
+                    reason: e.to_string(),
+                })??;
+                Some(Box::new(policy))
+            }
+            (false, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "container {id}: exec {exec_id}: {:?}: this container takes no exec: it \
+                     is a pod sandbox, or its program comes from the image's wasm layer and \
+                     it has no root filesystem to run another from",
+                    command(&process)
+                )))
+            }
+        };
+        self.check_exec(id, exec_id)?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        self.with(id, |c| {
+            if c.execs.contains_key(exec_id) {
+                return Err(Error::AlreadyExists(format!("{id} exec {exec_id}")));
+            }
+            let mut exec = Exec::new(process, stdio);
+            exec.policy = policy;
+            c.execs.insert(exec_id.clone(), exec);
             Ok(())
         })?;
         tracing::info!(%exec_id, "exec added");
         Ok(())
     }
 
-    /// Start of an exec: `runc exec`, and a task that records its exit.
+    /// Start of an exec: it runs, and a task records its exit.
     pub(super) async fn start_exec(&self, id: &str, exec_id: &str) -> Result<api::StartResponse> {
-        let (runc, process, paths) = self.with(id, |c| {
-            let runc = c.native.clone();
-            let exec = c
-                .execs
-                .get(exec_id)
-                .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
-            if exec.pid.is_some() || exec.exit.borrow().is_some() {
-                return Err(Error::FailedPrecondition {
-                    id: format!("{id} exec {exec_id}"),
-                    call: "Start",
-                    state: "started",
-                });
+        type Found = (
+            Option<Arc<crate::native::Runc>>,
+            Process,
+            Option<Box<RunPolicy>>,
+            StdioPaths,
+            Option<Arc<ExecContext>>,
+            Option<SharedGroup>,
+            PathBuf,
+        );
+        let (runc, process, policy, paths, context, cgroup, bundle): Found =
+            self.with(id, |c| {
+                let exec = c
+                    .execs
+                    .get(exec_id)
+                    .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
+                if exec.pid.is_some() || exec.exit.borrow().is_some() {
+                    return Err(Error::FailedPrecondition {
+                        id: format!("{id} exec {exec_id}"),
+                        call: "Start",
+                        state: "started",
+                    });
+                }
+                Ok((
+                    c.native.clone(),
+                    exec.process.clone(),
+                    exec.policy.clone(),
+                    exec.stdio.clone(),
+                    c.wasm_execs.clone(),
+                    c.cgroup.clone(),
+                    c.bundle.clone(),
+                ))
+            })?;
+        let started = match (runc, policy, context) {
+            (Some(runc), _, _) => {
+                self.start_native_exec(&runc, exec_id, &process, &paths)
+                    .await
             }
-            let runc = runc.ok_or_else(|| Self::no_such_exec(id, exec_id))?;
-            Ok((runc, exec.process.clone(), exec.stdio.clone()))
-        })?;
-        let streams = stdio::open(&paths).await?;
-        // Taken before the process exists, so its exit cannot be missed.
-        let watch = self.seams.processes.watch().await?;
-        let pid = match runc.exec(exec_id, &process, streams.stdio).await {
-            Ok(pid) => pid,
+            (None, Some(policy), Some(context)) => {
+                let exec = WasmExec {
+                    id,
+                    exec_id,
+                    process: &process,
+                    policy: *policy,
+                    context: &context,
+                    cgroup,
+                    bundle: &bundle,
+                };
+                self.start_wasm_exec(exec, &paths).await
+            }
+            _ => Err(Self::no_such_exec(id, exec_id)),
+        };
+        let Running {
+            pid,
+            kill,
+            stdin_close,
+            run,
+        } = match started {
+            Ok(running) => running,
             Err(e) => {
-                watch.cancel().await;
                 let _ = self.with(id, |c| {
                     if let Some(exec) = c.execs.get(exec_id) {
                         exec.exit.send_replace(Some(Exit {
-                            code: wasm_engine::EXIT_CANNOT_START as u32,
+                            code: EXIT_CANNOT_START as u32,
                             at: SystemTime::now(),
                         }));
                     }
@@ -111,13 +258,14 @@ impl TaskService {
                 .get_mut(exec_id)
                 .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
             exec.pid = Some(pid);
-            exec.stdin_close = streams.stdin_close;
+            exec.kill = kill;
+            exec.stdin_close = stdin_close;
             Ok(())
         })?;
         let service = self.clone();
         let (id_owned, exec_owned) = (id.to_owned(), exec_id.to_owned());
         let reap = async move {
-            let code = watch.wait(pid).await;
+            let code = run.await;
             tracing::info!(exec_id = %exec_owned, code, "exec exited");
             let _ = service.with(&id_owned, |c| {
                 if let Some(exec) = c.execs.get_mut(&exec_owned) {
@@ -135,6 +283,141 @@ impl TaskService {
         Ok(api::StartResponse {
             pid,
             ..Default::default()
+        })
+    }
+
+    /// `runc exec` in a native container.
+    async fn start_native_exec(
+        &self,
+        runc: &crate::native::Runc,
+        exec_id: &str,
+        process: &Process,
+        paths: &StdioPaths,
+    ) -> Result<Running> {
+        let streams = stdio::open(paths).await?;
+        // Taken before the process exists, so its exit cannot be missed.
+        let watch = self.seams.processes.watch().await?;
+        match runc.exec(exec_id, process, streams.stdio).await {
+            Ok(pid) => Ok(Running {
+                pid,
+                kill: None,
+                stdin_close: streams.stdin_close,
+                run: Box::pin(async move { watch.wait(pid).await }),
+            }),
+            Err(e) => {
+                watch.cancel().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A wasm exec: its program compiled (into the precompile cache) under the handler's
+    /// limits, then run in the shim, or by a child in the container's cgroup.
+    async fn start_wasm_exec(&self, exec: WasmExec<'_>, paths: &StdioPaths) -> Result<Running> {
+        let WasmExec {
+            id,
+            exec_id,
+            process,
+            mut policy,
+            context,
+            cgroup,
+            bundle,
+        } = exec;
+        let bytes = read_entrypoint(id, &policy, context.limits.max_size).await?;
+        let engine = self.engine.clone();
+        let name = PathBuf::from(policy.entrypoint());
+        let limits = context.limits;
+        let span = tracing::Span::current();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let program = engine.load_limited(&bytes, &name, &limits)?;
+            engine.check(&program)?;
+            Ok(program)
+        })
+        .await
+        .map_err(|e| Error::Internal {
+            context: format!("container {id}: exec {exec_id}: compiling"),
+            reason: e.to_string(),
+        })?;
+        let program = loaded.map_err(|source| Error::Engine {
+            id: id.to_owned(),
+            what: format!("exec {exec_id}: {}", policy.entrypoint()),
+            source,
+        })?;
+        policy.set_network(context.network.policy.clone());
+        let streams = stdio::open(paths).await?;
+        if let Some(group) = cgroup {
+            // The child loads the program from the cache this compile filled.
+            drop(program);
+            let file = exec_process_file(bundle, exec_id);
+            let json = serde_json::to_vec(process).map_err(|e| Error::Internal {
+                context: format!("container {id}: exec {exec_id}"),
+                reason: e.to_string(),
+            })?;
+            std::fs::write(&file, json)
+                .map_err(crate::error::io(format!("writing {}", file.display())))?;
+            let watch = self.seams.processes.watch().await?;
+            let workload = ProcessWorkload {
+                stdio: streams.stdio,
+                program: None,
+                netns: context.netns.clone(),
+                network: context.network.clone(),
+                serve: false,
+                max_size: context.limits.max_size,
+                http: context.http,
+                exec: Some(file.clone()),
+            };
+            let pid = match self
+                .seams
+                .processes
+                .spawn(id, bundle, group.as_ref(), workload)
+            {
+                Ok(pid) => pid,
+                Err(e) => {
+                    watch.cancel().await;
+                    let _ = std::fs::remove_file(&file);
+                    return Err(e);
+                }
+            };
+            let run = async move {
+                let code = watch.wait(pid).await;
+                let _ = std::fs::remove_file(&file);
+                code
+            };
+            return Ok(Running {
+                pid,
+                kill: None,
+                stdin_close: streams.stdin_close,
+                run: Box::pin(run),
+            });
+        }
+        let kill = KillHandle::new();
+        let config = policy.run_config(streams.stdio, kill.clone());
+        let engine = self.engine.clone();
+        let run = async move { engine.run(&program, config).await };
+        let net = context.net.clone();
+        let run = async move {
+            let ended = match net {
+                Some(net) => net.handle().spawn(run.in_current_span()).await,
+                None => tokio::spawn(run.in_current_span()).await,
+            };
+            match ended {
+                Ok(Ok(status)) => status.code(),
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "cannot start the exec");
+                    EXIT_CANNOT_START
+                }
+                Err(error) => {
+                    tracing::error!(%error, "the exec's task failed");
+                    wasm_engine::EXIT_TRAP
+                }
+            }
+        };
+        Ok(Running {
+            pid: std::process::id(),
+            kill: Some(kill),
+            stdin_close: streams.stdin_close,
+            run: Box::pin(run),
         })
     }
 
@@ -169,14 +452,24 @@ impl TaskService {
                 .execs
                 .get(exec_id)
                 .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
-            match (exec.pid, *exec.exit.borrow()) {
-                (Some(pid), None) => Ok(pid),
+            match (exec.pid, *exec.exit.borrow(), &exec.kill) {
+                // A wasm exec in the shim ends with its signal's status.
+                (Some(_), None, Some(kill)) => {
+                    if let Some(code) = signal_status(signal)? {
+                        kill.kill_with(code);
+                    }
+                    Ok(None)
+                }
+                (Some(pid), None, None) => Ok(Some(pid)),
                 _ => Err(Error::NotFound(format!(
                     "{id} exec {exec_id}: process not running"
                 ))),
             }
         })?;
-        self.seams.processes.signal(id, pid, signal)
+        match pid {
+            Some(pid) => self.seams.processes.signal(id, pid, signal),
+            None => Ok(()),
+        }
     }
 
     /// State of an exec.

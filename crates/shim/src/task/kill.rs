@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 /// The exit status a signal gives a guest, or `None` for signals whose default action is to
 /// do nothing.
-fn signal_status(signal: u32) -> Result<Option<i32>> {
+pub(super) fn signal_status(signal: u32) -> Result<Option<i32>> {
     match i32::try_from(signal).unwrap_or(-1) {
         libc::SIGKILL => Ok(Some(EXIT_KILLED)),
         libc::SIGTERM => Ok(Some(EXIT_TERMINATED)),

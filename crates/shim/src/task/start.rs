@@ -120,7 +120,14 @@ impl TaskService {
             if ended.oom {
                 service.seams.events.oom(&id).await;
             }
-            if let Ok(exit) = service.with(&id, |c| c.stop(code)) {
+            let stopped = service.with(&id, |c| c.stop(code).map(|exit| (exit, c.end_execs())));
+            if let Ok((exit, execs)) = stopped {
+                for pid in execs {
+                    let _ = service
+                        .seams
+                        .processes
+                        .signal(&id, pid, libc::SIGKILL as u32);
+                }
                 service
                     .seams
                     .events

@@ -118,6 +118,8 @@ struct FakeChildren {
     exits: Mutex<HashMap<u32, watch::Sender<Option<i32>>>>,
     next_pid: AtomicU32,
     signals: Mutex<Vec<(u32, u32)>>,
+    /// The exec process file each child was given, with its contents then.
+    execs: Mutex<Vec<Option<(PathBuf, String)>>>,
 }
 
 impl FakeChildren {
@@ -168,8 +170,13 @@ impl Processes for Children {
         _id: &str,
         _bundle: &Path,
         _group: &dyn Group,
-        _workload: ProcessWorkload,
+        workload: ProcessWorkload,
     ) -> Result<u32> {
+        let exec = workload.exec.map(|file| {
+            let text = std::fs::read_to_string(&file).unwrap();
+            (file, text)
+        });
+        self.0.execs.lock().unwrap().push(exec);
         let pid = 40_000 + self.0.next_pid.fetch_add(1, Ordering::SeqCst);
         self.0
             .exits
@@ -688,15 +695,21 @@ async fn a_process_level_create_that_fails_after_its_cgroup_removes_it() {
     assert_eq!(code(h.state("c1").await).0, ttrpc::Code::NOT_FOUND);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_into_a_wasm_guest_is_refused_saying_what_takes_one() {
-    let h = Harness::new();
-    h.create("c1", "spin", json!({})).await.unwrap();
-    h.start("c1").await.unwrap();
-    let process = json!({"args": ["/bin/ls"], "cwd": "/", "user": {"uid": 0, "gid": 0}});
-    let exec = |container: &str| api::ExecProcessRequest {
+/// An Exec request into `container` running `args`, its stdout to `<exec_id>.out`.
+fn exec_request(
+    h: &Harness,
+    container: &str,
+    exec_id: &str,
+    args: &[&str],
+) -> api::ExecProcessRequest {
+    let process = json!({"args": args, "cwd": "/", "user": {"uid": 0, "gid": 0}});
+    api::ExecProcessRequest {
         id: container.into(),
-        exec_id: "e1".into(),
+        exec_id: exec_id.into(),
+        stdout: format!(
+            "file://{}",
+            h.dir.path().join(format!("{exec_id}.out")).display()
+        ),
         spec: Some(
             containerd_shim::protos::protobuf::well_known_types::any::Any {
                 type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
@@ -706,16 +719,134 @@ async fn exec_into_a_wasm_guest_is_refused_saying_what_takes_one() {
         )
         .into(),
         ..Default::default()
+    }
+}
+
+impl Harness {
+    /// Exec `args` into `container` as `exec_id` and start it.
+    async fn exec(&self, container: &str, exec_id: &str, args: &[&str]) -> ttrpc::Result<u32> {
+        let req = exec_request(self, container, exec_id, args);
+        self.service.exec(&ctx(), req).await?;
+        let start = api::StartRequest {
+            id: container.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.service.start(&ctx(), start).await.map(|r| r.pid)
+    }
+
+    async fn wait_exec(&self, container: &str, exec_id: &str) -> ttrpc::Result<u32> {
+        let req = api::WaitRequest {
+            id: container.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        let ctx = ctx();
+        let wait = self.service.wait(&ctx, req);
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("the exec ended within 30 s")
+            .map(|r| r.exit_status)
+    }
+
+    async fn delete_exec(&self, container: &str, exec_id: &str) -> ttrpc::Result<u32> {
+        let req = api::DeleteRequest {
+            id: container.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.service
+            .delete(&ctx(), req)
+            .await
+            .map(|r| r.exit_status)
+    }
+
+    async fn kill_exec(&self, container: &str, exec_id: &str, signal: u32) -> ttrpc::Result<()> {
+        let req = api::KillRequest {
+            id: container.into(),
+            exec_id: exec_id.into(),
+            signal,
+            ..Default::default()
+        };
+        self.service.kill(&ctx(), req).await.map(drop)
+    }
+
+    /// Puts guest `guest` into container `id`'s root filesystem as `/<name>`.
+    fn add_program(&self, id: &str, name: &str, guest: &str) {
+        let path = self.dir.path().join(id).join("rootfs").join(name);
+        std::fs::write(path, wat(guest)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_exec_runs_a_second_program_beside_the_guest_with_its_own_exit_code() {
+    let h = Harness::new();
+    h.create("c1", "spin", json!({"process": {"env": ["GREETING=hi"]}}))
+        .await
+        .unwrap();
+    h.add_program("c1", "tool.wasm", "exit3");
+    h.add_program("c1", "hello.wasm", "hello");
+    h.add_program("c1", "spin.wasm", "spin");
+    h.start("c1").await.unwrap();
+    // In the shim at the shared level: its pid is the shim's.
+    assert_eq!(
+        h.exec("c1", "e1", &["/tool.wasm"]).await.unwrap(),
+        std::process::id()
+    );
+    assert_eq!(h.wait_exec("c1", "e1").await.unwrap(), 3);
+    assert_eq!(h.delete_exec("c1", "e1").await.unwrap(), 3);
+    // Found on the container's PATH, its output on the exec's own stdout.
+    h.exec("c1", "e2", &["hello.wasm"]).await.unwrap();
+    assert_eq!(h.wait_exec("c1", "e2").await.unwrap(), 0);
+    let out = std::fs::read_to_string(h.dir.path().join("e2.out")).unwrap();
+    assert_eq!(out, "hello\n");
+    assert_eq!(
+        h.stdout("c1"),
+        "",
+        "the guest's own stdout is not the exec's"
+    );
+    // A signal ends it with its status; the container goes on.
+    h.exec("c1", "e3", &["/spin.wasm"]).await.unwrap();
+    h.kill_exec("c1", "e3", 15).await.unwrap();
+    assert_eq!(h.wait_exec("c1", "e3").await.unwrap(), 143);
+    assert_eq!(h.state("c1").await.unwrap().status(), api::Status::RUNNING);
+    // One still running when the container stops ends with it.
+    h.exec("c1", "e4", &["/spin.wasm"]).await.unwrap();
+    h.kill("c1", 9).await.unwrap();
+    assert_eq!(h.wait("c1").await.unwrap(), 137);
+    assert_eq!(h.wait_exec("c1", "e4").await.unwrap(), 137);
+    h.delete("c1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_into_a_wasm_guest_is_refused_unless_it_names_a_wasm_program() {
+    let h = Harness::new();
+    h.create("c1", "spin", json!({})).await.unwrap();
+    h.start("c1").await.unwrap();
+    let refused = async |args: &[&str], exec_id: &str| {
+        let req = exec_request(&h, "c1", exec_id, args);
+        code(h.service.exec(&ctx(), req).await)
     };
-    let (status, message) = code(h.service.exec(&ctx(), exec("c1")).await);
+    let (status, message) = refused(&["/bin/ls"], "e1").await;
     assert_eq!(status, ttrpc::Code::INVALID_ARGUMENT);
     assert!(
         message.contains("\"/bin/ls\" cannot run in a wasm container")
-            && message.contains("native containers"),
+            && message.contains("execs wasm programs")
+            && message.contains("its own \"/app.wasm\""),
         "{message}"
     );
+    let rootfs = h.dir.path().join("c1/rootfs");
+    std::fs::write(rootfs.join("tool"), b"\x7fELF\x02\x01\x01").unwrap();
+    let (_, message) = refused(&["/tool"], "e1").await;
+    assert!(message.contains("it is a Linux executable"), "{message}");
+    std::fs::write(rootfs.join("run.sh"), b"#!/bin/sh\n").unwrap();
+    let (_, message) = refused(&["/run.sh"], "e1").await;
+    assert!(message.contains("it is a script"), "{message}");
+    let (_, message) = refused(&["/app.wasm"], "../x").await;
+    assert!(message.contains("not a valid identifier"), "{message}");
+    let req = exec_request(&h, "nope", "e1", &["/app.wasm"]);
     assert_eq!(
-        code(h.service.exec(&ctx(), exec("nope")).await).0,
+        code(h.service.exec(&ctx(), req).await).0,
         ttrpc::Code::NOT_FOUND
     );
     // Calls by an exec id nobody added are answered as not found, not as the container's.
@@ -728,16 +859,44 @@ async fn exec_into_a_wasm_guest_is_refused_saying_what_takes_one() {
         code(h.service.start(&ctx(), start).await).0,
         ttrpc::Code::NOT_FOUND
     );
-    let wait = api::WaitRequest {
-        id: "c1".into(),
-        exec_id: "e1".into(),
-        ..Default::default()
-    };
     assert_eq!(
-        code(h.service.wait(&ctx(), wait).await).0,
+        code(h.wait_exec("c1", "e1").await).0,
         ttrpc::Code::NOT_FOUND
     );
     h.kill("c1", 9).await.unwrap();
     assert_eq!(h.wait("c1").await.unwrap(), 137);
+    // A container that has stopped takes no exec.
+    let req = exec_request(&h, "c1", "e2", &["/app.wasm"]);
+    assert_eq!(
+        code(h.service.exec(&ctx(), req).await).0,
+        ttrpc::Code::FAILED_PRECONDITION
+    );
+    h.delete("c1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_level_wasm_exec_is_a_child_in_the_containers_cgroup() {
+    let h = Harness::new();
+    h.create("c1", "spin", process_level()).await.unwrap();
+    h.add_program("c1", "tool.wasm", "exit3");
+    let init = h.start("c1").await.unwrap();
+    let pid = h.exec("c1", "e1", &["/tool.wasm", "x"]).await.unwrap();
+    assert_ne!(pid, init);
+    let (file, process) = h.children.0.execs.lock().unwrap()[1].clone().unwrap();
+    assert!(file.starts_with(h.dir.path().join("c1")), "{file:?}");
+    let process: Value = serde_json::from_str(&process).unwrap();
+    assert_eq!(process["args"], json!(["/tool.wasm", "x"]));
+    h.children.0.end(pid, 5);
+    assert_eq!(h.wait_exec("c1", "e1").await.unwrap(), 5);
+    assert!(
+        !file.exists(),
+        "the exec's process file is removed once it ended"
+    );
+    // One still running when the container ends is killed with it.
+    let pid = h.exec("c1", "e2", &["/tool.wasm"]).await.unwrap();
+    h.children.0.end(init, 0);
+    assert_eq!(h.wait("c1").await.unwrap(), 0);
+    assert_eq!(h.wait_exec("c1", "e2").await.unwrap(), 137);
+    assert!(h.children.0.signals.lock().unwrap().contains(&(pid, 9)));
     h.delete("c1").await.unwrap();
 }
