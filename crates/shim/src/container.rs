@@ -7,49 +7,10 @@ use std::time::SystemTime;
 
 use sandbox::NetnsRuntime;
 use tokio::sync::{oneshot, watch};
-use wasm_engine::{CpuMeter, KillHandle, MemoryGauge, Program, RunConfig};
+use wasm_engine::KillHandle;
 
 use crate::error::{Error, Result};
-use crate::process::ProcessWorkload;
-use crate::task::SharedGroup;
-
-/// What a container runs once started.
-pub(crate) enum Workload {
-    /// A wasm program with everything its run is given.
-    Wasm {
-        /// The compiled entrypoint.
-        program: Program,
-        /// Arguments, environment, preopens, stdio and limits from the spec.
-        config: Box<RunConfig>,
-        /// The port a `wasi:http` handler is served on; `None` for a command.
-        serve: Option<u16>,
-        /// What a served handler may hold of its server (the handler's options).
-        http: wasm_engine::HttpLimits,
-        /// The runtime whose threads are in the container's network namespace, for a
-        /// component outside the host's network (its sockets must be the pod's).
-        net: Option<Arc<NetnsRuntime>>,
-    },
-    /// A wasm program run by a child process of its own (the process isolation level).
-    Process(Box<ProcessWorkload>),
-    /// A pod's sandbox (pause) container: holds the pod until it is killed, running nothing.
-    Sandbox,
-    /// A native container, created by runc: its init (this pid) waits for `runc start`.
-    Native {
-        /// The init's pid.
-        init: u32,
-    },
-}
-
-impl std::fmt::Debug for Workload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Workload::Wasm { program, .. } => write!(f, "Wasm({})", program.digest()),
-            Workload::Process(_) => f.write_str("Process"),
-            Workload::Sandbox => f.write_str("Sandbox"),
-            Workload::Native { init } => write!(f, "Native({init})"),
-        }
-    }
-}
+use crate::task::SharedInstance;
 
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +25,9 @@ pub(crate) struct Exit {
 #[derive(Debug)]
 pub(crate) enum State {
     /// Created, not started: the workload is loaded and its stdio open.
-    Created(Box<Workload>),
+    Created,
     /// Running.
-    Running(Runner),
+    Running,
     /// Ended, not yet deleted.
     Stopped(Exit),
 }
@@ -75,28 +36,11 @@ impl State {
     /// The state's name as containerd shows it.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            State::Created(_) => "created",
-            State::Running(_) => "running",
+            State::Created => "created",
+            State::Running => "running",
             State::Stopped(_) => "stopped",
         }
     }
-}
-
-/// What stops a running task.
-#[derive(Debug, Clone)]
-pub(crate) enum Runner {
-    /// A guest (or a held sandbox) in this process: its kill handle.
-    Guest(KillHandle),
-    /// A served `wasi:http` handler in this process: SIGKILL aborts it, any other
-    /// terminating signal drains it (requests in flight are answered, then it exits 0).
-    Server {
-        /// Stops accepting and drains.
-        drain: KillHandle,
-        /// Drops everything at once.
-        abort: KillHandle,
-    },
-    /// A child process: its pid, to signal.
-    Child(u32),
 }
 
 /// The paths containerd gave for the task's stdio.
@@ -166,24 +110,14 @@ pub(crate) struct Container {
     pub(crate) stdio: StdioPaths,
     /// Whether the shim mounted `bundle/rootfs` and must unmount it on Delete.
     pub(crate) rootfs_mounted: bool,
-    /// The pid of a process-level container's child, once started; a native container's
-    /// init, from its Create.
-    pub(crate) child_pid: Option<u32>,
-    /// The guest's memory in use and its cap (`linux.resources.memory.limit`, or what
-    /// Update set), for Stats.
-    pub(crate) memory: MemoryGauge,
-    /// The guest's CPU time and budget (shared level), for Stats and Update.
-    pub(crate) cpu: CpuMeter,
+    /// What it runs, of whichever kind.
+    pub(crate) instance: SharedInstance,
     /// Closes the guest's stdin (CloseIO).
     pub(crate) stdin_close: Option<oneshot::Sender<()>>,
-    /// The cgroup of a process-level container.
-    pub(crate) cgroup: Option<SharedGroup>,
     /// A pod sandbox's network namespace (CNI's), which its process-level containers join.
     pub(crate) netns: Option<PathBuf>,
     /// A pod sandbox's host name (`hostname` of its spec), for its native containers.
     pub(crate) hostname: Option<String>,
-    /// A native container's runc.
-    pub(crate) native: Option<Arc<crate::native::Runc>>,
     /// What a wasm container's execs run with; `None` where none can run (a sandbox, a
     /// program from the content store rather than a root filesystem).
     pub(crate) wasm_execs: Option<Arc<ExecContext>>,
@@ -194,44 +128,25 @@ pub(crate) struct Container {
 }
 
 impl Container {
-    /// Changes the memory cap (Update): for a running guest through its gauge, for one not
-    /// started yet in the config it will start with.
-    pub(crate) fn set_memory_limit(&mut self, cap: Option<u64>) {
-        self.memory.set_limit(cap);
-        if let State::Created(workload) = &mut self.state {
-            if let Workload::Wasm { config, .. } = workload.as_mut() {
-                config.limits.memory = cap;
-            }
-        }
-    }
-
-    /// A container in the `Created` state; its memory gauge and cap are the workload's.
-    pub(crate) fn new(id: String, bundle: PathBuf, stdio: StdioPaths, workload: Workload) -> Self {
-        let (memory, cpu) = match &workload {
-            Workload::Wasm { config, .. } => {
-                config.memory.set_limit(config.limits.memory);
-                (config.memory.clone(), config.cpu.clone())
-            }
-            Workload::Process(_) | Workload::Sandbox | Workload::Native { .. } => {
-                Default::default()
-            }
-        };
+    /// A container in the `Created` state, running `instance` once started.
+    pub(crate) fn new(
+        id: String,
+        bundle: PathBuf,
+        stdio: StdioPaths,
+        instance: SharedInstance,
+    ) -> Self {
         Self {
             id,
             bundle,
             stdio,
             rootfs_mounted: false,
-            child_pid: None,
-            memory,
-            cpu,
+            instance,
             stdin_close: None,
-            cgroup: None,
             netns: None,
             hostname: None,
-            native: None,
             wasm_execs: None,
             execs: Default::default(),
-            state: State::Created(Box::new(workload)),
+            state: State::Created,
             exit_tx: watch::channel(None).0,
         }
     }
@@ -249,45 +164,38 @@ impl Container {
         }
     }
 
-    /// `Created → Running`: `launch` is given the workload and returns what stops it (and
+    /// `Created → Running`: `launch` is given the instance and starts it (returning
     /// whatever the caller needs next). When it fails the task ends as one that could not
     /// start (126), and its error is returned.
     pub(crate) fn start<T>(
         &mut self,
-        launch: impl FnOnce(Workload) -> Result<(Runner, T)>,
+        launch: impl FnOnce(&SharedInstance) -> Result<T>,
     ) -> Result<T> {
-        if !matches!(self.state, State::Created(_)) {
+        if !matches!(self.state, State::Created) {
             return Err(self.refuse("Start"));
         }
-        let placeholder = State::Stopped(Exit {
-            code: wasm_engine::EXIT_CANNOT_START as u32,
-            at: SystemTime::now(),
-        });
-        let State::Created(workload) = std::mem::replace(&mut self.state, placeholder) else {
-            unreachable!("checked to be Created above")
-        };
-        match launch(*workload) {
-            Ok((runner, next)) => {
-                if let Runner::Child(pid) = runner {
-                    self.child_pid = Some(pid);
-                }
-                self.state = State::Running(runner);
+        match launch(&self.instance) {
+            Ok(next) => {
+                self.state = State::Running;
                 Ok(next)
             }
             Err(e) => {
                 self.stdin_close.take();
-                if let State::Stopped(exit) = self.state {
-                    self.exit_tx.send_replace(Some(exit));
-                }
+                let exit = Exit {
+                    code: wasm_engine::EXIT_CANNOT_START as u32,
+                    at: SystemTime::now(),
+                };
+                self.state = State::Stopped(exit);
+                self.exit_tx.send_replace(Some(exit));
                 Err(e)
             }
         }
     }
 
-    /// The pid containerd is shown: the child's for a process-level container that has
-    /// started, else the shim's own (its guests run inside it).
+    /// The pid containerd is shown: a child's (a process-level container that has started,
+    /// a native container's init), else the shim's own (its guests run inside it).
     pub(crate) fn pid(&self) -> u32 {
-        self.child_pid.unwrap_or_else(std::process::id)
+        self.instance.pid().unwrap_or_else(std::process::id)
     }
 
     /// `Running → Stopped` (the workload ended) or `Created → Stopped` (killed before it
@@ -311,7 +219,7 @@ impl Container {
     /// init: those in the shim at once; the pids of those in children are returned, to be
     /// killed (runc ends a native container's own).
     pub(crate) fn end_execs(&self) -> Vec<u32> {
-        if self.native.is_some() {
+        if self.instance.runc().is_some() {
             return Vec::new();
         }
         let mut children = Vec::new();
@@ -346,7 +254,7 @@ impl Container {
     /// Whether Delete may remove the container now; Running ones must be stopped first.
     pub(crate) fn check_delete(&self) -> Result<()> {
         match self.state {
-            State::Running(_) => Err(self.refuse("Delete")),
+            State::Running => Err(self.refuse("Delete")),
             _ => Ok(()),
         }
     }
@@ -374,12 +282,12 @@ mod tests {
             "c1".into(),
             PathBuf::from("/bundle"),
             StdioPaths::default(),
-            Workload::Sandbox,
+            crate::task::sandbox_instance(),
         )
     }
 
-    fn guest(w: Workload) -> Result<(Runner, Workload)> {
-        Ok((Runner::Guest(KillHandle::new()), w))
+    fn guest(_: &SharedInstance) -> Result<&'static str> {
+        Ok("launched")
     }
 
     fn refused_state(err: Error) -> (&'static str, &'static str) {
@@ -394,8 +302,7 @@ mod tests {
         let mut c = created();
         assert_eq!(c.state().name(), "created");
         let mut rx = c.subscribe();
-        let workload = c.start(guest).unwrap();
-        assert!(matches!(workload, Workload::Sandbox));
+        assert_eq!(c.start(guest).unwrap(), "launched");
         assert_eq!(c.state().name(), "running");
         assert_eq!(
             refused_state(c.start(guest).unwrap_err()),
@@ -436,7 +343,7 @@ mod tests {
         let mut c = created();
         let rx = c.subscribe();
         let e = c
-            .start(|_| -> Result<(Runner, ())> { Err(Error::InvalidArgument("no".into())) })
+            .start(|_| -> Result<()> { Err(Error::InvalidArgument("no".into())) })
             .unwrap_err();
         assert_eq!(e.to_string(), "no");
         assert_eq!(c.exit().map(|e| e.code), Some(126));

@@ -3,13 +3,15 @@
 //! stdio, nothing left behind on failure), `start.rs` (Start: what a container runs,
 //! launched), `kill.rs`, `delete.rs`, `stats.rs` (State, Stats, Update), `native.rs`
 //! (Create of a native container, through runc), `exec.rs` (Exec and the calls by exec
-//! id), and `netns.rs` (the runtimes whose threads are in a pod's network namespace). What the service talks
+//! id), `instance.rs` (the workload kinds behind one trait, which Start, Kill, Stats, Update
+//! and Delete go through), and `netns.rs` (the runtimes whose threads are in a pod's network namespace). What the service talks
 //! to besides the engine is behind the traits of `seams.rs`, so `tests.rs` drives the
 //! whole lifecycle without containerd or root.
 
 mod create;
 mod delete;
 mod exec;
+mod instance;
 mod kill;
 mod native;
 mod netns;
@@ -31,7 +33,14 @@ use sandbox::NetnsRuntime;
 use tracing::Instrument;
 use wasm_engine::Engine;
 
+pub(crate) use instance::SharedInstance;
 pub(crate) use seams::{ExitWait, Group, Images, Processes, Publish, Seams, SharedGroup};
+
+/// A pod sandbox's instance, for the container's own tests.
+#[cfg(test)]
+pub(crate) fn sandbox_instance() -> SharedInstance {
+    Arc::new(instance::Sandbox::default())
+}
 
 use crate::container::Container;
 use crate::error::{Error, Result};

@@ -13,39 +13,37 @@ use sandbox::{HandlerOptions, Isolation, NetworkPlan, RunPolicy, Selection};
 use tracing::Instrument;
 use wasm_engine::{KillHandle, Program, ProgramKind};
 
+use super::instance::{self, Instance};
 use super::netns::new_netns_runtime;
 use super::start::serving_engine;
-use super::{SharedGroup, TaskService};
-use crate::container::{Container, ExecContext, StdioPaths, Workload};
+use super::{SharedInstance, TaskService};
+use crate::container::{Container, ExecContext, StdioPaths};
 use crate::error::{Error, Result};
 use crate::logging::phase;
 use crate::process::{self, ProcessWorkload};
 use crate::{options, rootfs, stdio, CONTAINER_TYPE_ANNOTATION, IMAGE_NAME_ANNOTATION};
 
 /// What Create prepared for a container.
-struct Prepared {
-    workload: Workload,
-    stdin_close: Option<tokio::sync::oneshot::Sender<()>>,
-    cgroup: Option<SharedGroup>,
+pub(super) struct Prepared {
+    /// What it will run.
+    pub(super) instance: SharedInstance,
+    /// Closes its stdin.
+    pub(super) stdin_close: Option<tokio::sync::oneshot::Sender<()>>,
     /// A sandbox's network namespace.
     netns: Option<PathBuf>,
     /// A sandbox's host name.
     hostname: Option<String>,
-    /// A native container's runc and its init's pid.
-    native: Option<(Arc<crate::native::Runc>, u32)>,
     /// What a wasm container's execs run with (one whose program is in its root filesystem).
     execs: Option<Arc<ExecContext>>,
 }
 
 impl Prepared {
-    fn new(workload: Workload) -> Self {
+    pub(super) fn new(instance: impl Instance + 'static) -> Self {
         Self {
-            workload,
+            instance: Arc::new(instance),
             stdin_close: None,
-            cgroup: None,
             netns: None,
             hostname: None,
-            native: None,
             execs: None,
         }
     }
@@ -174,7 +172,7 @@ impl TaskService {
             return Ok(Prepared {
                 netns,
                 hostname: spec.hostname().clone(),
-                ..Prepared::new(Workload::Sandbox)
+                ..Prepared::new(instance::Sandbox::default())
             });
         }
         let policy_error = |source| Error::Policy {
@@ -205,15 +203,7 @@ impl TaskService {
         let mut policy = policy;
         // An image for Linux rather than wasm: runc runs it, whatever the isolation level.
         if layer.is_none() && policy.entrypoint_kind().is_ok_and(|k| k.is_native()) {
-            let native = self
-                .prepare_native(id, bundle, spec, paths, handler)
-                .await?;
-            return Ok(Prepared {
-                stdin_close: native.stdin_close,
-                cgroup: native.cgroup,
-                native: Some((native.runc, native.pid)),
-                ..Prepared::new(native.workload)
-            });
+            return self.prepare_native(id, bundle, spec, paths, handler).await;
         }
         let process_level = selection.isolation == Isolation::Process;
         for warning in policy.warnings_at(selection.isolation) {
@@ -351,20 +341,20 @@ impl TaskService {
                     http: handler.http,
                 })
             });
+            let workload = ProcessWorkload {
+                stdio: streams.stdio,
+                program: program_file,
+                netns,
+                network,
+                serve: serves,
+                max_size: handler.program_limits.max_size,
+                http: handler.http,
+                exec: None,
+            };
             return Ok(Prepared {
                 stdin_close: streams.stdin_close,
-                cgroup: Some(cgroup),
                 execs,
-                ..Prepared::new(Workload::Process(Box::new(ProcessWorkload {
-                    stdio: streams.stdio,
-                    program: program_file,
-                    netns,
-                    network,
-                    serve: serves,
-                    max_size: handler.program_limits.max_size,
-                    http: handler.http,
-                    exec: None,
-                })))
+                ..Prepared::new(instance::ProcessGuest::new(workload, cgroup))
             });
         }
         // A component's sockets must be its pod's: it runs on threads in that namespace.
@@ -394,17 +384,24 @@ impl TaskService {
                 http: handler.http,
             })
         });
-        Ok(Prepared {
-            stdin_close: streams.stdin_close,
-            execs,
-            ..Prepared::new(Workload::Wasm {
-                program,
-                config: Box::new(config),
-                serve: serves.then_some(network.port),
-                http: handler.http,
-                net,
-            })
-        })
+        let prepared = instance::Prepared {
+            program,
+            config: Box::new(config),
+            net,
+        };
+        let mut made = match serves {
+            true => Prepared::new(instance::Server::new(
+                prepared,
+                instance::Serving {
+                    port: network.port,
+                    http: handler.http,
+                },
+            )),
+            false => Prepared::new(instance::Guest::new(prepared)),
+        };
+        made.stdin_close = streams.stdin_close;
+        made.execs = execs;
+        Ok(made)
     }
 
     async fn create_container(
@@ -428,12 +425,10 @@ impl TaskService {
             .await?;
         let prepared = self.prepare(&id, &bundle, &paths, mounted, &handler).await;
         let Prepared {
-            workload,
+            instance,
             stdin_close,
-            cgroup,
             netns,
             hostname,
-            native,
             execs,
         } = match prepared {
             Ok(p) => p,
@@ -446,17 +441,13 @@ impl TaskService {
                 return Err(e);
             }
         };
-        let mut container = Container::new(id.clone(), bundle, paths.clone(), workload);
+        tracing::debug!(kind = instance.kind(), "prepared");
+        let mut container = Container::new(id.clone(), bundle, paths.clone(), instance);
         container.rootfs_mounted = mounted;
         container.stdin_close = stdin_close;
-        container.cgroup = cgroup;
         container.netns = netns;
         container.hostname = hostname;
         container.wasm_execs = execs;
-        if let Some((runc, init)) = native {
-            container.native = Some(runc);
-            container.child_pid = Some(init);
-        }
         let task_pid = container.pid();
         // No other Create of this id runs (`do_create` marked it), so the slot is free.
         self.containers().insert(id.clone(), container);

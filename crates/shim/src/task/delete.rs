@@ -40,22 +40,7 @@ impl TaskService {
                 .expect("present: looked up under the same lock")
         };
         let exit = container.exit();
-        if let Some(runc) = &container.native {
-            // runc kills what is left, and removes its cgroup and state.
-            runc.delete().await?;
-        } else if let Some(cgroup) = &container.cgroup {
-            let cgroup = cgroup.clone();
-            tokio::task::spawn_blocking(move || cgroup.delete())
-                .await
-                .map_err(|e| Error::Internal {
-                    context: format!("container {}: removing its cgroup", req.id),
-                    reason: e.to_string(),
-                })?
-                .map_err(|source| Error::Cgroup {
-                    id: req.id.clone(),
-                    source,
-                })?;
-        }
+        container.instance.delete(&req.id).await?;
         let _ = std::fs::remove_file(container.bundle.join(process::PROGRAM_FILE));
         self.stop_pod_holder(&req.id).await;
         if container.rootfs_mounted {

@@ -101,7 +101,7 @@ impl TaskService {
     /// Whether container `id` can take exec `exec_id` now: running, the id unused.
     fn check_exec(&self, id: &str, exec_id: &str) -> Result<(PathBuf, bool, bool)> {
         self.with(id, |c| {
-            if !matches!(c.state(), State::Running(_)) {
+            if !matches!(c.state(), State::Running) {
                 return Err(Error::FailedPrecondition {
                     id: id.to_owned(),
                     call: "Exec",
@@ -111,7 +111,11 @@ impl TaskService {
             if c.execs.contains_key(exec_id) {
                 return Err(Error::AlreadyExists(format!("{id} exec {exec_id}")));
             }
-            Ok((c.bundle.clone(), c.native.is_some(), c.wasm_execs.is_some()))
+            Ok((
+                c.bundle.clone(),
+                c.instance.runc().is_some(),
+                c.wasm_execs.is_some(),
+            ))
         })
     }
 
@@ -204,12 +208,12 @@ impl TaskService {
                     });
                 }
                 Ok((
-                    c.native.clone(),
+                    c.instance.runc(),
                     exec.process.clone(),
                     exec.policy.clone(),
                     exec.stdio.clone(),
                     c.wasm_execs.clone(),
-                    c.cgroup.clone(),
+                    c.instance.cgroup(),
                     c.bundle.clone(),
                 ))
             })?;

@@ -1,12 +1,13 @@
 //! Kill: a signal becomes the exit status a container runtime reports (143 for SIGTERM,
-//! 137 for SIGKILL, 128 + n for the rest); a served handler drains on a polite signal and
-//! aborts on SIGKILL; a child is sent the signal itself.
+//! 137 for SIGKILL, 128 + n for the rest), which the instance takes as its kind does (a
+//! served handler drains on a polite signal and aborts on SIGKILL; a child is sent the
+//! signal itself).
 
 use containerd_shim::api;
 use wasm_engine::{EXIT_KILLED, EXIT_TERMINATED};
 
 use super::TaskService;
-use crate::container::{Runner, State};
+use crate::container::State;
 use crate::error::{Error, Result};
 
 /// The exit status a signal gives a guest, or `None` for signals whose default action is to
@@ -35,23 +36,12 @@ impl TaskService {
             return Ok(());
         };
         let killed_before_start = self.with(&req.id, |c| match c.state() {
-            State::Running(Runner::Guest(kill)) => {
-                kill.kill_with(code);
+            State::Running => {
+                c.instance
+                    .signal(&req.id, req.signal, code, self.seams.processes.as_ref())?;
                 Ok(None)
             }
-            State::Running(Runner::Server { drain, abort }) => {
-                if code == EXIT_KILLED {
-                    abort.kill();
-                } else {
-                    drain.kill_with(code);
-                }
-                Ok(None)
-            }
-            State::Running(Runner::Child(child)) => {
-                self.seams.processes.signal(&req.id, *child, req.signal)?;
-                Ok(None)
-            }
-            State::Created(_) => c.stop(u32::try_from(code).unwrap_or(u32::MAX)).map(Some),
+            State::Created => c.stop(u32::try_from(code).unwrap_or(u32::MAX)).map(Some),
             State::Stopped(_) => Err(Error::NotFound(format!(
                 "{}: process already finished",
                 req.id

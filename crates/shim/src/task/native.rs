@@ -9,21 +9,14 @@ use std::sync::Arc;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use sandbox::HandlerOptions;
 
+use super::create::Prepared;
+use super::instance::Native;
 use super::TaskService;
-use crate::container::{StdioPaths, Workload};
+use crate::container::StdioPaths;
 use crate::error::{Error, Result};
 use crate::native::{self, PodNamespaces, Runc};
 use crate::pod::Holder;
 use crate::stdio;
-
-/// What Create prepared for a native container.
-pub(super) struct PreparedNative {
-    pub(super) workload: Workload,
-    pub(super) runc: Arc<Runc>,
-    pub(super) pid: u32,
-    pub(super) stdin_close: Option<tokio::sync::oneshot::Sender<()>>,
-    pub(super) cgroup: Option<super::SharedGroup>,
-}
 
 impl TaskService {
     /// Creates native container `id` through runc; nothing of it is left when this fails.
@@ -34,7 +27,7 @@ impl TaskService {
         spec: Spec,
         paths: &StdioPaths,
         handler: &HandlerOptions,
-    ) -> Result<PreparedNative> {
+    ) -> Result<Prepared> {
         if paths.terminal {
             return Err(Error::InvalidArgument(format!(
                 "container {id}: a terminal for a native container of a wasm pod is not \
@@ -89,13 +82,9 @@ impl TaskService {
                 |error| tracing::warn!(%error, "no cgroup to read the container's figures from"),
             )
             .ok();
-        Ok(PreparedNative {
-            workload: Workload::Native { init: pid },
-            runc,
-            pid,
-            stdin_close: streams.stdin_close,
-            cgroup,
-        })
+        let mut prepared = Prepared::new(Native::new(runc, pid, cgroup));
+        prepared.stdin_close = streams.stdin_close;
+        Ok(prepared)
     }
 
     /// The holder of sandbox `sandbox`'s namespaces, started with the pod's first native

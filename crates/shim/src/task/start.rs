@@ -1,20 +1,16 @@
-//! Start: what a container runs ([`Workload`]) is launched, and a task of its own reports
-//! its exit. A guest runs on the shim's runtime (or its pod's network runtime), a served
-//! handler on its listener, a process-level container in a child; a pod sandbox waits for
-//! its kill. Whatever the kind, launching gives what stops it ([`Runner`]) and a future
-//! that ends with its exit status.
-
-use std::future::Future;
-use std::path::Path;
-use std::pin::Pin;
+//! Start: what a container runs (its [`Instance`](super::instance::Instance)) is launched,
+//! and a task of its own reports its exit. A guest runs on the shim's runtime (or its pod's
+//! network runtime), a served handler on its listener, a process-level container in a
+//! child, a native container's init once runc started it; a pod sandbox waits for its
+//! kill. Whatever the kind, launching gives a future that ends with its exit status.
 
 use containerd_shim::api;
 use tracing::Instrument;
-use wasm_engine::{Engine, ExitReason, KillHandle, EXIT_CANNOT_START, EXIT_KILLED};
+use wasm_engine::Engine;
 
-use super::netns::bind;
-use super::{pid, span, ExitWait, SharedGroup, TaskService};
-use crate::container::{Runner, State, Workload};
+use super::instance::{Ended, Launch};
+use super::{pid, span, TaskService};
+use crate::container::State;
 use crate::error::{Error, Result};
 
 /// The engine that serves `wasi:http` handlers in this shim: instances come from the
@@ -32,59 +28,45 @@ pub(super) fn serving_engine(cell: &std::sync::OnceLock<Engine>) -> wasm_engine:
     Ok(cell.get_or_init(|| engine).clone())
 }
 
-/// A launched workload: the future that ends with its exit status.
-type Run = Pin<Box<dyn Future<Output = Ended> + Send>>;
-
-/// How a workload's run ended: its exit code, and whether it ran out of memory (an OOM
-/// event goes out before its exit).
-struct Ended {
-    code: i32,
-    oom: bool,
-}
-
-impl Ended {
-    fn exited(code: i32) -> Self {
-        Self { code, oom: false }
-    }
-}
-
-/// A launched workload: the pid containerd is shown, and its run.
-struct Launched {
-    pid: u32,
-    run: Run,
-}
-
 impl TaskService {
     /// Start: `Created → Running`; the exit is reported when the workload ends.
     pub(super) async fn start_task(&self, req: &api::StartRequest) -> Result<api::StartResponse> {
         Self::no_exec(&req.exec_id, &req.id)?;
         let id = req.id.clone();
-        let (bundle, cgroup, native, created) = self.with(&id, |c| {
+        let (bundle, instance, created) = self.with(&id, |c| {
             Ok((
                 c.bundle.clone(),
-                c.cgroup.clone(),
-                c.native.clone(),
-                matches!(c.state(), State::Created(_)),
+                c.instance.clone(),
+                matches!(c.state(), State::Created),
             ))
         })?;
         // Watch the reaper before a child can exist (or a native init can run), so its
         // exit cannot be missed.
-        let mut watch = match (&cgroup, &native) {
-            (None, None) => None,
-            _ => Some(self.seams.processes.watch().await?),
+        let mut watch = match instance.watches_a_process() {
+            true => Some(self.seams.processes.watch().await?),
+            false => None,
         };
-        // A native init runs once runc has started it, outside the map's lock.
-        let mut native_started = Ok(());
-        if let (Some(runc), true) = (&native, created) {
-            native_started = runc.start().await;
+        // What must happen before the launch (runc's start) happens outside the map's lock.
+        let mut before = Ok(());
+        if created {
+            before = instance.before_launch().await;
         }
         let launched = self.with(&id, |c| {
-            c.start(|workload| {
-                native_started?;
-                self.launch(&id, &bundle, cgroup.clone(), workload, &mut watch)
+            c.start(|instance| {
+                before?;
+                let ctx = Launch {
+                    id: &id,
+                    bundle: &bundle,
+                    engine: &self.engine,
+                    serving: &self.serving,
+                    processes: self.seams.processes.as_ref(),
+                    watch: watch.take(),
+                };
+                let run = instance.launch(ctx)?;
+                Ok((instance.pid().unwrap_or_else(pid), run))
             })
         });
-        let Launched { pid: task_pid, run } = match launched {
+        let (task_pid, run) = match launched {
             Ok(launched) => launched,
             Err(e) => {
                 if let Some(watch) = watch {
@@ -148,181 +130,4 @@ impl TaskService {
             ..Default::default()
         })
     }
-
-    /// Launches `workload` of container `id`: what stops it, and its run. Runs under the
-    /// map's lock, so it only starts things (a child, a listener) and never waits.
-    fn launch(
-        &self,
-        id: &str,
-        bundle: &Path,
-        cgroup: Option<SharedGroup>,
-        workload: Workload,
-        watch: &mut Option<Box<dyn ExitWait>>,
-    ) -> Result<(Runner, Launched)> {
-        match workload {
-            Workload::Process(p) => {
-                let (Some(cgroup), Some(watch)) = (cgroup, watch.take()) else {
-                    return Err(Error::Internal {
-                        context: format!("container {id}: start"),
-                        reason: "a process-level container without its cgroup".into(),
-                    });
-                };
-                let child = self
-                    .seams
-                    .processes
-                    .spawn(id, bundle, cgroup.as_ref(), *p)?;
-                let run = child_run(child, Some(cgroup), watch);
-                Ok((Runner::Child(child), Launched { pid: child, run }))
-            }
-            Workload::Wasm {
-                program,
-                mut config,
-                serve: Some(port),
-                http,
-                net,
-            } => {
-                // Made by Create with the program; only its errors come from here.
-                let engine = serving_engine(&self.serving).map_err(|source| Error::Engine {
-                    id: id.to_owned(),
-                    what: "the serving engine".into(),
-                    source,
-                })?;
-                let listener = bind(id, port, net.as_deref())?;
-                let (drain, abort) = (KillHandle::new(), KillHandle::new());
-                // The served config's kill handle is its shutdown: a drain.
-                config.kill = drain.clone();
-                let runner = Runner::Server {
-                    drain,
-                    abort: abort.clone(),
-                };
-                let run = async move {
-                    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-                    tracing::info!(port, "serving wasi:http");
-                    let mut config = wasm_engine::ServeConfig::from(*config);
-                    config.http = http;
-                    let serve = async move { engine.serve(&program, listener, config).await };
-                    let served = match &net {
-                        Some(net) => net.handle().spawn(serve.in_current_span()),
-                        None => tokio::spawn(serve.in_current_span()),
-                    };
-                    let abort_task = served.abort_handle();
-                    tokio::select! {
-                        ended = served => match ended {
-                            Ok(Ok(stats)) => {
-                                tracing::info!(requests = stats.requests, failed = stats.failed, "drained; exited");
-                                0
-                            }
-                            Ok(Err(error)) => {
-                                tracing::error!(%error, "cannot serve");
-                                EXIT_CANNOT_START
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "the server's task ended");
-                                EXIT_KILLED
-                            }
-                        },
-                        code = abort.wait() => {
-                            abort_task.abort();
-                            tracing::info!(code, "aborted");
-                            code
-                        }
-                    }
-                };
-                Ok((
-                    runner,
-                    Launched {
-                        pid: pid(),
-                        run: Box::pin(async move { Ended::exited(run.await) }),
-                    },
-                ))
-            }
-            Workload::Wasm {
-                program,
-                mut config,
-                serve: None,
-                net,
-                ..
-            } => {
-                let kill = KillHandle::new();
-                config.kill = kill.clone();
-                let engine = self.engine.clone();
-                let digest = program.digest().to_owned();
-                let run = async move {
-                    tracing::info!(program = %digest, "started");
-                    let run = async move { engine.run(&program, *config).await };
-                    let ended = match &net {
-                        Some(net) => net.handle().spawn(run.in_current_span()).await,
-                        None => Ok(run.await),
-                    };
-                    match ended {
-                        Ok(Ok(status)) => {
-                            tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
-                            Ended {
-                                code: status.code(),
-                                oom: matches!(status.reason(), ExitReason::OutOfMemory(_)),
-                            }
-                        }
-                        Ok(Err(error)) => {
-                            tracing::error!(%error, "cannot start the guest");
-                            Ended::exited(EXIT_CANNOT_START)
-                        }
-                        // The guest's task panicked (or its runtime went): it ends as a trap.
-                        Err(error) => {
-                            tracing::error!(%error, "the guest's task failed");
-                            Ended::exited(wasm_engine::EXIT_TRAP)
-                        }
-                    }
-                };
-                Ok((
-                    Runner::Guest(kill),
-                    Launched {
-                        pid: pid(),
-                        run: Box::pin(run),
-                    },
-                ))
-            }
-            Workload::Native { init: pid } => {
-                let Some(watch) = watch.take() else {
-                    return Err(Error::Internal {
-                        context: format!("container {id}: start"),
-                        reason: "a native container without its init".into(),
-                    });
-                };
-                Ok((
-                    Runner::Child(pid),
-                    Launched {
-                        pid,
-                        run: child_run(pid, cgroup, watch),
-                    },
-                ))
-            }
-            Workload::Sandbox => {
-                let kill = KillHandle::new();
-                let held = kill.clone();
-                let run = async move {
-                    tracing::info!("pod sandbox: held until killed");
-                    Ended::exited(held.wait().await)
-                };
-                Ok((
-                    Runner::Guest(kill),
-                    Launched {
-                        pid: pid(),
-                        run: Box::pin(run),
-                    },
-                ))
-            }
-        }
-    }
-}
-
-/// The run of a process-level or native container: its process's exit, and whether its
-/// cgroup's OOM killer ended it.
-fn child_run(child: u32, cgroup: Option<SharedGroup>, watch: Box<dyn ExitWait>) -> Run {
-    Box::pin(async move {
-        tracing::info!(pid = child, "started in its own process");
-        let code = watch.wait(child).await;
-        let oom = cgroup.is_some_and(|c| c.stats().oom_kills > 0);
-        tracing::info!(code, oom, "exited");
-        Ended { code, oom }
-    })
 }
