@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 
 use crate::error::{Error, Result};
 use crate::process::{child_stdio, ExitWatch};
@@ -228,6 +228,25 @@ impl Runc {
         let pid = read_pid(&pid_file).map_err(|reason| self.failed("runc exec", reason));
         let _ = std::fs::remove_file(&pid_file);
         pid
+    }
+
+    /// `runc update` of the container's cgroup to `resources`.
+    pub(crate) async fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let file = self.dir.join("update.json");
+        let json = serde_json::to_vec(resources)
+            .map_err(|e| self.failed("writing the new resources", e.to_string()))?;
+        std::fs::write(&file, &json)
+            .map_err(|e| self.failed("writing the new resources", e.to_string()))?;
+        let mut cmd = self.command("update");
+        cmd.arg("--resources")
+            .arg(&file)
+            .arg(&self.id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let ran = self.run("runc update", cmd).await;
+        let _ = std::fs::remove_file(&file);
+        ran
     }
 
     /// `runc delete --force`: whatever still runs in the container is killed, its cgroup

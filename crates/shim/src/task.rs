@@ -428,7 +428,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        self.traced_now("update", &req.id, || self.update_resources(&req))
+        self.traced("update", &req.id, self.update_resources(&req))
             .await?;
         Ok(api::Empty::new())
     }

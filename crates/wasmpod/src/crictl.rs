@@ -27,6 +27,12 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
                     // Keep the container's other resources as they are.
                     let mut resources = status.resources.and_then(|r| r.linux).unwrap_or_default();
                     resources.memory_limit_in_bytes = memory;
+                    // As the kubelet does with swap off: memory+swap (cgroup v1's memsw,
+                    // which containerd set equal to the limit at creation) moves with the
+                    // limit; runc's kernel refuses a limit above the old memory+swap.
+                    if resources.memory_swap_limit_in_bytes != 0 {
+                        resources.memory_swap_limit_in_bytes = memory;
+                    }
                     cri.update_container_resources(&c.id, resources).await?;
                     println!("{id}");
                 }

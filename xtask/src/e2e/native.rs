@@ -202,6 +202,21 @@ fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
             .is_some_and(|m| m.ends_with("MiB") && m != "0.0MiB"),
         "sidecar's memory is not reported: {stats}"
     );
+    // Update of the native container is runc's: the limit its cgroup shows inside it.
+    wasmpod_ok(env, &["cri", "update", "--memory", "96Mi", "sidecar"])?;
+    let (code, out, err) = exec(
+        env,
+        "sidecar",
+        &[
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+        ],
+    )?;
+    ensure!(
+        code == 0 && out.trim() == (96u64 << 20).to_string(),
+        "the sidecar's memory limit after `cri update --memory 96Mi`: {code} {out:?} {err:?}"
+    );
     // containerd restarts with the pod running: both containers go on, and answer.
     env.restart()?;
     // containerd answers before its CRI plugin has loaded its state ("not initialized").

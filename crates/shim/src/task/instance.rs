@@ -94,7 +94,7 @@ pub(crate) trait Instance: Send + Sync + std::fmt::Debug {
     fn metrics(&self) -> Metrics;
 
     /// Update: new resources.
-    fn update(&self, id: &str, resources: &LinuxResources) -> Result<()>;
+    async fn update(&self, id: &str, resources: &LinuxResources) -> Result<()>;
 
     /// Delete: what it holds on the node goes (a cgroup and what runs in it, runc's
     /// container).
@@ -343,7 +343,7 @@ impl Instance for Guest {
         engine_metrics(&self.memory, &self.cpu)
     }
 
-    fn update(&self, _: &str, resources: &LinuxResources) -> Result<()> {
+    async fn update(&self, _: &str, resources: &LinuxResources) -> Result<()> {
         update_in_shim(&self.memory, &self.cpu, resources);
         Ok(())
     }
@@ -464,7 +464,7 @@ impl Instance for Server {
         engine_metrics(&self.memory, &self.cpu)
     }
 
-    fn update(&self, _: &str, resources: &LinuxResources) -> Result<()> {
+    async fn update(&self, _: &str, resources: &LinuxResources) -> Result<()> {
         update_in_shim(&self.memory, &self.cpu, resources);
         Ok(())
     }
@@ -531,7 +531,7 @@ impl Instance for ProcessGuest {
         cgroup_metrics(&self.cgroup.stats())
     }
 
-    fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+    async fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
         update_cgroup(id, &self.cgroup, resources)
     }
 
@@ -559,7 +559,7 @@ impl Instance for ProcessGuest {
 pub(super) struct Native {
     runc: Arc<Runc>,
     init: u32,
-    /// The cgroup runc made, which Stats, Update and the OOM check read.
+    /// The cgroup runc made, which Stats and the OOM check read.
     cgroup: Option<SharedGroup>,
 }
 
@@ -609,15 +609,11 @@ impl Instance for Native {
             .unwrap_or_default()
     }
 
-    fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
-        match &self.cgroup {
-            Some(cgroup) => update_cgroup(id, cgroup, resources),
-            None => Err(Error::FailedPrecondition {
-                id: id.to_owned(),
-                call: "Update",
-                state: "without a cgroup",
-            }),
-        }
+    async fn update(&self, _: &str, resources: &LinuxResources) -> Result<()> {
+        // runc changes its container's cgroup, with whichever driver made it.
+        self.runc.update(resources).await?;
+        tracing::info!("resources updated by runc");
+        Ok(())
     }
 
     async fn delete(&self, _: &str) -> Result<()> {
@@ -663,7 +659,7 @@ impl Instance for Sandbox {
         engine_metrics(&MemoryGauge::default(), &CpuMeter::default())
     }
 
-    fn update(&self, _: &str, _: &LinuxResources) -> Result<()> {
+    async fn update(&self, _: &str, _: &LinuxResources) -> Result<()> {
         tracing::info!("a pod sandbox runs nothing: its resources are its containers'");
         Ok(())
     }

@@ -62,11 +62,12 @@ impl TaskService {
     }
 
     /// Update: new resources, as the instance takes them (a cgroup's memory, CPU and pids;
-    /// a guest's memory cap at its next growth and its CPU budget).
-    pub(super) fn update_resources(&self, req: &api::UpdateTaskRequest) -> Result<()> {
+    /// a guest's memory cap at its next growth and its CPU budget; `runc update` for a native
+    /// container).
+    pub(super) async fn update_resources(&self, req: &api::UpdateTaskRequest) -> Result<()> {
         let resources = resources_of(req)?;
         let instance = self.with(&req.id, |c| Ok(c.instance.clone()))?;
-        instance.update(&req.id, &resources)
+        instance.update(&req.id, &resources).await
     }
 }
 
