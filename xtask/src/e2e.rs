@@ -402,6 +402,23 @@ pub(crate) struct Binaries {
 }
 
 /// Builds the shim and the CLI (debug, as `cargo test` does) and finds them.
+/// `attempt`, again every `every` until it succeeds or `limit` has passed: then its last
+/// error. For what the node does on its own time (a log written, a process gone).
+pub(crate) fn retry<T>(
+    limit: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
     build_binaries_in("debug", &[])
 }

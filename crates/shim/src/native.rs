@@ -114,12 +114,11 @@ impl Runc {
         let context = format!("container {id}: making {}", dir.display());
         std::fs::create_dir_all(dir.join("state")).map_err(crate::error::io(context.clone()))?;
         let systemd = systemd_cgroup(spec);
-        let me = std::process::id();
         let record = format!(
-            "{}\n{}\n{me} {}\n",
+            "{}\n{}\n{}\n",
             binary.display(),
             if systemd { "systemd" } else { "cgroupfs" },
-            crate::sys::start_time(me).unwrap_or(0)
+            crate::sys::ProcessId::of(std::process::id())
         );
         std::fs::write(dir.join(RUNTIME_FILE), record).map_err(crate::error::io(context))?;
         Ok(Self {
@@ -178,11 +177,8 @@ impl Runc {
             .arg(&self.dir)
             .arg("--pid-file")
             .arg(&pid_file)
-            .arg(&self.id)
-            .env_remove(crate::bootstrap::LISTEN_FD_ENV)
-            .stdin(child_stdio(stdio.stdin))
-            .stdout(child_stdio(stdio.stdout))
-            .stderr(child_stdio(stdio.stderr));
+            .arg(&self.id);
+        with_stdio(&mut cmd, stdio);
         self.run("runc create", cmd).await?;
         read_pid(&pid_file).map_err(|reason| self.failed("runc create", reason))
     }
@@ -190,10 +186,8 @@ impl Runc {
     /// `runc start`: the init runs the container's process.
     pub(crate) async fn start(&self) -> Result<()> {
         let mut cmd = self.command("start");
-        cmd.arg(&self.id)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.arg(&self.id);
+        quiet(&mut cmd);
         self.run("runc start", cmd).await
     }
 
@@ -217,11 +211,8 @@ impl Runc {
             .arg("--detach")
             .arg("--pid-file")
             .arg(&pid_file)
-            .arg(&self.id)
-            .env_remove(crate::bootstrap::LISTEN_FD_ENV)
-            .stdin(child_stdio(stdio.stdin))
-            .stdout(child_stdio(stdio.stdout))
-            .stderr(child_stdio(stdio.stderr));
+            .arg(&self.id);
+        with_stdio(&mut cmd, stdio);
         let ran = self.run("runc exec", cmd).await;
         let _ = std::fs::remove_file(&file);
         ran?;
@@ -238,12 +229,8 @@ impl Runc {
         std::fs::write(&file, &json)
             .map_err(|e| self.failed("writing the new resources", e.to_string()))?;
         let mut cmd = self.command("update");
-        cmd.arg("--resources")
-            .arg(&file)
-            .arg(&self.id)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.arg("--resources").arg(&file).arg(&self.id);
+        quiet(&mut cmd);
         let ran = self.run("runc update", cmd).await;
         let _ = std::fs::remove_file(&file);
         ran
@@ -253,15 +240,28 @@ impl Runc {
     /// and state go; then this container's directory.
     pub(crate) async fn delete(&self) -> Result<()> {
         let mut cmd = self.command("delete");
-        cmd.arg("--force")
-            .arg(&self.id)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.arg("--force").arg(&self.id);
+        quiet(&mut cmd);
         self.run("runc delete", cmd).await?;
         std::fs::remove_dir_all(&self.dir)
             .map_err(|e| self.failed(&format!("removing {}", self.dir.display()), e.to_string()))
     }
+}
+
+/// A runc command whose process (the container's init, an exec) takes `stdio`; the shim's
+/// own socket is not handed down.
+fn with_stdio(cmd: &mut Command, stdio: wasm_engine::Stdio) {
+    cmd.env_remove(crate::bootstrap::LISTEN_FD_ENV)
+        .stdin(child_stdio(stdio.stdin))
+        .stdout(child_stdio(stdio.stdout))
+        .stderr(child_stdio(stdio.stderr));
+}
+
+/// A runc command with no stdio: what it has to say goes to its log.
+fn quiet(cmd: &mut Command) {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
 }
 
 fn command(binary: &Path, dir: &Path, systemd: bool, verb: &str) -> Command {
@@ -290,15 +290,20 @@ fn read_pid(path: &Path) -> std::result::Result<u32, String> {
 /// namespaces as `/proc/<sandbox task pid>/ns/<kind>`, and a wasm sandbox's task pid is
 /// this shim's, whose own namespaces are the host's.
 pub(crate) fn through_shim(spec: &Spec) -> Vec<LinuxNamespaceType> {
-    let prefix = format!("/proc/{}/ns/", std::process::id());
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
         .into_iter()
         .flatten()
-        .filter(|ns| ns.path().as_ref().is_some_and(|p| p.starts_with(&prefix)))
+        .filter(|ns| names_this_shim(ns))
         .map(|ns| ns.typ())
         .collect()
+}
+
+/// Whether `ns` is named through this shim's pid (`/proc/<shim pid>/ns/...`).
+fn names_this_shim(ns: &oci_spec::runtime::LinuxNamespace) -> bool {
+    let prefix = PathBuf::from(format!("/proc/{}/ns", std::process::id()));
+    ns.path().as_ref().is_some_and(|p| p.starts_with(&prefix))
 }
 
 /// The pod's real namespaces for those [`through_shim`] found: the network namespace CNI
@@ -322,13 +327,12 @@ pub(crate) fn runc_spec(mut spec: Spec, bundle: &Path, pod: &PodNamespaces) -> R
             spec.set_root(Some(root));
         }
     }
-    let prefix = format!("/proc/{}/ns/", std::process::id());
     let Some(mut linux) = spec.linux().clone() else {
         return Ok(spec);
     };
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     for ns in &mut namespaces {
-        if !ns.path().as_ref().is_some_and(|p| p.starts_with(&prefix)) {
+        if !names_this_shim(ns) {
             continue;
         }
         let kind = ns.typ();
@@ -396,14 +400,9 @@ fn shim_gone(dir: &Path) -> bool {
     let Ok(record) = std::fs::read_to_string(dir.join(RUNTIME_FILE)) else {
         return false;
     };
-    let mut shim = record.lines().nth(2).unwrap_or("").split_whitespace();
-    let pid = shim.next().and_then(|p| p.parse::<u32>().ok());
-    let started = shim.next().and_then(|s| s.parse::<u64>().ok());
-    match (pid, started) {
-        // A shim SIGKILLed a moment ago may be a zombie yet: gone all the same.
-        (Some(pid), Some(started)) => crate::sys::running_start_time(pid) != Some(started),
-        _ => false,
-    }
+    // A shim SIGKILLed a moment ago may be a zombie yet: gone all the same.
+    crate::sys::ProcessId::parse(record.lines().nth(2).unwrap_or(""))
+        .is_some_and(|shim| !shim.is_running())
 }
 
 /// `runc delete --force` of container `id` through the runtime recorded in `dir`, then

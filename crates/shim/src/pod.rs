@@ -70,8 +70,8 @@ impl Holder {
             reason: format!("the holder said {:?}: {}", text.trim(), err.trim()),
         })?;
         let record = bundle.join(RECORD);
-        let started = sys::start_time(pid).unwrap_or(0);
-        std::fs::write(&record, format!("{pid} {started}\n")).map_err(crate::error::io(context))?;
+        let holder = sys::ProcessId::of(pid);
+        std::fs::write(&record, format!("{holder}\n")).map_err(crate::error::io(context))?;
         tracing::info!(pid, "pod holder started");
         Ok(Self { pid, record })
     }
@@ -95,13 +95,11 @@ pub(crate) fn clean_up_after_dead_shim(bundle: &Path) {
     let Ok(text) = std::fs::read_to_string(&record) else {
         return;
     };
-    let mut fields = text.split_whitespace();
-    let pid: Option<u32> = fields.next().and_then(|p| p.parse().ok());
-    let started: Option<u64> = fields.next().and_then(|s| s.parse().ok());
-    if let (Some(pid), Some(started)) = (pid, started) {
-        if sys::start_time(pid) == Some(started) {
-            let _ = sys::kill(libc::pid_t::try_from(pid).unwrap_or(0), libc::SIGKILL);
-        }
+    if let Some(holder) = sys::ProcessId::parse(&text).filter(sys::ProcessId::is_running) {
+        let _ = sys::kill(
+            libc::pid_t::try_from(holder.pid).unwrap_or(0),
+            libc::SIGKILL,
+        );
     }
     let _ = std::fs::remove_file(&record);
 }

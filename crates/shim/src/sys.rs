@@ -241,25 +241,66 @@ pub(crate) fn hold_as_init() -> ! {
     }
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of
-/// `/proc/PID/stat`): with the pid, it names one process for good.
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
+/// Process `pid`'s state letter and start time in clock ticks since boot (fields 3 and 22
+/// of `/proc/PID/stat`).
+fn stat(pid: u32) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from its end.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.to_owned();
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// The start time of process `pid` in clock ticks since boot: with the pid, it names one
+/// process for good.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, started)| started)
 }
 
 /// [`start_time`] of a process that still runs: `None` for one that has ended, a zombie
 /// its parent has not reaped included.
 pub(crate) fn running_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_whitespace();
-    if matches!(fields.next()?, "Z" | "X" | "x") {
-        return None;
+    stat(pid)
+        .filter(|(state, _)| !matches!(state.as_str(), "Z" | "X" | "x"))
+        .map(|(_, started)| started)
+}
+
+/// One process for good, as a record on disk names it (`PID START`): a pid alone may be
+/// another process's by the time the record is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcessId {
+    pub(crate) pid: u32,
+    /// Its start time in clock ticks since boot.
+    pub(crate) started: u64,
+}
+
+impl ProcessId {
+    /// Process `pid` as it is now (a start time of 0 if it is already gone).
+    pub(crate) fn of(pid: u32) -> Self {
+        Self {
+            pid,
+            started: start_time(pid).unwrap_or(0),
+        }
     }
-    fields.nth(18)?.parse().ok()
+
+    /// A record's `PID START`.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let mut fields = text.split_whitespace();
+        let pid = fields.next()?.parse().ok()?;
+        let started = fields.next()?.parse().ok()?;
+        Some(Self { pid, started })
+    }
+
+    /// Whether the process still runs (a zombie does not).
+    pub(crate) fn is_running(&self) -> bool {
+        running_start_time(self.pid) == Some(self.started)
+    }
+}
+
+impl std::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.pid, self.started)
+    }
 }
 
 /// The effective user id of this process.
@@ -354,6 +395,23 @@ mod tests {
         let me = std::process::id();
         assert_eq!(super::running_start_time(me), super::start_time(me));
         assert!(super::start_time(me).is_some());
+    }
+
+    #[test]
+    fn a_process_id_names_one_process_and_reads_back() {
+        let me = super::ProcessId::of(std::process::id());
+        assert!(me.is_running());
+        assert_eq!(super::ProcessId::parse(&format!("{me}\n")), Some(me));
+        let other = super::ProcessId {
+            started: me.started + 1,
+            ..me
+        };
+        assert!(
+            !other.is_running(),
+            "the same pid, another start: another process"
+        );
+        assert_eq!(super::ProcessId::parse("12"), None);
+        assert_eq!(super::ProcessId::parse("x 1"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 
-use super::{compile_fixture, Containerd};
+use super::{compile_fixture, retry, Containerd};
 use test_support::registry::{Registry, PASSWORD, USER};
 
 use crate::util::{output_ok, root, run as sh};
@@ -201,11 +201,10 @@ pub(crate) fn ensure_nothing_left(env: &Containerd) -> anyhow::Result<()> {
         records.trim().is_empty(),
         "containerd containers left: {records}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !env.shims().is_empty() {
-        ensure!(Instant::now() < deadline, "shims left: {:?}", env.shims());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    retry(Duration::from_secs(5), Duration::from_millis(50), || {
+        ensure!(env.shims().is_empty(), "shims left: {:?}", env.shims());
+        Ok(())
+    })?;
     ensure!(env.mounts().is_empty(), "mounts left: {:?}", env.mounts());
     Ok(())
 }
@@ -382,15 +381,14 @@ data: {{greeting: hello from a configmap}}
         .join("wasmpod-state/pods")
         .join(&uid)
         .join("volumes/empty-dir/scratch/hello.txt");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fs::read_to_string(&written).ok().as_deref() != Some("from the pod") {
+    retry(Duration::from_secs(10), Duration::from_millis(50), || {
         ensure!(
-            Instant::now() < deadline,
+            fs::read_to_string(&written).ok().as_deref() == Some("from the pod"),
             "{} was not written",
             written.display()
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        Ok(())
+    })?;
     // ContainerStats, as the kubelet reads them for `kubectl top`: the guests' memory.
     let stats = wasmpod_ok(env, &["cri", "stats", "--pod", &sandbox])?;
     for name in ["sleeper-a", "sleeper-b"] {
@@ -558,15 +556,14 @@ fn update_at_level(env: &Containerd, level: &str) -> anyhow::Result<()> {
     )?;
     pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     wasmpod_ok(env, &["cri", "update", "--memory", "32Mi", "upd"])?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
+    let status = retry(Duration::from_secs(20), Duration::from_millis(100), || {
         let status = inspect(env, "upd")?;
-        if field(&status, "/status/state") == "2" {
-            break status;
-        }
-        ensure!(Instant::now() < deadline, "upd did not end: {status}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        ensure!(
+            field(&status, "/status/state") == "2",
+            "upd did not end: {status}"
+        );
+        Ok(status)
+    })?;
     ensure!(
         field(&status, "/status/exit_code") == "137"
             && field(&status, "/status/reason") == "OOMKilled",

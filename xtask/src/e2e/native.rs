@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 
@@ -14,8 +15,16 @@ use super::cri::{
     ensure_exit, ensure_nothing_left, field, inspect, manifest, pod_run, pod_run_ok, probe_image,
     wasmpod_ok, K8S_NAMESPACE, SUBNET_PREFIX,
 };
-use super::Containerd;
+use super::{retry, Containerd};
 use crate::util::have;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 
 /// The native image: busybox-static with every applet linked in `/bin`.
 const BUSYBOX: &str = "localhost/wasmpod-e2e/busybox:v1";
@@ -132,18 +141,14 @@ fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
         "cri ps: {running}"
     );
     // The sidecar shares the pod's host name (the pod holder's UTS namespace) and volume.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let log = loop {
+    retry(secs(10), millis(100), || {
         let log = wasmpod_ok(env, &["cri", "logs", "sidecar"])?;
-        if !log.is_empty() || std::time::Instant::now() > deadline {
-            break log;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    ensure!(
-        log == "sidecar up on mixed, init-done\n",
-        "sidecar's log: {log:?}"
-    );
+        ensure!(
+            log == "sidecar up on mixed, init-done\n",
+            "sidecar's log: {log:?}"
+        );
+        Ok(())
+    })?;
     let holders = env.pod_holders();
     ensure!(holders.len() == 1, "pod holders: {holders:?}");
     // Exec into the native container: its output and exit code.
@@ -220,14 +225,9 @@ fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
     // containerd restarts with the pod running: both containers go on, and answer.
     env.restart()?;
     // containerd answers before its CRI plugin has loaded its state ("not initialized").
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let running = loop {
-        match wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox]) {
-            Ok(out) => break out,
-            Err(e) if std::time::Instant::now() > deadline => return Err(e),
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
-        }
-    };
+    let running = retry(secs(20), millis(200), || {
+        wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox])
+    })?;
     ensure!(
         running.contains("app") && running.contains("sidecar"),
         "cri ps after containerd's restart: {running}"
@@ -241,10 +241,7 @@ fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
     wasmpod_ok(env, &["pod", "rm", "mixed"])?;
     let took = t0.elapsed();
     // The sidecar honours SIGTERM: removal does not wait out the grace period.
-    ensure!(
-        took < std::time::Duration::from_secs(15),
-        "pod rm took {took:?}"
-    );
+    ensure!(took < secs(15), "pod rm took {took:?}");
     ensure_nothing_left(env)?;
     ensure!(
         env.pod_holders().is_empty(),
@@ -307,40 +304,29 @@ pub(crate) fn check_pod_mixed_shim_killed(env: &Containerd) -> anyhow::Result<()
     busybox_image(env)?;
     let pod = manifest(env, "mixed", &mixed_pod(&probe, "shared"))?;
     pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sidecar_sleeps().is_empty() {
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "the sidecar never ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    retry(secs(10), millis(50), || {
+        ensure!(!sidecar_sleeps().is_empty(), "the sidecar never ran");
+        Ok(())
+    })?;
     let shims = env.shims();
     ensure!(shims.len() == 1, "expected one shim: {shims:?}");
     ensure!(env.pod_holders().len() == 1, "no pod holder");
     crate::util::run(Command::new("kill").args(["-KILL", &shims[0].to_string()]))?;
     // containerd hears of the dead shim's tasks on its own time: until it has, the pod's
     // containers are still running to it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while let Err(e) = wasmpod_ok(env, &["pod", "rm", "--grace-period", "0", "mixed"]) {
-        ensure!(std::time::Instant::now() < deadline, "{e:#}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    retry(secs(10), millis(200), || {
+        wasmpod_ok(env, &["pod", "rm", "--grace-period", "0", "mixed"])
+    })?;
     ensure_nothing_left(env)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    retry(secs(10), millis(100), || {
         let (holders, sleeps, dirs) = (env.pod_holders(), sidecar_sleeps(), runc_dirs(&env.dir));
-        if holders.is_empty() && sleeps.is_empty() && dirs.is_empty() {
-            break;
-        }
         ensure!(
-            std::time::Instant::now() < deadline,
+            holders.is_empty() && sleeps.is_empty() && dirs.is_empty(),
             "left after the dead shim: holders {holders:?}, sidecar processes {sleeps:?}, \
              runc state {dirs:?}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The nginx image: Debian's nginx (unpacked from the machine's archive, not
@@ -426,21 +412,17 @@ spec:
         let status = inspect(env, sandbox.trim())?;
         let ip = field(&status, "/status/network/ip");
         let addr = format!("{ip}:8081");
-        let limit = std::time::Duration::from_secs(20);
+        let limit = secs(20);
         super::http::wait_serving(&addr, limit).with_context(|| format!("{level} level"))?;
         // nginx may be up before the wasm server: 502 until it is.
-        let deadline = std::time::Instant::now() + limit;
-        let (code, body) = loop {
-            let got = super::http::get(&addr, "/hello", std::time::Duration::from_secs(5))?;
-            if got.0 == 200 || std::time::Instant::now() > deadline {
-                break got;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        };
-        ensure!(
-            code == 200 && body == "hello from wasm: /hello\n",
-            "{level} level: through nginx: {code} {body:?}"
-        );
+        retry(limit, millis(100), || {
+            let (code, body) = super::http::get(&addr, "/hello", secs(5))?;
+            ensure!(
+                code == 200 && body == "hello from wasm: /hello\n",
+                "{level} level: through nginx: {code} {body:?}"
+            );
+            Ok(())
+        })?;
         let (code, out, err) = exec(env, "proxy", &["/usr/sbin/nginx", "-v"])?;
         ensure!(
             code == 0 && err.contains("nginx version: nginx/"),
