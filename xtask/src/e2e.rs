@@ -209,6 +209,11 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("pod-artifact", cri::check_pod_artifact),
         ("pod-mixed", native::check_pod_mixed),
         ("pod-native-oom", native::check_pod_native_oom),
+        ("pod-native-tty", native::check_pod_native_tty),
+        (
+            "pod-mixed-host-network",
+            native::check_pod_mixed_host_network,
+        ),
         ("pod-mixed-shim-killed", native::check_pod_mixed_shim_killed),
         ("pod-nginx-sidecar", native::check_pod_nginx_sidecar),
         ("http-serve", http::check_http_serve),

@@ -77,6 +77,8 @@ pub(crate) struct Exec {
     pub(crate) policy: Option<Box<sandbox::RunPolicy>>,
     /// Ends a wasm exec that runs in the shim.
     pub(crate) kill: Option<KillHandle>,
+    /// A native exec's terminal (`-t`).
+    pub(crate) terminal: Option<crate::native::Terminal>,
     /// Its stdio.
     pub(crate) stdio: StdioPaths,
     /// Its pid, once started.
@@ -94,6 +96,7 @@ impl Exec {
             process,
             policy: None,
             kill: None,
+            terminal: None,
             stdio,
             pid: None,
             stdin_close: None,
@@ -190,6 +193,15 @@ impl Container {
                 Err(e)
             }
         }
+    }
+
+    /// A pod sandbox's network namespace, which its containers join: CNI's, or, for a pod on
+    /// the host's network (`hostNetwork`, whose sandbox spec names none), the shim's own —
+    /// the host's, as a pause process's would be.
+    pub(crate) fn pod_netns(&self) -> PathBuf {
+        self.netns
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/proc/{}/ns/net", std::process::id())))
     }
 
     /// The pid containerd is shown: a child's (a process-level container that has started,
@@ -349,6 +361,15 @@ mod tests {
         assert_eq!(c.exit().map(|e| e.code), Some(126));
         assert_eq!(rx.borrow().map(|e| e.code), Some(126));
         c.check_delete().unwrap();
+    }
+
+    #[test]
+    fn a_sandbox_on_the_hosts_network_gives_its_pod_the_shims_namespace() {
+        let mut c = created();
+        let own = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+        assert_eq!(c.pod_netns(), own);
+        c.netns = Some(PathBuf::from("/run/netns/cni-1"));
+        assert_eq!(c.pod_netns(), PathBuf::from("/run/netns/cni-1"));
     }
 
     #[test]

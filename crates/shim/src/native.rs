@@ -11,10 +11,20 @@
 //! `delete` of a dead shim sweeps the namespace's directories whose shim is gone. The container's init is
 //! created by `runc create` with containerd's FIFOs as its stdio and started by `runc
 //! start`; once runc is gone it is a child of this shim (a subreaper), whose reaper reports
-//! its exit like a process-level guest's.
+//! its exit like a process-level guest's. A process with a terminal (`tty: true`, an exec's
+//! `-t`) gets the one runc makes: its master comes back over a console socket and is
+//! relayed to and from containerd's FIFOs ([`Terminal`]).
 
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use wasm_engine::{Stdio, StdioStream};
 
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Process, Spec};
 
@@ -167,7 +177,11 @@ impl Runc {
     /// `runc create` of the container from `spec` (written to this container's directory,
     /// which is runc's bundle), its init given `stdio`; the init's pid. The init waits for
     /// [`start`](Self::start).
-    pub(crate) async fn create(&self, spec: &Spec, stdio: wasm_engine::Stdio) -> Result<u32> {
+    pub(crate) async fn create(
+        &self,
+        spec: &Spec,
+        stdio: Stdio,
+    ) -> Result<(u32, Option<Terminal>)> {
         let config = self.dir.join("config.json");
         spec.save(&config)
             .map_err(|e| self.failed("writing runc's config.json", e.to_string()))?;
@@ -176,11 +190,12 @@ impl Runc {
         cmd.arg("--bundle")
             .arg(&self.dir)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(&self.id);
-        with_stdio(&mut cmd, stdio);
+            .arg(&pid_file);
+        let console = self.console(spec.process().as_ref(), &mut cmd, stdio)?;
+        cmd.arg(&self.id);
         self.run("runc create", cmd).await?;
-        read_pid(&pid_file).map_err(|reason| self.failed("runc create", reason))
+        let pid = read_pid(&pid_file).map_err(|reason| self.failed("runc create", reason))?;
+        Ok((pid, self.terminal("runc create", console)?))
     }
 
     /// `runc start`: the init runs the container's process.
@@ -197,8 +212,8 @@ impl Runc {
         &self,
         exec_id: &str,
         process: &Process,
-        stdio: wasm_engine::Stdio,
-    ) -> Result<u32> {
+        stdio: Stdio,
+    ) -> Result<(u32, Option<Terminal>)> {
         let file = self.dir.join(format!("exec-{exec_id}.json"));
         let json = serde_json::to_vec(process)
             .map_err(|e| self.failed("writing the exec's process", e.to_string()))?;
@@ -210,15 +225,51 @@ impl Runc {
             .arg(&file)
             .arg("--detach")
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(&self.id);
-        with_stdio(&mut cmd, stdio);
+            .arg(&pid_file);
+        let console = self.console(Some(process), &mut cmd, stdio)?;
+        cmd.arg(&self.id);
         let ran = self.run("runc exec", cmd).await;
         let _ = std::fs::remove_file(&file);
         ran?;
         let pid = read_pid(&pid_file).map_err(|reason| self.failed("runc exec", reason));
         let _ = std::fs::remove_file(&pid_file);
-        pid
+        Ok((pid?, self.terminal("runc exec", console)?))
+    }
+
+    /// Gives `cmd` (runc create or exec of `process`) its stdio: `stdio` itself, or, for a
+    /// process with a terminal, a console socket — and `stdio`, to relay the terminal to.
+    fn console(
+        &self,
+        process: Option<&Process>,
+        cmd: &mut Command,
+        stdio: Stdio,
+    ) -> Result<Option<(ConsoleSocket, Stdio)>> {
+        if !process.is_some_and(|p| p.terminal().unwrap_or(false)) {
+            with_stdio(cmd, stdio);
+            return Ok(None);
+        }
+        let console = ConsoleSocket::bind()
+            .map_err(|e| self.failed("making a console socket", e.to_string()))?;
+        cmd.arg("--console-socket").arg(console.arg());
+        with_stdio(cmd, Stdio::default());
+        Ok(Some((console, stdio)))
+    }
+
+    /// The terminal runc sent over `console`, relayed.
+    fn terminal(
+        &self,
+        what: &str,
+        console: Option<(ConsoleSocket, Stdio)>,
+    ) -> Result<Option<Terminal>> {
+        let Some((console, stdio)) = console else {
+            return Ok(None);
+        };
+        let master = console
+            .receive()
+            .map_err(|e| self.failed(what, format!("receiving its terminal: {e}")))?;
+        Terminal::relay(master, stdio)
+            .map(Some)
+            .map_err(|e| self.failed(what, format!("relaying its terminal: {e}")))
     }
 
     /// `runc update` of the container's cgroup to `resources`.
@@ -248,9 +299,88 @@ impl Runc {
     }
 }
 
+/// A socket runc's `--console-socket` sends a new terminal's master to: in the abstract
+/// namespace (no file left behind, no limit from a long state path), named for this shim.
+struct ConsoleSocket {
+    listener: UnixListener,
+    name: String,
+}
+
+impl ConsoleSocket {
+    fn bind() -> std::io::Result<Self> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "wasmpod-console-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self { listener, name })
+    }
+
+    /// The socket as runc is told it (Go's `@` for the abstract namespace).
+    fn arg(&self) -> String {
+        format!("@{}", self.name)
+    }
+
+    /// The master runc sent: runc has exited by now, its connection queued.
+    fn receive(&self) -> std::io::Result<OwnedFd> {
+        let (stream, _) = self.listener.accept().map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => {
+                std::io::Error::other("runc did not connect to the console socket")
+            }
+            _ => e,
+        })?;
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        crate::sys::receive_fd(&stream)
+    }
+}
+
+/// A terminal runc made for a container's init or an exec: its master, relayed to and from
+/// containerd's FIFOs by a thread each way until the process's side closes.
+#[derive(Debug)]
+pub(crate) struct Terminal {
+    master: Arc<File>,
+}
+
+impl Terminal {
+    fn relay(master: OwnedFd, stdio: Stdio) -> std::io::Result<Self> {
+        let master = Arc::new(File::from(master));
+        let from = master.clone();
+        let stdout = stdio.stdout;
+        std::thread::Builder::new()
+            .name("tty-out".into())
+            .spawn(move || {
+                let mut master = &*from;
+                // Ends with EIO once the process's side is closed; the FIFO closes with it.
+                let _ = match stdout {
+                    StdioStream::File(mut out) => std::io::copy(&mut master, &mut out),
+                    _ => std::io::copy(&mut master, &mut std::io::sink()),
+                };
+            })?;
+        if let StdioStream::File(mut stdin) = stdio.stdin {
+            let into = master.clone();
+            std::thread::Builder::new()
+                .name("tty-in".into())
+                .spawn(move || {
+                    let mut master = &*into;
+                    let _ = std::io::copy(&mut stdin, &mut master);
+                })?;
+        }
+        Ok(Self { master })
+    }
+
+    /// ResizePty: the terminal's new window size.
+    pub(crate) fn resize(&self, width: u32, height: u32) -> std::io::Result<()> {
+        crate::sys::set_window_size(&*self.master, width, height)
+    }
+}
+
 /// A runc command whose process (the container's init, an exec) takes `stdio`; the shim's
 /// own socket is not handed down.
-fn with_stdio(cmd: &mut Command, stdio: wasm_engine::Stdio) {
+fn with_stdio(cmd: &mut Command, stdio: Stdio) {
     cmd.env_remove(crate::bootstrap::LISTEN_FD_ENV)
         .stdin(child_stdio(stdio.stdin))
         .stdout(child_stdio(stdio.stdout))

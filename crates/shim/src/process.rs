@@ -83,7 +83,7 @@ pub(crate) fn pod_netns(
     sandbox_netns().map(Some).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "the spec joins the network namespace of the pod sandbox ({}), but this shim \
-             holds no sandbox with a network namespace",
+             holds no sandbox of that pod",
             path.display()
         ))
     })

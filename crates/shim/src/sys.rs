@@ -322,6 +322,63 @@ pub(crate) fn mkfifo(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The descriptor sent over `socket` in one message's `SCM_RIGHTS` (runc's console socket
+/// sends a terminal's master this way, the message its name).
+pub(crate) fn receive_fd(socket: &impl AsRawFd) -> io::Result<OwnedFd> {
+    let mut data = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let one = u32::try_from(size_of::<RawFd>()).unwrap_or(4);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(one) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: an all-zero msghdr is valid; its pointers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg points at buffers that live until the call returns.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR reads within its control buffer.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: a non-null cmsg points into `control`.
+    let rights = !cmsg.is_null()
+        && unsafe {
+            (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+        };
+    if !rights {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the message carried no descriptor",
+        ));
+    }
+    // SAFETY: an SCM_RIGHTS message's data is the descriptor, now ours.
+    let fd = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>()) };
+    // SAFETY: the kernel gave this process the descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets terminal `fd`'s window size (ResizePty).
+pub(crate) fn set_window_size(fd: &impl AsRawFd, width: u32, height: u32) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: u16::try_from(height).unwrap_or(u16::MAX),
+        ws_col: u16::try_from(width).unwrap_or(u16::MAX),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize, which outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets or clears `FD_CLOEXEC` on `fd`: without it, the descriptor stays open, at the same
 /// number, in a program this process executes.
 pub(crate) fn set_cloexec(fd: &impl AsRawFd, cloexec: bool) -> io::Result<()> {

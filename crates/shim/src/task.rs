@@ -398,9 +398,17 @@ impl Task for TaskService {
     async fn resize_pty(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ResizePtyRequest,
+        req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(Error::Unimplemented("ResizePty (wasm guests have no terminal)").into())
+        let resize = || match req.exec_id.as_str() {
+            "" => {
+                let instance = self.with(&req.id, |c| Ok(c.instance.clone()))?;
+                instance.resize(&req.id, req.width, req.height)
+            }
+            exec_id => self.resize_exec(&req.id, exec_id, req.width, req.height),
+        };
+        self.traced_now("resize_pty", &req.id, resize).await?;
+        Ok(api::Empty::new())
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<api::Empty> {

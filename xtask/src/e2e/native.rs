@@ -290,6 +290,113 @@ spec:
     Ok(())
 }
 
+/// A mixed pod on the host's network (`hostNetwork: true`), at the process level: containerd
+/// names the sandbox's network namespace through its pid, which for a wasm sandbox is the
+/// shim's — the host's — so the sidecar runs in the node's network namespace.
+pub(crate) fn check_pod_mixed_host_network(env: &Containerd) -> anyhow::Result<()> {
+    let probe = probe_image(env)?;
+    busybox_image(env)?;
+    let pod = manifest(
+        env,
+        "mixed-host",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: mixed-host
+  annotations: {{wasmpod.io/isolation: process}}
+spec:
+  runtimeClassName: wasm
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: {probe}
+    args: [sleep, "600000"]
+  - name: sidecar
+    image: {BUSYBOX}
+    command: [/bin/sh, -c, "trap 'exit 0' TERM; sleep 600 & wait"]
+"#
+        ),
+    )?;
+    pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
+    let (code, ns, err) = exec(env, "sidecar", &["readlink", "/proc/self/ns/net"])?;
+    let node = fs::read_link("/proc/self/ns/net")?;
+    ensure!(
+        code == 0 && ns.trim() == node.to_string_lossy(),
+        "the host-network sidecar's network namespace: {code} {ns:?} {err:?}, the node's {node:?}"
+    );
+    let (code, _, err) = exec(env, "app", &["/probe.wasm", "exit", "0"])?;
+    ensure!(
+        code == 0,
+        "wasm exec in the host-network pod: {code} {err:?}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "mixed-host"])?;
+    ensure_nothing_left(env)?;
+    let left = runc_dirs(&env.dir);
+    ensure!(left.is_empty(), "runc state left: {left:?}");
+    Ok(())
+}
+
+/// A native container with `tty: true` runs on the terminal runc made for it, relayed to
+/// containerd's log: `tty` names it. An exec with a terminal (`ctr task exec -t`, itself
+/// given one by `script`) gets a terminal of its own.
+pub(crate) fn check_pod_native_tty(env: &Containerd) -> anyhow::Result<()> {
+    busybox_image(env)?;
+    let pod = manifest(
+        env,
+        "native-tty",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: native-tty}}
+spec:
+  runtimeClassName: wasm
+  restartPolicy: Never
+  containers:
+  - name: term
+    image: {BUSYBOX}
+    tty: true
+    command: [/bin/sh, -c, "tty && test -t 0 && test -t 1 && echo on-a-terminal; trap 'exit 0' TERM; sleep 600 & wait"]
+"#
+        ),
+    )?;
+    pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
+    let log = retry(secs(10), millis(100), || {
+        let log = wasmpod_ok(env, &["cri", "logs", "term"])?;
+        ensure!(
+            log.contains("/dev/pts/0") && log.contains("on-a-terminal"),
+            "the tty container's log: {log:?}"
+        );
+        Ok(log)
+    })?;
+    let id = field(&inspect(env, "term")?, "/status/id");
+    let ctr = format!(
+        "{} --address {} --namespace {K8S_NAMESPACE} task exec -t --exec-id tty1 {id} \
+         sh -c 'tty; exit 5'",
+        env.program("ctr").display(),
+        env.socket().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &ctr, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running script (util-linux)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.code() == Some(5) && text.contains("/dev/pts/1"),
+        "ctr task exec -t: {:?} {text:?} {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wasmpod_ok(env, &["pod", "rm", "native-tty"])?;
+    ensure_nothing_left(env)?;
+    let left = runc_dirs(&env.dir);
+    ensure!(left.is_empty(), "runc state left: {left:?}");
+    eprintln!("  log: {:?}; exec -t: {:?}", log.trim(), text.trim());
+    Ok(())
+}
+
 /// The processes of the mixed pod's sidecar (`sleep 600`).
 fn sidecar_sleeps() -> Vec<u32> {
     super::processes(|_, cmdline| cmdline == "sleep\u{0}600\u{0}")

@@ -306,7 +306,7 @@ impl TaskService {
         let netns = if process_level || program.kind() == ProgramKind::Component {
             process::pod_netns(&spec, || {
                 let map = self.containers();
-                map.get(sandbox_id.as_deref()?)?.netns.clone()
+                Some(map.get(sandbox_id.as_deref()?)?.pod_netns())
             })?
         } else {
             None

@@ -89,6 +89,7 @@ struct WasmExec<'a> {
 struct Running {
     pid: u32,
     kill: Option<KillHandle>,
+    terminal: Option<crate::native::Terminal>,
     stdin_close: Option<tokio::sync::oneshot::Sender<()>>,
     run: Pin<Box<dyn Future<Output = i32> + Send>>,
 }
@@ -128,11 +129,6 @@ impl TaskService {
                 "container {id}: exec {exec_id}: its process is not an OCI process: {e}"
             ))
         })?;
-        if req.terminal {
-            return Err(Error::InvalidArgument(format!(
-                "container {id}: exec {exec_id}: a terminal is not supported; run it without one"
-            )));
-        }
         if exec_id.is_empty() || exec_id.contains('/') || exec_id.starts_with('.') {
             return Err(Error::InvalidArgument(format!(
                 "container {id}: exec id {exec_id:?} is not a valid identifier"
@@ -142,6 +138,12 @@ impl TaskService {
         let policy = match (native, wasm) {
             (true, _) => None,
             (false, true) => {
+                if req.terminal {
+                    return Err(Error::InvalidArgument(format!(
+                        "container {id}: exec {exec_id}: a wasm program has no terminal (WASI \
+                         has none); run it without one"
+                    )));
+                }
                 let (owned, exec_owned, process) = (id.clone(), exec_id.clone(), process.clone());
                 // The tenant's files are looked at off the task threads.
                 let policy = tokio::task::spawn_blocking(move || {
@@ -239,6 +241,7 @@ impl TaskService {
         let Running {
             pid,
             kill,
+            terminal,
             stdin_close,
             run,
         } = match started {
@@ -263,6 +266,7 @@ impl TaskService {
                 .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
             exec.pid = Some(pid);
             exec.kill = kill;
+            exec.terminal = terminal;
             exec.stdin_close = stdin_close;
             Ok(())
         })?;
@@ -298,13 +302,19 @@ impl TaskService {
         process: &Process,
         paths: &StdioPaths,
     ) -> Result<Running> {
-        let streams = stdio::open(paths).await?;
+        // With a terminal, containerd's FIFOs are relayed to and from the one runc makes.
+        let fifos = StdioPaths {
+            terminal: false,
+            ..paths.clone()
+        };
+        let streams = stdio::open(&fifos).await?;
         // Taken before the process exists, so its exit cannot be missed.
         let watch = self.seams.processes.watch().await?;
         match runc.exec(exec_id, process, streams.stdio).await {
-            Ok(pid) => Ok(Running {
+            Ok((pid, terminal)) => Ok(Running {
                 pid,
                 kill: None,
+                terminal,
                 stdin_close: streams.stdin_close,
                 run: Box::pin(async move { watch.wait(pid).await }),
             }),
@@ -391,6 +401,7 @@ impl TaskService {
             return Ok(Running {
                 pid,
                 kill: None,
+                terminal: None,
                 stdin_close: streams.stdin_close,
                 run: Box::pin(run),
             });
@@ -420,6 +431,7 @@ impl TaskService {
         Ok(Running {
             pid: std::process::id(),
             kill: Some(kill),
+            terminal: None,
             stdin_close: streams.stdin_close,
             run: Box::pin(run),
         })
@@ -474,6 +486,28 @@ impl TaskService {
             Some(pid) => self.seams.processes.signal(id, pid, signal),
             None => Ok(()),
         }
+    }
+
+    /// ResizePty of an exec: its terminal's window size.
+    pub(super) fn resize_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
+        self.with(id, |c| {
+            let exec = c
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
+            super::instance::resize(
+                &format!("{id} exec {exec_id}"),
+                exec.terminal.as_ref(),
+                width,
+                height,
+            )
+        })
     }
 
     /// State of an exec.

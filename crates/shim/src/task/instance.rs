@@ -25,7 +25,7 @@ use super::netns::bind;
 use super::start::serving_engine;
 use super::{ExitWait, Processes, SharedGroup};
 use crate::error::{Error, Result};
-use crate::native::Runc;
+use crate::native::{Runc, Terminal};
 use crate::process::ProcessWorkload;
 
 /// A launched workload's run: the future that ends with how it ended.
@@ -111,6 +111,23 @@ pub(crate) trait Instance: Send + Sync + std::fmt::Debug {
     fn runc(&self) -> Option<Arc<Runc>> {
         None
     }
+
+    /// ResizePty: its terminal's window size.
+    fn resize(&self, id: &str, _width: u32, _height: u32) -> Result<()> {
+        Err(Error::NotFound(format!(
+            "{id}: no terminal (only a native container with tty: true has one; WASI has none)"
+        )))
+    }
+}
+
+/// ResizePty of `terminal`, which container (or exec) `id` may not have.
+pub(crate) fn resize(id: &str, terminal: Option<&Terminal>, width: u32, height: u32) -> Result<()> {
+    let terminal = terminal
+        .ok_or_else(|| Error::NotFound(format!("{id}: it was started without a terminal")))?;
+    terminal.resize(width, height).map_err(|source| Error::Io {
+        context: format!("{id}: resizing its terminal"),
+        source,
+    })
 }
 
 /// A shared instance.
@@ -561,12 +578,24 @@ pub(super) struct Native {
     init: u32,
     /// The cgroup runc made, which Stats and the OOM check read.
     cgroup: Option<SharedGroup>,
+    /// Its terminal (`tty: true`).
+    terminal: Option<Terminal>,
 }
 
 impl Native {
     /// The container runc created, its init `init`.
-    pub(super) fn new(runc: Arc<Runc>, init: u32, cgroup: Option<SharedGroup>) -> Self {
-        Self { runc, init, cgroup }
+    pub(super) fn new(
+        runc: Arc<Runc>,
+        init: u32,
+        cgroup: Option<SharedGroup>,
+        terminal: Option<Terminal>,
+    ) -> Self {
+        Self {
+            runc,
+            init,
+            cgroup,
+            terminal,
+        }
     }
 }
 
@@ -627,6 +656,10 @@ impl Instance for Native {
 
     fn runc(&self) -> Option<Arc<Runc>> {
         Some(self.runc.clone())
+    }
+
+    fn resize(&self, id: &str, width: u32, height: u32) -> Result<()> {
+        resize(id, self.terminal.as_ref(), width, height)
     }
 }
 

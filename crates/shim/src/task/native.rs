@@ -28,12 +28,6 @@ impl TaskService {
         paths: &StdioPaths,
         handler: &HandlerOptions,
     ) -> Result<Prepared> {
-        if paths.terminal {
-            return Err(Error::InvalidArgument(format!(
-                "container {id}: a terminal for a native container of a wasm pod is not \
-                 supported; run it without one"
-            )));
-        }
         let shared = native::through_shim(&spec);
         let sandbox_id = spec
             .annotations()
@@ -44,7 +38,7 @@ impl TaskService {
         if shared.contains(&LinuxNamespaceType::Network) {
             pod.net = sandbox_id
                 .as_deref()
-                .and_then(|s| self.containers().get(s)?.netns.clone());
+                .and_then(|s| Some(self.containers().get(s)?.pod_netns()));
         }
         let needs_holder = shared.iter().any(|k| {
             matches!(
@@ -59,14 +53,19 @@ impl TaskService {
         }
         let runc_spec = native::runc_spec(spec.clone(), bundle, &pod)?;
         let runc = Arc::new(Runc::new(id, bundle, handler.runc.as_deref(), &spec)?);
-        let streams = stdio::open(paths).await?;
+        // With a terminal, containerd's FIFOs are relayed to and from the one runc makes.
+        let fifos = StdioPaths {
+            terminal: false,
+            ..paths.clone()
+        };
+        let streams = stdio::open(&fifos).await?;
         tracing::info!(
             holder = ?pod.holder,
             netns = ?pod.net,
             "a native container: created by runc"
         );
-        let pid = match runc.create(&runc_spec, streams.stdio).await {
-            Ok(pid) => pid,
+        let (pid, terminal) = match runc.create(&runc_spec, streams.stdio).await {
+            Ok(created) => created,
             Err(e) => {
                 if let Err(error) = runc.delete().await {
                     tracing::warn!(%error, "after a failed runc create");
@@ -82,7 +81,7 @@ impl TaskService {
                 |error| tracing::warn!(%error, "no cgroup to read the container's figures from"),
             )
             .ok();
-        let mut prepared = Prepared::new(Native::new(runc, pid, cgroup));
+        let mut prepared = Prepared::new(Native::new(runc, pid, cgroup, terminal));
         prepared.stdin_close = streams.stdin_close;
         Ok(prepared)
     }
