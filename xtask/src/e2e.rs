@@ -356,6 +356,15 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
                 "execs wasm programs",
             ],
         ),
+        // An exec of an image that is not on the node, refused on purpose.
+        (
+            "pod-mixed",
+            &[
+                "msg=\"ExecSync for \\\"",
+                "/e2e/absent:v1\\\": content store: image ",
+                "is not on this node (containerd namespace k8s.io): pull it first",
+            ],
+        ),
         // containerd's copy of a shim's log, whose pipe containerd itself closed while it
         // cleaned up after a failed Create (not-wasm): its own race.
         (

@@ -66,6 +66,19 @@ pub(crate) struct ExecContext {
     pub(crate) netns: Option<PathBuf>,
     /// The handler's HTTP limits (a process-level child is given them).
     pub(crate) http: wasm_engine::HttpLimits,
+    /// Whether the container has a root filesystem to exec programs from (not one whose
+    /// program is its image's wasm layer). Any wasm container execs an image's program.
+    pub(crate) rootfs: bool,
+}
+
+/// What a wasm exec runs, decided at Exec.
+#[derive(Debug)]
+pub(crate) struct WasmExecPlan {
+    /// The container's run policy with the exec's process.
+    pub(crate) policy: sandbox::RunPolicy,
+    /// The program, when it comes from an image (`oci://IMAGE`) rather than the root
+    /// filesystem.
+    pub(crate) image: Option<crate::content::ImageProgram>,
 }
 
 /// A second process in a container (Exec), by its exec id.
@@ -73,8 +86,8 @@ pub(crate) struct ExecContext {
 pub(crate) struct Exec {
     /// What runs: the OCI process containerd sent.
     pub(crate) process: oci_spec::runtime::Process,
-    /// A wasm exec's run policy: the container's, with the exec's process.
-    pub(crate) policy: Option<Box<sandbox::RunPolicy>>,
+    /// What a wasm exec runs, until its Start takes it.
+    pub(crate) wasm: Option<Box<WasmExecPlan>>,
     /// Ends a wasm exec that runs in the shim.
     pub(crate) kill: Option<KillHandle>,
     /// A native exec's terminal (`-t`).
@@ -94,7 +107,7 @@ impl Exec {
     pub(crate) fn new(process: oci_spec::runtime::Process, stdio: StdioPaths) -> Self {
         Self {
             process,
-            policy: None,
+            wasm: None,
             kill: None,
             terminal: None,
             stdio,

@@ -36,7 +36,6 @@ pub(crate) struct WasmLayer {
 }
 
 /// A wasm program found in an image by [`ContentStore::program`].
-#[derive(Debug)]
 pub(crate) struct ImageProgram {
     /// The image and where in it the program is, for logs and errors.
     pub(crate) name: String,
@@ -44,8 +43,52 @@ pub(crate) struct ImageProgram {
     pub(crate) bytes: Vec<u8>,
 }
 
+impl std::fmt::Debug for ImageProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageProgram")
+            .field("name", &self.name)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 fn grpc(what: String) -> impl FnOnce(grpc_api::tonic::Status) -> Error {
     move |status| Error::Content(format!("{what}: {}", status.message()))
+}
+
+/// One image's scratch directory: on drop its snapshot view is unmounted, then the
+/// directory removed — never removed through a view that is still mounted.
+pub(crate) struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    pub(crate) fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            if !release_view(dir.path()) {
+                let kept = dir.keep();
+                tracing::warn!(dir = %kept.display(), "image scratch: a snapshot view stays mounted here");
+            }
+        }
+    }
+}
+
+/// Unmounts the snapshot view under image scratch directory `dir`, if one is mounted;
+/// whether nothing is mounted there now.
+pub(crate) fn release_view(dir: &Path) -> bool {
+    let view = dir.join("snapshot");
+    if crate::rootfs::is_mounted(&view) {
+        if let Err(e) = crate::rootfs::unmount("image-program", &view) {
+            tracing::warn!(error = %e, "image scratch: unmounting a snapshot view");
+        }
+    }
+    !crate::rootfs::is_mounted(&view)
 }
 
 impl ContentStore {
@@ -93,7 +136,14 @@ impl ContentStore {
                 &self.namespace,
             ))
             .await
-            .map_err(grpc(format!("image {image}")))?
+            .map_err(|status| match status.code() {
+                grpc_api::tonic::Code::NotFound => Error::Content(format!(
+                    "image {image} is not on this node (containerd namespace {}): pull it \
+                     first",
+                    self.namespace
+                )),
+                _ => grpc(format!("image {image}"))(status),
+            })?
             .into_inner()
             .image
             .and_then(|i| i.target)
@@ -180,11 +230,35 @@ impl ContentStore {
             .map_err(|e| Error::Content(format!("image {image}: config: {e}")))
     }
 
-    /// The wasm program of image `image`, for the precompile agent: its wasm layer, or the
-    /// entrypoint of its config read from its files, unpacked into the empty directory
-    /// `scratch` (through `oci_image`'s safe extraction, within its default unpacked-size
-    /// limit). `Ok(Err(why))` when the image is not a wasm image or names no program.
+    /// The wasm program of image `image`, for the precompile agent and for an exec of an
+    /// image's program: its wasm layer, or the entrypoint of its config read from its
+    /// files, unpacked into a scratch directory made under `scratch_parent` and removed
+    /// afterwards (through `oci_image`'s safe extraction, within its default
+    /// unpacked-size limit). `Ok(Err(why))` when the image is not a wasm image or names
+    /// no program.
     pub(crate) async fn program(
+        &self,
+        image: &str,
+        scratch_parent: &Path,
+        max_size: u64,
+    ) -> Result<std::result::Result<ImageProgram, String>> {
+        std::fs::create_dir_all(scratch_parent).map_err(crate::error::io(format!(
+            "creating {}",
+            scratch_parent.display()
+        )))?;
+        let scratch = Scratch(Some(
+            tempfile::Builder::new()
+                .prefix("image-")
+                .tempdir_in(scratch_parent)
+                .map_err(crate::error::io(format!(
+                    "creating a scratch directory in {}",
+                    scratch_parent.display()
+                )))?,
+        ));
+        self.program_in(image, scratch.path(), max_size).await
+    }
+
+    async fn program_in(
         &self,
         image: &str,
         scratch: &Path,
@@ -253,7 +327,10 @@ impl ContentStore {
             return Err(unpacked);
         };
         tracing::debug!(%image, %snapshotter, %chain, reason = %unpacked, "reading the program from the image's snapshot");
-        let key = format!("wasmpod-precompile-{}", chain.trim_start_matches("sha256:"));
+        let key = format!(
+            "wasmpod-image-program-{}",
+            chain.trim_start_matches("sha256:")
+        );
         let snapshots = || client.snapshots();
         let remove = || async {
             snapshots()
@@ -295,18 +372,18 @@ impl ContentStore {
             })
             .collect();
         let bundle = scratch.join("snapshot");
-        let result = match crate::rootfs::mount("precompile", &bundle, &mounts).await {
+        let result = match crate::rootfs::mount("image-program", &bundle, &mounts).await {
             Ok(_) => {
                 let program = read(&crate::rootfs::target(&bundle));
-                if let Err(e) = crate::rootfs::unmount("precompile", &bundle) {
-                    tracing::warn!(error = %e, "precompile: unmounting a snapshot view");
+                if let Err(e) = crate::rootfs::unmount("image-program", &bundle) {
+                    tracing::warn!(error = %e, "unmounting an image's snapshot view");
                 }
                 program
             }
             Err(e) => Err(e),
         };
         if let Err(status) = remove().await {
-            tracing::warn!(%key, error = %status.message(), "precompile: removing a snapshot view");
+            tracing::warn!(%key, error = %status.message(), "removing an image's snapshot view");
         }
         result.map(Ok)
     }
@@ -534,5 +611,14 @@ impl crate::task::Images for ContentStore {
 
     async fn exposed_ports(&self, id: &str) -> Result<Vec<u16>> {
         ContentStore::exposed_ports(self, id).await
+    }
+
+    async fn program(
+        &self,
+        image: &str,
+        scratch_parent: &Path,
+        max_size: u64,
+    ) -> Result<std::result::Result<ImageProgram, String>> {
+        ContentStore::program(self, image, scratch_parent, max_size).await
     }
 }

@@ -33,7 +33,7 @@ use grpc_api::{namespaced, Client};
 use prost::Message as _;
 use wasm_engine::{Engine, EngineConfig, ProgramLimits};
 
-use crate::content::ContentStore;
+use crate::content::{release_view, ContentStore};
 use crate::error::{Error, Result};
 
 /// The first argument that selects this mode.
@@ -142,41 +142,6 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
-}
-
-/// One image's scratch directory: on drop its snapshot view is unmounted, then the
-/// directory removed — never removed through a view that is still mounted.
-struct Scratch(Option<tempfile::TempDir>);
-
-impl Scratch {
-    fn path(&self) -> &Path {
-        self.0
-            .as_ref()
-            .map_or(Path::new("/nonexistent"), |d| d.path())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            if !release_view(dir.path()) {
-                let kept = dir.keep();
-                tracing::warn!(dir = %kept.display(), "precompile: a snapshot view stays mounted here");
-            }
-        }
-    }
-}
-
-/// Unmounts the snapshot view under image scratch directory `dir`, if one is mounted;
-/// whether nothing is mounted there now.
-fn release_view(dir: &Path) -> bool {
-    let view = dir.join("snapshot");
-    if crate::rootfs::is_mounted(&view) {
-        if let Err(e) = crate::rootfs::unmount("precompile", &view) {
-            tracing::warn!(error = %e, "precompile: unmounting a snapshot view");
-        }
-    }
-    !crate::rootfs::is_mounted(&view)
 }
 
 /// Removes what earlier agents left in `scratch` (one killed mid-unpack leaves its files
@@ -397,15 +362,7 @@ impl Agent {
         let limits = ProgramLimits::default();
         std::fs::create_dir_all(&self.scratch)
             .map_err(crate::error::io("creating the agent's scratch directory"))?;
-        let scratch = Scratch(Some(
-            tempfile::Builder::new()
-                .prefix("image-")
-                .tempdir_in(&self.scratch)
-                .map_err(crate::error::io("creating a scratch directory"))?,
-        ));
-        let found = store.program(name, scratch.path(), limits.max_size).await;
-        drop(scratch);
-        let program = match found? {
+        let program = match store.program(name, &self.scratch, limits.max_size).await? {
             Ok(program) => program,
             Err(why) => return Ok(Outcome::NotWasm(why)),
         };

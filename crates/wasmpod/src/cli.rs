@@ -150,6 +150,8 @@ pub(crate) enum CriCommand {
     Logs(CriLogsArgs),
     /// Run a command in a running container and exit with its code (ExecSync)
     Exec(CriExecArgs),
+    /// Pull an image into the runtime's store (PullImage), as crictl pull
+    Pull(CriPullArgs),
     /// Memory and CPU use of running containers, as the kubelet reads them
     Stats(CriStatsArgs),
     /// Change the memory limit of running containers (UpdateContainerResources)
@@ -242,6 +244,20 @@ pub(crate) struct CriExecArgs {
     /// Seconds the command may run (0: no limit); `--timeout` is the CRI endpoint's
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub(crate) exec_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriPullArgs {
+    /// The image: `NAME[:TAG][@DIGEST]` (`docker.io/library/` is implied for bare names)
+    pub(crate) image: String,
+
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
+
+    /// Docker config with registry credentials
+    /// [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) docker_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,5 @@
-//! `wasmpod cri pods | ps | logs | inspect | stop | rm`: crictl's everyday verbs over the
-//! same CRI client, for nodes without crictl.
+//! `wasmpod cri pods | ps | logs | exec | pull | stats | update | inspect | stop | rm`:
+//! crictl's everyday verbs over the same CRI client, for nodes without crictl.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +17,14 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
             CriCommand::Ps(args) => ps(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Logs(args) => logs(&connect(&args.endpoint).await?, &args).await,
             CriCommand::Exec(args) => exec(&connect(&args.endpoint).await?, &args).await,
+            CriCommand::Pull(args) => {
+                let cri = connect(&args.endpoint).await?;
+                let auth =
+                    crate::pod::pull_credentials(&args.image, &[], args.docker_config.as_deref())?;
+                let resolved = cri.pull_image(&args.image, auth, None).await?;
+                println!("Image is up to date for {resolved}");
+                Ok(())
+            }
             CriCommand::Stats(args) => stats(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Update(args) => {
                 let cri = connect(&args.target.endpoint).await?;

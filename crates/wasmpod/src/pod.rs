@@ -35,7 +35,8 @@ fn run_pod(dirs: &Dirs, args: &PodRunArgs) -> anyhow::Result<i32> {
             cri::hostname(),
         ),
     )?;
-    let credentials = |image: &str| pull_credentials(image, &plan.pull_secrets, args);
+    let credentials =
+        |image: &str| pull_credentials(image, &plan.pull_secrets, args.docker_config.as_deref());
     let many = plan.containers.len() > 1;
     let detach = args.detach;
     let mut sink = |name: &str, entry: &cri::Entry| {
@@ -136,10 +137,10 @@ fn new_uid() -> anyhow::Result<String> {
 }
 
 /// Credentials for `image`: the pod's imagePullSecrets first, then the docker config.
-fn pull_credentials(
+pub(crate) fn pull_credentials(
     image: &str,
     secrets: &[Vec<u8>],
-    args: &PodRunArgs,
+    docker_config: Option<&std::path::Path>,
 ) -> cri::Result<Option<api::AuthConfig>> {
     let Ok(reference) = ImageRef::parse(image) else {
         return Ok(None); // the runtime names a bad reference itself
@@ -158,7 +159,7 @@ fn pull_credentials(
         }
     }
     if found == Credentials::Anonymous {
-        found = match &args.docker_config {
+        found = match docker_config {
             Some(path) => Credentials::from_docker_config_file(path, registry),
             None => Credentials::from_docker_config(registry),
         }

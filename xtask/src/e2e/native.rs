@@ -16,7 +16,7 @@ use super::cri::{
     wasmpod_ok, K8S_NAMESPACE, SUBNET_PREFIX,
 };
 use super::{retry, Containerd};
-use crate::util::have;
+use crate::util::{have, run as sh};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -116,13 +116,32 @@ spec:
 pub(crate) fn check_pod_mixed(env: &Containerd) -> anyhow::Result<()> {
     let probe = probe_image(env)?;
     busybox_image(env)?;
+    let tool = probe_tool_image(env)?;
     for level in ["shared", "process"] {
-        mixed_at(env, &probe, level).with_context(|| format!("{level} level"))?;
+        mixed_at(env, &probe, &tool, level).with_context(|| format!("{level} level"))?;
     }
     Ok(())
 }
 
-fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
+/// The probe again as a Wasm OCI artifact (its program a wasm layer, no files), pushed
+/// and pulled onto the node through the CRI (`wasmpod cri pull`): a tool for `oci://`
+/// execs.
+fn probe_tool_image(env: &Containerd) -> anyhow::Result<String> {
+    let image = format!("{}/e2e/probe-tool:v1", env.registry()?);
+    sh(env
+        .wasmpod(&["build", "--format", "artifact", "-t", &image])
+        .arg(env.dir.join("probe.wasm")))?;
+    sh(&mut env.wasmpod(&["push", &image]))?;
+    let pulled = wasmpod_ok(env, &["cri", "pull", &image])?;
+    // As crictl's: the image's ID.
+    ensure!(
+        pulled.starts_with("Image is up to date for sha256:"),
+        "cri pull {image}: {pulled:?}"
+    );
+    Ok(image)
+}
+
+fn mixed_at(env: &Containerd, probe: &str, tool: &str, level: &str) -> anyhow::Result<()> {
     let pod = manifest(env, "mixed", &mixed_pod(probe, level))?;
     let sandbox = pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     let sandbox = sandbox.trim().to_owned();
@@ -189,6 +208,37 @@ fn mixed_at(env: &Containerd, probe: &str, level: &str) -> anyhow::Result<()> {
     );
     let (code, _, err) = exec(env, "app", &["/probe.wasm", "exit", "9"])?;
     ensure!(code == 9, "wasm exec `exit 9` exited {code}: {err:?}");
+    // An image's program (a wasm layer, not in the container's files) with the same
+    // preopen, and its exit code.
+    let from_image = format!("oci://{tool}");
+    let (code, out, err) = exec(
+        env,
+        "app",
+        &[
+            &from_image,
+            "write",
+            "/data/from-image",
+            "an image's program",
+        ],
+    )?;
+    ensure!(
+        code == 0 && out == "wrote /data/from-image\n",
+        "exec {from_image} into the app: {code} {out:?} {err:?}"
+    );
+    let (code, out, err) = exec(env, "sidecar", &["cat", "/shared/from-image"])?;
+    ensure!(
+        code == 0 && out == "an image's program",
+        "the image program's file, read by the sidecar: {code} {out:?} {err:?}"
+    );
+    let (code, _, err) = exec(env, "app", &[&from_image, "exit", "4"])?;
+    ensure!(code == 4, "exec {from_image} exit 4 exited {code}: {err:?}");
+    // One that is not on the node is refused, saying so; the shim never pulls.
+    let absent = format!("oci://{}/e2e/absent:v1", env.registry()?);
+    let (code, _, err) = exec(env, "app", &[&absent])?;
+    ensure!(
+        code != 0 && err.contains("not on this node") && err.contains("pull it first"),
+        "exec {absent}: {code} {err:?}"
+    );
     // A native program is refused in a wasm container, saying what it can exec.
     let (code, _, err) = exec(env, "app", &["ls"])?;
     ensure!(

@@ -14,7 +14,6 @@ use tracing::Instrument;
 use wasm_engine::{KillHandle, Program, ProgramKind};
 
 use super::instance::{self, Instance};
-use super::netns::new_netns_runtime;
 use super::start::serving_engine;
 use super::{SharedInstance, TaskService};
 use crate::container::{Container, ExecContext, StdioPaths};
@@ -33,7 +32,7 @@ pub(super) struct Prepared {
     netns: Option<PathBuf>,
     /// A sandbox's host name.
     hostname: Option<String>,
-    /// What a wasm container's execs run with (one whose program is in its root filesystem).
+    /// What a wasm container's execs run with.
     execs: Option<Arc<ExecContext>>,
 }
 
@@ -297,17 +296,9 @@ impl TaskService {
             tracing::info!(port = network.port, "a wasi:http handler: served");
         }
         policy.set_network(network.policy.clone());
-        let sandbox_id = spec
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(crate::SANDBOX_ID_ANNOTATION))
-            .cloned();
         // Only a process-level child and a component (sockets) use the pod's namespace.
         let netns = if process_level || program.kind() == ProgramKind::Component {
-            process::pod_netns(&spec, || {
-                let map = self.containers();
-                Some(map.get(sandbox_id.as_deref()?)?.pod_netns())
-            })?
+            self.pod_netns_of(&spec)?
         } else {
             None
         };
@@ -332,15 +323,14 @@ impl TaskService {
                     return Err(e);
                 }
             };
-            let execs = from_rootfs.then(|| {
-                Arc::new(ExecContext {
-                    limits: handler.program_limits,
-                    network: network.clone(),
-                    net: None,
-                    netns: netns.clone(),
-                    http: handler.http,
-                })
-            });
+            let execs = Some(Arc::new(ExecContext {
+                limits: handler.program_limits,
+                network: network.clone(),
+                net: None,
+                netns: netns.clone(),
+                http: handler.http,
+                rootfs: from_rootfs,
+            }));
             let workload = ProcessWorkload {
                 stdio: streams.stdio,
                 program: program_file,
@@ -359,31 +349,20 @@ impl TaskService {
         }
         // A component's sockets must be its pod's: it runs on threads in that namespace.
         // A module has no sockets and stays on the shim's own threads.
-        let net = match (program.kind(), netns) {
-            (ProgramKind::Module, _) => None,
-            (ProgramKind::Component, Some(path)) => Some(self.netns_runtime(path).await?),
-            (ProgramKind::Component, None) => {
-                match sandbox::Confinement::from_spec(&spec).map(|c| c.network().clone()) {
-                    Ok(sandbox::Network::Host) => None,
-                    Ok(sandbox::Network::Join(path)) => Some(self.netns_runtime(path).await?),
-                    Ok(network @ sandbox::Network::New) => {
-                        Some(Arc::new(new_netns_runtime(network, id).await?))
-                    }
-                    Err(source) => return Err(policy_error(source)),
-                }
-            }
+        let net = match program.kind() {
+            ProgramKind::Module => None,
+            ProgramKind::Component => self.component_net(id, &spec, netns).await?,
         };
         let streams = stdio::open(paths).instrument(phase("create.stdio")).await?;
         let config = policy.run_config(streams.stdio, KillHandle::new());
-        let execs = from_rootfs.then(|| {
-            Arc::new(ExecContext {
-                limits: handler.program_limits,
-                network: network.clone(),
-                net: net.clone(),
-                netns: None,
-                http: handler.http,
-            })
-        });
+        let execs = Some(Arc::new(ExecContext {
+            limits: handler.program_limits,
+            network: network.clone(),
+            net: net.clone(),
+            netns: None,
+            http: handler.http,
+            rootfs: from_rootfs,
+        }));
         let prepared = instance::Prepared {
             program,
             config: Box::new(config),

@@ -1,9 +1,10 @@
 //! Exec: a second process in a running container (CRI's ExecSync and Exec, `ctr task exec`)
 //! with containerd's FIFOs as its stdio; its Start, Wait, Kill, State, CloseIO and Delete by
 //! exec id. In a native container `runc exec` runs it. In a wasm container it is a wasm
-//! program from the container's root filesystem, run beside the guest with the container's
-//! spec — its preopens, environment and limits — and the exec's arguments: in the shim at
-//! the shared level, in a child in the container's cgroup at the process level.
+//! program — a file of the container's root filesystem, or an image's program named as
+//! `oci://IMAGE` and read from containerd's store — run beside the guest with the
+//! container's spec (its preopens, environment and limits) and the exec's arguments: in
+//! the shim at the shared level, in a child in the container's cgroup at the process level.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -15,12 +16,13 @@ use containerd_shim::api::{self, Status};
 use oci_spec::runtime::{Process, Spec};
 use sandbox::{EntrypointKind, RunPolicy};
 use tracing::Instrument;
-use wasm_engine::{KillHandle, EXIT_CANNOT_START};
+use wasm_engine::{KillHandle, ProgramKind, EXIT_CANNOT_START};
 
 use super::create::read_entrypoint;
+use super::instance::run_in_shim;
 use super::kill::signal_status;
 use super::{span, SharedGroup, TaskService};
-use crate::container::{Exec, ExecContext, Exit, State, StdioPaths};
+use crate::container::{Exec, ExecContext, Exit, State, StdioPaths, WasmExecPlan};
 use crate::error::{Error, Result};
 use crate::events::timestamp;
 use crate::process::ProcessWorkload;
@@ -36,23 +38,44 @@ fn command(process: &Process) -> String {
         .unwrap_or_default()
 }
 
-/// A wasm exec's run policy: the container's spec with the exec's process. Refused unless
-/// the program it names is wasm, saying what a wasm container can exec.
-fn wasm_exec_policy(id: &str, exec_id: &str, bundle: &Path, process: Process) -> Result<RunPolicy> {
-    let config = bundle.join("config.json");
-    let mut spec = Spec::load(&config).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "container {id}: cannot read {}: {e}",
-            config.display()
-        ))
-    })?;
+/// The prefix of an exec command naming an image's program rather than a file:
+/// `oci://IMAGE`, an image on the node (in containerd's store), by its name as pulled.
+pub(crate) const IMAGE_EXEC_PREFIX: &str = "oci://";
+
+/// What a wasm container can exec, for errors.
+fn what_a_wasm_container_execs(own: &str) -> String {
+    format!(
+        "a wasm container execs wasm programs (modules or components): from its root \
+         filesystem, such as its own {own:?}, or from an image on the node, as \
+         {IMAGE_EXEC_PREFIX}IMAGE; only the native containers of a wasm pod run other programs"
+    )
+}
+
+/// A wasm exec's run policy: the container's spec with the exec's process. A program
+/// from the root filesystem is refused unless it is wasm, saying what a wasm container
+/// can exec; one `from_image` is not looked for in the files.
+fn wasm_exec_policy(
+    id: &str,
+    exec_id: &str,
+    bundle: &Path,
+    process: Process,
+    from_image: bool,
+) -> Result<RunPolicy> {
+    let mut spec = load_spec(id, bundle)?;
     let own = spec.process().as_ref().map(command).unwrap_or_default();
     let cmd = command(&process);
     spec.set_process(Some(process));
-    let policy = RunPolicy::from_spec(&spec, bundle).map_err(|source| Error::Policy {
+    let policy = match from_image {
+        true => RunPolicy::from_spec_with_program(&spec, bundle),
+        false => RunPolicy::from_spec(&spec, bundle),
+    };
+    let policy = policy.map_err(|source| Error::Policy {
         id: id.to_owned(),
         source,
     })?;
+    if from_image {
+        return Ok(policy);
+    }
     let why = match policy.entrypoint_kind() {
         Ok(EntrypointKind::Wasm) => return Ok(policy),
         Ok(EntrypointKind::Elf) => "it is a Linux executable".to_owned(),
@@ -61,15 +84,33 @@ fn wasm_exec_policy(id: &str, exec_id: &str, bundle: &Path, process: Process) ->
         Err(e) => e.to_string(),
     };
     Err(Error::InvalidArgument(format!(
-        "container {id}: exec {exec_id}: {cmd:?} cannot run in a wasm container ({why}): a wasm \
-         container execs wasm programs (modules or components) from its root filesystem, such \
-         as its own {own:?}; only the native containers of a wasm pod run other programs"
+        "container {id}: exec {exec_id}: {cmd:?} cannot run in a wasm container ({why}): {}",
+        what_a_wasm_container_execs(&own)
     )))
 }
 
-/// The file a process-level wasm exec's process is handed to its child in.
-fn exec_process_file(bundle: &Path, exec_id: &str) -> PathBuf {
-    bundle.join(format!("wasmpod-exec-{exec_id}.json"))
+/// A file a process-level wasm exec hands its child in the bundle: its process (`json`)
+/// or an image's program (`wasm`).
+fn exec_file(bundle: &Path, exec_id: &str, extension: &str) -> PathBuf {
+    bundle.join(format!("wasmpod-exec-{exec_id}.{extension}"))
+}
+
+/// Removes an exec's files, once it has ended or failed to start.
+fn remove_files(first: Option<&Path>, second: Option<&Path>) {
+    for file in first.into_iter().chain(second) {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// Container `id`'s spec, from its bundle.
+fn load_spec(id: &str, bundle: &Path) -> Result<Spec> {
+    let config = bundle.join("config.json");
+    Spec::load(&config).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "container {id}: cannot read {}: {e}",
+            config.display()
+        ))
+    })
 }
 
 /// What a wasm exec's Start needs.
@@ -77,11 +118,16 @@ struct WasmExec<'a> {
     id: &'a str,
     exec_id: &'a str,
     process: &'a Process,
-    policy: RunPolicy,
     context: &'a ExecContext,
-    /// The container's cgroup: a process-level exec runs in it.
-    cgroup: Option<SharedGroup>,
     bundle: &'a Path,
+}
+
+/// What a container can exec.
+enum Execs {
+    /// Anything, through `runc exec` (a native container).
+    Native,
+    /// Wasm programs (a wasm container).
+    Wasm(Arc<ExecContext>),
 }
 
 /// A started exec: its pid, what ends it in the shim (a wasm exec at the shared level), and
@@ -99,29 +145,23 @@ impl TaskService {
         Error::NotFound(format!("{id} exec {exec_id}"))
     }
 
-    /// Whether container `id` can take exec `exec_id` now: running, the id unused.
-    fn check_exec(&self, id: &str, exec_id: &str) -> Result<(PathBuf, bool, bool)> {
-        self.with(id, |c| {
-            if !matches!(c.state(), State::Running) {
-                return Err(Error::FailedPrecondition {
-                    id: id.to_owned(),
-                    call: "Exec",
-                    state: c.state().name(),
-                });
-            }
-            if c.execs.contains_key(exec_id) {
-                return Err(Error::AlreadyExists(format!("{id} exec {exec_id}")));
-            }
-            Ok((
-                c.bundle.clone(),
-                c.instance.runc().is_some(),
-                c.wasm_execs.is_some(),
-            ))
-        })
+    /// Whether container `c` can take exec `exec_id` now: running, the id unused.
+    fn can_exec(c: &crate::container::Container, exec_id: &str) -> Result<()> {
+        if !matches!(c.state(), State::Running) {
+            return Err(Error::FailedPrecondition {
+                id: c.id.clone(),
+                call: "Exec",
+                state: c.state().name(),
+            });
+        }
+        if c.execs.contains_key(exec_id) {
+            return Err(Error::AlreadyExists(format!("{} exec {exec_id}", c.id)));
+        }
+        Ok(())
     }
 
     /// Exec: the process is recorded, to run on its Start. A wasm exec's program is
-    /// looked at now, so that one that cannot run is refused here.
+    /// looked at (and an image's read) now, so that one that cannot run is refused here.
     pub(super) async fn add_exec(&self, req: &api::ExecProcessRequest) -> Result<()> {
         let (id, exec_id) = (&req.id, &req.exec_id);
         let process: Process = serde_json::from_slice(&req.spec.value).map_err(|e| {
@@ -134,50 +174,47 @@ impl TaskService {
                 "container {id}: exec id {exec_id:?} is not a valid identifier"
             )));
         }
-        let (bundle, native, wasm) = self.check_exec(id, exec_id)?;
-        let policy = match (native, wasm) {
-            (true, _) => None,
-            (false, true) => {
+        let (bundle, execs) = self.with(id, |c| {
+            Self::can_exec(c, exec_id)?;
+            let execs = match (c.instance.runc(), &c.wasm_execs) {
+                (Some(_), _) => Execs::Native,
+                (None, Some(context)) => Execs::Wasm(context.clone()),
+                (None, None) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "container {id}: exec {exec_id}: {:?}: a pod sandbox takes no exec; \
+                         exec into one of its containers",
+                        command(&process)
+                    )))
+                }
+            };
+            Ok((c.bundle.clone(), execs))
+        })?;
+        let wasm = match execs {
+            Execs::Native => None,
+            Execs::Wasm(context) => {
                 if req.terminal {
                     return Err(Error::InvalidArgument(format!(
                         "container {id}: exec {exec_id}: a wasm program has no terminal (WASI \
                          has none); run it without one"
                     )));
                 }
-                let (owned, exec_owned, process) = (id.clone(), exec_id.clone(), process.clone());
-                // The tenant's files are looked at off the task threads.
-                let policy = tokio::task::spawn_blocking(move || {
-                    wasm_exec_policy(&owned, &exec_owned, &bundle, process)
-                })
-                .await
-                .map_err(|e| Error::Internal {
-                    context: format!("container {id}: exec {exec_id}"),
-                    reason: e.to_string(),
-                })??;
-                Some(Box::new(policy))
-            }
-            (false, false) => {
-                return Err(Error::InvalidArgument(format!(
-                    "container {id}: exec {exec_id}: {:?}: this container takes no exec: it \
-                     is a pod sandbox, or its program comes from the image's wasm layer and \
-                     it has no root filesystem to run another from",
-                    command(&process)
-                )))
+                let plan = self
+                    .plan_wasm_exec(id, exec_id, bundle, &context, process.clone())
+                    .await?;
+                Some(Box::new(plan))
             }
         };
-        self.check_exec(id, exec_id)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             terminal: req.terminal,
         };
+        // Looked at again: the container may have stopped while the program was read.
         self.with(id, |c| {
-            if c.execs.contains_key(exec_id) {
-                return Err(Error::AlreadyExists(format!("{id} exec {exec_id}")));
-            }
+            Self::can_exec(c, exec_id)?;
             let mut exec = Exec::new(process, stdio);
-            exec.policy = policy;
+            exec.wasm = wasm;
             c.execs.insert(exec_id.clone(), exec);
             Ok(())
         })?;
@@ -185,58 +222,123 @@ impl TaskService {
         Ok(())
     }
 
+    /// What wasm exec `exec_id` of container `id` runs: an image's program (`oci://IMAGE`,
+    /// read from containerd's store) or a file of the root filesystem, with the
+    /// container's spec and the exec's process.
+    async fn plan_wasm_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        bundle: PathBuf,
+        context: &ExecContext,
+        process: Process,
+    ) -> Result<WasmExecPlan> {
+        let cmd = command(&process);
+        let refused = |why: String| {
+            Error::InvalidArgument(format!("container {id}: exec {exec_id}: {cmd:?}: {why}"))
+        };
+        let image = match cmd.strip_prefix(IMAGE_EXEC_PREFIX) {
+            Some(reference) => Some(
+                oci_image::ImageRef::parse(reference)
+                    .map_err(|e| refused(e.to_string()))?
+                    .to_string(),
+            ),
+            None if context.rootfs => None,
+            None => {
+                return Err(refused(format!(
+                    "this container's program is its image's wasm layer, so it has no root \
+                     filesystem to run another program from; exec a program from an image \
+                     instead, as {IMAGE_EXEC_PREFIX}IMAGE"
+                )))
+            }
+        };
+        let (owned, exec_owned, from_image) = (id.to_owned(), exec_id.to_owned(), image.is_some());
+        let files = bundle.clone();
+        // The tenant's files are looked at off the task threads.
+        let policy = tokio::task::spawn_blocking(move || {
+            wasm_exec_policy(&owned, &exec_owned, &files, process, from_image)
+        })
+        .await
+        .map_err(|e| Error::Internal {
+            context: format!("container {id}: exec {exec_id}"),
+            reason: e.to_string(),
+        })??;
+        let Some(image) = image else {
+            return Ok(WasmExecPlan {
+                policy,
+                image: None,
+            });
+        };
+        let program = self
+            .seams
+            .images
+            .program(&image, &bundle, context.limits.max_size)
+            .await
+            .map_err(|e| refused(e.to_string()))?
+            .map_err(|why| {
+                refused(format!(
+                    "image {image} is not a wasm image ({why}): only a wasm image's program \
+                     runs in a wasm container"
+                ))
+            })?;
+        Ok(WasmExecPlan {
+            policy,
+            image: Some(program),
+        })
+    }
+
     /// Start of an exec: it runs, and a task records its exit.
     pub(super) async fn start_exec(&self, id: &str, exec_id: &str) -> Result<api::StartResponse> {
         type Found = (
             Option<Arc<crate::native::Runc>>,
             Process,
-            Option<Box<RunPolicy>>,
+            Option<Box<WasmExecPlan>>,
             StdioPaths,
             Option<Arc<ExecContext>>,
             Option<SharedGroup>,
             PathBuf,
         );
-        let (runc, process, policy, paths, context, cgroup, bundle): Found =
-            self.with(id, |c| {
-                let exec = c
-                    .execs
-                    .get(exec_id)
-                    .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
-                if exec.pid.is_some() || exec.exit.borrow().is_some() {
-                    return Err(Error::FailedPrecondition {
-                        id: format!("{id} exec {exec_id}"),
-                        call: "Start",
-                        state: "started",
-                    });
-                }
-                Ok((
-                    c.instance.runc(),
-                    exec.process.clone(),
-                    exec.policy.clone(),
-                    exec.stdio.clone(),
-                    c.wasm_execs.clone(),
-                    c.instance.cgroup(),
-                    c.bundle.clone(),
-                ))
-            })?;
-        let started = match (runc, policy, context) {
+        let started_already = || Error::FailedPrecondition {
+            id: format!("{id} exec {exec_id}"),
+            call: "Start",
+            state: "started",
+        };
+        let (runc, process, plan, paths, context, cgroup, bundle): Found = self.with(id, |c| {
+            let exec = c
+                .execs
+                .get_mut(exec_id)
+                .ok_or_else(|| Self::no_such_exec(id, exec_id))?;
+            if exec.pid.is_some() || exec.exit.borrow().is_some() {
+                return Err(started_already());
+            }
+            Ok((
+                c.instance.runc(),
+                exec.process.clone(),
+                // Taken: a wasm exec starts once.
+                exec.wasm.take(),
+                exec.stdio.clone(),
+                c.wasm_execs.clone(),
+                c.instance.cgroup(),
+                c.bundle.clone(),
+            ))
+        })?;
+        let started = match (runc, plan, context) {
             (Some(runc), _, _) => {
                 self.start_native_exec(&runc, exec_id, &process, &paths)
                     .await
             }
-            (None, Some(policy), Some(context)) => {
+            (None, Some(plan), Some(context)) => {
                 let exec = WasmExec {
                     id,
                     exec_id,
                     process: &process,
-                    policy: *policy,
                     context: &context,
-                    cgroup,
                     bundle: &bundle,
                 };
-                self.start_wasm_exec(exec, &paths).await
+                self.start_wasm_exec(&exec, *plan, cgroup, &paths).await
             }
-            _ => Err(Self::no_such_exec(id, exec_id)),
+            // Another Start took its program.
+            _ => return Err(started_already()),
         };
         let Running {
             pid,
@@ -327,24 +429,46 @@ impl TaskService {
 
     /// A wasm exec: its program compiled (into the precompile cache) under the handler's
     /// limits, then run in the shim, or by a child in the container's cgroup.
-    async fn start_wasm_exec(&self, exec: WasmExec<'_>, paths: &StdioPaths) -> Result<Running> {
+    async fn start_wasm_exec(
+        &self,
+        exec: &WasmExec<'_>,
+        plan: WasmExecPlan,
+        cgroup: Option<SharedGroup>,
+        paths: &StdioPaths,
+    ) -> Result<Running> {
         let WasmExec {
             id,
             exec_id,
-            process,
-            mut policy,
             context,
-            cgroup,
             bundle,
-        } = exec;
-        let bytes = read_entrypoint(id, &policy, context.limits.max_size).await?;
+            ..
+        } = *exec;
+        let WasmExecPlan { mut policy, image } = plan;
+        let from_image = image.is_some();
+        let (bytes, name) = match image {
+            Some(image) => (image.bytes, image.name),
+            None => (
+                read_entrypoint(id, &policy, context.limits.max_size).await?,
+                policy.entrypoint().to_owned(),
+            ),
+        };
+        // A process-level child reads an image's program from the bundle.
+        let program_file = match (&cgroup, from_image) {
+            (Some(_), true) => {
+                let file = exec_file(bundle, exec_id, "wasm");
+                std::fs::write(&file, &bytes)
+                    .map_err(crate::error::io(format!("writing {}", file.display())))?;
+                Some(file)
+            }
+            _ => None,
+        };
         let engine = self.engine.clone();
-        let name = PathBuf::from(policy.entrypoint());
         let limits = context.limits;
         let span = tracing::Span::current();
+        let path = PathBuf::from(&name);
         let loaded = tokio::task::spawn_blocking(move || {
             let _span = span.enter();
-            let program = engine.load_limited(&bytes, &name, &limits)?;
+            let program = engine.load_limited(&bytes, &path, &limits)?;
             engine.check(&program)?;
             Ok(program)
         })
@@ -352,85 +476,119 @@ impl TaskService {
         .map_err(|e| Error::Internal {
             context: format!("container {id}: exec {exec_id}: compiling"),
             reason: e.to_string(),
-        })?;
-        let program = loaded.map_err(|source| Error::Engine {
-            id: id.to_owned(),
-            what: format!("exec {exec_id}: {}", policy.entrypoint()),
-            source,
-        })?;
+        });
+        let loaded = loaded.and_then(|l| {
+            l.map_err(|source| Error::Engine {
+                id: id.to_owned(),
+                what: format!("exec {exec_id}: {name}"),
+                source,
+            })
+        });
+        let program = match loaded {
+            Ok(program) => program,
+            Err(e) => {
+                remove_files(program_file.as_deref(), None);
+                return Err(e);
+            }
+        };
         policy.set_network(context.network.policy.clone());
-        let streams = stdio::open(paths).await?;
         if let Some(group) = cgroup {
             // The child loads the program from the cache this compile filled.
             drop(program);
-            let file = exec_process_file(bundle, exec_id);
-            let json = serde_json::to_vec(process).map_err(|e| Error::Internal {
-                context: format!("container {id}: exec {exec_id}"),
-                reason: e.to_string(),
-            })?;
-            std::fs::write(&file, json)
-                .map_err(crate::error::io(format!("writing {}", file.display())))?;
-            let watch = self.seams.processes.watch().await?;
-            let workload = ProcessWorkload {
-                stdio: streams.stdio,
-                program: None,
-                netns: context.netns.clone(),
-                network: context.network.clone(),
-                serve: false,
-                max_size: context.limits.max_size,
-                http: context.http,
-                exec: Some(file.clone()),
-            };
-            let pid = match self
-                .seams
-                .processes
-                .spawn(id, bundle, group.as_ref(), workload)
-            {
-                Ok(pid) => pid,
-                Err(e) => {
-                    watch.cancel().await;
-                    let _ = std::fs::remove_file(&file);
-                    return Err(e);
-                }
-            };
-            let run = async move {
-                let code = watch.wait(pid).await;
-                let _ = std::fs::remove_file(&file);
-                code
-            };
-            return Ok(Running {
-                pid,
-                kill: None,
-                terminal: None,
-                stdin_close: streams.stdin_close,
-                run: Box::pin(run),
-            });
+            let started = self
+                .spawn_wasm_exec(exec, group, paths, program_file.clone())
+                .await;
+            if started.is_err() {
+                remove_files(program_file.as_deref(), None);
+            }
+            return started;
         }
+        // A component's sockets are the pod's: its threads are in the pod's namespace
+        // (those of the container, or of the pod when the container is a module).
+        let net = match (&context.net, program.kind()) {
+            (Some(net), _) => Some(net.clone()),
+            (None, ProgramKind::Module) => None,
+            (None, ProgramKind::Component) => {
+                let spec = load_spec(id, bundle)?;
+                let netns = self.pod_netns_of(&spec)?;
+                self.component_net(id, &spec, netns).await?
+            }
+        };
+        let streams = stdio::open(paths).await?;
         let kill = KillHandle::new();
         let config = policy.run_config(streams.stdio, kill.clone());
         let engine = self.engine.clone();
-        let run = async move { engine.run(&program, config).await };
-        let net = context.net.clone();
-        let run = async move {
-            let ended = match net {
-                Some(net) => net.handle().spawn(run.in_current_span()).await,
-                None => tokio::spawn(run.in_current_span()).await,
-            };
-            match ended {
-                Ok(Ok(status)) => status.code(),
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "cannot start the exec");
-                    EXIT_CANNOT_START
-                }
-                Err(error) => {
-                    tracing::error!(%error, "the exec's task failed");
-                    wasm_engine::EXIT_TRAP
-                }
-            }
-        };
+        let run = async move { run_in_shim(engine, program, config, net, "exec").await.code };
         Ok(Running {
             pid: std::process::id(),
             kill: Some(kill),
+            terminal: None,
+            stdin_close: streams.stdin_close,
+            run: Box::pin(run.in_current_span()),
+        })
+    }
+
+    /// A process-level wasm exec: a child in the container's cgroup, given the exec's
+    /// process in a file (and an image's program in another).
+    async fn spawn_wasm_exec(
+        &self,
+        exec: &WasmExec<'_>,
+        group: SharedGroup,
+        paths: &StdioPaths,
+        program: Option<PathBuf>,
+    ) -> Result<Running> {
+        let WasmExec {
+            id,
+            exec_id,
+            process,
+            context,
+            bundle,
+        } = *exec;
+        let file = exec_file(bundle, exec_id, "json");
+        let json = serde_json::to_vec(process).map_err(|e| Error::Internal {
+            context: format!("container {id}: exec {exec_id}"),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&file, json)
+            .map_err(crate::error::io(format!("writing {}", file.display())))?;
+        let streams = match stdio::open(paths).await {
+            Ok(streams) => streams,
+            Err(e) => {
+                remove_files(Some(&file), None);
+                return Err(e);
+            }
+        };
+        let watch = self.seams.processes.watch().await?;
+        let workload = ProcessWorkload {
+            stdio: streams.stdio,
+            program: program.clone(),
+            netns: context.netns.clone(),
+            network: context.network.clone(),
+            serve: false,
+            max_size: context.limits.max_size,
+            http: context.http,
+            exec: Some(file.clone()),
+        };
+        let pid = match self
+            .seams
+            .processes
+            .spawn(id, bundle, group.as_ref(), workload)
+        {
+            Ok(pid) => pid,
+            Err(e) => {
+                watch.cancel().await;
+                remove_files(Some(&file), None);
+                return Err(e);
+            }
+        };
+        let run = async move {
+            let code = watch.wait(pid).await;
+            remove_files(Some(&file), program.as_deref());
+            code
+        };
+        Ok(Running {
+            pid,
+            kill: None,
             terminal: None,
             stdin_close: streams.stdin_close,
             run: Box::pin(run),

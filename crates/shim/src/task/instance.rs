@@ -144,29 +144,112 @@ fn take<T>(slot: &Mutex<Option<T>>, id: &str) -> Result<T> {
         })
 }
 
-/// The figures of a guest in the shim: the engine's gauge and meter for it alone.
-fn engine_metrics(memory: &MemoryGauge, cpu: &CpuMeter) -> Metrics {
-    Metrics {
-        memory: Some(MemoryStat {
-            usage: Some(MemoryEntry {
-                usage: memory.bytes(),
-                limit: memory.limit().unwrap_or(u64::MAX),
+/// What a program in the shim uses, metered for it alone: the engine's memory gauge (with
+/// its cap) and CPU meter (with its budget).
+struct InShim {
+    memory: MemoryGauge,
+    cpu: CpuMeter,
+}
+
+impl InShim {
+    /// The gauge and meter of `config`, its memory capped at its limit.
+    fn of(config: &RunConfig) -> Self {
+        config.memory.set_limit(config.limits.memory);
+        Self {
+            memory: config.memory.clone(),
+            cpu: config.cpu.clone(),
+        }
+    }
+
+    /// Its figures as containerd's metrics.
+    fn metrics(&self) -> Metrics {
+        Metrics {
+            memory: Some(MemoryStat {
+                usage: Some(MemoryEntry {
+                    usage: self.memory.bytes(),
+                    limit: self.memory.limit().unwrap_or(u64::MAX),
+                    ..Default::default()
+                })
+                .into(),
+                ..Default::default()
+            })
+            .into(),
+            cpu: Some(CPUStat {
+                usage: Some(CPUUsage {
+                    total: u64::try_from(self.cpu.used().as_nanos()).unwrap_or(u64::MAX),
+                    ..Default::default()
+                })
+                .into(),
                 ..Default::default()
             })
             .into(),
             ..Default::default()
-        })
-        .into(),
-        cpu: Some(CPUStat {
-            usage: Some(CPUUsage {
-                total: u64::try_from(cpu.used().as_nanos()).unwrap_or(u64::MAX),
-                ..Default::default()
-            })
-            .into(),
-            ..Default::default()
-        })
-        .into(),
-        ..Default::default()
+        }
+    }
+
+    /// Update: a new memory cap at its next growth, a CPU budget; CPU shares and pids are
+    /// logged as not enforced in the shim.
+    fn update(&self, resources: &LinuxResources) {
+        if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
+            // OCI: a limit of -1 (or none) is no limit.
+            let cap = u64::try_from(limit).ok().filter(|c| *c > 0);
+            self.memory.set_limit(cap);
+            tracing::info!(?cap, "memory limit updated");
+        }
+        if let Some(c) = resources.cpu() {
+            if c.quota().is_some() || c.period().is_some() {
+                let micros = |v: u64| std::time::Duration::from_micros(v);
+                let quota = c.quota().and_then(|q| u64::try_from(q).ok()).map(micros);
+                let period = c.period().filter(|p| *p > 0).map(micros);
+                self.cpu.set_budget(quota, period);
+                tracing::info!(?quota, ?period, "cpu budget updated");
+            }
+        }
+        if resources.pids().is_some()
+            || resources
+                .cpu()
+                .as_ref()
+                .is_some_and(|c| c.shares().is_some())
+        {
+            tracing::info!(
+                "cpu shares and pids limits are not enforced in the shared level: ignored \
+                 (wasmpod.io/isolation: process enforces them)"
+            );
+        }
+    }
+}
+
+/// Runs `program` in the shim with `config` — on `net`'s threads when it must use the
+/// pod's network namespace — and tells how it ended. `what` names it in logs.
+pub(super) async fn run_in_shim(
+    engine: Engine,
+    program: Program,
+    config: RunConfig,
+    net: Option<Arc<NetnsRuntime>>,
+    what: &'static str,
+) -> Ended {
+    let run = async move { engine.run(&program, config).await };
+    let ended = match &net {
+        Some(net) => net.handle().spawn(run.in_current_span()).await,
+        None => Ok(run.await),
+    };
+    match ended {
+        Ok(Ok(status)) => {
+            tracing::info!(code = status.code(), reason = ?status.reason(), "{what} exited");
+            Ended {
+                code: status.code(),
+                oom: matches!(status.reason(), ExitReason::OutOfMemory(_)),
+            }
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "cannot start the {what}");
+            Ended::exited(EXIT_CANNOT_START)
+        }
+        // Its task panicked (or its runtime went): it ends as a trap.
+        Err(error) => {
+            tracing::error!(%error, "the {what}'s task failed");
+            Ended::exited(wasm_engine::EXIT_TRAP)
+        }
     }
 }
 
@@ -214,37 +297,6 @@ pub(super) fn cgroup_metrics(s: &sandbox::CgroupStats) -> Metrics {
     }
 }
 
-/// Update of a guest in the shim: a new memory cap at its next growth, a CPU budget; CPU
-/// shares and pids are logged as not enforced there.
-fn update_in_shim(memory: &MemoryGauge, cpu: &CpuMeter, resources: &LinuxResources) {
-    if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
-        // OCI: a limit of -1 (or none) is no limit.
-        let cap = u64::try_from(limit).ok().filter(|c| *c > 0);
-        memory.set_limit(cap);
-        tracing::info!(?cap, "memory limit updated");
-    }
-    if let Some(c) = resources.cpu() {
-        if c.quota().is_some() || c.period().is_some() {
-            let micros = |v: u64| std::time::Duration::from_micros(v);
-            let quota = c.quota().and_then(|q| u64::try_from(q).ok()).map(micros);
-            let period = c.period().filter(|p| *p > 0).map(micros);
-            cpu.set_budget(quota, period);
-            tracing::info!(?quota, ?period, "cpu budget updated");
-        }
-    }
-    if resources.pids().is_some()
-        || resources
-            .cpu()
-            .as_ref()
-            .is_some_and(|c| c.shares().is_some())
-    {
-        tracing::info!(
-            "cpu shares and pids limits are not enforced in the shared level: ignored \
-             (wasmpod.io/isolation: process enforces them)"
-        );
-    }
-}
-
 /// Update of a cgroup: it takes the new resources (memory, CPU, pids).
 fn update_cgroup(id: &str, cgroup: &SharedGroup, resources: &LinuxResources) -> Result<()> {
     cgroup.update(resources).map_err(|source| Error::Cgroup {
@@ -282,8 +334,7 @@ pub(super) struct Prepared {
 pub(super) struct Guest {
     prepared: Mutex<Option<Prepared>>,
     kill: KillHandle,
-    memory: MemoryGauge,
-    cpu: CpuMeter,
+    usage: InShim,
 }
 
 impl std::fmt::Debug for Guest {
@@ -295,13 +346,10 @@ impl std::fmt::Debug for Guest {
 impl Guest {
     /// A guest that will run `prepared`; its gauge and meter are its config's.
     pub(super) fn new(prepared: Prepared) -> Self {
-        let (memory, cpu) = (prepared.config.memory.clone(), prepared.config.cpu.clone());
-        memory.set_limit(prepared.config.limits.memory);
         Self {
+            usage: InShim::of(&prepared.config),
             prepared: Mutex::new(Some(prepared)),
             kill: KillHandle::new(),
-            memory,
-            cpu,
         }
     }
 }
@@ -320,34 +368,12 @@ impl Instance for Guest {
         } = take(&self.prepared, ctx.id)?;
         config.kill = self.kill.clone();
         // What Update set since Create.
-        config.limits.memory = self.memory.limit();
+        config.limits.memory = self.usage.memory.limit();
         let engine = ctx.engine.clone();
         let digest = program.digest().to_owned();
         Ok(Box::pin(async move {
             tracing::info!(program = %digest, "started");
-            let run = async move { engine.run(&program, *config).await };
-            let ended = match &net {
-                Some(net) => net.handle().spawn(run.in_current_span()).await,
-                None => Ok(run.await),
-            };
-            match ended {
-                Ok(Ok(status)) => {
-                    tracing::info!(code = status.code(), reason = ?status.reason(), "exited");
-                    Ended {
-                        code: status.code(),
-                        oom: matches!(status.reason(), ExitReason::OutOfMemory(_)),
-                    }
-                }
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "cannot start the guest");
-                    Ended::exited(EXIT_CANNOT_START)
-                }
-                // The guest's task panicked (or its runtime went): it ends as a trap.
-                Err(error) => {
-                    tracing::error!(%error, "the guest's task failed");
-                    Ended::exited(wasm_engine::EXIT_TRAP)
-                }
-            }
+            run_in_shim(engine, program, *config, net, "guest").await
         }))
     }
 
@@ -357,11 +383,11 @@ impl Instance for Guest {
     }
 
     fn metrics(&self) -> Metrics {
-        engine_metrics(&self.memory, &self.cpu)
+        self.usage.metrics()
     }
 
     async fn update(&self, _: &str, resources: &LinuxResources) -> Result<()> {
-        update_in_shim(&self.memory, &self.cpu, resources);
+        self.usage.update(resources);
         Ok(())
     }
 }
@@ -380,8 +406,7 @@ pub(super) struct Server {
     prepared: Mutex<Option<(Prepared, Serving)>>,
     drain: KillHandle,
     abort: KillHandle,
-    memory: MemoryGauge,
-    cpu: CpuMeter,
+    usage: InShim,
 }
 
 impl std::fmt::Debug for Server {
@@ -393,14 +418,11 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// A handler that will be served as `prepared`.
     pub(super) fn new(prepared: Prepared, serving: Serving) -> Self {
-        let (memory, cpu) = (prepared.config.memory.clone(), prepared.config.cpu.clone());
-        memory.set_limit(prepared.config.limits.memory);
         Self {
+            usage: InShim::of(&prepared.config),
             prepared: Mutex::new(Some((prepared, serving))),
             drain: KillHandle::new(),
             abort: KillHandle::new(),
-            memory,
-            cpu,
         }
     }
 }
@@ -430,7 +452,7 @@ impl Instance for Server {
         let listener = bind(id, port, net.as_deref())?;
         // The served config's kill handle is its shutdown: a drain.
         config.kill = self.drain.clone();
-        config.limits.memory = self.memory.limit();
+        config.limits.memory = self.usage.memory.limit();
         let abort = self.abort.clone();
         let run = async move {
             let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -478,11 +500,11 @@ impl Instance for Server {
     }
 
     fn metrics(&self) -> Metrics {
-        engine_metrics(&self.memory, &self.cpu)
+        self.usage.metrics()
     }
 
     async fn update(&self, _: &str, resources: &LinuxResources) -> Result<()> {
-        update_in_shim(&self.memory, &self.cpu, resources);
+        self.usage.update(resources);
         Ok(())
     }
 }
@@ -689,7 +711,11 @@ impl Instance for Sandbox {
     }
 
     fn metrics(&self) -> Metrics {
-        engine_metrics(&MemoryGauge::default(), &CpuMeter::default())
+        InShim {
+            memory: MemoryGauge::default(),
+            cpu: CpuMeter::default(),
+        }
+        .metrics()
     }
 
     async fn update(&self, _: &str, _: &LinuxResources) -> Result<()> {

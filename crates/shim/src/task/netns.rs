@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use oci_spec::runtime::Spec;
 use sandbox::NetnsRuntime;
 
 use super::{lock, TaskService};
@@ -74,5 +75,45 @@ impl TaskService {
         }
         map.insert(path, Arc::downgrade(&runtime));
         Ok(runtime)
+    }
+
+    /// The pod's network namespace of a container whose spec is `spec`, when the spec
+    /// names it through the sandbox's pid (this shim): the sandbox's own path.
+    pub(super) fn pod_netns_of(&self, spec: &Spec) -> Result<Option<PathBuf>> {
+        let sandbox_id = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(crate::SANDBOX_ID_ANNOTATION))
+            .cloned();
+        crate::process::pod_netns(spec, || {
+            let map = self.containers();
+            Some(map.get(sandbox_id.as_deref()?)?.pod_netns())
+        })
+    }
+
+    /// The threads a component of container `id` (spec `spec`) runs on, so that its
+    /// sockets are its pod's: those of `netns` (from [`pod_netns_of`](Self::pod_netns_of)),
+    /// else of the namespace the spec names; `None` on the host's network.
+    pub(super) async fn component_net(
+        &self,
+        id: &str,
+        spec: &Spec,
+        netns: Option<PathBuf>,
+    ) -> Result<Option<Arc<NetnsRuntime>>> {
+        if let Some(path) = netns {
+            return Ok(Some(self.netns_runtime(path).await?));
+        }
+        let confinement =
+            sandbox::Confinement::from_spec(spec).map_err(|source| Error::Policy {
+                id: id.to_owned(),
+                source,
+            })?;
+        Ok(match confinement.network().clone() {
+            sandbox::Network::Host => None,
+            sandbox::Network::Join(path) => Some(self.netns_runtime(path).await?),
+            network @ sandbox::Network::New => {
+                Some(Arc::new(new_netns_runtime(network, id).await?))
+            }
+        })
     }
 }

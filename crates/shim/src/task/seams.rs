@@ -13,7 +13,7 @@ use containerd_shim::protos::events::task::TaskCreate;
 use oci_spec::runtime::LinuxResources;
 use sandbox::CgroupStats;
 
-use crate::content::WasmLayer;
+use crate::content::{ImageProgram, WasmLayer};
 use crate::error::Result;
 use crate::process::ProcessWorkload;
 
@@ -46,6 +46,15 @@ pub(crate) trait Images: Send + Sync {
     async fn image_name(&self, id: &str) -> Option<String>;
     /// The TCP ports container `id`'s image exposes.
     async fn exposed_ports(&self, id: &str) -> Result<Vec<u16>>;
+    /// The wasm program of image `image` (its full name), at most `max_size` bytes, read
+    /// with a scratch directory under `scratch_parent`; `Ok(Err(why))` when the image is
+    /// not a wasm image.
+    async fn program(
+        &self,
+        image: &str,
+        scratch_parent: &Path,
+        max_size: u64,
+    ) -> Result<std::result::Result<ImageProgram, String>>;
 }
 
 /// A process-level container's cgroup.
