@@ -1,6 +1,6 @@
 //! Mixed pods through the CRI: native containers (Debian's busybox-static, run by runc)
 //! beside wasm ones under the `wasm` handler, in both isolation levels — an init container
-//! in the pod's network namespace, a sidecar sharing the pod's host name and volume, exec
+//! writing iptables rules in the pod's network namespace, a sidecar sharing the pod's host name and volume, exec
 //! into both kinds, logs, stats, a containerd restart, an OOM kill, and nothing left after
 //! the pod is removed.
 
@@ -54,6 +54,62 @@ fn busybox_image(env: &Containerd) -> anyhow::Result<()> {
     env.import_rootfs(K8S_NAMESPACE, &dir, BUSYBOX, &["/bin/sh"])
 }
 
+/// The init container's image, as an `istio-init`'s: busybox (for `sh` and `ip`) and
+/// Debian's `iptables` (nft backend) with its libraries and xtables extensions, unpacked
+/// from the machine's archive (not installed) and copied in with the node's C library.
+const NETINIT: &str = "localhost/wasmpod-e2e/netinit:v1";
+
+/// The packages [`NETINIT`] takes its files from, and the files (under `usr/`) it takes.
+const NETINIT_PACKAGES: [(&str, &str); 5] = [
+    ("iptables", "sbin/xtables-nft-multi"),
+    ("iptables", "lib/x86_64-linux-gnu/xtables"),
+    ("libxtables12", "lib/x86_64-linux-gnu"),
+    ("libnftnl11", "lib/x86_64-linux-gnu"),
+    ("libmnl0", "lib/x86_64-linux-gnu"),
+];
+
+/// Builds [`NETINIT`] and imports it into the CRI namespace.
+fn netinit_image(env: &Containerd) -> anyhow::Result<()> {
+    let dir = env.dir.join("netinit-native");
+    if dir.exists() {
+        return Ok(());
+    }
+    busybox_image(env)?;
+    let root = dir.join("rootfs");
+    copy_tree(&env.dir.join("busybox-native/rootfs"), &root)?;
+    for (package, path) in NETINIT_PACKAGES {
+        let from = super::debian::unpacked(package, "bookworm")?
+            .join("usr")
+            .join(path);
+        ensure!(
+            from.exists(),
+            "Debian's {package} has no {}",
+            from.display()
+        );
+        copy_tree(&from, &root.join("usr").join(path))?;
+    }
+    for name in ["iptables", "iptables-save"] {
+        std::os::unix::fs::symlink("xtables-nft-multi", root.join("usr/sbin").join(name))?;
+    }
+    // The C library and the loader, from the node (the same Debian release).
+    let ldd = Command::new("ldd").arg("/bin/sh").output()?;
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = root.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().context("a library has a directory")?)?;
+        fs::copy(lib, &to).with_context(|| format!("copying {lib}"))?;
+    }
+    env.import_rootfs(K8S_NAMESPACE, &dir, NETINIT, &["/bin/sh"])
+}
+
+/// Copies `from` (a file or a tree, symbolic links as links) to `to`.
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(to.parent().context("a path has a directory")?)?;
+    sh(Command::new("cp").arg("-a").arg(from).arg("-T").arg(to))
+}
+
 /// `wasmpod cri exec CONTAINER -- CMD...`: its exit code and output.
 fn exec(env: &Containerd, container: &str, cmd: &[&str]) -> anyhow::Result<(i32, String, String)> {
     let out = env
@@ -80,6 +136,9 @@ fn runc_dirs(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The rule the mixed pod's init container writes, as `iptables -S` prints it.
+const REDIRECT_RULE: &str = "-A OUTPUT -p tcp -m tcp --dport 15001 -j REDIRECT --to-ports 15006";
+
 fn mixed_pod(probe: &str, level: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -95,8 +154,9 @@ spec:
     emptyDir: {{}}
   initContainers:
   - name: netinit
-    image: {BUSYBOX}
-    command: [/bin/sh, -c, "ip -4 addr show eth0 && echo init-done > /shared/init"]
+    image: {NETINIT}
+    command: [/bin/sh, -c, "ip -4 addr show eth0 && iptables -t nat -A OUTPUT -p tcp --dport 15001 -j REDIRECT --to-ports 15006 && iptables -t nat -S OUTPUT && echo init-done > /shared/init"]
+    securityContext: {{capabilities: {{add: [NET_ADMIN, NET_RAW]}}}}
     volumeMounts: [{{name: shared, mountPath: /shared}}]
   containers:
   - name: app
@@ -115,7 +175,7 @@ spec:
 /// A pod of a wasm app and a native sidecar after a native init container, at both levels.
 pub(crate) fn check_pod_mixed(env: &Containerd) -> anyhow::Result<()> {
     let probe = probe_image(env)?;
-    busybox_image(env)?;
+    netinit_image(env)?;
     let tool = probe_tool_image(env)?;
     for level in ["shared", "process"] {
         mixed_at(env, &probe, &tool, level).with_context(|| format!("{level} level"))?;
@@ -153,6 +213,34 @@ fn mixed_at(env: &Containerd, probe: &str, tool: &str, level: &str) -> anyhow::R
     ensure!(
         init.contains(&format!("inet {ip}/")),
         "the init container did not see the pod's address {ip}: {init:?}"
+    );
+    // It wrote an iptables rule, as istio-init does, in the pod's namespace (not the
+    // node's), and the pod's other containers' connections take it.
+    ensure!(
+        init.contains(REDIRECT_RULE),
+        "the init container's iptables rule: {init:?}"
+    );
+    if have("iptables") {
+        let node = crate::util::output_ok(Command::new("iptables").args(["-t", "nat", "-S"]))?;
+        ensure!(
+            !node.contains("--to-ports 15006"),
+            "the init container's rule is in the node's table: {node}"
+        );
+    }
+    let (code, out, err) = exec(
+        env,
+        "sidecar",
+        &[
+            "sh",
+            "-c",
+            "nc -l -p 15006 > /tmp/got & sleep 0.3; echo redirected | nc -w 2 127.0.0.1 15001; \
+             sleep 0.3; cat /tmp/got",
+        ],
+    )?;
+    ensure!(
+        code == 0 && out == "redirected\n",
+        "a connection to port 15001, redirected to 15006 by the init container's rule: {code} \
+         {out:?} {err:?}"
     );
     let running = wasmpod_ok(env, &["cri", "ps", "--pod", &sandbox])?;
     ensure!(
@@ -458,7 +546,7 @@ fn sidecar_sleeps() -> Vec<u32> {
 /// holder or container process.
 pub(crate) fn check_pod_mixed_shim_killed(env: &Containerd) -> anyhow::Result<()> {
     let probe = probe_image(env)?;
-    busybox_image(env)?;
+    netinit_image(env)?;
     let pod = manifest(env, "mixed", &mixed_pod(&probe, "shared"))?;
     pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     retry(secs(10), millis(50), || {
