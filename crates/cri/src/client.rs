@@ -310,6 +310,42 @@ impl Cri {
             .map_err(|s| Error::from_status(format!("ExecSync {id}"), &s))
     }
 
+    /// `Exec`: the streaming URL of `cmd` in container `id`, with a stdin when `stdin`,
+    /// on a terminal when `tty` ([`crate::stream::run`] connects to it).
+    pub async fn exec(&self, id: &str, cmd: &[String], stdin: bool, tty: bool) -> Result<String> {
+        self.runtime
+            .clone()
+            .exec(api::ExecRequest {
+                container_id: id.to_owned(),
+                cmd: cmd.to_vec(),
+                tty,
+                stdin,
+                stdout: true,
+                // With a terminal, stderr is the terminal too.
+                stderr: !tty,
+            })
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| Error::from_status(format!("Exec {id}"), &s))
+    }
+
+    /// `Attach`: the streaming URL of container `id`'s own process (its stdin when
+    /// `stdin`; `tty` as the container was created).
+    pub async fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<String> {
+        self.runtime
+            .clone()
+            .attach(api::AttachRequest {
+                container_id: id.to_owned(),
+                stdin,
+                tty,
+                stdout: true,
+                stderr: !tty,
+            })
+            .await
+            .map(|r| r.into_inner().url)
+            .map_err(|s| Error::from_status(format!("Attach {id}"), &s))
+    }
+
     /// `ListContainerStats` with an optional filter: the memory and CPU the runtime
     /// reports per container (what the kubelet feeds `kubectl top` and autoscalers).
     pub async fn list_container_stats(

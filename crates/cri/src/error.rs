@@ -23,6 +23,14 @@ pub enum Error {
         /// The gRPC status code.
         code: tonic::Code,
     },
+    /// A streaming session (Exec, Attach) with the runtime's streaming server failed.
+    #[error("{what}: {reason}")]
+    Stream {
+        /// The session (`exec CONTAINER`).
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// A manifest cannot be read or does not describe what is needed.
     #[error("{source_name}: {reason}")]
     Manifest {

@@ -30,6 +30,7 @@ mod manifest;
 mod plan;
 mod quantity;
 mod runner;
+pub mod stream;
 mod volumes;
 
 pub use client::{Cri, DEFAULT_ENDPOINT, DEFAULT_TIMEOUT};

@@ -150,6 +150,8 @@ pub(crate) enum CriCommand {
     Logs(CriLogsArgs),
     /// Run a command in a running container and exit with its code (ExecSync)
     Exec(CriExecArgs),
+    /// Attach to a running container's own process (CRI Attach, streamed)
+    Attach(CriAttachArgs),
     /// Pull an image into the runtime's store (PullImage), as crictl pull
     Pull(CriPullArgs),
     /// Memory and CPU use of running containers, as the kubelet reads them
@@ -234,6 +236,14 @@ pub(crate) struct CriExecArgs {
     /// The container (ID, unique ID prefix, or name)
     pub(crate) container: String,
 
+    /// Keep stdin open and send this one's to the command (CRI Exec, streamed)
+    #[arg(short, long)]
+    pub(crate) interactive: bool,
+
+    /// Run the command on a terminal (CRI Exec, streamed)
+    #[arg(short, long)]
+    pub(crate) tty: bool,
+
     /// The command and its arguments
     #[arg(required = true, last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
@@ -244,6 +254,23 @@ pub(crate) struct CriExecArgs {
     /// Seconds the command may run (0: no limit); `--timeout` is the CRI endpoint's
     #[arg(long, default_value_t = 0, value_name = "SECONDS")]
     pub(crate) exec_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CriAttachArgs {
+    /// The container (ID, unique ID prefix, or name)
+    pub(crate) container: String,
+
+    /// Send this one's stdin to the container's (it must have been created with stdin)
+    #[arg(short, long)]
+    pub(crate) interactive: bool,
+
+    /// The container has a terminal (it was created with `tty: true`)
+    #[arg(short, long)]
+    pub(crate) tty: bool,
+
+    #[command(flatten)]
+    pub(crate) endpoint: EndpointArgs,
 }
 
 #[derive(Debug, Args)]

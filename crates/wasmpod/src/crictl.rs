@@ -1,12 +1,14 @@
-//! `wasmpod cri pods | ps | logs | exec | pull | stats | update | inspect | stop | rm`:
-//! crictl's everyday verbs over the same CRI client, for nodes without crictl.
+//! `wasmpod cri pods | ps | logs | exec | attach | pull | stats | update | inspect | stop |
+//! rm`: crictl's everyday verbs over the same CRI client, for nodes without crictl.
 
 use std::time::{Duration, SystemTime};
 
 use anyhow::bail;
 use cri::{api, short, Cri, LogReader};
 
-use crate::cli::{CriCommand, CriExecArgs, CriLogsArgs, CriPsArgs, CriStatsArgs, EndpointArgs};
+use crate::cli::{
+    CriAttachArgs, CriCommand, CriExecArgs, CriLogsArgs, CriPsArgs, CriStatsArgs, EndpointArgs,
+};
 use crate::dirs::Dirs;
 
 /// Runs one `wasmpod cri` verb.
@@ -17,6 +19,7 @@ pub(crate) fn main(dirs: &Dirs, command: CriCommand) -> anyhow::Result<()> {
             CriCommand::Ps(args) => ps(&connect(&args.list.endpoint).await?, &args).await,
             CriCommand::Logs(args) => logs(&connect(&args.endpoint).await?, &args).await,
             CriCommand::Exec(args) => exec(&connect(&args.endpoint).await?, &args).await,
+            CriCommand::Attach(args) => attach(&connect(&args.endpoint).await?, &args).await,
             CriCommand::Pull(args) => {
                 let cri = connect(&args.endpoint).await?;
                 let auth =
@@ -335,6 +338,23 @@ async fn stats(cri: &Cri, args: &CriStatsArgs) -> anyhow::Result<()> {
 async fn exec(cri: &Cri, args: &CriExecArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
     let container = cri::find_container(cri, &args.container).await?;
+    if args.interactive || args.tty {
+        // A terminal always asks for a stdin, even one never written: containerd stops
+        // copying a terminal's output as soon as its stdin ends, and a streaming server
+        // asked for none ends it at once, racing the output.
+        let url = cri
+            .exec(
+                &container.id,
+                &args.command,
+                args.interactive || args.tty,
+                args.tty,
+            )
+            .await?;
+        let what = format!("exec {}", args.container);
+        let code = stream(&what, &url, args.interactive, args.tty).await?;
+        // Not through the runtime's drop: a read of stdin may still be waiting.
+        std::process::exit(code.clamp(0, 255));
+    }
     let out = cri
         .exec_sync(
             &container.id,
@@ -415,4 +435,59 @@ async fn inspect(cri: &Cri, what: &str) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
+}
+
+/// Relays this process's stdio to and from the streaming session at `url` (Exec or
+/// Attach); its exit code. With a terminal, this one's (if stdin is one) goes raw and its
+/// size follows the window's.
+async fn stream(what: &str, url: &str, stdin: bool, tty: bool) -> anyhow::Result<i32> {
+    use std::io::IsTerminal as _;
+    let raw = match tty && stdin && std::io::stdin().is_terminal() {
+        true => Some(crate::sys::RawTerminal::enter()?),
+        false => None,
+    };
+    let sizes = tty.then(|| {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let size = || {
+            crate::sys::terminal_size()
+                .map(|(width, height)| cri::stream::TerminalSize { width, height })
+        };
+        if let Some(first) = size() {
+            let _ = tx.try_send(first);
+            if let Ok(mut changes) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            {
+                tokio::spawn(async move {
+                    while changes.recv().await.is_some() {
+                        if let Some(now) = size() {
+                            if tx.send(now).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        rx
+    });
+    let io = cri::stream::StreamIo {
+        stdin: stdin.then(|| Box::new(tokio::io::stdin()) as Box<_>),
+        stdout: Box::new(tokio::io::stdout()),
+        stderr: Box::new(tokio::io::stderr()),
+        sizes,
+    };
+    let code = cri::stream::run(what, url, io).await;
+    drop(raw);
+    Ok(code?)
+}
+
+async fn attach(cri: &Cri, args: &CriAttachArgs) -> anyhow::Result<()> {
+    let container = cri::find_container(cri, &args.container).await?;
+    // As for exec: a terminal's stdin stays open while attached.
+    let url = cri
+        .attach(&container.id, args.interactive || args.tty, args.tty)
+        .await?;
+    let what = format!("attach {}", args.container);
+    let code = stream(&what, &url, args.interactive, args.tty).await?;
+    std::process::exit(code.clamp(0, 255));
 }

@@ -123,6 +123,47 @@ fn exec(env: &Containerd, container: &str, cmd: &[&str]) -> anyhow::Result<(i32,
     ))
 }
 
+/// `wasmpod cri ARGS...` of a streamed call (`exec -i`/`-t`, `attach`): through
+/// containerd's streaming server (what `kubectl exec -it` takes), `input` on its stdin;
+/// its exit code and output.
+fn streamed(
+    env: &Containerd,
+    args: &[&str],
+    input: &[u8],
+) -> anyhow::Result<(i32, String, String)> {
+    let mut cmd = env.wasmpod(&["cri"]);
+    cmd.args(args);
+    with_input(cmd, input)
+}
+
+/// Runs `cmd` with `input` on its stdin (then closed); its exit code and output. Killed
+/// after a minute.
+fn with_input(mut cmd: Command, input: &[u8]) -> anyhow::Result<(i32, String, String)> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    let ended = retry(secs(60), millis(50), || {
+        child.try_wait()?.map(drop).context("still running")
+    });
+    if ended.is_err() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output()?;
+    ended.with_context(|| format!("{cmd:?}: {out:?}"))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// The native containers' runtime directories left under the test's containerd
 /// (`<state>/wasmpod-native/<namespace>/<id>`).
 fn runc_dirs(dir: &Path) -> Vec<String> {
@@ -183,13 +224,19 @@ pub(crate) fn check_pod_mixed(env: &Containerd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The probe again as a Wasm OCI artifact (its program a wasm layer, no files), pushed
-/// and pulled onto the node through the CRI (`wasmpod cri pull`): a tool for `oci://`
-/// execs.
+/// The probe again, pushed and pulled onto the node through the CRI (`wasmpod cri pull`):
+/// a tool for `oci://` execs. A Wasm OCI artifact (its program a wasm layer, no files),
+/// except on containerd 1.6, whose CRI cannot unpack one ("mismatched image rootfs and
+/// manifest layers"): there an ordinary image, whose program the shim reads from its
+/// files by its config's entrypoint.
 fn probe_tool_image(env: &Containerd) -> anyhow::Result<String> {
     let image = format!("{}/e2e/probe-tool:v1", env.registry()?);
+    let format = match env.flavor {
+        super::Flavor::V1_6 => "compat",
+        _ => "artifact",
+    };
     sh(env
-        .wasmpod(&["build", "--format", "artifact", "-t", &image])
+        .wasmpod(&["build", "--format", format, "-t", &image])
         .arg(env.dir.join("probe.wasm")))?;
     sh(&mut env.wasmpod(&["push", &image]))?;
     let pulled = wasmpod_ok(env, &["cri", "pull", &image])?;
@@ -333,6 +380,56 @@ fn mixed_at(env: &Containerd, probe: &str, tool: &str, level: &str) -> anyhow::R
         code != 0 && err.contains("execs wasm programs"),
         "exec ls into the wasm app: {code} {err:?}"
     );
+    // CRI Exec streamed over containerd's streaming server, into both kinds: stdin,
+    // output and exit code; a terminal.
+    let (code, out, err) = streamed(
+        env,
+        &[
+            "exec",
+            "-i",
+            "sidecar",
+            "--",
+            "sh",
+            "-c",
+            "read l; echo got $l; exit 3",
+        ],
+        b"hello\n",
+    )?;
+    ensure!(
+        code == 3 && out == "got hello\n",
+        "exec -i into the sidecar: {code} {out:?} {err:?}"
+    );
+    let (code, out, err) = streamed(env, &["exec", "-t", "sidecar", "--", "tty"], b"")?;
+    ensure!(
+        code == 0 && out.starts_with("/dev/pts/") && out.ends_with("\r\n"),
+        "exec -t tty in the sidecar: {code} {out:?} {err:?}"
+    );
+    // The streaming server's WebSocket cannot tell a program that stdin has ended (its v4
+    // protocol has no close); containerd's task API can: a wasm exec reads its stdin to
+    // the end (CloseIO).
+    let app = field(&inspect(env, "app")?, "/status/id");
+    let exec_id = format!("stdin-{level}");
+    let mut cmd = env.ctr_cmd_in(
+        K8S_NAMESPACE,
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            &app,
+            "/probe.wasm",
+            "stdin",
+        ],
+    );
+    cmd.stdin(std::process::Stdio::piped());
+    let (code, out, err) = with_input(cmd, b"wasm\n")?;
+    ensure!(
+        code == 0 && out == "WASM\n" && err.contains("read 5 bytes"),
+        "ctr task exec of a wasm program reading its stdin to the end: {code} {out:?} {err:?}"
+    );
+    let exit6 = ["exec", "-i", "app", "--", "/probe.wasm", "exit", "6"];
+    let (code, _, err) = streamed(env, &exit6, b"")?;
+    ensure!(code == 6, "exec -i of wasm `exit 6`: {code} {err:?}");
     // Stats of the native container come from its cgroup.
     let stats = wasmpod_ok(env, &["cri", "stats", "--pod", &sandbox])?;
     let line = stats
@@ -495,7 +592,8 @@ spec:
   - name: term
     image: {BUSYBOX}
     tty: true
-    command: [/bin/sh, -c, "tty && test -t 0 && test -t 1 && echo on-a-terminal; trap 'exit 0' TERM; sleep 600 & wait"]
+    stdin: true
+    command: [/bin/sh, -c, "tty && test -t 0 && test -t 1 && echo on-a-terminal; while read l; do echo \"echo: $l\"; [ \"$l\" = quit ] && exit 0; done"]
 "#
         ),
     )?;
@@ -527,11 +625,35 @@ spec:
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    // CRI Attach, streamed (`kubectl attach -it`): lines typed reach the container's own
+    // shell through its terminal, and its answers come back; `quit` ends it.
+    let (code, attached, err) = streamed(env, &["attach", "-i", "-t", "term"], b"hello\rquit\r")?;
+    ensure!(
+        code == 0 && attached.contains("echo: hello\r\n") && attached.contains("echo: quit"),
+        "attach -i -t to the tty container: {code} {attached:?} {err:?}"
+    );
+    retry(secs(10), millis(100), || {
+        let status = inspect(env, "term")?;
+        let state = field(&status, "/status/state");
+        let code = field(&status, "/status/exitCode");
+        // A zero exit code may be left out of the JSON, as protobuf's defaults are.
+        let exited = state == "CONTAINER_EXITED" || state == "2";
+        ensure!(
+            exited && (code == "0" || code.is_empty()),
+            "the tty container after `quit`: {state} {code}"
+        );
+        Ok(())
+    })?;
     wasmpod_ok(env, &["pod", "rm", "native-tty"])?;
     ensure_nothing_left(env)?;
     let left = runc_dirs(&env.dir);
     ensure!(left.is_empty(), "runc state left: {left:?}");
-    eprintln!("  log: {:?}; exec -t: {:?}", log.trim(), text.trim());
+    eprintln!(
+        "  log: {:?}; exec -t: {:?}; attach: {:?}",
+        log.trim(),
+        text.trim(),
+        attached.trim()
+    );
     Ok(())
 }
 
