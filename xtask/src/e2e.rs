@@ -215,6 +215,10 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
             native::check_pod_mixed_host_network,
         ),
         ("pod-mixed-shim-killed", native::check_pod_mixed_shim_killed),
+        (
+            "pod-mixed-node-grouped",
+            native::check_pod_mixed_node_grouped,
+        ),
         ("pod-nginx-sidecar", native::check_pod_nginx_sidecar),
         ("http-serve", http::check_http_serve),
         ("http-slowloris", http::check_http_slowloris),

@@ -525,6 +525,78 @@ spec:
     Ok(())
 }
 
+/// Two mixed pods in one node-grouped shim (the `wasm-node` handler): each pod gets its
+/// own holder, and one pod's native container killed by its OOM killer touches no guest —
+/// neither its own pod's nor the other's — nor the other pod's sidecar.
+pub(crate) fn check_pod_mixed_node_grouped(env: &Containerd) -> anyhow::Result<()> {
+    let probe = probe_image(env)?;
+    busybox_image(env)?;
+    for (pod, sidecar, limit) in [
+        ("grouped-a", "trap 'exit 0' TERM; sleep 600 & wait", "64Mi"),
+        ("grouped-b", "tail /dev/zero", "16Mi"),
+    ] {
+        let yaml = format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  runtimeClassName: wasm-node
+  restartPolicy: Never
+  containers:
+  - name: {pod}-app
+    image: {probe}
+    args: [sleep, "600000"]
+  - name: {pod}-side
+    image: {BUSYBOX}
+    command: [/bin/sh, -c, "{sidecar}"]
+    resources: {{limits: {{memory: {limit}}}}}
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {{name: wasm-node}}
+handler: wasm-node
+"#
+        );
+        let path = manifest(env, pod, &yaml)?;
+        pod_run_ok(env, &["-d", &path.to_string_lossy()])?;
+    }
+    let shims = env.shims();
+    ensure!(
+        shims.len() == 1,
+        "two pods should share one shim: {shims:?}"
+    );
+    let holders = env.pod_holders();
+    ensure!(holders.len() == 2, "a holder per pod: {holders:?}");
+    retry(secs(30), millis(200), || {
+        let status = inspect(env, "grouped-b-side")?;
+        ensure!(
+            field(&status, "/status/reason") == "OOMKilled",
+            "grouped-b's sidecar: {status}"
+        );
+        Ok(())
+    })?;
+    // Both guests and the other pod's sidecar go on, in the same shim.
+    let running = wasmpod_ok(env, &["cri", "ps"])?;
+    for name in ["grouped-a-app", "grouped-b-app", "grouped-a-side"] {
+        ensure!(
+            running.contains(name),
+            "{name} is not running after grouped-b's OOM: {running}"
+        );
+    }
+    ensure!(env.shims() == shims, "the shim changed: {:?}", env.shims());
+    let (code, out, err) = exec(env, "grouped-b-app", &["/probe.wasm", "exit", "0"])?;
+    ensure!(
+        code == 0,
+        "a wasm exec after the OOM: {code} {out:?} {err:?}"
+    );
+    wasmpod_ok(env, &["pod", "rm", "grouped-a", "grouped-b"])?;
+    ensure_nothing_left(env)?;
+    ensure!(env.pod_holders().is_empty(), "pod holders left");
+    let left = runc_dirs(&env.dir);
+    ensure!(left.is_empty(), "runc state left: {left:?}");
+    Ok(())
+}
+
 /// A mixed pod on the host's network (`hostNetwork: true`), at the process level: containerd
 /// names the sandbox's network namespace through its pid, which for a wasm sandbox is the
 /// shim's — the host's — so the sidecar runs in the node's network namespace.
