@@ -360,8 +360,7 @@ impl Agent {
             namespace: namespace.to_owned(),
         };
         let limits = ProgramLimits::default();
-        std::fs::create_dir_all(&self.scratch)
-            .map_err(crate::error::io("creating the agent's scratch directory"))?;
+        // `program` makes the scratch directory when it is not there.
         let program = match store.program(name, &self.scratch, limits.max_size).await? {
             Ok(program) => program,
             Err(why) => return Ok(Outcome::NotWasm(why)),

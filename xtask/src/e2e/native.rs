@@ -123,6 +123,23 @@ fn exec(env: &Containerd, container: &str, cmd: &[&str]) -> anyhow::Result<(i32,
     ))
 }
 
+/// Exec of wasm `program` into the mixed pod's app writes `text` to `/data/FILE`; the
+/// sidecar reads it from the same volume at `/shared/FILE`.
+fn wasm_exec_writes(env: &Containerd, program: &str, file: &str, text: &str) -> anyhow::Result<()> {
+    let path = format!("/data/{file}");
+    let (code, out, err) = exec(env, "app", &[program, "write", &path, text])?;
+    ensure!(
+        code == 0 && out == format!("wrote {path}\n"),
+        "exec {program} into the app: {code} {out:?} {err:?}"
+    );
+    let (code, out, err) = exec(env, "sidecar", &["cat", &format!("/shared/{file}")])?;
+    ensure!(
+        code == 0 && out == text,
+        "{program}'s file, read by the sidecar: {code} {out:?} {err:?}"
+    );
+    Ok(())
+}
+
 /// `wasmpod cri ARGS...` of a streamed call (`exec -i`/`-t`, `attach`): through
 /// containerd's streaming server (what `kubectl exec -it` takes), `input` on its stdin;
 /// its exit code and output.
@@ -320,53 +337,21 @@ fn mixed_at(env: &Containerd, probe: &str, tool: &str, level: &str) -> anyhow::R
         ns.trim() != node.to_string_lossy(),
         "the sidecar is in the node's IPC namespace ({ns:?})"
     );
-    // Exec into the wasm container: a second wasm program from its root filesystem, with
-    // its /data preopen (the pod's volume, which the sidecar sees too) and its exit code.
-    let (code, out, err) = exec(
-        env,
-        "app",
-        &[
-            "/probe.wasm",
-            "write",
-            "/data/from-exec",
-            "written by a wasm exec",
-        ],
-    )?;
-    ensure!(
-        code == 0 && out == "wrote /data/from-exec\n",
-        "wasm exec into the app: {code} {out:?} {err:?}"
-    );
-    let (code, out, err) = exec(env, "sidecar", &["cat", "/shared/from-exec"])?;
-    ensure!(
-        code == 0 && out == "written by a wasm exec",
-        "the wasm exec's file, read by the sidecar: {code} {out:?} {err:?}"
-    );
-    let (code, _, err) = exec(env, "app", &["/probe.wasm", "exit", "9"])?;
-    ensure!(code == 9, "wasm exec `exit 9` exited {code}: {err:?}");
-    // An image's program (a wasm layer, not in the container's files) with the same
-    // preopen, and its exit code.
+    // Exec into the wasm container: a second wasm program from its root filesystem, and
+    // an image's (a wasm layer, not in the container's files), each with its /data
+    // preopen (the pod's volume, which the sidecar sees too) and its exit code.
     let from_image = format!("oci://{tool}");
-    let (code, out, err) = exec(
-        env,
-        "app",
-        &[
-            &from_image,
-            "write",
-            "/data/from-image",
-            "an image's program",
-        ],
-    )?;
-    ensure!(
-        code == 0 && out == "wrote /data/from-image\n",
-        "exec {from_image} into the app: {code} {out:?} {err:?}"
-    );
-    let (code, out, err) = exec(env, "sidecar", &["cat", "/shared/from-image"])?;
-    ensure!(
-        code == 0 && out == "an image's program",
-        "the image program's file, read by the sidecar: {code} {out:?} {err:?}"
-    );
-    let (code, _, err) = exec(env, "app", &[&from_image, "exit", "4"])?;
-    ensure!(code == 4, "exec {from_image} exit 4 exited {code}: {err:?}");
+    for (program, file, text, code) in [
+        ("/probe.wasm", "from-exec", "written by a wasm exec", 9),
+        (from_image.as_str(), "from-image", "an image's program", 4),
+    ] {
+        wasm_exec_writes(env, program, file, text)?;
+        let (exited, _, err) = exec(env, "app", &[program, "exit", &code.to_string()])?;
+        ensure!(
+            exited == code,
+            "exec {program} `exit {code}` exited {exited}: {err:?}"
+        );
+    }
     // One that is not on the node is refused, saying so; the shim never pulls.
     let absent = format!("oci://{}/e2e/absent:v1", env.registry()?);
     let (code, _, err) = exec(env, "app", &[&absent])?;
