@@ -33,6 +33,7 @@ pub(crate) mod kind;
 pub(crate) mod load;
 pub(crate) mod native;
 pub(crate) mod precompile;
+pub(crate) mod trace;
 
 /// The runtime type of our shim.
 pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
@@ -188,6 +189,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("blast-radius", faults::check_blast_radius),
         ("shim-socket", check_shim_socket),
         ("cycles", check_cycles),
+        ("otel-trace", trace::check_otel_trace),
         ("load", load::check_load),
         ("process-level", isolation::check_process_level),
         ("wasm-features", isolation::check_wasm_features),
@@ -301,6 +303,12 @@ fn shim_errors_in_log(env: &Containerd) -> anyhow::Result<()> {
                 "/e2e/probe-artifact:v1\\\" failed\"",
                 "mismatched image rootfs and manifest layers",
             ],
+        ),
+        // containerd 2.x, stopped with tracing on, shuts its tracer down with a context it
+        // has already cancelled.
+        (
+            "otel-trace",
+            &["msg=\"failed to close plugin\" error=\"context canceled\" id=io.containerd.internal.v1.tracing"],
         ),
         // containerd, killed inside a Create, finds after its restart that the shim it
         // had started ended (the Create failed with nobody to tell).

@@ -441,7 +441,7 @@ async fn shim(mut flags: Flags) -> Result<()> {
             }
             crate::logging::init(&flags);
             let answer = start(&flags, &launch)
-                .instrument(tracing::debug_span!("phase", phase = "shim.start", id = %flags.id))
+                .instrument(tracing::debug_span!("phase", phase = "shim.start", otel.name = "shim.start", id = %flags.id))
                 .await?;
             write_stdout(&answer, "writing the shim's address")
         }
@@ -584,6 +584,7 @@ async fn serve(flags: Flags) -> Result<()> {
     {
         tracing::warn!(timeout = ?EVENTS_FLUSH_TIMEOUT, "events not sent before the shim ended");
     }
+    crate::telemetry::shutdown(crate::telemetry::FLUSH_TIMEOUT).await;
     Ok(())
 }
 

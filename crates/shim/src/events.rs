@@ -193,8 +193,9 @@ impl Events {
         let mut request = ForwardRequest::new();
         request.envelope = Some(envelope).into();
         // A root span, its container named in it: a child of the call's span would hold
-        // the call's own phase open until the event is sent.
-        let phase = tracing::debug_span!(parent: None, "phase", phase, id);
+        // the call's own phase open until the event is sent. In a trace it is the call's.
+        let phase = tracing::debug_span!(parent: None, "phase", phase, id, otel.name = phase);
+        crate::telemetry::follow_current(&phase);
         let queued = Queued::Event {
             topic,
             request,

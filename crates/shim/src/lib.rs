@@ -61,6 +61,7 @@ mod stdio;
 )]
 mod sys;
 mod task;
+mod telemetry;
 
 pub use error::{Error, Result};
 pub use task::TaskService;

@@ -1,6 +1,7 @@
 //! The shim's own tracing: to the `log` FIFO containerd reads from the bundle (which it
 //! copies into its own log), or to stderr for the short-lived `start` and `delete` calls;
-//! and, when `WASMPOD_TIMINGS` names a file, the start path's phases ([`phase`]) timed.
+//! when `WASMPOD_TIMINGS` names a file, the start path's phases ([`phase`]) timed; and when
+//! the `OTEL_*` variables ask for it, the spans exported over OTLP (`telemetry`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -24,7 +25,7 @@ pub(crate) const TIMINGS_ENV: &str = "WASMPOD_TIMINGS";
 /// `debug` span, so at the default log level it is disabled — not even created — unless
 /// `WASMPOD_TIMINGS` is set, and then it writes one line when it closes.
 pub(crate) fn phase(name: &'static str) -> tracing::Span {
-    tracing::debug_span!("phase", phase = name)
+    tracing::debug_span!("phase", phase = name, otel.name = name)
 }
 
 /// What the timings layer sees: the phase spans and the spans that carry a container's
@@ -34,19 +35,52 @@ fn timed(meta: &tracing::Metadata<'_>) -> bool {
 }
 
 /// Installs a subscriber that logs to stderr (the precompile agent's), at `WASMPOD_LOG`'s
-/// level or `info`.
+/// level or `info`, and exports its compiles' spans when the `OTEL_*` variables ask for it
+/// (in the async runtime it is called in).
 pub(crate) fn init_stderr() {
     let filter = EnvFilter::try_from_env("WASMPOD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let (otel, trouble) = otel(true);
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
         .try_init();
+    report(trouble);
+}
+
+/// The layer exporting spans, when `wanted` and the environment asks for it, and what
+/// kept it from being made.
+fn otel<S>(wanted: bool) -> (Option<Box<dyn Layer<S> + Send + Sync>>, Option<String>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    if !wanted {
+        return (None, None);
+    }
+    let settings = crate::telemetry::Settings::from_env(
+        |name| std::env::var(name).ok(),
+        "containerd-shim-wasm-v1",
+    );
+    match settings.and_then(crate::telemetry::layer) {
+        Ok(layer) => (layer, None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
+fn report(trouble: Option<String>) {
+    match trouble {
+        Some(error) => tracing::warn!(%error, "traces are not exported"),
+        None if crate::telemetry::enabled() => tracing::info!("exporting traces over OTLP"),
+        None => {}
+    }
 }
 
 /// Installs the subscriber. `WASMPOD_LOG` overrides the level (`info`, or `debug` when
-/// containerd runs with debug logging).
+/// containerd runs with debug logging). A serving shim also exports its spans when the
+/// `OTEL_*` variables ask for it.
 pub(crate) fn init(flags: &Flags) {
     let default = if flags.debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_env("WASMPOD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
@@ -63,19 +97,20 @@ pub(crate) fn init(flags: &Flags) {
         None => fmt.with_writer(std::io::stderr).boxed(),
     };
     let timings = std::env::var_os(TIMINGS_ENV)
-        .and_then(|path| OpenOptions::new().create(true).append(true).open(path).ok());
-    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
-    let _ = match timings {
-        Some(file) => registry
-            .with(
-                Timings {
-                    file: Mutex::new(file),
-                }
-                .with_filter(tracing_subscriber::filter::filter_fn(timed)),
-            )
-            .try_init(),
-        None => registry.try_init(),
-    };
+        .and_then(|path| OpenOptions::new().create(true).append(true).open(path).ok())
+        .map(|file| {
+            Timings {
+                file: Mutex::new(file),
+            }
+            .with_filter(tracing_subscriber::filter::filter_fn(timed))
+        });
+    let (otel, trouble) = otel(serving);
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(timings)
+        .with(otel)
+        .try_init();
+    report(trouble);
 }
 
 /// Writes `<unix µs at start> <µs> <phase> <container id> <pid>` for every closed span

@@ -31,10 +31,12 @@ use grpc_api::containerd::services::namespaces::v1::ListNamespacesRequest;
 use grpc_api::tonic::Request;
 use grpc_api::{namespaced, Client};
 use prost::Message as _;
+use tracing::Instrument as _;
 use wasm_engine::{Engine, EngineConfig, ProgramLimits};
 
 use crate::content::{release_view, ContentStore};
 use crate::error::{Error, Result};
+use crate::logging::phase;
 
 /// The first argument that selects this mode.
 pub(crate) const COMMAND: &str = "precompile";
@@ -100,26 +102,29 @@ fn parse(args: &[String]) -> Result<Options> {
 
 /// Runs the agent; never returns.
 pub(crate) fn main(args: &[String]) -> ! {
-    crate::logging::init_stderr();
     let result = parse(args).and_then(|options| {
-        if let Err(e) = crate::sys::set_nice(options.nice) {
-            tracing::warn!(nice = options.nice, error = %e, "cannot lower the agent's priority");
-        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(crate::error::io("starting the async runtime"))?;
         runtime.block_on(async {
+            // In the runtime: the span exporter's tasks run on it.
+            crate::logging::init_stderr();
+            if let Err(e) = crate::sys::set_nice(options.nice) {
+                tracing::warn!(nice = options.nice, error = %e, "cannot lower the agent's priority");
+            }
             let agent = Agent::new(options)?;
             let stop = stop_signal().map_err(crate::error::io("handling SIGTERM"))?;
             // At a signal the image in hand is dropped, and with it its scratch.
-            tokio::select! {
+            let ran = tokio::select! {
                 ran = agent.run() => ran,
                 () = stop => {
                     tracing::info!("precompile agent: stopping");
                     Ok(())
                 }
-            }
+            };
+            crate::telemetry::shutdown(crate::telemetry::FLUSH_TIMEOUT).await;
+            ran
         })
     });
     match result {
@@ -335,7 +340,9 @@ impl Agent {
     /// returned: that container's Create reports it to whoever starts it).
     async fn image(&self, namespace: &str, name: &str) {
         let started = Instant::now();
-        match self.compile(namespace, name).await {
+        let span =
+            tracing::info_span!("precompile", otel.name = "precompile", %namespace, image = %name);
+        match self.compile(namespace, name).instrument(span).await {
             Ok(Outcome::Compiled) => tracing::info!(
                 namespace = %namespace,
                 image = %name,
@@ -361,12 +368,15 @@ impl Agent {
         };
         let limits = ProgramLimits::default();
         // `program` makes the scratch directory when it is not there.
-        let program = match store.program(name, &self.scratch, limits.max_size).await? {
+        let program = store.program(name, &self.scratch, limits.max_size);
+        let program = match program.instrument(phase("precompile.read")).await? {
             Ok(program) => program,
             Err(why) => return Ok(Outcome::NotWasm(why)),
         };
         let engine = self.engine.clone();
+        let span = phase("precompile.compile");
         let compiled = tokio::task::spawn_blocking(move || {
+            let _span = span.entered();
             engine
                 .load_limited(&program.bytes, Path::new(&program.name), &limits)
                 .map(|p| p.was_compiled())

@@ -85,8 +85,8 @@ fn pid() -> u32 {
 
 /// The span of one container's call or run (`phase`: `create`, `start`, `guest.run`…): a
 /// root, so the guest's task does not nest under the call that started it.
-fn span(id: &str, phase: &'static str) -> tracing::Span {
-    tracing::info_span!(parent: None, "container", %id, phase)
+pub(crate) fn span(id: &str, phase: &'static str) -> tracing::Span {
+    tracing::info_span!(parent: None, "container", %id, phase, otel.name = phase)
 }
 
 /// Locks `m`, taking over from a holder that panicked (the maps stay consistent: every
@@ -216,15 +216,19 @@ fn answer<T>(id: &str, result: Result<T>) -> TtrpcResult<T> {
 }
 
 impl TaskService {
-    /// Runs one call about `id` inside the container's span, after any Create of it.
+    /// Runs one call about `id` inside the container's span, after any Create of it; in a
+    /// trace, the span is the child of containerd's that `ctx` carries.
     async fn traced<T>(
         &self,
+        ctx: &TtrpcContext,
         verb: &'static str,
         id: &str,
         call: impl std::future::Future<Output = Result<T>>,
     ) -> TtrpcResult<T> {
         self.settled(id).await;
-        answer(id, call.instrument(span(id, verb)).await)
+        let span = span(id, verb);
+        crate::telemetry::adopt(&span, &ctx.metadata);
+        answer(id, call.instrument(span).await)
     }
 
     /// [`TaskService::traced`] for a question about a container (State, Pids, Stats):
@@ -233,6 +237,7 @@ impl TaskService {
     /// for a tenant's compile.
     async fn traced_now<T>(
         &self,
+        ctx: &TtrpcContext,
         verb: &'static str,
         id: &str,
         call: impl FnOnce() -> Result<T>,
@@ -240,7 +245,9 @@ impl TaskService {
         if self.creating().contains(id) {
             return answer(id, Err(Error::NotFound(format!("{id} (being created)"))));
         }
-        let _span = span(id, verb).entered();
+        let span = span(id, verb);
+        crate::telemetry::adopt(&span, &ctx.metadata);
+        let _span = span.entered();
         answer(id, call())
     }
 }
@@ -249,31 +256,33 @@ impl TaskService {
 impl Task for TaskService {
     async fn create(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         let id = req.id.clone();
-        self.traced("create", &id, self.create_task(req)).await
+        self.traced(ctx, "create", &id, self.create_task(req)).await
     }
 
     async fn start(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
         if !req.exec_id.is_empty() {
             let call = self.start_exec(&req.id, &req.exec_id);
-            return self.traced("exec.start", &req.id, call).await;
+            return self.traced(ctx, "exec.start", &req.id, call).await;
         }
-        self.traced("start", &req.id, self.start_task(&req)).await
+        self.traced(ctx, "start", &req.id, self.start_task(&req))
+            .await
     }
 
-    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+    async fn kill(&self, ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         if req.exec_id.is_empty() {
-            self.traced("kill", &req.id, self.kill_task(&req)).await?;
+            self.traced(ctx, "kill", &req.id, self.kill_task(&req))
+                .await?;
         } else {
             let call = async { self.kill_exec(&req.id, &req.exec_id, req.signal) };
-            self.traced("exec.kill", &req.id, call).await?;
+            self.traced(ctx, "exec.kill", &req.id, call).await?;
         }
         Ok(api::Empty::default())
     }
@@ -292,39 +301,40 @@ impl Task for TaskService {
 
     async fn delete(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
         if !req.exec_id.is_empty() {
             let call = async { self.delete_exec(&req.id, &req.exec_id) };
-            return self.traced("exec.delete", &req.id, call).await;
+            return self.traced(ctx, "exec.delete", &req.id, call).await;
         }
-        self.traced("delete", &req.id, self.delete_task(&req)).await
+        self.traced(ctx, "delete", &req.id, self.delete_task(&req))
+            .await
     }
 
     async fn state(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
         if !req.exec_id.is_empty() {
             return self
-                .traced_now("exec.state", &req.id, || {
+                .traced_now(ctx, "exec.state", &req.id, || {
                     self.state_exec(&req.id, &req.exec_id)
                 })
                 .await;
         }
-        self.traced_now("state", &req.id, || self.state_of(&req))
+        self.traced_now(ctx, "state", &req.id, || self.state_of(&req))
             .await
     }
 
     async fn pids(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
         let task_pid = self
-            .traced_now("pids", &req.id, || self.with(&req.id, |c| Ok(c.pid())))
+            .traced_now(ctx, "pids", &req.id, || self.with(&req.id, |c| Ok(c.pid())))
             .await?;
         Ok(api::PidsResponse {
             processes: vec![containerd_shim::protos::api::ProcessInfo {
@@ -337,24 +347,24 @@ impl Task for TaskService {
 
     async fn stats(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        self.traced_now("stats", &req.id, || self.stats_of(&req))
+        self.traced_now(ctx, "stats", &req.id, || self.stats_of(&req))
             .await
     }
 
     async fn close_io(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
         if req.exec_id.is_empty() {
-            self.traced("close_io", &req.id, async { self.close_io(&req) })
+            self.traced(ctx, "close_io", &req.id, async { self.close_io(&req) })
                 .await?;
         } else {
             let call = async { self.close_exec_io(&req.id, &req.exec_id) };
-            self.traced("exec.close_io", &req.id, call).await?;
+            self.traced(ctx, "exec.close_io", &req.id, call).await?;
         }
         Ok(api::Empty::default())
     }
@@ -388,16 +398,17 @@ impl Task for TaskService {
 
     async fn exec(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
-        self.traced("exec", &req.id, self.add_exec(&req)).await?;
+        self.traced(ctx, "exec", &req.id, self.add_exec(&req))
+            .await?;
         Ok(api::Empty::default())
     }
 
     async fn resize_pty(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
         let resize = || match req.exec_id.as_str() {
@@ -407,7 +418,7 @@ impl Task for TaskService {
             }
             exec_id => self.resize_exec(&req.id, exec_id, req.width, req.height),
         };
-        self.traced_now("resize_pty", &req.id, resize).await?;
+        self.traced_now(ctx, "resize_pty", &req.id, resize).await?;
         Ok(api::Empty::new())
     }
 
@@ -433,10 +444,10 @@ impl Task for TaskService {
 
     async fn update(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        self.traced("update", &req.id, self.update_resources(&req))
+        self.traced(ctx, "update", &req.id, self.update_resources(&req))
             .await?;
         Ok(api::Empty::new())
     }

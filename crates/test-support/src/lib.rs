@@ -2,7 +2,8 @@
 //! OCI registry ([`registry`]) and a bearer-token front for it ([`token_proxy`]), hostile
 //! workloads as WebAssembly text ([`hostile`]), the official WASI testsuite's runners
 //! ([`wasi_testsuite`], [`wasi_p3`]) and, with the `components` feature, the C fixtures
-//! built to wasm32-wasi modules and `wasi:http` components (`fixtures`, `http_fixture`).
+//! built to wasm32-wasi modules and `wasi:http` components (`fixtures`, `http_fixture`);
+//! with `otlp`, an OTLP trace receiver (`otlp`).
 //!
 //! Test code: it panics with a message where a test could not go on.
 
@@ -18,6 +19,8 @@ pub mod fixtures;
 pub mod hostile;
 #[cfg(feature = "components")]
 pub mod http_fixture;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod registry;
 pub mod token_proxy;
 pub mod wasi_p3;

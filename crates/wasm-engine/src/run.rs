@@ -638,7 +638,7 @@ impl Engine {
         } = config;
         // From here to the guest's first instruction (WASI context, instantiation): a
         // phase the shim times under `WASMPOD_TIMINGS`.
-        let setup = tracing::debug_span!("phase", phase = "guest.setup");
+        let setup = tracing::debug_span!("phase", phase = "guest.setup", otel.name = "guest.setup");
         self.start_ticker()?;
         let mut builder = WasiCtxBuilder::new();
         builder.args(&args).envs(&env);

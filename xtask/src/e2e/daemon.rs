@@ -196,6 +196,8 @@ pub(crate) struct Containerd {
     keep_log: std::cell::Cell<bool>,
     /// The loopback registry the CRI checks pull from, started on first use.
     registry: std::cell::OnceCell<(Registry, String)>,
+    /// Variables containerd (and so every shim it starts) runs with, besides the test's.
+    extra_env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Containerd {
@@ -267,6 +269,7 @@ impl Containerd {
             child: std::cell::RefCell::new(None),
             keep_log: std::cell::Cell::new(false),
             registry: std::cell::OnceCell::new(),
+            extra_env: std::cell::RefCell::default(),
         };
         env.launch()?;
         Ok(env)
@@ -289,6 +292,7 @@ impl Containerd {
             .env("WASMPOD_ROOT", self.dir.join("wasmpod"))
             // Every shim appends its start path's phases here (`cargo xtask bench` reads it).
             .env("WASMPOD_TIMINGS", self.timings())
+            .envs(self.extra_env.borrow().iter().cloned())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -357,6 +361,17 @@ impl Containerd {
     /// Restarts containerd with the same config.
     pub(crate) fn restart(&self) -> anyhow::Result<()> {
         self.stop_daemon()?;
+        self.launch()
+    }
+
+    /// Restarts containerd with `vars` set in its environment (and its shims'), replacing
+    /// those of an earlier call; none, as it began.
+    pub(crate) fn restart_with_env(&self, vars: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.stop_daemon()?;
+        *self.extra_env.borrow_mut() = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         self.launch()
     }
 

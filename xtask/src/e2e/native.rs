@@ -297,8 +297,11 @@ fn mixed_at(env: &Containerd, probe: &str, tool: &str, level: &str) -> anyhow::R
         &[
             "sh",
             "-c",
-            "nc -l -p 15006 > /tmp/got & sleep 0.3; echo redirected | nc -w 2 127.0.0.1 15001; \
-             sleep 0.3; cat /tmp/got",
+            // Until the listener is up (a loaded node takes its time): a refused connection
+            // is tried again, and one that is not redirected is refused every time.
+            "nc -l -p 15006 > /tmp/got & for i in $(seq 50); do \
+             echo redirected | nc -w 2 127.0.0.1 15001 2>/dev/null && break; sleep 0.1; done; \
+             wait; cat /tmp/got",
         ],
     )?;
     ensure!(

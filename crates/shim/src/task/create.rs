@@ -138,7 +138,10 @@ impl TaskService {
                 }
             }
         };
-        tokio::spawn(create.instrument(tracing::Span::current()));
+        // Boxed: spawning moves the future through the spawning thread's stack, and a
+        // Create's future (a spec held across awaits, a native container's runc calls)
+        // is tens of KiB, which every worker thread that ever spawned one keeps dirty.
+        tokio::spawn(Box::pin(create).instrument(tracing::Span::current()));
         rx.await.map_err(|_| Error::Internal {
             context: format!("container {id}: create"),
             reason: "the Create's task ended without an answer".into(),
@@ -202,7 +205,8 @@ impl TaskService {
         let mut policy = policy;
         // An image for Linux rather than wasm: runc runs it, whatever the isolation level.
         if layer.is_none() && policy.entrypoint_kind().is_ok_and(|k| k.is_native()) {
-            return self.prepare_native(id, bundle, spec, paths, handler).await;
+            // Boxed: a native Create's future is large and a wasm Create should not carry it.
+            return Box::pin(self.prepare_native(id, bundle, spec, paths, handler)).await;
         }
         let process_level = selection.isolation == Isolation::Process;
         for warning in policy.warnings_at(selection.isolation) {

@@ -388,7 +388,9 @@ impl TaskService {
                 Ok(())
             });
         };
-        tokio::spawn(reap.instrument(span(id, "exec.run")));
+        let run = span(id, "exec.run");
+        crate::telemetry::follow_current(&run);
+        tokio::spawn(reap.instrument(run));
         tracing::info!(%exec_id, pid, "exec started");
         Ok(api::StartResponse {
             pid,

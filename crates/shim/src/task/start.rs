@@ -122,7 +122,10 @@ impl TaskService {
                 });
             }
         };
-        tokio::spawn(task.instrument(span(&req.id, "guest.run")));
+        let run = span(&req.id, "guest.run");
+        // In a trace the guest's run continues the Start that began it.
+        crate::telemetry::follow_current(&run);
+        tokio::spawn(task.instrument(run));
         self.seams.events.start(&req.id, task_pid).await;
         let _ = started.send(());
         Ok(api::StartResponse {
