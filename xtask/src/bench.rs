@@ -48,6 +48,7 @@ mod load;
 mod lua;
 mod pod;
 mod shim;
+mod trace;
 
 struct Workloads {
     lua_wasm: PathBuf,
@@ -170,6 +171,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             shim::run()?;
         } else {
             println!("\n== containerd: skipped (needs root)");
+        }
+    }
+    if only("trace") {
+        if crate::util::is_root() {
+            trace::run()?;
+        } else {
+            println!("\n== tracing: skipped (needs root)");
         }
     }
     if only("arrival") {

@@ -34,6 +34,7 @@ pub(crate) mod load;
 pub(crate) mod native;
 pub(crate) mod precompile;
 pub(crate) mod trace;
+pub(crate) mod vm;
 
 /// The runtime type of our shim.
 pub(crate) const RUNTIME: &str = "io.containerd.wasm.v1";
@@ -102,6 +103,9 @@ impl Flavor {
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     if args.first().is_some_and(|f| f == "--kind") {
         return kind::run();
+    }
+    if args.first().is_some_and(|f| f == "--cgroup2") {
+        return vm::run(&args[1..]);
     }
     let mut flavors = Vec::new();
     let mut filter = Vec::new();
@@ -198,6 +202,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("wasi-testsuite-p3", conformance::check_wasi_testsuite_p3),
         ("process-oom", isolation::check_process_oom),
         ("cpu-quota", isolation::check_cpu_quota),
+        ("pids-blockio", isolation::check_pids_blockio),
         ("pod-run", cri::check_pod_run),
         ("pod-exit-code", cri::check_pod_exit_code),
         ("pod-two-containers", cri::check_pod_two_containers),
@@ -428,6 +433,21 @@ pub(crate) struct Binaries {
 }
 
 /// Builds the shim and the CLI (debug, as `cargo test` does) and finds them.
+/// The environment variable that stretches the e2e's time bounds: how many times slower
+/// than a host this machine runs (the cgroup v2 guest, emulated by QEMU, sets it).
+pub(crate) const SLOWDOWN_ENV: &str = "WASMPOD_E2E_SLOWDOWN";
+
+/// `d` stretched by [`SLOWDOWN_ENV`] (1 when unset): for the bounds and waits that a
+/// slower CPU would miss though the behaviour under test is right.
+pub(crate) fn scaled(d: Duration) -> Duration {
+    let factor = std::env::var(SLOWDOWN_ENV)
+        .ok()
+        .and_then(|f| f.parse::<u32>().ok())
+        .filter(|f| *f > 0)
+        .unwrap_or(1);
+    d * factor
+}
+
 /// `attempt`, again every `every` until it succeeds or `limit` has passed: then its last
 /// error. For what the node does on its own time (a log written, a process gone).
 pub(crate) fn retry<T>(
@@ -451,7 +471,10 @@ pub(crate) fn build_binaries() -> anyhow::Result<Binaries> {
 
 /// Builds the shim and the CLI in `profile` (`debug` or `release`).
 pub(crate) fn build_binaries_in(profile: &str, flags: &[&str]) -> anyhow::Result<Binaries> {
-    sh(build_command().args(flags))?;
+    // In the cgroup v2 guest the host built them, and there is no cargo to ask.
+    if std::env::var_os(vm::PREBUILT_ENV).is_none() {
+        sh(build_command().args(flags))?;
+    }
     let mut bins = Binaries::in_dir(&crate::util::target_dir().join(profile));
     // Another shim binary under the same checks (a release build, a wrapper).
     if let Some(shim) = std::env::var_os("WASMPOD_E2E_SHIM") {

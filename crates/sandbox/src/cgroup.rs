@@ -5,19 +5,30 @@
 //! hierarchy) both go through `cgroups-rs`, which picks the version the host mounts.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use cgroups_rs::blkio::BlkIoController;
 use cgroups_rs::cpu::CpuController;
 use cgroups_rs::cpuacct::CpuAcctController;
 use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
 use cgroups_rs::{CgroupPid, Controller, MaxValue};
-use oci_spec::runtime::{LinuxResources, Spec};
+use oci_spec::runtime::{LinuxBlockIo, LinuxResources, Spec};
 
 use crate::error::{Error, Result};
 
-/// The controllers a process-level container is placed in (`cpuacct` exists on v1 only).
-const CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+/// The controllers a process-level container is placed in: `cpuacct` exists on v1 only
+/// (v2's `cpu` accounts too), and naming it on v2 fails the whole cgroup. v1's `blkio` is
+/// joined where it is mounted; v2's `io` is enabled by [`Cgroup::update`] only when the spec
+/// limits block I/O (cgroups-rs cannot name it on v2).
+fn controllers(v2: bool) -> Vec<String> {
+    let names: &[&str] = if v2 {
+        &["memory", "cpu", "pids"]
+    } else {
+        &["memory", "cpu", "cpuacct", "pids", "blkio"]
+    };
+    names.iter().map(|c| (*c).to_owned()).collect()
+}
 
 /// Where a container's cgroup lives when the spec names none: `/wasmpod/<id>`.
 const DEFAULT_PARENT: &str = "/wasmpod";
@@ -146,6 +157,123 @@ pub(crate) fn shares_to_weight(shares: u64) -> u64 {
     1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
 }
 
+/// cgroup v2's `io.weight` (1–10000) for the spec's blkio weight (10–1000), as runc converts.
+pub(crate) fn blkio_weight_to_io_weight(weight: u16) -> u64 {
+    if weight == 0 {
+        return 0;
+    }
+    1 + (u64::from(weight.clamp(10, 1000)) - 10) * 9999 / 990
+}
+
+/// The file writes that give a cgroup `linux.resources.blockIO`, in order, for a
+/// hierarchy whose files `has` reports. Weights go to BFQ's files when the host's
+/// scheduler has them, else to v1's CFQ `blkio.weight` or v2's `io.weight` (converted);
+/// throttles to `blkio.throttle.*` (v1) or `io.max` (v2, where a rate of 0 lifts the
+/// limit). Leaf weights exist on v1 only and are ignored on v2, as runc does. The error
+/// names the field no file of this host can take.
+pub(crate) fn block_io_writes(
+    io: &LinuxBlockIo,
+    v2: bool,
+    has: impl Fn(&str) -> bool,
+) -> std::result::Result<Vec<(&'static str, String)>, String> {
+    let pick = |field: &str, files: &[&'static str]| {
+        files.iter().copied().find(|f| has(f)).ok_or_else(|| {
+            let why = if field.starts_with("throttle") {
+                "no throttling in its kernel"
+            } else {
+                "its disks' I/O scheduler takes no weights"
+            };
+            format!(
+                "linux.resources.blockIO.{field}: this host's block I/O controller has none of \
+                 {} ({why})",
+                files.join(", ")
+            )
+        })
+    };
+    // A weight for the cgroup (`target` None) or for one device (`MAJOR:MINOR`).
+    let weighted = |field: &str, target: Option<String>, weight: u16| {
+        let (files, value): (&[&'static str], _) = match (v2, &target) {
+            (true, _) => (&["io.bfq.weight", "io.weight"], u64::from(weight)),
+            (false, None) => (&["blkio.bfq.weight", "blkio.weight"], u64::from(weight)),
+            (false, Some(_)) => (
+                &["blkio.bfq.weight_device", "blkio.weight_device"],
+                u64::from(weight),
+            ),
+        };
+        let file = pick(field, files)?;
+        let value = match file {
+            "io.weight" => blkio_weight_to_io_weight(weight),
+            _ => value,
+        };
+        let text = match (v2, target) {
+            (_, Some(device)) => format!("{device} {value}"),
+            (true, None) => format!("default {value}"),
+            (false, None) => value.to_string(),
+        };
+        Ok::<_, String>((file, text))
+    };
+    let mut writes = Vec::new();
+    if let Some(weight) = io.weight().filter(|w| *w > 0) {
+        writes.push(weighted("weight", None, weight)?);
+    }
+    if !v2 {
+        if let Some(leaf) = io.leaf_weight().filter(|w| *w > 0) {
+            let file = pick("leafWeight", &["blkio.leaf_weight"])?;
+            writes.push((file, leaf.to_string()));
+        }
+    }
+    for device in io.weight_device().iter().flatten() {
+        if let Some(weight) = device.weight().filter(|w| *w > 0) {
+            let target = format!("{}:{}", device.major(), device.minor());
+            writes.push(weighted("weightDevice", Some(target), weight)?);
+        }
+    }
+    let throttles = [
+        (
+            "throttleReadBpsDevice",
+            io.throttle_read_bps_device(),
+            "blkio.throttle.read_bps_device",
+            "rbps",
+        ),
+        (
+            "throttleWriteBpsDevice",
+            io.throttle_write_bps_device(),
+            "blkio.throttle.write_bps_device",
+            "wbps",
+        ),
+        (
+            "throttleReadIOPSDevice",
+            io.throttle_read_iops_device(),
+            "blkio.throttle.read_iops_device",
+            "riops",
+        ),
+        (
+            "throttleWriteIOPSDevice",
+            io.throttle_write_iops_device(),
+            "blkio.throttle.write_iops_device",
+            "wiops",
+        ),
+    ];
+    for (field, devices, v1_file, v2_key) in throttles {
+        for device in devices.iter().flatten() {
+            let (major, minor, rate) = (device.major(), device.minor(), device.rate());
+            if v2 {
+                let rate = match rate {
+                    0 => "max".to_owned(),
+                    r => r.to_string(),
+                };
+                writes.push((
+                    pick(field, &["io.max"])?,
+                    format!("{major}:{minor} {v2_key}={rate}"),
+                ));
+            } else {
+                writes.push((pick(field, &[v1_file])?, format!("{major}:{minor} {rate}")));
+            }
+        }
+    }
+    Ok(writes)
+}
+
 /// Parses `key value` lines (`cpu.stat`, `memory.events`).
 fn key_values(text: &str) -> HashMap<&str, u64> {
     text.lines()
@@ -163,15 +291,13 @@ impl Cgroup {
     pub fn create(path: &str, resources: Option<&LinuxResources>) -> Result<Self> {
         let hierarchy = cgroups_rs::hierarchies::auto();
         let relative = path.trim_start_matches('/');
-        let inner = cgroups_rs::Cgroup::new_with_specified_controllers(
-            hierarchy,
-            relative,
-            Some(CONTROLLERS.iter().map(|c| c.to_string()).collect()),
-        )
-        .map_err(|e| Error::Cgroup {
-            path: path.to_owned(),
-            reason: format!("cannot create it: {e}"),
-        })?;
+        let wanted = controllers(hierarchy.v2());
+        let inner =
+            cgroups_rs::Cgroup::new_with_specified_controllers(hierarchy, relative, Some(wanted))
+                .map_err(|e| Error::Cgroup {
+                path: path.to_owned(),
+                reason: format!("cannot create it: {e}"),
+            })?;
         let cgroup = Cgroup {
             inner,
             path: path.to_owned(),
@@ -208,10 +334,12 @@ impl Cgroup {
     /// The existing cgroup at `path`, as [`create`](Self::create) made it (for the
     /// container's own process to join, or to read after a restart).
     pub fn open(path: &str) -> Result<Self> {
+        let hierarchy = cgroups_rs::hierarchies::auto();
+        let wanted = controllers(hierarchy.v2());
         let inner = cgroups_rs::Cgroup::load_with_specified_controllers(
-            cgroups_rs::hierarchies::auto(),
+            hierarchy,
             path.trim_start_matches('/'),
-            CONTROLLERS.iter().map(|c| c.to_string()).collect(),
+            wanted,
         );
         if !inner.exists() {
             return Err(Error::Cgroup {
@@ -256,6 +384,78 @@ impl Cgroup {
         self.inner.controller_of()
     }
 
+    /// The directory that holds the cgroup's block I/O files: v1's `blkio` hierarchy, or
+    /// v2's one directory.
+    fn block_io_dir(&self) -> Option<PathBuf> {
+        if self.v2() {
+            self.memory().map(|c| c.path().to_path_buf())
+        } else {
+            let blkio: Option<&BlkIoController> = self.inner.controller_of();
+            blkio.map(|c| c.path().to_path_buf())
+        }
+    }
+
+    /// Enables v2's `io` controller from the root down to this cgroup's parent, so that
+    /// its `io.*` files exist. A root that does not offer `io` is named in the error.
+    fn enable_io(&self, dir: &Path) -> Result<()> {
+        let relative = self.path.trim_start_matches('/');
+        let depth = relative.split('/').filter(|c| !c.is_empty()).count();
+        let mut root = dir.to_path_buf();
+        for _ in 0..depth {
+            root.pop();
+        }
+        let offered = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        if !offered.split_whitespace().any(|c| c == "io") {
+            return Err(self.failed(
+                "limiting block I/O",
+                format!(
+                    "the cgroup v2 root {} offers no io controller (cgroup.controllers: {:?})",
+                    root.display(),
+                    offered.trim()
+                ),
+            ));
+        }
+        let mut parent = root;
+        for component in relative.split('/').filter(|c| !c.is_empty()) {
+            let control = parent.join("cgroup.subtree_control");
+            let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+            if !enabled.split_whitespace().any(|c| c == "io") {
+                std::fs::write(&control, "+io").map_err(|e| {
+                    self.failed(
+                        "limiting block I/O",
+                        format!("enabling io in {}: {e}", control.display()),
+                    )
+                })?;
+            }
+            parent.push(component);
+        }
+        Ok(())
+    }
+
+    /// Applies `linux.resources.blockIO` (see [`block_io_writes`]).
+    fn set_block_io(&self, io: &LinuxBlockIo) -> Result<()> {
+        let dir = self.block_io_dir().ok_or_else(|| {
+            self.failed(
+                "limiting block I/O",
+                "the host mounts no blkio controller for it",
+            )
+        })?;
+        if self.v2() {
+            self.enable_io(&dir)?;
+        }
+        let writes = block_io_writes(io, self.v2(), |file| dir.join(file).exists())
+            .map_err(|e| self.failed("limiting block I/O", e))?;
+        for (file, value) in writes {
+            std::fs::write(dir.join(file), &value).map_err(|e| {
+                self.failed(
+                    "limiting block I/O",
+                    format!("writing {value:?} to {file}: {e} (is the device a block device of this host?)"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> Error {
         Error::Cgroup {
             path: self.path.clone(),
@@ -271,13 +471,14 @@ impl Cgroup {
             "cpu" => self.cpu().map(|c| path(c)),
             "cpuacct" => self.cpuacct().map(|c| path(c)),
             "pids" => self.pids().map(|c| path(c)),
+            "blkio" | "io" => self.block_io_dir(),
             _ => None,
         }
     }
 
     /// Applies `resources` (containerd's Update, or the spec at creation): memory limit,
-    /// CPU shares (v2: weight), CFS quota and period, pids limit. A limit of zero or less
-    /// removes it.
+    /// CPU shares (v2: weight), CFS quota and period, pids limit, block I/O weights and
+    /// throttles. A limit of zero or less removes it.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
             let limit = if limit > 0 { limit } else { -1 };
@@ -310,6 +511,9 @@ impl Cgroup {
             };
             ctl.set_pid_max(max)
                 .map_err(|e| self.failed("setting the pids limit", e))?;
+        }
+        if let Some(io) = resources.block_io() {
+            self.set_block_io(io)?;
         }
         Ok(())
     }
@@ -458,6 +662,72 @@ mod tests {
         assert_eq!(shares_to_weight(1024), 39);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(0), 0);
+    }
+
+    fn block_io(json: &str) -> LinuxBlockIo {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn block_io_goes_to_v1_and_v2_files() {
+        let io = block_io(
+            r#"{"weight": 500, "leafWeight": 300,
+                "weightDevice": [{"major": 8, "minor": 0, "weight": 200}],
+                "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}],
+                "throttleWriteIOPSDevice": [{"major": 7, "minor": 1, "rate": 0}]}"#,
+        );
+        // v1 with CFQ's files.
+        let v1 = block_io_writes(&io, false, |_| true).unwrap();
+        assert_eq!(
+            v1,
+            vec![
+                ("blkio.bfq.weight", "500".to_owned()),
+                ("blkio.leaf_weight", "300".to_owned()),
+                ("blkio.bfq.weight_device", "8:0 200".to_owned()),
+                ("blkio.throttle.read_bps_device", "8:0 1048576".to_owned()),
+                ("blkio.throttle.write_iops_device", "7:1 0".to_owned()),
+            ]
+        );
+        // v2 without BFQ: io.weight in its own range; a zero rate lifts the limit.
+        let v2 = block_io_writes(&io, true, |f| f != "io.bfq.weight").unwrap();
+        assert_eq!(
+            v2,
+            vec![
+                ("io.weight", "default 4950".to_owned()),
+                ("io.weight", "8:0 1920".to_owned()),
+                ("io.max", "8:0 rbps=1048576".to_owned()),
+                ("io.max", "7:1 wiops=max".to_owned()),
+            ]
+        );
+        // v2 with BFQ keeps the spec's units.
+        let bfq = block_io_writes(&io, true, |_| true).unwrap();
+        assert_eq!(bfq[0], ("io.bfq.weight", "default 500".to_owned()));
+    }
+
+    #[test]
+    fn a_weight_the_host_cannot_take_is_named() {
+        let io = block_io(r#"{"weight": 500}"#);
+        // A v1 host whose disks run mq-deadline: only the throttle files exist.
+        let e = block_io_writes(&io, false, |f| f.starts_with("blkio.throttle")).unwrap_err();
+        assert!(
+            e.contains("blockIO.weight") && e.contains("blkio.weight"),
+            "{e}"
+        );
+        // Throttles alone need no weight file.
+        let io = block_io(r#"{"throttleWriteBpsDevice": [{"major": 8, "minor": 0, "rate": 10}]}"#);
+        let ok = block_io_writes(&io, false, |f| f.starts_with("blkio.throttle")).unwrap();
+        assert_eq!(
+            ok,
+            vec![("blkio.throttle.write_bps_device", "8:0 10".to_owned())]
+        );
+    }
+
+    #[test]
+    fn blkio_weights_convert_as_runc_does() {
+        assert_eq!(blkio_weight_to_io_weight(10), 1);
+        assert_eq!(blkio_weight_to_io_weight(100), 910);
+        assert_eq!(blkio_weight_to_io_weight(1000), 10_000);
+        assert_eq!(blkio_weight_to_io_weight(0), 0);
     }
 
     #[test]

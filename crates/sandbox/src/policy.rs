@@ -330,13 +330,16 @@ impl RunPolicy {
     }
 
     /// The warnings that hold at `isolation`: the process level honours the spec's user,
-    /// CPU shares and pids limit, which the shared level cannot.
+    /// CPU shares, pids limit and block I/O, which the shared level cannot.
     pub fn warnings_at(&self, isolation: crate::Isolation) -> impl Iterator<Item = &Warning> {
         self.warnings.iter().filter(move |w| {
             isolation == crate::Isolation::Shared
                 || !matches!(
                     w.field.as_str(),
-                    "process.user" | "linux.resources.cpu" | "linux.resources.pids"
+                    "process.user"
+                        | "linux.resources.cpu"
+                        | "linux.resources.pids"
+                        | "linux.resources.blockIO"
                 )
         })
     }
@@ -562,10 +565,16 @@ fn unhonoured(spec: &Spec, warn: &mut impl FnMut(&str, String)) {
         ),
     ] {
         if set {
-            warn(
-                &format!("linux.resources.{name}"),
-                "not enforced for wasm guests in this isolation level".into(),
-            );
+            // A shared-level guest's tasks and block I/O are the shim's: only the process
+            // level's cgroup of its own limits them.
+            let why = match name {
+                "pids" | "blockIO" => {
+                    "enforced at the process isolation level only (annotation \
+                     wasmpod.io/isolation=process)"
+                }
+                _ => "not enforced for wasm guests in this isolation level",
+            };
+            warn(&format!("linux.resources.{name}"), why.into());
         }
     }
 }

@@ -5,20 +5,23 @@
 //!
 //! ```text
 //! run-via-api [--env K=V]... [--clear-env] [--mount SRC:DST]... [--no-root] \
+//!     [--annotation K=V]... [--resources JSON] [--update JSON] \
 //!     SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]
 //! ```
 //! The task's stdout goes to OUTPUT-FILE and its stderr to OUTPUT-FILE.err (`file://`
 //! URIs); the exit status is printed and becomes this program's. `--env` gives the whole
 //! environment (`PATH=/` without any, nothing with `--clear-env`), `--mount` a read-write bind mount, `--no-root` a
 //! spec without a root filesystem (the WASI testsuite's runs: nothing preopened unless a
-//! test asks).
+//! test asks). `--resources` gives the spec's `linux.resources` (JSON) at Create, and
+//! `--update` sends the Task API's Update with those `LinuxResources` once the task runs
+//! (fields no `ctr` flag reaches: pids, blockIO).
 
 use grpc_api::containerd::services::containers::v1::container::Runtime;
 use grpc_api::containerd::services::containers::v1::{
     Container, CreateContainerRequest, DeleteContainerRequest,
 };
 use grpc_api::containerd::services::tasks::v1::{
-    CreateTaskRequest, DeleteTaskRequest, StartRequest, WaitRequest,
+    CreateTaskRequest, DeleteTaskRequest, StartRequest, UpdateTaskRequest, WaitRequest,
 };
 use grpc_api::{namespaced, Client};
 use prost_types::Any;
@@ -27,6 +30,8 @@ use prost_types::Any;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     let (mut env, mut mounts, mut root, mut clear_env) = (Vec::new(), Vec::new(), true, false);
+    let mut annotations = serde_json::Map::new();
+    let (mut resources, mut update) = (None, None);
     while let Some(flag) = argv.first().cloned() {
         match flag.as_str() {
             "--env" if argv.len() > 1 => env.push(argv.remove(1)),
@@ -36,6 +41,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 mounts.push(serde_json::json!({
                     "destination": dst, "type": "bind", "source": src, "options": ["rbind", "rw"]
                 }));
+            }
+            "--annotation" if argv.len() > 1 => {
+                let a = argv.remove(1);
+                let (k, v) = a.split_once('=').ok_or("--annotation K=V")?;
+                annotations.insert(k.to_owned(), v.into());
+            }
+            "--resources" if argv.len() > 1 => {
+                resources = Some(serde_json::from_str::<serde_json::Value>(&argv.remove(1))?);
+            }
+            "--update" if argv.len() > 1 => {
+                update = Some(serde_json::from_str::<serde_json::Value>(&argv.remove(1))?);
             }
             "--no-root" => root = false,
             "--clear-env" => clear_env = true,
@@ -49,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [socket, ns, runtime, image, id, output, args @ ..] = argv.as_slice() else {
         return Err(
             "usage: run-via-api [--env K=V]... [--clear-env] [--mount SRC:DST]... [--no-root] \
-                    SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]"
+                    [--annotation K=V]... [--resources JSON] [--update JSON] SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]"
                 .into(),
         );
     };
@@ -58,8 +74,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ociVersion": "1.0.2",
         "process": {"args": args, "cwd": "/", "env": env, "user": {"uid": 0, "gid": 0}},
         "mounts": mounts,
-        "linux": {},
+        // As ctr names a container's cgroup.
+        "linux": {"cgroupsPath": format!("/{ns}/{id}")},
+        "annotations": annotations,
     });
+    if let Some(resources) = resources {
+        spec["linux"]["resources"] = resources;
+    }
     if root {
         spec["root"] = serde_json::json!({"path": "rootfs"});
     }
@@ -110,6 +131,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ns,
             ))
             .await?;
+        if let Some(update) = &update {
+            client
+                .tasks()
+                .update(namespaced(
+                    UpdateTaskRequest {
+                        container_id: id.clone(),
+                        resources: Some(Any {
+                            type_url:
+                                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                                    .into(),
+                            value: serde_json::to_vec(update)?,
+                        }),
+                        ..Default::default()
+                    },
+                    ns,
+                ))
+                .await?;
+            eprintln!("updated");
+        }
         let status = client
             .tasks()
             .wait(namespaced(

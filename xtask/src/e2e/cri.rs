@@ -544,7 +544,10 @@ fn update_at_level(env: &Containerd, level: &str) -> anyhow::Result<()> {
                 "upd",
                 &image,
                 "  restartPolicy: Never\n",
-                "[sleep-alloc, \"3000\", \"64\"]",
+                &format!(
+                    "[sleep-alloc, \"{}\", \"64\"]",
+                    super::scaled(Duration::from_secs(3)).as_millis()
+                ),
             )
             .replace(
                 "    args:",
@@ -556,14 +559,18 @@ fn update_at_level(env: &Containerd, level: &str) -> anyhow::Result<()> {
     )?;
     pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     wasmpod_ok(env, &["cri", "update", "--memory", "32Mi", "upd"])?;
-    let status = retry(Duration::from_secs(20), Duration::from_millis(100), || {
-        let status = inspect(env, "upd")?;
-        ensure!(
-            field(&status, "/status/state") == "2",
-            "upd did not end: {status}"
-        );
-        Ok(status)
-    })?;
+    let status = retry(
+        super::scaled(Duration::from_secs(20)),
+        Duration::from_millis(100),
+        || {
+            let status = inspect(env, "upd")?;
+            ensure!(
+                field(&status, "/status/state") == "2",
+                "upd did not end: {status}"
+            );
+            Ok(status)
+        },
+    )?;
     ensure!(
         field(&status, "/status/exit_code") == "137"
             && field(&status, "/status/reason") == "OOMKilled",

@@ -2,6 +2,8 @@
 //! limited by its cgroup, with cgroup stats, forwarded signals and OOM events.
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
@@ -33,7 +35,7 @@ pub(crate) fn metrics(
         .collect())
 }
 
-fn read_u64(path: &std::path::Path) -> anyhow::Result<u64> {
+fn read_u64(path: &Path) -> anyhow::Result<u64> {
     let text = fs::read_to_string(path).with_context(|| path.display().to_string())?;
     text.trim()
         .parse()
@@ -98,7 +100,13 @@ pub(crate) fn check_process_level(env: &Containerd) -> anyhow::Result<()> {
     );
     // Stats are the cgroup's: what its files say.
     let m = metrics(env, "p-sleep")?;
-    let usage = read_u64(&cgroup_file("memory", "p-sleep", "memory.usage_in_bytes"))?;
+    // v2 names v1's usage_in_bytes memory.current; the metrics keep v1's names (the
+    // shim answers v1 Metrics on both, which containerd's CRI reads alike).
+    let usage_file = match Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        true => "memory.current",
+        false => "memory.usage_in_bytes",
+    };
+    let usage = read_u64(&cgroup_file("memory", "p-sleep", usage_file))?;
     let reported = m.get("memory.usage_in_bytes").copied().unwrap_or(0);
     ensure!(
         reported > 0 && reported.abs_diff(usage) < 1 << 20,
@@ -130,6 +138,170 @@ pub(crate) fn check_process_level(env: &Containerd) -> anyhow::Result<()> {
         let took = super::kill_spinning(env, &id, &["--annotation", PROCESS], signal, expected)?;
         eprintln!("  {signal}: spinning child stopped in {took:.0?}, exit {expected}");
     }
+    Ok(())
+}
+
+/// `loop0`'s `(major, minor)`: a block device every host has once the loop driver is
+/// loaded (the cgroup v2 guest has no disk of its own), for the block I/O limits to name.
+fn loop_device() -> anyhow::Result<(u32, u32)> {
+    let dev = Path::new("/sys/block/loop0/dev");
+    if !dev.exists() {
+        let _ = Command::new("modprobe").arg("loop").status();
+    }
+    let text = fs::read_to_string(dev).context("no /sys/block/loop0 (modprobe loop)")?;
+    let (major, minor) = text.trim().split_once(':').context("loop0's dev")?;
+    Ok((major.parse()?, minor.parse()?))
+}
+
+/// Whether this host's block I/O controller takes weights: BFQ's files, v1 CFQ's
+/// `blkio.weight`, or v2's iocost (whose root has `io.cost.qos`).
+fn block_io_weights() -> bool {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        root.join("io.cost.qos").exists() || root.join("io.bfq.weight").exists()
+    } else {
+        ["blkio.weight", "blkio.bfq.weight"]
+            .iter()
+            .any(|f| root.join("blkio").join(f).exists())
+    }
+}
+
+/// The pids limit and `linux.resources.blockIO`, which no `ctr` flag sets, given through
+/// containerd's API to a process-level container: throttles and pids at Create, more
+/// (and a weight, where the host's scheduler takes one) by the Task API's Update, read
+/// back from the cgroup's files (`io.max`, `io.weight`, `pids.max` on v2;
+/// `blkio.throttle.*`, `pids.max` on v1) and from the task's metrics; gone after Delete.
+/// Where the host takes no weights, a weight is refused at Create with an error that
+/// names it.
+pub(crate) fn check_pids_blockio(env: &Containerd) -> anyhow::Result<()> {
+    const ARTIFACT: &str = "localhost/wasmpod-e2e/probe-artifact:v1";
+    env.import(&env.dir.join("probe.wasm"), ARTIFACT, "artifact")?;
+    let (major, minor) = loop_device()?;
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let weights = block_io_weights();
+    let device = |rate: u64| serde_json::json!([{"major": major, "minor": minor, "rate": rate}]);
+    let run = |id: &str, flags: &[String]| {
+        let mut cmd = Command::new(&env.run_via_api);
+        cmd.args(["--annotation", PROCESS])
+            .args(flags)
+            .arg(env.socket())
+            .args([NAMESPACE, RUNTIME, ARTIFACT, id])
+            .arg(env.dir.join(format!("{id}.out")))
+            .args(["probe.wasm", "sleep", "600000"]);
+        cmd
+    };
+    if !weights {
+        let resources = serde_json::json!({"blockIO": {"weight": 500}}).to_string();
+        let out = run("bio-weight", &["--resources".into(), resources]).output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains("blockIO.weight"),
+            "a weight this host cannot take: exit {:?}, {err}",
+            out.status.code()
+        );
+        ensure!(env.task("bio-weight")?.is_none(), "a task was left behind");
+        eprintln!("  no weights on this host: {}", err.trim());
+    }
+    let created = serde_json::json!({
+        "pids": {"limit": 40},
+        "blockIO": {"throttleReadBpsDevice": device(1 << 20)},
+    });
+    let mut updated = serde_json::json!({
+        "pids": {"limit": 64},
+        "blockIO": {"throttleWriteIOPSDevice": device(100)},
+    });
+    if weights {
+        updated["blockIO"]["weight"] = 500.into();
+    }
+    let mut child = run(
+        "bio",
+        &[
+            "--resources".into(),
+            created.to_string(),
+            "--update".into(),
+            updated.to_string(),
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()?;
+    let pids_max = cgroup_file("pids", "bio", "pids.max");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::read_to_string(&pids_max).map_or(true, |t| t.trim() != "64") {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            anyhow::bail!(
+                "pids.max never became 64 ({:?}): {}",
+                fs::read_to_string(&pids_max),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dev = format!("{major}:{minor}");
+    let read = |controller: &str, file: &str| {
+        fs::read_to_string(cgroup_file(controller, "bio", file)).unwrap_or_default()
+    };
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{dev} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (io, weight) = if v2 {
+        let io = line(&read("io", "io.max"));
+        ensure!(
+            io.contains("rbps=1048576") && io.contains("wiops=100"),
+            "io.max for {dev}: {io:?}"
+        );
+        let weight = match read("io", "io.bfq.weight") {
+            w if !w.is_empty() => w,
+            _ => read("io", "io.weight"),
+        };
+        (io, weight)
+    } else {
+        let rbps = line(&read("blkio", "blkio.throttle.read_bps_device"));
+        let wiops = line(&read("blkio", "blkio.throttle.write_iops_device"));
+        ensure!(
+            rbps == format!("{dev} 1048576") && wiops == format!("{dev} 100"),
+            "blkio throttles for {dev}: read_bps {rbps:?}, write_iops {wiops:?}"
+        );
+        let weight = match read("blkio", "blkio.bfq.weight") {
+            w if !w.is_empty() => w,
+            _ => read("blkio", "blkio.weight"),
+        };
+        (format!("{rbps}; {wiops}"), weight)
+    };
+    if weights {
+        let weight = weight.trim();
+        ensure!(
+            ["default 4950", "default 500", "500"].contains(&weight),
+            "weight 500 reads {weight:?}"
+        );
+    }
+    let m = metrics(env, "bio")?;
+    ensure!(
+        m.get("pids.limit") == Some(&64),
+        "metrics' pids.limit: {m:?}"
+    );
+    eprintln!(
+        "  pids.max 40 → 64 by Update; {dev}: {io}{}",
+        if weights {
+            format!("; weight {}", weight.trim())
+        } else {
+            String::new()
+        }
+    );
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "bio"])?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.code() == Some(137),
+        "run-via-api: {:?} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(!pids_max.exists(), "the cgroup outlived the task");
     Ok(())
 }
 

@@ -203,15 +203,23 @@ fn memory_limit_is_the_cap() {
 fn unenforced_resources_are_named() {
     let b = Bundle::new();
     let p = b
-        .policy(json!({"linux": {"resources": {"cpu": {"shares": 1024}, "pids": {"limit": 10}}}}))
+        .policy(json!({"linux": {"resources": {
+            "cpu": {"shares": 1024},
+            "pids": {"limit": 10},
+            "blockIO": {"weight": 500}
+        }}}))
         .unwrap();
     assert_eq!(
         warning_fields(&p),
-        ["linux.resources.cpu", "linux.resources.pids"]
+        [
+            "linux.resources.cpu",
+            "linux.resources.pids",
+            "linux.resources.blockIO"
+        ]
     );
-    // The process level enforces both.
+    // The process level enforces all three.
     assert_eq!(p.warnings_at(crate::Isolation::Process).count(), 0);
-    assert_eq!(p.warnings_at(crate::Isolation::Shared).count(), 2);
+    assert_eq!(p.warnings_at(crate::Isolation::Shared).count(), 3);
 }
 
 #[test]
