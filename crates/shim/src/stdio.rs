@@ -168,9 +168,24 @@ async fn relay(
         }
         let _ = sink.shutdown().await;
     };
-    tokio::select! {
-        () = copy => {}
-        _ = close => {}
+    let closed = tokio::select! {
+        () = copy => false,
+        _ = close => true,
+    };
+    if closed {
+        // CloseIO says the client has written all it will: what it wrote may still be in
+        // the FIFO, unread by the copy (`ctr task exec` writes and closes at once). The
+        // guest gets that before its end of file.
+        if let Ok(fd) = source.into_nonblocking_fd() {
+            let mut fifo = File::from(fd);
+            let mut buf = vec![0; RELAY_BUFFER];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut fifo, &mut buf) {
+                if sink.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = sink.shutdown().await;
     }
 }
 
@@ -229,6 +244,29 @@ mod tests {
         let mut rest = Vec::new();
         tokio::task::block_in_place(|| read.read_to_end(&mut rest)).unwrap();
         assert!(rest.is_empty());
+    }
+
+    /// What the client wrote just before its CloseIO reaches the guest, whether or not the
+    /// relay had read it yet (CI's `ctr task exec` of a stdin reader once got 0 bytes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn input_written_before_close_io_is_not_lost() {
+        use std::io::Read;
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let fifo = mkfifo(dir.path());
+            let (stream, close) = open_stdin(fifo.to_str().unwrap()).await.unwrap();
+            let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+            std::io::Write::write_all(&mut writer, b"wasm\n").unwrap();
+            // The writer stays open: only CloseIO ends the input.
+            drop(close.expect("a close switch"));
+            let StdioStream::File(mut read) = stream else {
+                panic!("stdin should be a pipe")
+            };
+            let mut all = String::new();
+            tokio::task::block_in_place(|| read.read_to_string(&mut all)).unwrap();
+            assert_eq!(all, "wasm\n");
+            drop(writer);
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,10 +27,16 @@ pub(crate) fn check_otel_trace(env: &Containerd) -> anyhow::Result<()> {
     let ran = env.run_wasm("traced", &[], &["exit", "7"]);
     // Tracing off again for the checks after this one, the receiver still up for
     // containerd's last export.
+    // The shim's spans, and the containerd spans they name as parents: the two processes
+    // export on their own schedules.
     let spans = receiver.wait_for(Duration::from_secs(15), |spans| {
         ["create", "start", "guest.run", "delete"]
             .iter()
-            .all(|name| shim_span(spans, name).is_some())
+            .all(|name| {
+                shim_span(spans, name).is_some_and(|span| {
+                    span.parent_id.is_empty() || spans.iter().any(|s| s.span_id == span.parent_id)
+                })
+            })
     });
     env.restart_with_env(&[])?;
     let (code, _, err) = ran?;
