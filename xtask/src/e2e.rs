@@ -438,7 +438,8 @@ pub(crate) struct Binaries {
 pub(crate) const SLOWDOWN_ENV: &str = "WASMPOD_E2E_SLOWDOWN";
 
 /// `d` stretched by [`SLOWDOWN_ENV`] (1 when unset): for the bounds and waits that a
-/// slower CPU would miss though the behaviour under test is right.
+/// slower CPU would miss though the behaviour under test is right. [`retry`] and
+/// `Containerd::wait_status` stretch their limits with it.
 pub(crate) fn scaled(d: Duration) -> Duration {
     let factor = std::env::var(SLOWDOWN_ENV)
         .ok()
@@ -455,7 +456,7 @@ pub(crate) fn retry<T>(
     every: Duration,
     mut attempt: impl FnMut() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + limit;
+    let deadline = Instant::now() + scaled(limit);
     loop {
         match attempt() {
             Ok(value) => return Ok(value),

@@ -544,6 +544,7 @@ impl Containerd {
         status: &str,
         limit: Duration,
     ) -> anyhow::Result<()> {
+        let limit = scaled(limit);
         let deadline = Instant::now() + limit;
         loop {
             let now = self.task(id)?;
