@@ -192,18 +192,15 @@ pub(crate) fn block_io_writes(
     };
     // A weight for the cgroup (`target` None) or for one device (`MAJOR:MINOR`).
     let weighted = |field: &str, target: Option<String>, weight: u16| {
-        let (files, value): (&[&'static str], _) = match (v2, &target) {
-            (true, _) => (&["io.bfq.weight", "io.weight"], u64::from(weight)),
-            (false, None) => (&["blkio.bfq.weight", "blkio.weight"], u64::from(weight)),
-            (false, Some(_)) => (
-                &["blkio.bfq.weight_device", "blkio.weight_device"],
-                u64::from(weight),
-            ),
+        let files: &[&'static str] = match (v2, &target) {
+            (true, _) => &["io.bfq.weight", "io.weight"],
+            (false, None) => &["blkio.bfq.weight", "blkio.weight"],
+            (false, Some(_)) => &["blkio.bfq.weight_device", "blkio.weight_device"],
         };
         let file = pick(field, files)?;
         let value = match file {
             "io.weight" => blkio_weight_to_io_weight(weight),
-            _ => value,
+            _ => u64::from(weight),
         };
         let text = match (v2, target) {
             (_, Some(device)) => format!("{device} {value}"),
