@@ -559,18 +559,14 @@ fn update_at_level(env: &Containerd, level: &str) -> anyhow::Result<()> {
     )?;
     pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;
     wasmpod_ok(env, &["cri", "update", "--memory", "32Mi", "upd"])?;
-    let status = retry(
-        super::scaled(Duration::from_secs(20)),
-        Duration::from_millis(100),
-        || {
-            let status = inspect(env, "upd")?;
-            ensure!(
-                field(&status, "/status/state") == "2",
-                "upd did not end: {status}"
-            );
-            Ok(status)
-        },
-    )?;
+    let status = retry(Duration::from_secs(20), Duration::from_millis(100), || {
+        let status = inspect(env, "upd")?;
+        ensure!(
+            field(&status, "/status/state") == "2",
+            "upd did not end: {status}"
+        );
+        Ok(status)
+    })?;
     ensure!(
         field(&status, "/status/exit_code") == "137"
             && field(&status, "/status/reason") == "OOMKilled",
