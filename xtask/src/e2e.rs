@@ -203,6 +203,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("process-oom", isolation::check_process_oom),
         ("cpu-quota", isolation::check_cpu_quota),
         ("pids-blockio", isolation::check_pids_blockio),
+        ("systemd-driver", isolation::check_systemd_driver),
         ("pod-run", cri::check_pod_run),
         ("pod-exit-code", cri::check_pod_exit_code),
         ("pod-two-containers", cri::check_pod_two_containers),

@@ -16,6 +16,7 @@ use cgroups_rs::{CgroupPid, Controller, MaxValue};
 use oci_spec::runtime::{LinuxBlockIo, LinuxResources, Spec};
 
 use crate::error::{Error, Result};
+use crate::systemd::{Scope, Systemd};
 
 /// The controllers a process-level container is placed in: `cpuacct` exists on v1 only
 /// (v2's `cpu` accounts too), and naming it on v2 fails the whole cgroup. v1's `blkio` is
@@ -37,6 +38,18 @@ const DEFAULT_PARENT: &str = "/wasmpod";
 pub struct Cgroup {
     inner: cgroups_rs::Cgroup,
     path: String,
+    /// The transient scope systemd made the cgroup for, under the systemd driver.
+    scope: Option<Kept>,
+}
+
+/// A systemd scope and its keeper: a sleeping process that stays in it from Create to
+/// Delete, since systemd ends an empty scope and removes its cgroup at once, which would
+/// lose a container's OOM kill and figures the moment its process exits. The keeper is
+/// one task more in the cgroup, which the pids limit and Stats leave out.
+#[derive(Debug)]
+struct Kept {
+    unit: String,
+    keeper: u32,
 }
 
 impl std::fmt::Debug for Cgroup {
@@ -44,6 +57,7 @@ impl std::fmt::Debug for Cgroup {
         f.debug_struct("Cgroup")
             .field("path", &self.path)
             .field("v2", &self.inner.v2())
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -271,6 +285,38 @@ pub(crate) fn block_io_writes(
     Ok(writes)
 }
 
+/// `resources` with room for a scope's keeper: a pids limit one higher, so that the
+/// container's own processes get the limit the spec gives.
+fn with_keeper(resources: &LinuxResources) -> LinuxResources {
+    let mut counted = resources.clone();
+    if let Some(pids) = counted.pids().as_ref() {
+        if pids.limit() > 0 {
+            let mut pids = *pids;
+            pids.set_limit(pids.limit() + 1);
+            counted.set_pids(Some(pids));
+        }
+    }
+    counted
+}
+
+/// Kills a scope's keeper (0: none) and reaps it, unless the parent's own reaper does
+/// first.
+fn end_keeper(keeper: u32) {
+    let Ok(pid) = libc::pid_t::try_from(keeper) else {
+        return;
+    };
+    if pid <= 0 || crate::sys::kill_now(pid).is_err() {
+        return;
+    }
+    for _ in 0..100 {
+        // Reaped here, or by another (which leaves no child of that pid: ECHILD).
+        if crate::sys::reap(pid) || !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Parses `key value` lines (`cpu.stat`, `memory.events`).
 fn key_values(text: &str) -> HashMap<&str, u64> {
     text.lines()
@@ -298,20 +344,101 @@ impl Cgroup {
         let cgroup = Cgroup {
             inner,
             path: path.to_owned(),
+            scope: None,
         };
+        cgroup.check_controllers()?;
+        if let Some(resources) = resources {
+            if let Err(e) = cgroup.write_resources(resources) {
+                let _ = cgroup.inner.delete();
+                return Err(e);
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// The cgroup of a container whose spec asks for the systemd driver: a transient
+    /// scope that systemd starts with a keeper process in it (see [`Kept`]), delegated,
+    /// with `resources` as its properties and in its files.
+    pub fn create_scope(
+        scope: &Scope,
+        description: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Result<Self> {
+        let v2 = cgroups_rs::hierarchies::is_cgroup2_unified_mode();
+        let systemd = Systemd::connect()?;
+        let keeper = crate::sys::fork_keeper().map_err(|e| Error::Cgroup {
+            path: scope.unit.clone(),
+            reason: format!("forking the process that keeps the scope: {e}"),
+        })?;
+        let pid = u32::try_from(keeper).unwrap_or_default();
+        let end_keeper = || end_keeper(pid);
+        let counted = resources.map(with_keeper);
+        let path = match systemd.start_scope(scope, pid, description, counted.as_ref(), v2) {
+            Ok(path) => path,
+            Err(e) => {
+                end_keeper();
+                let _ = systemd.stop(&scope.unit);
+                return Err(e);
+            }
+        };
+        let made = Cgroup::open(&path).and_then(|mut cgroup| {
+            cgroup.scope = Some(Kept {
+                unit: scope.unit.clone(),
+                keeper: pid,
+            });
+            cgroup.check_controllers()?;
+            if let Some(resources) = resources {
+                cgroup.write_resources(resources)?;
+            }
+            Ok(cgroup)
+        });
+        if made.is_err() {
+            end_keeper();
+            let _ = systemd.stop(&scope.unit);
+        }
+        made
+    }
+
+    /// The cgroup of container `id` as its spec places it: the systemd scope's (asked of
+    /// systemd) under the systemd driver, else [`cgroup_path`]. For a cgroup that another
+    /// made (runc, or a dead shim).
+    pub fn open_for(spec: &Spec, id: &str) -> Result<Self> {
+        match Scope::of(spec)? {
+            Some(scope) => {
+                let path = Systemd::connect()?
+                    .control_group(&scope.unit)
+                    .ok_or_else(|| Error::Cgroup {
+                        path: scope.unit.clone(),
+                        reason: "systemd has no such unit".into(),
+                    })?;
+                let mut cgroup = Cgroup::open(&path)?;
+                cgroup.scope = Some(Kept {
+                    unit: scope.unit,
+                    keeper: 0,
+                });
+                Ok(cgroup)
+            }
+            None => Cgroup::open(&cgroup_path(spec, id)?),
+        }
+    }
+
+    /// Errors when the host's hierarchy lacks a controller the process level needs.
+    fn check_controllers(&self) -> Result<()> {
         let missing: Vec<&str> = [
-            ("memory", cgroup.memory().is_none()),
-            ("cpu", cgroup.cpu().is_none()),
-            ("pids", cgroup.pids().is_none()),
+            ("memory", self.memory().is_none()),
+            ("cpu", self.cpu().is_none()),
+            ("pids", self.pids().is_none()),
         ]
         .iter()
         .filter(|(_, absent)| *absent)
         .map(|(name, _)| *name)
         .collect();
         if !missing.is_empty() {
-            let _ = cgroup.inner.delete();
+            if self.scope.is_none() {
+                let _ = self.inner.delete();
+            }
             return Err(Error::Cgroup {
-                path: path.to_owned(),
+                path: self.path.clone(),
                 reason: format!(
                     "the host's cgroup hierarchy has no {} controller; the process isolation \
                      level needs memory, cpu and pids",
@@ -319,13 +446,7 @@ impl Cgroup {
                 ),
             });
         }
-        if let Some(resources) = resources {
-            if let Err(e) = cgroup.update(resources) {
-                let _ = cgroup.inner.delete();
-                return Err(e);
-            }
-        }
-        Ok(cgroup)
+        Ok(())
     }
 
     /// The existing cgroup at `path`, as [`create`](Self::create) made it (for the
@@ -347,6 +468,7 @@ impl Cgroup {
         Ok(Cgroup {
             inner,
             path: path.to_owned(),
+            scope: None,
         })
     }
 
@@ -473,10 +595,26 @@ impl Cgroup {
         }
     }
 
-    /// Applies `resources` (containerd's Update, or the spec at creation): memory limit,
-    /// CPU shares (v2: weight), CFS quota and period, pids limit, block I/O weights and
-    /// throttles. A limit of zero or less removes it.
+    /// Applies `resources` (containerd's Update): see [`write_resources`](Self::write_resources).
+    /// A systemd scope takes them as unit properties too, so that systemd keeps them.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
+        if let Some(kept) = &self.scope {
+            Systemd::connect()?.set_properties(&kept.unit, &with_keeper(resources), self.v2())?;
+        }
+        self.write_resources(resources)
+    }
+
+    /// Writes `resources` to the cgroup's files: memory limit, CPU shares (v2: weight),
+    /// CFS quota and period, pids limit, block I/O weights and throttles. A limit of zero
+    /// or less removes it.
+    fn write_resources(&self, resources: &LinuxResources) -> Result<()> {
+        let counted;
+        let resources = if self.scope.is_some() {
+            counted = with_keeper(resources);
+            &counted
+        } else {
+            resources
+        };
         if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
             let limit = if limit > 0 { limit } else { -1 };
             self.memory()
@@ -583,15 +721,28 @@ impl Cgroup {
                 Ok(MaxValue::Value(v)) => u64::try_from(v).ok(),
                 _ => None,
             };
+            // A scope's keeper is not the container's.
+            if self.scope.as_ref().is_some_and(|k| k.keeper != 0) {
+                stats.pids_current = stats.pids_current.saturating_sub(1);
+                stats.pids_limit = stats.pids_limit.map(|l| l.saturating_sub(1));
+            }
         }
         stats
     }
 
-    /// Kills every process left in the cgroup, then removes it from every hierarchy.
+    /// Kills every process left in the cgroup, then removes it from every hierarchy. A
+    /// systemd scope is stopped, and systemd removes its cgroup.
     pub fn delete(&self) -> Result<()> {
         for pid in self.processes() {
             // A process already gone, or a pid out of range, leaves nothing to kill.
             let _ = crate::sys::kill_now(libc::pid_t::try_from(pid).unwrap_or(0));
+        }
+        if let Some(kept) = &self.scope {
+            end_keeper(kept.keeper);
+            Systemd::connect()?.stop(&kept.unit)?;
+            if !self.inner.exists() {
+                return Ok(());
+            }
         }
         // A killed process leaves the cgroup once the kernel has reaped it.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

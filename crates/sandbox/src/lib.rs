@@ -56,6 +56,7 @@ mod spec;
     reason = "the system calls std has no API for, behind safe functions"
 )]
 mod sys;
+mod systemd;
 mod units;
 
 pub use cgroup::{cgroup_path, Cgroup, CgroupStats};
@@ -70,4 +71,5 @@ pub use network::{
 };
 pub use policy::{read_file_limited, EntrypointKind, RunPolicy, Warning};
 pub use spec::{ContainerSpec, Volume};
+pub use systemd::{resource_properties, Scope, Systemd};
 pub use units::parse_bytes;

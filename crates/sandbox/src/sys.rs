@@ -72,3 +72,38 @@ pub(crate) fn kill_now(pid: libc::pid_t) -> io::Result<()> {
     // SAFETY: kill(2) with a positive pid and a valid signal.
     check(unsafe { libc::kill(pid, libc::SIGKILL) })
 }
+
+/// Forks a keeper: a child that holds no file descriptor and sleeps until it is killed,
+/// so that a systemd scope has a process from the container's Create on. Its parent (or
+/// the parent's reaper) reaps it.
+pub(crate) fn fork_keeper() -> io::Result<libc::pid_t> {
+    // SAFETY: the child of a multi-threaded process may call only async-signal-safe
+    // functions: it makes two system calls (close_range, pause) and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: close_range(2) and pause(2) take integers; nothing of the parent's
+        // memory is touched in the child.
+        unsafe {
+            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32) != 0 {
+                // Kernels before 5.9.
+                for fd in 0..4096 {
+                    libc::close(fd);
+                }
+            }
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    Ok(pid)
+}
+
+/// Reaps child `pid` if it has ended, without waiting: whether it was reaped here (a
+/// reaper of the parent's may have done it already).
+pub(crate) fn reap(pid: libc::pid_t) -> bool {
+    // SAFETY: waitpid(2) with a null status pointer and WNOHANG never blocks.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == pid }
+}

@@ -14,7 +14,7 @@
 //! spec without a root filesystem (the WASI testsuite's runs: nothing preopened unless a
 //! test asks). `--resources` gives the spec's `linux.resources` (JSON) at Create, and
 //! `--update` sends the Task API's Update with those `LinuxResources` once the task runs
-//! (fields no `ctr` flag reaches: pids, blockIO).
+//! (fields no `ctr` flag reaches: pids, blockIO). `--cgroup` gives `linux.cgroupsPath`.
 
 use grpc_api::containerd::services::containers::v1::container::Runtime;
 use grpc_api::containerd::services::containers::v1::{
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut argv: Vec<String> = std::env::args().skip(1).collect();
     let (mut env, mut mounts, mut root, mut clear_env) = (Vec::new(), Vec::new(), true, false);
     let mut annotations = serde_json::Map::new();
-    let (mut resources, mut update) = (None, None);
+    let (mut resources, mut update, mut cgroup) = (None, None, None::<String>);
     while let Some(flag) = argv.first().cloned() {
         match flag.as_str() {
             "--env" if argv.len() > 1 => env.push(argv.remove(1)),
@@ -50,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--resources" if argv.len() > 1 => {
                 resources = Some(serde_json::from_str::<serde_json::Value>(&argv.remove(1))?);
             }
+            "--cgroup" if argv.len() > 1 => cgroup = Some(argv.remove(1)),
             "--update" if argv.len() > 1 => {
                 update = Some(serde_json::from_str::<serde_json::Value>(&argv.remove(1))?);
             }
@@ -65,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [socket, ns, runtime, image, id, output, args @ ..] = argv.as_slice() else {
         return Err(
             "usage: run-via-api [--env K=V]... [--clear-env] [--mount SRC:DST]... [--no-root] \
-                    [--annotation K=V]... [--resources JSON] [--update JSON] SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]"
+                    [--annotation K=V]... [--resources JSON] [--update JSON] [--cgroup PATH] SOCKET NAMESPACE RUNTIME IMAGE ID OUTPUT-FILE [ARGS...]"
                 .into(),
         );
     };
@@ -74,8 +75,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ociVersion": "1.0.2",
         "process": {"args": args, "cwd": "/", "env": env, "user": {"uid": 0, "gid": 0}},
         "mounts": mounts,
-        // As ctr names a container's cgroup.
-        "linux": {"cgroupsPath": format!("/{ns}/{id}")},
+        // As ctr names a container's cgroup, unless told.
+        "linux": {"cgroupsPath": cgroup.unwrap_or_else(|| format!("/{ns}/{id}"))},
         "annotations": annotations,
     });
     if let Some(resources) = resources {

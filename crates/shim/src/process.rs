@@ -238,10 +238,7 @@ pub(crate) fn clean_up_after_dead_shim(id: &str, bundle: &Path) {
     let Ok(spec) = Spec::load(bundle.join("config.json")) else {
         return;
     };
-    let Ok(path) = sandbox::cgroup_path(&spec, id) else {
-        return;
-    };
-    if let Ok(cgroup) = Cgroup::open(&path) {
+    if let Ok(cgroup) = Cgroup::open_for(&spec, id) {
         if let Err(error) = cgroup.delete() {
             tracing::warn!(%id, %error, "removing the cgroup of a dead shim's container");
         }
@@ -448,10 +445,18 @@ impl crate::task::ExitWait for ExitWatch {
 impl crate::task::Processes for Children {
     fn create_group(
         &self,
+        id: &str,
         path: &str,
+        scope: Option<&sandbox::Scope>,
         resources: Option<&oci_spec::runtime::LinuxResources>,
     ) -> sandbox::Result<crate::task::SharedGroup> {
-        Ok(Arc::new(Cgroup::create(path, resources)?))
+        let cgroup = match scope {
+            Some(scope) => {
+                Cgroup::create_scope(scope, &format!("wasmpod container {id}"), resources)?
+            }
+            None => Cgroup::create(path, resources)?,
+        };
+        Ok(Arc::new(cgroup))
     }
 
     async fn watch(&self) -> Result<Box<dyn crate::task::ExitWait>> {

@@ -153,6 +153,54 @@ fn loop_device() -> anyhow::Result<(u32, u32)> {
     Ok((major.parse()?, minor.parse()?))
 }
 
+/// `run-via-api` of a process-level container `id` that sleeps, with `flags` (resources,
+/// updates, its cgroup), from the probe as a Wasm OCI artifact (which no `ctr` flag
+/// needs): what `ctr run` cannot set (pids, blockIO, the Task API's Update).
+fn sleeper_via_api(env: &Containerd, id: &str, flags: &[String]) -> anyhow::Result<Command> {
+    const ARTIFACT: &str = "localhost/wasmpod-e2e/probe-artifact:v1";
+    env.import(&env.dir.join("probe.wasm"), ARTIFACT, "artifact")?;
+    let mut cmd = Command::new(&env.run_via_api);
+    cmd.args(["--annotation", PROCESS])
+        .args(flags)
+        .arg(env.socket())
+        .args([NAMESPACE, RUNTIME, ARTIFACT, id])
+        .arg(env.dir.join(format!("{id}.out")))
+        .args(["probe.wasm", "sleep", "600000"]);
+    Ok(cmd)
+}
+
+/// SIGKILL to container `id`, whose `run-via-api` is `child`: it ends with 137 once the
+/// container is deleted.
+fn kill_sleeper(env: &Containerd, id: &str, child: std::process::Child) -> anyhow::Result<()> {
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", id])?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.code() == Some(137),
+        "run-via-api of {id}: {:?} {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// That `out`, container `id`'s run, failed with an error that says `why`, and left no
+/// task: the error.
+fn refused(
+    env: &Containerd,
+    id: &str,
+    out: &std::process::Output,
+    why: &str,
+) -> anyhow::Result<String> {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(
+        !out.status.success() && err.contains(why),
+        "{id}: expected a refusal saying {why:?}: exit {:?}, {err}",
+        out.status.code()
+    );
+    ensure!(env.task(id)?.is_none(), "{id}: a task was left behind");
+    Ok(err)
+}
+
 /// Whether this host's block I/O controller takes weights: BFQ's files, v1 CFQ's
 /// `blkio.weight`, or v2's iocost (whose root has `io.cost.qos`).
 fn block_io_weights() -> bool {
@@ -174,32 +222,15 @@ fn block_io_weights() -> bool {
 /// Where the host takes no weights, a weight is refused at Create with an error that
 /// names it.
 pub(crate) fn check_pids_blockio(env: &Containerd) -> anyhow::Result<()> {
-    const ARTIFACT: &str = "localhost/wasmpod-e2e/probe-artifact:v1";
-    env.import(&env.dir.join("probe.wasm"), ARTIFACT, "artifact")?;
     let (major, minor) = loop_device()?;
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let weights = block_io_weights();
     let device = |rate: u64| serde_json::json!([{"major": major, "minor": minor, "rate": rate}]);
-    let run = |id: &str, flags: &[String]| {
-        let mut cmd = Command::new(&env.run_via_api);
-        cmd.args(["--annotation", PROCESS])
-            .args(flags)
-            .arg(env.socket())
-            .args([NAMESPACE, RUNTIME, ARTIFACT, id])
-            .arg(env.dir.join(format!("{id}.out")))
-            .args(["probe.wasm", "sleep", "600000"]);
-        cmd
-    };
+    let run = |id: &str, flags: &[String]| sleeper_via_api(env, id, flags);
     if !weights {
         let resources = serde_json::json!({"blockIO": {"weight": 500}}).to_string();
-        let out = run("bio-weight", &["--resources".into(), resources]).output()?;
-        let err = String::from_utf8_lossy(&out.stderr);
-        ensure!(
-            !out.status.success() && err.contains("blockIO.weight"),
-            "a weight this host cannot take: exit {:?}, {err}",
-            out.status.code()
-        );
-        ensure!(env.task("bio-weight")?.is_none(), "a task was left behind");
+        let out = run("bio-weight", &["--resources".into(), resources])?.output()?;
+        let err = refused(env, "bio-weight", &out, "blockIO.weight")?;
         eprintln!("  no weights on this host: {}", err.trim());
     }
     let created = serde_json::json!({
@@ -221,7 +252,7 @@ pub(crate) fn check_pids_blockio(env: &Containerd) -> anyhow::Result<()> {
             "--update".into(),
             updated.to_string(),
         ],
-    )
+    )?
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .spawn()?;
@@ -293,14 +324,7 @@ pub(crate) fn check_pids_blockio(env: &Containerd) -> anyhow::Result<()> {
             String::new()
         }
     );
-    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "bio"])?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.code() == Some(137),
-        "run-via-api: {:?} {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kill_sleeper(env, "bio", child)?;
     ensure!(!pids_max.exists(), "the cgroup outlived the task");
     Ok(())
 }
@@ -406,5 +430,170 @@ pub(crate) fn check_wasm_features(env: &Containerd) -> anyhow::Result<()> {
         }
     }
     eprintln!("  exceptions, atomics and GC fixtures ran at both levels");
+    Ok(())
+}
+
+/// Whether a systemd manager answers here, with the system bus the driver reaches it on.
+pub(crate) fn systemd_running() -> bool {
+    Path::new("/run/systemd/private").exists()
+        && Path::new("/run/dbus/system_bus_socket").exists()
+        && Command::new("systemctl")
+            .args(["is-system-running"])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+}
+
+/// `systemctl show` of `unit`'s `properties`, as `name → value`.
+fn unit_properties(
+    unit: &str,
+    properties: &[&str],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let mut cmd = Command::new("systemctl");
+    cmd.arg("show").arg(unit);
+    for p in properties {
+        cmd.arg("-p").arg(p);
+    }
+    let out = crate::util::output_ok(&mut cmd)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+/// The systemd cgroup driver at the process level: a container whose `linux.cgroupsPath`
+/// is `slice:prefix:name` (what containerd's CRI writes with `SystemdCgroup = true`)
+/// lives in the transient scope `prefix-name.scope` that systemd starts, delegated, with
+/// the memory limit as `MemoryMax` and in `memory.max`, the guest's process in it. Update
+/// reaches both; an OOM kill in the scope is exit 137; Delete stops the unit and systemd
+/// removes its cgroup. Where no systemd runs (these VMs; the cgroup v2 guest runs one for
+/// this check), Create fails with one error that says systemd cannot be reached, and
+/// leaves no task.
+pub(crate) fn check_systemd_driver(env: &Containerd) -> anyhow::Result<()> {
+    const SLICE: &str = "kubepods-besteffort-pode2e.slice";
+    let cgroup = |id: &str| format!("{SLICE}:wasmpod:{id}");
+    if !systemd_running() {
+        let path = cgroup("sd-none");
+        let out = env.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            PROCESS,
+            "--cgroup",
+            &path,
+            super::IMAGE,
+            "sd-none",
+            "/probe.wasm",
+            "exit",
+            "0",
+        ])?;
+        let err = refused(env, "sd-none", &out, "systemd cannot be reached")?;
+        let _ = env.ctr(&["container", "delete", "sd-none"]);
+        eprintln!("  no systemd on this host: Create said {}", err.trim());
+        return Ok(());
+    }
+    let unit = "wasmpod-sd.scope";
+    let (limit, raised) = (32u64 << 20, 64u64 << 20);
+    // Created with 32 MiB, then 64 MiB by the Task API's Update once it runs.
+    let flags = [
+        "--cgroup".to_owned(),
+        cgroup("sd"),
+        "--resources".to_owned(),
+        serde_json::json!({"memory": {"limit": limit}}).to_string(),
+        "--update".to_owned(),
+        serde_json::json!({"memory": {"limit": raised}}).to_string(),
+    ];
+    let mut child = sleeper_via_api(env, "sd", &flags)?
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let wanted = [
+        "ActiveState",
+        "Delegate",
+        "MemoryMax",
+        "ControlGroup",
+        "Slice",
+    ];
+    let deadline = Instant::now() + super::scaled(Duration::from_secs(60));
+    let props = loop {
+        let props = unit_properties(unit, &wanted)?;
+        if props.get("MemoryMax") == Some(&raised.to_string()) {
+            break props;
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            anyhow::bail!(
+                "{unit} never had MemoryMax {raised}: {props:?}; run-via-api: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        props.get("ActiveState").map(String::as_str) == Some("active")
+            && props.get("Delegate").map(String::as_str) == Some("yes")
+            && props.get("Slice").map(String::as_str) == Some(SLICE),
+        "{unit}: {props:?}"
+    );
+    let dir = Path::new("/sys/fs/cgroup").join(props["ControlGroup"].trim_start_matches('/'));
+    let (pid, _) = env.task("sd")?.context("no task sd")?;
+    let procs = fs::read_to_string(dir.join("cgroup.procs"))
+        .with_context(|| format!("{}: cgroup.procs", dir.display()))?;
+    ensure!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "the guest {pid} is not in {}: {procs:?}",
+        dir.display()
+    );
+    ensure!(
+        read_u64(&dir.join("memory.max"))? == raised,
+        "memory.max of {} after Update",
+        dir.display()
+    );
+    // The scope's keeper is one task more in the cgroup; Stats leave it out.
+    let m = metrics(env, "sd")?;
+    let tasks = read_u64(&dir.join("pids.current"))?;
+    ensure!(
+        m.get("pids.current") == Some(&(tasks - 1)),
+        "pids.current {tasks} (with the keeper) vs metrics {m:?}"
+    );
+    kill_sleeper(env, "sd", child)?;
+    let gone = unit_properties(unit, &["LoadState", "ActiveState"])?;
+    ensure!(
+        gone.get("ActiveState").map(String::as_str) == Some("inactive") && !dir.exists(),
+        "after Delete: {gone:?}, {} exists: {}",
+        dir.display(),
+        dir.exists()
+    );
+    eprintln!(
+        "  {unit} in {SLICE}: active, delegated, MemoryMax {limit} → {raised} by Update (and \
+         memory.max), the guest in {}; gone after Delete",
+        props["ControlGroup"]
+    );
+    // An OOM kill inside the scope.
+    let (code, out, err) = env.run_wasm(
+        "sd-oom",
+        &[
+            "--annotation",
+            PROCESS,
+            "--cgroup",
+            &cgroup("sd-oom"),
+            "--memory-limit",
+            &limit.to_string(),
+        ],
+        &["alloc", "64"],
+    )?;
+    ensure!(
+        code == 137 && !out.contains("allocated"),
+        "a 32 MiB scope let the guest go on (exit {code}): {out:?} {err:?}"
+    );
+    let oom = unit_properties("wasmpod-sd-oom.scope", &["ActiveState"])?;
+    ensure!(
+        oom.get("ActiveState").map(String::as_str) == Some("inactive"),
+        "wasmpod-sd-oom.scope after its container: {oom:?}"
+    );
+    eprintln!("  32 MiB scope: the guest OOM-killed, exit 137; its scope stopped");
     Ok(())
 }

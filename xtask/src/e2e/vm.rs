@@ -35,6 +35,11 @@ pub(crate) const CGROUP_CHECKS: &[&str] = &[
     "pod-native-oom",
 ];
 
+/// The checks that need a systemd manager: the guest runs them in a second pass, with
+/// systemd started as the first process of a PID and mount namespace of its own (see
+/// [`guest_script`]).
+pub(crate) const SYSTEMD_CHECKS: &[&str] = &["systemd-driver"];
+
 /// Debian bookworm's kernel (the cloud flavour lacks 9p, which virtme-ng shares the root
 /// filesystem over) and kmod, whose `modprobe` the guest's kernel calls for its modules.
 const KERNEL_META: &str = "linux-image-amd64";
@@ -56,10 +61,13 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
             "the cgroup v2 guest needs {program}: apt-get install {package}"
         );
     }
-    let checks: Vec<&str> = if filter.is_empty() {
-        CGROUP_CHECKS.to_vec()
+    let (systemd, checks): (Vec<&str>, Vec<&str>) = if filter.is_empty() {
+        (SYSTEMD_CHECKS.to_vec(), CGROUP_CHECKS.to_vec())
     } else {
-        filter.iter().map(String::as_str).collect()
+        filter
+            .iter()
+            .map(String::as_str)
+            .partition(|c| SYSTEMD_CHECKS.iter().any(|s| s.contains(c)))
     };
     // Everything the guest uses, ready on the host: it has no network and no cargo.
     super::build_binaries()?;
@@ -77,11 +85,15 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
             target.display()
         )
     })?);
-    fs::write(io.join("run.sh"), guest_script(&guest, &xtask, &checks))?;
+    fs::write(
+        io.join("run.sh"),
+        guest_script(&guest, &xtask, &checks, &systemd),
+    )?;
     eprintln!(
-        "e2e --cgroup2: booting {} under QEMU for {}",
+        "e2e --cgroup2: booting {} under QEMU for {} (under systemd: {})",
         guest.kernel.display(),
-        checks.join(" ")
+        checks.join(" "),
+        systemd.join(" ")
     );
     let started = Instant::now();
     let mut vng = guest.command(&target);
@@ -212,7 +224,16 @@ impl Guest {
 /// The guest's one command: the kernel's modules and modprobe, the controllers a node's
 /// systemd enables for its children, then the checks, their output and exit code left in
 /// the target directory for the host.
-fn guest_script(guest: &Guest, xtask: &Path, checks: &[&str]) -> String {
+///
+/// Then the `systemd` checks, under a real systemd (Debian's, the host's package): it
+/// runs as pid 1 of a PID namespace (`systemd --system` must be pid 1) with its own
+/// `/proc` (it reads its clients' pids there), in a cgroup of its own that it manages as
+/// a node's systemd manages the root, with units of the script's (one empty target: no
+/// services, no mounts, but the system bus: the units start Debian's dbus-daemon, on
+/// which the driver reaches systemd). The checks join its namespaces, as a node's
+/// containerd shares its init's: systemd and the bus take connections only from peers
+/// whose pids they can see.
+fn guest_script(guest: &Guest, xtask: &Path, checks: &[&str], systemd: &[&str]) -> String {
     let in_guest = |p: &Path| -> String {
         let cache = debian::cache_root();
         p.strip_prefix(&cache)
@@ -233,14 +254,30 @@ fn guest_script(guest: &Guest, xtask: &Path, checks: &[&str]) -> String {
          export PATH={kmod}:$PATH\n\
          cd {root}\n\
          set +x\n\
-         {xtask} e2e --containerd 2 {checks}\n\
-         echo $? > /opt/cgroup2-guest/rc\n",
+         rc=0\n\
+         if [ -n '{checks}' ]; then {xtask} e2e --containerd 2 {checks}; rc=$?; fi\n\
+         if [ $rc = 0 ] && [ -n '{systemd}' ]; then\n\
+           set -x\n\
+           mkdir -p /run/e2e-units /sys/fs/cgroup/e2e-systemd\n\
+           printf '[Unit]\\nDescription=wasmpod e2e\\nWants=dbus.socket dbus.service\\n' > /run/e2e-units/e2e.target\n\
+           printf '[Unit]\\nDefaultDependencies=no\\n[Socket]\\nListenStream=/run/dbus/system_bus_socket\\n' > /run/e2e-units/dbus.socket\n\
+           printf '[Unit]\\nDefaultDependencies=no\\nRequires=dbus.socket\\n[Service]\\nType=notify\\nNotifyAccess=main\\nExecStart=/usr/bin/dbus-daemon --system --address=systemd: --nofork --nopidfile --systemd-activation --syslog-only\\n' > /run/e2e-units/dbus.service\n\
+           unshare --pid --fork --mount --mount-proc sh -c 'echo $$ > /sys/fs/cgroup/e2e-systemd/cgroup.procs && exec env -i container=wasmpod-e2e SYSTEMD_UNIT_PATH=/run/e2e-units /lib/systemd/systemd --system --unit=e2e.target --log-target=kmsg' &\n\
+           for i in $(seq 1 240); do [ -S /run/systemd/private ] && [ -S /run/dbus/system_bus_socket ] && break; sleep 0.5; done\n\
+           sd=$(pgrep -xf '/lib/systemd/systemd --system.*' | head -1)\n\
+           for i in $(seq 1 240); do nsenter -t \"$sd\" --pid --mount busctl --system call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.DBus.Peer Ping > /dev/null 2>&1 && break; sleep 0.5; done\n\
+           set +x\n\
+           nsenter -t \"$sd\" --pid --mount sh -c 'cd {root} && exec {xtask} e2e --containerd 2 {systemd}'; rc=$?\n\
+           dmesg | grep 'systemd\\[1\\]' | tail -20\n\
+         fi\n\
+         echo $rc > /opt/cgroup2-guest/rc\n",
         modules = in_guest(&guest.kernel_root.join("lib/modules")),
         modprobe = in_guest(&guest.kmod_bin.join("modprobe")),
         kmod = in_guest(&guest.kmod_bin),
         root = root().display(),
         xtask = xtask.display(),
         checks = checks.join(" "),
+        systemd = systemd.join(" "),
     )
 }
 

@@ -310,12 +310,14 @@ impl TaskService {
             // The child loads the program from the precompile cache this compile filled.
             drop(program);
             let path = sandbox::cgroup_path(&spec, id).map_err(policy_error)?;
+            let scope = sandbox::Scope::of(&spec).map_err(policy_error)?;
             let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
-            // A handful of mkdir and small writes under /sys/fs/cgroup.
+            // A handful of mkdir and small writes under /sys/fs/cgroup (cgroupfs), or a
+            // few D-Bus calls to systemd (its driver).
             let cgroup = self
                 .seams
                 .processes
-                .create_group(&path, resources)
+                .create_group(id, &path, scope.as_ref(), resources)
                 .map_err(|source| Error::Cgroup {
                     id: id.to_owned(),
                     source,

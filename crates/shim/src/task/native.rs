@@ -74,8 +74,7 @@ impl TaskService {
             }
         };
         // runc made the cgroup; Stats and the OOM check read it.
-        let cgroup = sandbox::cgroup_path(&spec, id)
-            .and_then(|path| sandbox::Cgroup::open(&path))
+        let cgroup = sandbox::Cgroup::open_for(&spec, id)
             .map(|c| Arc::new(c) as super::SharedGroup)
             .inspect_err(
                 |error| tracing::warn!(%error, "no cgroup to read the container's figures from"),

@@ -75,10 +75,13 @@ pub(crate) type SharedGroup = Arc<dyn Group>;
 /// The process level: a cgroup and a child process per container.
 #[async_trait]
 pub(crate) trait Processes: Send + Sync {
-    /// Makes the cgroup at `path` with `resources`.
+    /// Makes container `id`'s cgroup with `resources`: at `path` (cgroupfs), or a
+    /// transient systemd `scope` when the spec asks for the systemd driver.
     fn create_group(
         &self,
+        id: &str,
         path: &str,
+        scope: Option<&sandbox::Scope>,
         resources: Option<&LinuxResources>,
     ) -> sandbox::Result<SharedGroup>;
     /// Starts watching for child exits: taken before the child exists, so that its exit

@@ -180,7 +180,9 @@ struct Children(Arc<FakeChildren>);
 impl Processes for Children {
     fn create_group(
         &self,
+        _id: &str,
         path: &str,
+        _scope: Option<&sandbox::Scope>,
         _resources: Option<&LinuxResources>,
     ) -> sandbox::Result<SharedGroup> {
         let group = Arc::new(FakeGroup {
