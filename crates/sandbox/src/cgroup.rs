@@ -357,7 +357,7 @@ impl Cgroup {
     }
 
     /// The cgroup of a container whose spec asks for the systemd driver: a transient
-    /// scope that systemd starts with a keeper process in it (see [`Kept`]), delegated,
+    /// scope that systemd starts with a keeper process in it (see `Kept`), delegated,
     /// with `resources` as its properties and in its files.
     pub fn create_scope(
         scope: &Scope,
@@ -595,7 +595,7 @@ impl Cgroup {
         }
     }
 
-    /// Applies `resources` (containerd's Update): see [`write_resources`](Self::write_resources).
+    /// Applies `resources` (containerd's Update): see `write_resources`.
     /// A systemd scope takes them as unit properties too, so that systemd keeps them.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         if let Some(kept) = &self.scope {
