@@ -599,22 +599,33 @@ impl Cgroup {
     /// A systemd scope takes them as unit properties too, so that systemd keeps them.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         if let Some(kept) = &self.scope {
-            Systemd::connect()?.set_properties(&kept.unit, &with_keeper(resources), self.v2())?;
+            let counted = self.counted(resources);
+            Systemd::connect()?.set_properties(&kept.unit, &counted, self.v2())?;
         }
         self.write_resources(resources)
+    }
+
+    /// `resources` as this cgroup takes them: with room for a keeper when it has one.
+    fn counted(&self, resources: &LinuxResources) -> LinuxResources {
+        if self.has_keeper() {
+            with_keeper(resources)
+        } else {
+            resources.clone()
+        }
+    }
+
+    /// Whether a keeper of this shim's sits in the cgroup (a scope it made, not one it
+    /// opened).
+    fn has_keeper(&self) -> bool {
+        self.scope.as_ref().is_some_and(|k| k.keeper != 0)
     }
 
     /// Writes `resources` to the cgroup's files: memory limit, CPU shares (v2: weight),
     /// CFS quota and period, pids limit, block I/O weights and throttles. A limit of zero
     /// or less removes it.
     fn write_resources(&self, resources: &LinuxResources) -> Result<()> {
-        let counted;
-        let resources = if self.scope.is_some() {
-            counted = with_keeper(resources);
-            &counted
-        } else {
-            resources
-        };
+        let counted = self.counted(resources);
+        let resources = &counted;
         if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
             let limit = if limit > 0 { limit } else { -1 };
             self.memory()
@@ -722,7 +733,7 @@ impl Cgroup {
                 _ => None,
             };
             // A scope's keeper is not the container's.
-            if self.scope.as_ref().is_some_and(|k| k.keeper != 0) {
+            if self.has_keeper() {
                 stats.pids_current = stats.pids_current.saturating_sub(1);
                 stats.pids_limit = stats.pids_limit.map(|l| l.saturating_sub(1));
             }
