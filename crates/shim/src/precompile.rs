@@ -342,7 +342,19 @@ impl Agent {
         let started = Instant::now();
         let span =
             tracing::info_span!("precompile", otel.name = "precompile", %namespace, image = %name);
-        match self.compile(namespace, name).instrument(span).await {
+        // An image can be listed, or announced, before all its blobs are in the content
+        // store (containerd 1.6's import): a blob not found is asked for again a few times.
+        let mut result = self.compile(namespace, name).instrument(span.clone()).await;
+        for pause_ms in [250, 500, 1000, 1500] {
+            match &result {
+                Err(e) if e.to_string().ends_with(": not found") => {
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    result = self.compile(namespace, name).instrument(span.clone()).await;
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(Outcome::Compiled) => tracing::info!(
                 namespace = %namespace,
                 image = %name,
