@@ -287,11 +287,7 @@ impl Systemd {
             .map_err(|e| self.failed(unit, "starting the transient scope", e))?;
         self.wait_job(unit, &job, "active")?;
         let path = self
-            .unit_path(unit)
-            .and_then(|p| self.property(&p, "org.freedesktop.systemd1.Scope", "ControlGroup"))
-            .map_err(|e| self.failed(unit, "reading the scope's cgroup", e))?;
-        let path: String = path
-            .try_into()
+            .scope_string(unit, "ControlGroup")
             .map_err(|e| self.failed(unit, "reading the scope's cgroup", e))?;
         if path.is_empty() {
             return Err(self.failed(unit, "the scope has no cgroup", "ControlGroup is empty"));
@@ -301,11 +297,9 @@ impl Systemd {
 
     /// The cgroup of `unit` while it is loaded; `None` when systemd does not know it.
     pub fn control_group(&self, unit: &str) -> Option<String> {
-        let path = self.unit_path(unit).ok()?;
-        let value = self
-            .property(&path, "org.freedesktop.systemd1.Scope", "ControlGroup")
-            .ok()?;
-        String::try_from(value).ok().filter(|p| !p.is_empty())
+        self.scope_string(unit, "ControlGroup")
+            .ok()
+            .filter(|p| !p.is_empty())
     }
 
     /// Gives a running scope new limits (containerd's Update), as runtime properties.
@@ -326,6 +320,13 @@ impl Systemd {
             Err(e) if no_such_unit(&e) => Ok(()),
             Err(e) => Err(self.failed(unit, "stopping the scope", e)),
         }
+    }
+
+    /// A string property of scope `unit` (`ControlGroup`, `Result`).
+    fn scope_string(&self, unit: &str, name: &str) -> zbus::Result<String> {
+        let path = self.unit_path(unit)?;
+        let value = self.property(&path, "org.freedesktop.systemd1.Scope", name)?;
+        Ok(String::try_from(value)?)
     }
 
     fn unit_path(&self, unit: &str) -> zbus::Result<OwnedObjectPath> {
@@ -358,11 +359,8 @@ impl Systemd {
                 }
                 if !matches!(state.as_str(), "activating" | "deactivating" | "reloading") {
                     let result = self
-                        .unit_path(unit)
-                        .and_then(|p| self.property(&p, "org.freedesktop.systemd1.Scope", "Result"))
-                        .ok()
-                        .and_then(|v| String::try_from(v).ok())
-                        .unwrap_or_else(|| "unknown".into());
+                        .scope_string(unit, "Result")
+                        .unwrap_or_else(|_| "unknown".into());
                     return Err(self.failed(
                         unit,
                         &format!("the scope did not become {wanted}"),
