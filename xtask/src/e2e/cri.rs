@@ -27,9 +27,35 @@ fn bridge() -> String {
     format!("wpe{}", std::process::id() % 1_000_000)
 }
 
+/// Deletes the bridges of earlier runs that were killed before they could: such a bridge,
+/// though down, keeps the route to [`SUBNET_PREFIX`], and no pod of this run could be
+/// reached. A bridge is stale when no live process has the id its name was made from.
+fn remove_stale_bridges() -> anyhow::Result<()> {
+    let links = output_ok(Command::new("ip").args(["-o", "link", "show"]))?;
+    let live: std::collections::HashSet<u32> = fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .map(|pid| pid % 1_000_000)
+        .collect();
+    for name in links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(str::trim)
+    {
+        let Some(id) = name.strip_prefix("wpe").and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !live.contains(&id) {
+            eprintln!("  deleting {name}, the bridge of an e2e run that is gone");
+            sh(Command::new("ip").args(["link", "del", name]))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a bridge + host-local conflist into `dir/cni/net.d` (IPAM state in the test
 /// directory, no masquerade: pods reach nothing beyond the node).
 pub(crate) fn write_cni_config(dir: &Path) -> anyhow::Result<()> {
+    remove_stale_bridges()?;
     let net = dir.join("cni/net.d");
     fs::create_dir_all(&net)?;
     fs::write(
