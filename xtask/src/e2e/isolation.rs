@@ -552,6 +552,33 @@ pub(crate) fn check_systemd_driver(env: &Containerd) -> anyhow::Result<()> {
         "memory.max of {} after Update",
         dir.display()
     );
+    // The scope's other process is its keeper: what it costs the node, in memory.
+    let keepers: Vec<&str> = procs
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != pid.to_string())
+        .collect();
+    ensure!(
+        keepers.len() == 1,
+        "{}: expected the guest {pid} and one keeper: {procs:?}",
+        dir.display()
+    );
+    let rollup = fs::read_to_string(format!("/proc/{}/smaps_rollup", keepers[0]))?;
+    let kib = |field: &str| -> u64 {
+        rollup
+            .lines()
+            .filter(|l| l.starts_with(field))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    };
+    eprintln!(
+        "  the scope's keeper {}: Pss {} KiB, private {} KiB (Private_Clean + Private_Dirty), \
+         Rss {} KiB",
+        keepers[0],
+        kib("Pss:"),
+        kib("Private_"),
+        kib("Rss:")
+    );
     // The scope's keeper is one task more in the cgroup; Stats leave it out.
     let m = metrics(env, "sd")?;
     let tasks = read_u64(&dir.join("pids.current"))?;
