@@ -211,6 +211,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("pod-oom", cri::check_pod_oom),
         ("pod-update", cri::check_pod_update),
         ("pod-process", cri::check_pod_process),
+        ("pod-cgroup-parent", isolation::check_pod_cgroup_parent),
         ("pod-node-grouping", cri::check_pod_node_grouping),
         ("pod-pull-secret", cri::check_pod_pull_secret),
         ("pod-unknown-handler", cri::check_pod_unknown_handler),

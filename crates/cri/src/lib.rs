@@ -41,8 +41,9 @@ pub use k8s_openapi::api::core::v1::Pod;
 pub use logs::{Entry, LogReader, Stream};
 pub use manifest::{decode, documents, Manifests};
 pub use plan::{
-    ContainerPlan, PlanOptions, PodPlan, PullPolicy, RestartPolicy, VolumeSetup,
-    CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL, POD_NAME_LABEL, POD_UID_LABEL,
+    CgroupDriver, ContainerPlan, PlanOptions, PodPlan, PullPolicy, QosClass, RestartPolicy,
+    VolumeSetup, CGROUP_PARENT_ANNOTATION, CONTAINER_NAME_LABEL, POD_NAMESPACE_LABEL,
+    POD_NAME_LABEL, POD_UID_LABEL,
 };
 pub use runner::{
     find_container, find_pods, remove_pods, run_pod, short, Credentials, LogSink, PodOutcome,

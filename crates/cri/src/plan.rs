@@ -7,11 +7,9 @@ use std::path::{Component, Path, PathBuf};
 
 use grpc_api::cri::v1 as api;
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, Volume};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifests;
-use crate::quantity;
 
 /// The kubelet's pod labels, which `wasmpod cri` and `wasmpod pod rm` find pods by.
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
@@ -38,6 +36,10 @@ pub struct PlanOptions {
     /// The node's name (`spec.nodeName` when the manifest has none, for the downward
     /// API); the kubelet's default is the hostname ([`crate::hostname`]).
     pub node_name: String,
+    /// The node's cgroup driver: the pod's sandbox names the cgroup parent a kubelet
+    /// with this driver names for the pod's QoS class. `None` names none, and containerd
+    /// places the pod's containers under its own default.
+    pub cgroup_driver: Option<CgroupDriver>,
 }
 
 impl PlanOptions {
@@ -54,9 +56,20 @@ impl PlanOptions {
             pods_dir: pods_dir.into(),
             uid: uid.into(),
             node_name: node_name.into(),
+            cgroup_driver: None,
         }
     }
+
+    /// The same options, naming cgroup parents as a kubelet with `driver` does.
+    pub fn with_cgroup_driver(mut self, driver: CgroupDriver) -> Self {
+        self.cgroup_driver = Some(driver);
+        self
+    }
 }
+
+/// The sandbox annotation that records the cgroup parent a plan named, which `wasmpod pod
+/// rm` removes after the sandbox, as the kubelet removes a pod's cgroup.
+pub const CGROUP_PARENT_ANNOTATION: &str = "wasmpod.io/cgroup-parent";
 
 /// When to restart a container, from `spec.restartPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +155,10 @@ pub struct PodPlan {
     pub pull_secrets: Vec<Vec<u8>>,
     /// The pod's per-pod state directory (`<pods_dir>/<uid>`), removed with the pod.
     pub state_dir: PathBuf,
+    /// The pod's QoS class.
+    pub qos: QosClass,
+    /// The cgroup parent its sandbox names, if the options give a cgroup driver.
+    pub cgroup_parent: Option<String>,
 }
 
 impl PodPlan {
@@ -233,6 +250,10 @@ impl PodPlan {
             state_dir: options.pods_dir.join(&uid),
             node_name: &options.node_name,
         };
+        let qos = resources::qos_class(spec).map_err(|(field, reason)| bad(&field, reason))?;
+        let cgroup_parent = options
+            .cgroup_driver
+            .map(|driver| resources::cgroup_parent(driver, qos, &uid));
         let labels: HashMap<String, String> = pod
             .metadata
             .labels
@@ -267,8 +288,16 @@ impl PodPlan {
                 .clone()
                 .unwrap_or_default()
                 .into_iter()
+                .chain(
+                    cgroup_parent
+                        .clone()
+                        .map(|p| (CGROUP_PARENT_ANNOTATION.to_owned(), p)),
+                )
                 .collect(),
-            linux: Some(ctx.linux_sandbox()),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent.clone().unwrap_or_default(),
+                ..ctx.linux_sandbox()
+            }),
             windows: None,
         };
         let (volumes, mounts_by_name) = ctx.volumes()?;
@@ -297,6 +326,8 @@ impl PodPlan {
             grace_period: spec.termination_grace_period_seconds.unwrap_or(30),
             pull_secrets,
             state_dir: ctx.state_dir,
+            qos,
+            cgroup_parent,
         })
     }
 }
@@ -712,41 +743,6 @@ impl Context<'_> {
         })
     }
 
-    /// `resources` as the kubelet maps them: memory limit; CPU limit → CFS quota over a
-    /// 100 ms period; CPU request (or the limit) → shares.
-    fn resources(&self, c: &Container, field: &str) -> Result<api::LinuxContainerResources> {
-        let get = |map: Option<&BTreeMap<String, Quantity>>,
-                   which: &str,
-                   key: &str,
-                   scale: u32|
-         -> Result<Option<i64>> {
-            match map.and_then(|m| m.get(key)) {
-                None => Ok(None),
-                Some(q) => quantity::parse(&q.0, scale).map(Some).ok_or_else(|| {
-                    self.bad(
-                        format!("{field}.resources.{which}.{key}"),
-                        format!("{:?} is not a quantity", q.0),
-                    )
-                }),
-            }
-        };
-        let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
-        let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-        let mut out = api::LinuxContainerResources::default();
-        if let Some(bytes) = get(limits, "limits", "memory", 0)? {
-            out.memory_limit_in_bytes = bytes;
-        }
-        let cpu_limit = get(limits, "limits", "cpu", 3)?;
-        if let Some(milli) = cpu_limit {
-            out.cpu_period = 100_000;
-            out.cpu_quota = (milli * 100).max(1000);
-        }
-        if let Some(milli) = get(requests, "requests", "cpu", 3)?.or(cpu_limit) {
-            out.cpu_shares = (milli * 1024 / 1000).max(2);
-        }
-        Ok(out)
-    }
-
     /// The container's environment: `envFrom`, then `env` (later wins), with `$(VAR)`
     /// references to earlier variables expanded.
     fn env(&self, c: &Container, field: &str) -> Result<Vec<api::KeyValue>> {
@@ -984,7 +980,9 @@ fn is_relative_inside(path: &str) -> bool {
 }
 
 mod expand;
+mod resources;
 pub(crate) use expand::expand;
+pub use resources::{CgroupDriver, QosClass};
 
 #[cfg(test)]
 mod tests;

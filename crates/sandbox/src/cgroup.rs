@@ -118,6 +118,60 @@ fn expand_slice(slice: &str) -> Result<String> {
     Ok(path)
 }
 
+/// Removes a pod's cgroup once its sandbox is gone, as the kubelet does: under the systemd
+/// driver the slice `parent` names last (`/kubepods.slice/…/kubepods-besteffort-pod<uid>.slice`)
+/// is stopped, and systemd kills what is left in it and removes it; a cgroupfs `parent`
+/// (`/kubepods/besteffort/pod<uid>`) is removed from every hierarchy, empty children first.
+/// A parent already gone is removed; one that still holds processes is an error naming it.
+pub fn remove_pod_cgroup(parent: &str) -> Result<()> {
+    let bad = |reason: &str| Error::Cgroup {
+        path: parent.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if parent.split('/').any(|c| c == "..") || !parent.starts_with('/') {
+        return Err(bad(
+            "a pod's cgroup parent is an absolute path without \"..\"",
+        ));
+    }
+    let last = parent.rsplit('/').next().unwrap_or_default();
+    if last.ends_with(".slice") {
+        expand_slice(last).map_err(|_| bad("not a systemd slice's name"))?;
+        return Systemd::connect()?.stop(last);
+    }
+    let relative = parent.trim_start_matches('/');
+    if relative.is_empty() {
+        return Err(bad("the root cgroup is no pod's"));
+    }
+    let hierarchy = cgroups_rs::hierarchies::auto();
+    if hierarchy.v2() {
+        let dir = hierarchy.root().join(relative);
+        remove_tree(&dir).map_err(|e| bad(&format!("removing {}: {e}", dir.display())))
+    } else {
+        // Every v1 hierarchy the host mounts; cgroups-rs removes children first.
+        cgroups_rs::Cgroup::load(hierarchy, relative)
+            .delete()
+            .map_err(|e| bad(&format!("removing it: {e}")))
+    }
+}
+
+/// Removes the cgroup directory `dir` and the cgroups under it, deepest first.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// The cgroup path of container `id`: `linux.cgroupsPath` in cgroupfs form (`/k8s.io/abc`,
 /// relative paths taken from the root), or systemd's `slice:prefix:name` laid out as systemd
 /// would (`/system.slice/prefix-name.scope`); `/wasmpod/<id>` when the spec names none.
@@ -772,6 +826,24 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_cgroup_parent_outside_the_tree_is_refused_before_anything_is_removed() {
+        for parent in [
+            "kubepods/besteffort/pod1",
+            "/kubepods/../etc",
+            "/",
+            "/a/b--c.slice",
+        ] {
+            let err = remove_pod_cgroup(parent).unwrap_err().to_string();
+            assert!(
+                err.contains(parent.rsplit('/').next().unwrap()),
+                "{parent}: {err}"
+            );
+        }
+        // A cgroupfs parent that no host has is already removed.
+        remove_pod_cgroup("/wasmpod-test-absent/podnone").unwrap();
+    }
 
     fn spec_with_path(path: Option<&str>) -> Spec {
         let mut spec = Spec::default();

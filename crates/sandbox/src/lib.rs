@@ -59,7 +59,7 @@ mod sys;
 mod systemd;
 mod units;
 
-pub use cgroup::{cgroup_path, Cgroup, CgroupStats};
+pub use cgroup::{cgroup_path, remove_pod_cgroup, Cgroup, CgroupStats};
 pub use confine::{Confinement, Network};
 pub use error::{Error, Result};
 pub use isolation::{

@@ -124,6 +124,31 @@ pub(crate) struct PodRunArgs {
     /// [default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json]
     #[arg(long, value_name = "FILE")]
     pub(crate) docker_config: Option<PathBuf>,
+
+    /// The node's cgroup driver, as the kubelet's: the pod's cgroup parent is named for
+    /// its QoS class (/kubepods/besteffort/podUID, or kubepods-besteffort-podUID.slice
+    /// under systemd) and removed with the pod [default: none; containerd places the
+    /// containers]
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub(crate) cgroup_driver: Option<CgroupDriver>,
+}
+
+/// The kubelet's `--cgroup-driver`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum CgroupDriver {
+    /// cgroup paths under each hierarchy's root
+    Cgroupfs,
+    /// slices and scopes that systemd starts
+    Systemd,
+}
+
+impl From<CgroupDriver> for cri::CgroupDriver {
+    fn from(driver: CgroupDriver) -> Self {
+        match driver {
+            CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+            CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -25,16 +25,16 @@ pub(crate) fn run(dirs: &Dirs, args: PodRunArgs) -> i32 {
 fn run_pod(dirs: &Dirs, args: &PodRunArgs) -> anyhow::Result<i32> {
     let manifests = Manifests::load(&args.files)?;
     let pod = pick_pod(&manifests, args.pod.as_deref())?;
-    let plan = PodPlan::new(
-        pod,
-        &manifests,
-        &PlanOptions::new(
-            args.log_dir.clone(),
-            pods_dir(dirs),
-            new_uid()?,
-            cri::hostname(),
-        ),
-    )?;
+    let mut options = PlanOptions::new(
+        args.log_dir.clone(),
+        pods_dir(dirs),
+        new_uid()?,
+        cri::hostname(),
+    );
+    if let Some(driver) = args.cgroup_driver {
+        options = options.with_cgroup_driver(driver.into());
+    }
+    let plan = PodPlan::new(pod, &manifests, &options)?;
     let credentials =
         |image: &str| pull_credentials(image, &plan.pull_secrets, args.docker_config.as_deref());
     let many = plan.containers.len() > 1;
@@ -83,7 +83,7 @@ fn run_pod(dirs: &Dirs, args: &PodRunArgs) -> anyhow::Result<i32> {
         }
         if args.rm {
             let sandboxes = cri::find_pods(&cri, &outcome.sandbox_id).await?;
-            cri::remove_pods(&cri, &sandboxes, plan.grace_period, &pods_dir(dirs)).await?;
+            remove_pods(&cri, &sandboxes, plan.grace_period, dirs).await?;
         }
         Ok(outcome.exit_code())
     })
@@ -187,7 +187,7 @@ async fn cleanup_failed(cri: &Cri, plan: &PodPlan, remove: bool, dirs: &Dirs) {
         return;
     };
     if remove {
-        let _ = cri::remove_pods(cri, &sandboxes, 0, &pods_dir(dirs)).await;
+        let _ = remove_pods(cri, &sandboxes, 0, dirs).await;
     } else {
         for s in &sandboxes {
             let _ = cri.stop_pod_sandbox(&s.id).await;
@@ -199,6 +199,25 @@ async fn cleanup_failed(cri: &Cri, plan: &PodPlan, remove: bool, dirs: &Dirs) {
             );
         }
     }
+}
+
+/// Removes the pods as the kubelet does ([`cri::remove_pods`]), then each one's cgroup
+/// when its plan named a parent ([`cri::CGROUP_PARENT_ANNOTATION`]): the kubelet, not the
+/// runtime, removes a pod's cgroup. Returns the removed sandbox IDs.
+async fn remove_pods(
+    cri: &Cri,
+    sandboxes: &[api::PodSandbox],
+    grace: i64,
+    dirs: &Dirs,
+) -> anyhow::Result<Vec<String>> {
+    let removed = cri::remove_pods(cri, sandboxes, grace, &pods_dir(dirs)).await?;
+    for s in sandboxes.iter().filter(|s| removed.contains(&s.id)) {
+        if let Some(parent) = s.annotations.get(cri::CGROUP_PARENT_ANNOTATION) {
+            sandbox::remove_pod_cgroup(parent)
+                .with_context(|| format!("pod sandbox {}: its cgroup", cri::short(&s.id)))?;
+        }
+    }
+    Ok(removed)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -220,8 +239,7 @@ pub(crate) fn rm(dirs: &Dirs, args: PodRmArgs) -> anyhow::Result<()> {
             Cri::connect_within(&args.endpoint.runtime_endpoint, args.endpoint.timeout).await?;
         for what in &args.pods {
             let sandboxes = cri::find_pods(&cri, what).await?;
-            for id in cri::remove_pods(&cri, &sandboxes, args.grace_period, &pods_dir(dirs)).await?
-            {
+            for id in remove_pods(&cri, &sandboxes, args.grace_period, dirs).await? {
                 println!("{id}");
             }
         }

@@ -118,6 +118,14 @@ pub(crate) fn push_image(env: &Containerd, wasm: &Path, name: &str) -> anyhow::R
     Ok(image)
 }
 
+/// The RuntimeClass `wasm-process`: the `wasm-process` handler (its option `isolation =
+/// "process"`), for a manifest's second document.
+pub(crate) const PROCESS_RUNTIME_CLASS: &str = "apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: wasm-process}
+handler: wasm-process
+";
+
 /// The probe image in the e2e registry.
 pub(crate) fn probe_image(env: &Containerd) -> anyhow::Result<String> {
     let wasm = env.dir.join("probe.wasm");
@@ -701,7 +709,7 @@ pub(crate) fn check_pod_unknown_handler(env: &Containerd) -> anyhow::Result<()> 
 }
 
 /// The pids of the CRI namespace's tasks, as `ctr task ls` shows them.
-fn task_pids(env: &Containerd) -> anyhow::Result<Vec<u32>> {
+pub(crate) fn task_pids(env: &Containerd) -> anyhow::Result<Vec<u32>> {
     let tasks = env.ctr_in(K8S_NAMESPACE, &["task", "ls"])?;
     Ok(tasks
         .lines()
@@ -733,11 +741,7 @@ spec:
     image: {image}
     args: [sleep, "600000"]
 ---
-apiVersion: node.k8s.io/v1
-kind: RuntimeClass
-metadata: {{name: wasm-process}}
-handler: wasm-process
-"#
+{PROCESS_RUNTIME_CLASS}"#
         ),
     )?;
     let sandbox = pod_run_ok(env, &["-d", &pod.to_string_lossy()])?;

@@ -2,7 +2,7 @@
 //! limited by its cgroup, with cgroup stats, forwarded signals and OOM events.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -622,5 +622,146 @@ pub(crate) fn check_systemd_driver(env: &Containerd) -> anyhow::Result<()> {
         "wasmpod-sd-oom.scope after its container: {oom:?}"
     );
     eprintln!("  32 MiB scope: the guest OOM-killed, exit 137; its scope stopped");
+    Ok(())
+}
+
+/// The kubelet's pod cgroups (`wasmpod pod run --cgroup-driver`): a Burstable pod (a
+/// memory limit, no CPU limit) under the `wasm-process` handler names the parent a kubelet
+/// names, containerd places the container under it, and `pod rm` removes it. Under
+/// systemd (the cgroup v2 guest's second pass) the parent is
+/// `kubepods-burstable-pod<uid>.slice`, the container the scope `cri-containerd-<id>.scope`
+/// in it, and the slice is stopped at `pod rm`; elsewhere the parent is
+/// `/kubepods/burstable/pod<uid>`, in every v1 hierarchy or v2's one, and removed.
+pub(crate) fn check_pod_cgroup_parent(env: &Containerd) -> anyhow::Result<()> {
+    use super::cri::{
+        ensure_nothing_left, manifest, pod_run_ok, probe_image, task_pids, wasmpod_ok,
+        PROCESS_RUNTIME_CLASS,
+    };
+    let systemd = systemd_running();
+    let (driver, parent) = if systemd {
+        (
+            "systemd",
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pode2e_cg.slice",
+        )
+    } else {
+        ("cgroupfs", "/kubepods/burstable/pode2e-cg")
+    };
+    let image = probe_image(env)?;
+    let limit = 48u64 << 20;
+    let pod = manifest(
+        env,
+        "cg",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: cg, uid: e2e-cg}}
+spec:
+  runtimeClassName: wasm-process
+  containers:
+  - name: cg
+    image: {image}
+    args: [sleep, "600000"]
+    resources: {{limits: {{memory: "{limit}"}}}}
+---
+{PROCESS_RUNTIME_CLASS}"#
+        ),
+    )?;
+    pod_run_ok(
+        env,
+        &["-d", "--cgroup-driver", driver, &pod.to_string_lossy()],
+    )?;
+    let shim = env.shims();
+    let pid = task_pids(env)?
+        .into_iter()
+        .find(|p| !shim.contains(p))
+        .context("no container process beside the shim")?;
+    let ids = wasmpod_ok(env, &["cri", "ps", "-q"])?;
+    let id = match ids.split_whitespace().collect::<Vec<_>>()[..] {
+        [one] => one.to_owned(),
+        _ => anyhow::bail!("expected the pod's one container: {ids:?}"),
+    };
+    // The container's memory cgroup, as the kernel reports it.
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let line = own
+        .lines()
+        .find(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers) = (f.next(), f.next().unwrap_or(""));
+            controllers.is_empty() || controllers.split(',').any(|c| c == "memory")
+        })
+        .with_context(|| format!("no memory cgroup for {pid}: {own}"))?;
+    let path = line.splitn(3, ':').nth(2).unwrap_or_default().to_owned();
+    let slice = parent.rsplit('/').next().unwrap_or_default();
+    // systemd's own root need not be the hierarchy's (the guest's is /e2e-systemd): the
+    // slice's cgroup is where systemd says.
+    let (parent_dir, leaf) = if systemd {
+        let props = unit_properties(slice, &["ControlGroup"])?;
+        let dir = props.get("ControlGroup").cloned().unwrap_or_default();
+        ensure!(dir.ends_with(parent), "{slice} is in {dir:?}, not {parent}");
+        (dir, format!("cri-containerd-{id}.scope"))
+    } else {
+        (parent.to_owned(), id.clone())
+    };
+    ensure!(
+        path == format!("{parent_dir}/{leaf}"),
+        "container {id} (pid {pid}) is in {path:?}, not under {parent_dir}"
+    );
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let memory_dir = |p: &str| {
+        let base = if v2 {
+            "/sys/fs/cgroup".to_owned()
+        } else {
+            "/sys/fs/cgroup/memory".to_owned()
+        };
+        PathBuf::from(format!("{base}{p}"))
+    };
+    let file = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let got = read_u64(&memory_dir(&path).join(file))?;
+    ensure!(got == limit, "{path}: {file} {got}, not {limit}");
+    if systemd {
+        let props = unit_properties(&format!("cri-containerd-{id}.scope"), &["Slice"])?;
+        ensure!(
+            props.get("Slice").map(String::as_str) == Some(slice),
+            "the container's scope is in {props:?}, not {slice}"
+        );
+    }
+    wasmpod_ok(env, &["pod", "rm", "cg"])?;
+    ensure_nothing_left(env)?;
+    let left: Vec<PathBuf> = if v2 {
+        vec![memory_dir(&parent_dir)]
+    } else {
+        ["memory", "cpu", "pids", "blkio"]
+            .iter()
+            .map(|c| PathBuf::from(format!("/sys/fs/cgroup/{c}{parent_dir}")))
+            .collect()
+    }
+    .into_iter()
+    .filter(|d| d.exists())
+    .collect();
+    ensure!(
+        left.is_empty(),
+        "the pod's cgroup is left after pod rm: {left:?}"
+    );
+    if systemd {
+        let state = unit_properties(slice, &["ActiveState"])?;
+        ensure!(
+            state.get("ActiveState").map(String::as_str) == Some("inactive"),
+            "{slice} after pod rm: {state:?}"
+        );
+    } else {
+        // The QoS levels a kubelet keeps: this node has no kubelet to keep them.
+        for level in ["/kubepods/burstable", "/kubepods"] {
+            for dir in ["", "/memory", "/cpu", "/pids", "/blkio", "/cpuacct"] {
+                let _ = fs::remove_dir(format!("/sys/fs/cgroup{dir}{level}"));
+            }
+        }
+    }
+    eprintln!(
+        "  {driver}: the container in {path} ({file} {limit}); the pod's cgroup gone after pod rm"
+    );
     Ok(())
 }

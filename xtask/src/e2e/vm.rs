@@ -31,6 +31,7 @@ pub(crate) const CGROUP_CHECKS: &[&str] = &[
     "pod-oom",
     "pod-update",
     "pod-process",
+    "pod-cgroup-parent",
     "pod-node-grouping",
     "pod-native-oom",
 ];
@@ -38,7 +39,7 @@ pub(crate) const CGROUP_CHECKS: &[&str] = &[
 /// The checks that need a systemd manager: the guest runs them in a second pass, with
 /// systemd started as the first process of a PID and mount namespace of its own (see
 /// [`guest_script`]).
-pub(crate) const SYSTEMD_CHECKS: &[&str] = &["systemd-driver"];
+pub(crate) const SYSTEMD_CHECKS: &[&str] = &["systemd-driver", "pod-cgroup-parent"];
 
 /// Debian bookworm's kernel (the cloud flavour lacks 9p, which virtme-ng shares the root
 /// filesystem over) and kmod, whose `modprobe` the guest's kernel calls for its modules.
@@ -64,10 +65,18 @@ pub(crate) fn run(filter: &[String]) -> anyhow::Result<()> {
     let (systemd, checks): (Vec<&str>, Vec<&str>) = if filter.is_empty() {
         (SYSTEMD_CHECKS.to_vec(), CGROUP_CHECKS.to_vec())
     } else {
-        filter
-            .iter()
-            .map(String::as_str)
-            .partition(|c| SYSTEMD_CHECKS.iter().any(|s| s.contains(c)))
+        // A check in both lists runs in both passes.
+        let named = |list: &[&str], c: &str| list.iter().any(|s| s.contains(c));
+        let filter = filter.iter().map(String::as_str);
+        (
+            filter
+                .clone()
+                .filter(|c| named(SYSTEMD_CHECKS, c))
+                .collect(),
+            filter
+                .filter(|c| !named(SYSTEMD_CHECKS, c) || named(CGROUP_CHECKS, c))
+                .collect(),
+        )
     };
     // Everything the guest uses, ready on the host: it has no network and no cargo.
     super::build_binaries()?;

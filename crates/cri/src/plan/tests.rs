@@ -405,3 +405,25 @@ fn the_node_name_comes_from_the_options_not_the_machine() {
         "given"
     );
 }
+
+#[test]
+fn a_cgroup_driver_names_the_pods_parent_and_records_it() {
+    let mut m = Manifests::default();
+    m.add("test.yaml", HELLO).unwrap();
+    let none = PodPlan::new(&m.pods[0], &m, &options()).unwrap();
+    let linux = none.sandbox.linux.as_ref().unwrap();
+    assert_eq!(linux.cgroup_parent, "");
+    assert!(!none
+        .sandbox
+        .annotations
+        .contains_key(CGROUP_PARENT_ANNOTATION));
+    let systemd = options().with_cgroup_driver(CgroupDriver::Systemd);
+    let plan = PodPlan::new(&m.pods[0], &m, &systemd).unwrap();
+    // HELLO requests less CPU than it limits.
+    assert_eq!(plan.qos, QosClass::Burstable);
+    let parent =
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podgenerated_uid.slice";
+    assert_eq!(plan.cgroup_parent.as_deref(), Some(parent));
+    assert_eq!(plan.sandbox.linux.as_ref().unwrap().cgroup_parent, parent);
+    assert_eq!(plan.sandbox.annotations[CGROUP_PARENT_ANNOTATION], parent);
+}
