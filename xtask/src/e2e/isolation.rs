@@ -387,16 +387,20 @@ pub(crate) fn check_cpu_quota(env: &Containerd) -> anyhow::Result<()> {
         let usage = |m: &std::collections::HashMap<String, u64>| {
             m.get("cpuacct.usage").copied().unwrap_or(0)
         };
+        // The shared level holds the budget at epoch ticks, which an emulated CPU runs
+        // late: a window as many times longer keeps one late tick's overrun as small a
+        // part of it (CI's v2 guest once measured 0.263 over 3 s).
+        let window = super::scaled(Duration::from_secs(3));
         let (t0, u0) = (Instant::now(), usage(&metrics(env, &id)?));
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(window);
         let (t1, u1) = (Instant::now(), usage(&metrics(env, &id)?));
         let share = (u1.saturating_sub(u0)) as f64 / (t1 - t0).as_nanos() as f64;
         env.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id])?;
         ensure!(
             (0.14..=0.26).contains(&share),
-            "{level} level: a 0.2 CPU quota gave a share of {share:.3}"
+            "{level} level: a 0.2 CPU quota gave a share of {share:.3} over {window:?}"
         );
-        eprintln!("  {level} level, 0.2 CPU quota: measured {share:.3} CPU over 3 s");
+        eprintln!("  {level} level, 0.2 CPU quota: measured {share:.3} CPU over {window:?}");
     }
     Ok(())
 }
