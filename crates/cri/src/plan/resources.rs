@@ -25,15 +25,8 @@ impl Context<'_> {
                    key: &str,
                    scale: u32|
          -> PlanResult<Option<i64>> {
-            match map.and_then(|m| m.get(key)) {
-                None => Ok(None),
-                Some(q) => quantity::parse(&q.0, scale).map(Some).ok_or_else(|| {
-                    self.bad(
-                        format!("{field}.resources.{which}.{key}"),
-                        format!("{:?} is not a quantity", q.0),
-                    )
-                }),
-            }
+            quantity_in(map, key, scale)
+                .map_err(|reason| self.bad(format!("{field}.resources.{which}.{key}"), reason))
         };
         let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
         let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
@@ -50,6 +43,21 @@ impl Context<'_> {
             out.cpu_shares = (milli * 1024 / 1000).max(2);
         }
         Ok(out)
+    }
+}
+
+/// The quantity at `key` of a `requests` or `limits` map, in units of 10^-`scale`; `Err`
+/// says why it is not a quantity.
+fn quantity_in(
+    map: Option<&BTreeMap<String, Quantity>>,
+    key: &str,
+    scale: u32,
+) -> Result<Option<i64>, String> {
+    match map.and_then(|m| m.get(key)) {
+        None => Ok(None),
+        Some(q) => quantity::parse(&q.0, scale)
+            .map(Some)
+            .ok_or_else(|| format!("{:?} is not a quantity", q.0)),
     }
 }
 
@@ -79,15 +87,6 @@ pub enum QosClass {
 }
 
 impl QosClass {
-    /// The class as `status.qosClass` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QosClass::Guaranteed => "Guaranteed",
-            QosClass::Burstable => "Burstable",
-            QosClass::BestEffort => "BestEffort",
-        }
-    }
-
     /// The class's level under `kubepods`: Guaranteed pods sit right under it.
     fn level(self) -> Option<&'static str> {
         match self {
@@ -122,35 +121,23 @@ pub(crate) fn qos_class(spec: &PodSpec) -> Result<QosClass, (String, String)> {
     let mut guaranteed = true;
     for (c, list, index) in init.chain(main) {
         let resources = c.resources.as_ref();
-        let read = |which: &str, key: &str| -> Result<i64, (String, String)> {
-            let map = match which {
-                "limits" => resources.and_then(|r| r.limits.as_ref()),
-                _ => resources.and_then(|r| r.requests.as_ref()),
-            };
-            match map.and_then(|m| m.get(key)) {
-                None => Ok(0),
-                // Milli-units for both: exact for CPU, and memory in bytes × 1000 fits an
-                // i64 up to 9 PB.
-                Some(q) => quantity::parse(&q.0, 3).ok_or_else(|| {
-                    (
-                        format!("spec.{list}[{index}].resources.{which}.{key}"),
-                        format!("{:?} is not a quantity", q.0),
-                    )
-                }),
-            }
+        let read = |map: Option<&BTreeMap<String, Quantity>>, which: &str, key: &str| {
+            // Milli-units for both: exact for CPU, and memory in bytes × 1000 fits an i64
+            // up to 9 PB.
+            quantity_in(map, key, 3).map_err(|reason| {
+                (
+                    format!("spec.{list}[{index}].resources.{which}.{key}"),
+                    reason,
+                )
+            })
         };
+        let limits_given = resources.and_then(|r| r.limits.as_ref());
+        let requests_given = resources.and_then(|r| r.requests.as_ref());
         let mut limited = 0;
         for key in COMPUTE {
-            let limit = read("limits", key)?;
-            let request = match read("requests", key)? {
-                0 if resources
-                    .and_then(|r| r.requests.as_ref()?.get(key))
-                    .is_none() =>
-                {
-                    limit
-                }
-                given => given,
-            };
+            let limit = read(limits_given, "limits", key)?.unwrap_or(0);
+            // As the API server defaults it: a missing request is the limit.
+            let request = read(requests_given, "requests", key)?.unwrap_or(limit);
             if request > 0 {
                 *requests.entry(key).or_default() += request;
             }
