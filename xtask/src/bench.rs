@@ -143,7 +143,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     require_wasm_toolchain()?;
     // One release build of every binary and example (the sections' shims, CLI,
     // engine-bench, pod-start), with one resolution of features.
-    crate::e2e::build_binaries_in("release", &["--release"])?;
+    let bins = crate::e2e::build_binaries_in("release", &["--release"])?;
+    // The escape simulator (a test-only feature) is in no release binary.
+    anyhow::ensure!(
+        !crate::e2e::escape::has_simulator(&bins.shim)?,
+        "{} holds the escape simulator",
+        bins.shim.display()
+    );
     let target = crate::util::target_dir();
     let out = target.join("bench");
     let _ = std::fs::remove_dir_all(&out);

@@ -26,6 +26,7 @@ pub(crate) mod conformance;
 pub(crate) mod cri;
 mod daemon;
 pub(crate) mod debian;
+pub(crate) mod escape;
 pub(crate) mod faults;
 pub(crate) mod http;
 pub(crate) mod isolation;
@@ -196,6 +197,7 @@ fn run_pass(flavor: Flavor, filter: &[String]) -> anyhow::Result<()> {
         ("otel-trace", trace::check_otel_trace),
         ("load", load::check_load),
         ("process-level", isolation::check_process_level),
+        ("escape", escape::check_escape),
         ("wasm-features", isolation::check_wasm_features),
         ("own-conformance", conformance::check_own_conformance),
         ("wasi-testsuite", conformance::check_wasi_testsuite),

@@ -1,18 +1,19 @@
 //! What the process of a process-level container enters before its guest runs: the pod's
-//! network namespace, a mount namespace of its own, the spec's user, only the capabilities
-//! the spec grants, and `no_new_privs`.
+//! network namespace, a mount namespace of its own ([`Confinement::enter`]), then an
+//! unprivileged user with no capabilities and `no_new_privs` ([`Confinement::drop_to`]).
+//! The seccomp and Landlock layers over that are [`crate::harden`]'s.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use caps::{CapSet, Capability, CapsHashSet};
-use oci_spec::runtime::{Capabilities, LinuxNamespaceType, Spec};
+use caps::{CapSet, CapsHashSet};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::GuestUser;
 
 /// The network a container's process gets, from the spec's `linux.namespaces`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,24 +33,6 @@ pub struct Confinement {
     uid: u32,
     gid: u32,
     additional_gids: Vec<u32>,
-    /// The capability sets the spec grants: bounding, effective, permitted, inheritable,
-    /// ambient. Absent sets are empty.
-    caps: [CapsHashSet; 5],
-}
-
-fn cap_set(spec_set: &Option<Capabilities>, field: &str) -> Result<CapsHashSet> {
-    let mut set = HashSet::new();
-    for cap in spec_set.iter().flatten() {
-        let name = serde_json::to_string(cap)
-            .map_err(|e| Error::Spec(format!("{field}: {e}")))?
-            .trim_matches('"')
-            .to_owned();
-        let parsed: Capability = name
-            .parse()
-            .map_err(|_| Error::Spec(format!("{field}: unknown capability {name}")))?;
-        set.insert(parsed);
-    }
-    Ok(set)
 }
 
 /// What a failed system call of the confinement becomes: the step and the OS error.
@@ -71,24 +54,11 @@ impl Confinement {
             });
         let process = spec.process().as_ref();
         let user = process.map(|p| p.user().clone()).unwrap_or_default();
-        let caps = process.and_then(|p| p.capabilities().as_ref());
-        let field = |name: &str| format!("process.capabilities.{name}");
-        let caps = match caps {
-            Some(c) => [
-                cap_set(c.bounding(), &field("bounding"))?,
-                cap_set(c.effective(), &field("effective"))?,
-                cap_set(c.permitted(), &field("permitted"))?,
-                cap_set(c.inheritable(), &field("inheritable"))?,
-                cap_set(c.ambient(), &field("ambient"))?,
-            ],
-            None => Default::default(),
-        };
         Ok(Self {
             network,
             uid: user.uid(),
             gid: user.gid(),
             additional_gids: user.additional_gids().clone().unwrap_or_default(),
-            caps,
         })
     }
 
@@ -103,21 +73,29 @@ impl Confinement {
         self.network = network;
     }
 
-    /// Confines the calling process. Namespaces and capabilities belong to threads, so this
-    /// must run while the process has a single thread (checked), before any runtime starts.
-    pub fn apply(&self) -> Result<()> {
-        let threads = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Threads:"))
-                    .and_then(|n| n.trim().parse::<u32>().ok())
-            });
-        if threads != Some(1) {
-            return Err(Error::Confine(format!(
-                "must confine a single-threaded process, this one has {threads:?} threads"
-            )));
+    /// The user, group and supplementary groups the guest runs as: the spec's, or `guest`
+    /// when the spec asks for root. Group 0 is never kept.
+    pub fn guest_ids(&self, guest: GuestUser) -> (u32, u32, Vec<u32>) {
+        if self.uid == 0 {
+            return (guest.uid, guest.gid, Vec::new());
         }
+        let gid = match self.gid {
+            0 => guest.gid,
+            gid => gid,
+        };
+        let groups = self
+            .additional_gids
+            .iter()
+            .copied()
+            .filter(|g| *g != 0)
+            .collect();
+        (self.uid, gid, groups)
+    }
+
+    /// Enters the container's namespaces. Namespaces belong to threads, so this must run
+    /// while the process has a single thread (checked), before any runtime starts.
+    pub fn enter(&self) -> Result<()> {
+        single_threaded()?;
         match &self.network {
             Network::Host => {}
             Network::New => unshare(libc::CLONE_NEWNET, "a network namespace")?,
@@ -132,42 +110,56 @@ impl Confinement {
         }
         unshare(libc::CLONE_NEWNS, "a mount namespace")?;
         // Mounts made inside stay inside; the host's still reach in.
-        sys::make_root_rslave().map_err(os_error("making / a slave mount"))?;
-        self.drop_privileges()
+        sys::make_root_rslave().map_err(os_error("making / a slave mount"))
     }
 
-    fn drop_privileges(&self) -> Result<()> {
-        let [bounding, effective, permitted, inheritable, ambient] = &self.caps;
+    /// Becomes the guest's unprivileged user ([`Confinement::guest_ids`]) with no
+    /// capabilities in any set, and sets `no_new_privs`. A guest uses none: the spec's
+    /// `process.capabilities` are for a Linux process, and what a wasm guest may do is its
+    /// WASI grants. Single-threaded, as [`Confinement::enter`].
+    pub fn drop_to(&self, guest: GuestUser) -> Result<()> {
+        single_threaded()?;
+        let (uid, gid, groups) = self.guest_ids(guest);
         let caps_err = |what: &str, e: caps::errors::CapsError| {
             Error::Confine(format!("capabilities: {what}: {e}"))
         };
         for cap in caps::all() {
-            if !bounding.contains(&cap)
-                && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
-            {
+            if caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
                 caps::drop(None, CapSet::Bounding, cap)
                     .map_err(|e| caps_err(&format!("dropping {cap} from the bounding set"), e))?;
             }
         }
-        // Keep the permitted set across the change of user; it is narrowed right after.
-        sys::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(os_error("PR_SET_KEEPCAPS"))?;
-        // glibc applies these to every thread (there is one).
-        sys::setgroups(&self.additional_gids).map_err(os_error("setgroups"))?;
-        sys::setgid(self.gid).map_err(os_error(&format!("setgid {}", self.gid)))?;
-        sys::setuid(self.uid).map_err(os_error(&format!("setuid {}", self.uid)))?;
-        caps::set(None, CapSet::Effective, effective).map_err(|e| caps_err("effective", e))?;
-        caps::set(None, CapSet::Permitted, permitted).map_err(|e| caps_err("permitted", e))?;
-        caps::set(None, CapSet::Inheritable, inheritable)
-            .map_err(|e| caps_err("inheritable", e))?;
         caps::clear(None, CapSet::Ambient).map_err(|e| caps_err("ambient", e))?;
-        for cap in ambient {
-            caps::raise(None, CapSet::Ambient, *cap)
-                .map_err(|e| caps_err(&format!("raising {cap} in the ambient set"), e))?;
-        }
+        caps::clear(None, CapSet::Inheritable).map_err(|e| caps_err("inheritable", e))?;
         sys::prctl(libc::PR_SET_KEEPCAPS, 0).map_err(os_error("PR_SET_KEEPCAPS"))?;
+        // glibc applies these to every thread (there is one). A change from root to
+        // another user clears the permitted and effective sets.
+        sys::setgroups(&groups).map_err(os_error("setgroups"))?;
+        sys::setgid(gid).map_err(os_error(&format!("setgid {gid}")))?;
+        sys::setuid(uid).map_err(os_error(&format!("setuid {uid}")))?;
+        let empty = CapsHashSet::new();
+        caps::set(None, CapSet::Effective, &empty).map_err(|e| caps_err("effective", e))?;
+        caps::set(None, CapSet::Permitted, &empty).map_err(|e| caps_err("permitted", e))?;
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(os_error("PR_SET_NO_NEW_PRIVS"))?;
         Ok(())
     }
+}
+
+/// An error unless the calling process has one thread.
+fn single_threaded() -> Result<()> {
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+    if threads != Some(1) {
+        return Err(Error::Confine(format!(
+            "must confine a single-threaded process, this one has {threads:?} threads"
+        )));
+    }
+    Ok(())
 }
 
 fn unshare(flag: libc::c_int, what: &str) -> Result<()> {
@@ -183,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_network_user_and_capabilities() {
+    fn reads_network_and_user() {
         let c = Confinement::from_spec(&spec(
             r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":1000,"gid":100,"additionalGids":[5]},
                 "capabilities":{"bounding":["CAP_NET_BIND_SERVICE","CAP_CHOWN"],"effective":["CAP_NET_BIND_SERVICE"]}},
@@ -195,16 +187,24 @@ mod tests {
             (c.uid, c.gid, c.additional_gids.clone()),
             (1000, 100, vec![5])
         );
-        assert_eq!(c.caps[0].len(), 2);
-        assert!(c.caps[1].contains(&Capability::CAP_NET_BIND_SERVICE));
-        assert!(c.caps[2].is_empty());
+        let guest = GuestUser::NOBODY;
+        assert_eq!(c.guest_ids(guest), (1000, 100, vec![5]));
+        let root = Confinement::from_spec(&spec(
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":0,"gid":0,"additionalGids":[1]}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(root.guest_ids(guest), (65534, 65534, vec![]));
+        let group_root = Confinement::from_spec(&spec(
+            r#"{"ociVersion":"1.0.2","process":{"cwd":"/","user":{"uid":7,"gid":0,"additionalGids":[0,9]}}}"#,
+        ))
+        .unwrap();
+        assert_eq!(group_root.guest_ids(guest), (7, 65534, vec![9]));
 
         let c = Confinement::from_spec(&spec(
             r#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"network"}]}}"#,
         ))
         .unwrap();
         assert_eq!(c.network(), &Network::New);
-        assert!(c.caps.iter().all(|s| s.is_empty()));
         let c = Confinement::from_spec(&spec(r#"{"ociVersion":"1.0.2","linux":{}}"#)).unwrap();
         assert_eq!(c.network(), &Network::Host);
     }
@@ -213,7 +213,9 @@ mod tests {
     fn refuses_a_process_with_threads() {
         let c = Confinement::from_spec(&spec(r#"{"ociVersion":"1.0.2"}"#)).unwrap();
         // The test harness runs this on a thread of its own: never single-threaded.
-        let e = c.apply().unwrap_err();
+        let e = c.enter().unwrap_err();
+        assert!(e.to_string().contains("single-threaded"), "{e}");
+        let e = c.drop_to(GuestUser::NOBODY).unwrap_err();
         assert!(e.to_string().contains("single-threaded"), "{e}");
     }
 }

@@ -130,11 +130,60 @@ pub struct HandlerOptions {
     /// The OCI runtime that runs the native (Linux) containers of a wasm pod: `runc =
     /// "/usr/local/sbin/runc"`; `runc` on the shim's PATH when unset.
     pub runc: Option<std::path::PathBuf>,
+    /// The user a process-level guest whose spec asks for root runs as instead: `guest_user
+    /// = "UID:GID"`; [`GuestUser::NOBODY`] when unset. A guest never runs as root.
+    pub guest_user: GuestUser,
+}
+
+/// The unprivileged user and group a process-level guest whose spec asks for root runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestUser {
+    /// Its user id (never 0).
+    pub uid: u32,
+    /// Its group id (never 0).
+    pub gid: u32,
+}
+
+impl GuestUser {
+    /// `65534:65534`, the overflow user and group: nobody, nogroup.
+    pub const NOBODY: GuestUser = GuestUser {
+        uid: 65534,
+        gid: 65534,
+    };
+
+    /// Reads `UID:GID` (two numbers, neither 0); `field` names it in errors.
+    pub fn parse(text: &str, field: &str) -> Result<Self> {
+        let bad = || {
+            Error::Spec(format!(
+                "{field}: expected \"UID:GID\" with neither 0 (a guest never runs as root), \
+                 got {text:?}"
+            ))
+        };
+        let (uid, gid) = text.trim().split_once(':').ok_or_else(bad)?;
+        let uid: u32 = uid.parse().map_err(|_| bad())?;
+        let gid: u32 = gid.parse().map_err(|_| bad())?;
+        if uid == 0 || gid == 0 {
+            return Err(bad());
+        }
+        Ok(GuestUser { uid, gid })
+    }
+}
+
+impl Default for GuestUser {
+    fn default() -> Self {
+        Self::NOBODY
+    }
+}
+
+impl fmt::Display for GuestUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
 }
 
 impl HandlerOptions {
     /// The keys a handler's options may set (others are containerd's, and ignored).
-    pub const KEYS: [&str; 14] = [
+    pub const KEYS: [&str; 15] = [
         "isolation",
         "grouping",
         "allowed_outbound",
@@ -149,6 +198,7 @@ impl HandlerOptions {
         "http_max_instances",
         "http_reserved_instances",
         "runc",
+        "guest_user",
     ];
 
     /// Reads the options from the TOML body of a handler's `options` table (what
@@ -215,6 +265,8 @@ impl HandlerOptions {
                     .http
                     .with(http, &value)
                     .map_err(|e| Error::Spec(format!("{source}: {e}")))?;
+            } else if key.eq_ignore_ascii_case("guest_user") {
+                options.guest_user = GuestUser::parse(text()?, &field)?;
             } else if key.eq_ignore_ascii_case("runc") {
                 let path = text()?;
                 if path.is_empty() {
@@ -411,6 +463,28 @@ mod tests {
         assert!(e.to_string().contains("o: runc: expected the path"), "{e}");
         let e = HandlerOptions::from_toml("runc = 1", "o").unwrap_err();
         assert!(e.to_string().contains("o: runc: expected a string"), "{e}");
+    }
+
+    #[test]
+    fn handler_options_name_the_guest_user() {
+        let o = HandlerOptions::from_toml("", "o").unwrap();
+        assert_eq!(o.guest_user, GuestUser::NOBODY);
+        let o = HandlerOptions::from_toml("guest_user = \"1000:100\"", "o").unwrap();
+        assert_eq!(
+            o.guest_user,
+            GuestUser {
+                uid: 1000,
+                gid: 100
+            }
+        );
+        assert_eq!(o.guest_user.to_string(), "1000:100");
+        for bad in ["0:0", "1000:0", "1000", "a:b", ""] {
+            let e = HandlerOptions::from_toml(&format!("guest_user = {bad:?}"), "o").unwrap_err();
+            assert!(
+                e.to_string().contains("o: guest_user: expected"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

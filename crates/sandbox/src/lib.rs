@@ -13,15 +13,18 @@
 //!   environment, working directory, volumes, a memory limit, a root filesystem — as
 //!   `wasmpod run` and embedders without containerd do (docs/embedding.md).
 //! - [`Warning`]: every part of the spec that a WebAssembly guest cannot be given is named
-//!   in one, never silently dropped. Restrictions that a guest cannot reach anyway —
-//!   capabilities, seccomp, AppArmor, SELinux, `noNewPrivileges`, masked and read-only
-//!   kernel paths, device rules — hold by construction and need no warning.
+//!   in one, never silently dropped. Restrictions that a guest cannot reach through the
+//!   engine — capabilities, AppArmor, SELinux, masked and read-only kernel paths, device
+//!   rules — need no warning while the engine holds. That is true only while wasmtime has
+//!   no bug, so the `process` level also confines the process itself (below), seccomp
+//!   included; the `shared` level does not yet (docs/security.md).
 //! - Isolation levels ([`Selection`]): `shared` (the default) runs a container inside the
 //!   shim's process beside its neighbours, isolated by the wasm runtime; `process` gives it a
 //!   process of its own in a [`Cgroup`] (memory, CPU, pids from `linux.resources`) under a
-//!   [`Confinement`] (the pod's network namespace, its own mount namespace, the spec's user
-//!   and capabilities, `no_new_privs`). Chosen by the `wasmpod.io/isolation` annotation or
-//!   the runtime handler's options.
+//!   [`Confinement`] (the pod's network namespace, its own mount namespace, an unprivileged
+//!   user with no capabilities, `no_new_privs`) and a [`Hardening`] (a seccomp allow list,
+//!   the spec's seccomp profile over it, a Landlock ruleset). Chosen by the
+//!   `wasmpod.io/isolation` annotation or the runtime handler's options.
 //! - Confinement: the guest sees only its preopened directories. Paths are resolved with
 //!   `cap-std`, so `..`, absolute paths and symlinks cannot lead out of them; the same
 //!   holds for the entrypoint lookup done here.
@@ -45,6 +48,7 @@
 mod cgroup;
 mod confine;
 mod error;
+pub mod harden;
 mod isolation;
 mod netns;
 mod network;
@@ -62,8 +66,10 @@ mod units;
 pub use cgroup::{cgroup_path, remove_pod_cgroup, Cgroup, CgroupStats};
 pub use confine::{Confinement, Network};
 pub use error::{Error, Result};
+pub use harden::Hardening;
 pub use isolation::{
-    Grouping, HandlerOptions, Isolation, Selection, GROUPING_ANNOTATION, ISOLATION_ANNOTATION,
+    Grouping, GuestUser, HandlerOptions, Isolation, Selection, GROUPING_ANNOTATION,
+    ISOLATION_ANNOTATION,
 };
 pub use netns::NetnsRuntime;
 pub use network::{

@@ -69,6 +69,8 @@ pub(crate) struct ExecContext {
     /// Whether the container has a root filesystem to exec programs from (not one whose
     /// program is its image's wasm layer). Any wasm container execs an image's program.
     pub(crate) rootfs: bool,
+    /// Who a process-level exec whose process asks for root runs as.
+    pub(crate) guest_user: sandbox::GuestUser,
 }
 
 /// What a wasm exec runs, decided at Exec.

@@ -9,6 +9,7 @@
 //! they would in the shared level (SIGTERM → 143); the shim reaps the child and reports
 //! its status; a kill by the cgroup's OOM killer is reported as such.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub(crate) struct ProcessWorkload {
     pub(crate) http: wasm_engine::HttpLimits,
     /// An exec's process (a JSON file in the bundle), run instead of the spec's.
     pub(crate) exec: Option<PathBuf>,
+    /// Who the guest runs as when its spec asks for root.
+    pub(crate) guest_user: sandbox::GuestUser,
 }
 
 /// The environment variables that give the child its network plan.
@@ -61,6 +64,8 @@ const MAX_SIZE_ENV: &str = "WASMPOD_MAX_MODULE_SIZE";
 const HTTP_LIMITS_ENV: &str = "WASMPOD_HTTP_LIMITS";
 /// The file holding an exec's OCI process, which the child runs instead of the spec's.
 const EXEC_ENV: &str = "WASMPOD_EXEC_PROCESS";
+/// The handler's `guest_user`, `UID:GID`.
+const GUEST_USER_ENV: &str = "WASMPOD_GUEST_USER";
 
 /// The network namespace path of the pod a container belongs to, for one whose spec names
 /// it as `/proc/<sandbox task pid>/ns/net`: containerd's CRI joins a pod's containers to
@@ -152,6 +157,7 @@ pub(crate) fn spawn(
         max_size,
         http,
         exec,
+        guest_user,
     } = workload;
     let outbound: Vec<String> = network
         .policy
@@ -175,6 +181,7 @@ pub(crate) fn spawn(
         .env(SERVE_ENV, if serve { "1" } else { "" })
         .env(MAX_SIZE_ENV, max_size.to_string())
         .env(HTTP_LIMITS_ENV, http.to_text())
+        .env(GUEST_USER_ENV, guest_user.to_string())
         .env_remove(crate::bootstrap::LISTEN_FD_ENV)
         .env_remove(EXEC_ENV)
         .stdin(child_stdio(stdio.stdin))
@@ -311,13 +318,53 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
     if netns != "-" {
         confinement.set_network(sandbox::Network::Join(netns.into()));
     }
+    let guest_user = match std::env::var(GUEST_USER_ENV) {
+        Ok(text) => sandbox::GuestUser::parse(&text, GUEST_USER_ENV)
+            .map_err(|e| fail("its guest user")(&e))?,
+        Err(_) => sandbox::GuestUser::NOBODY,
+    };
+    let mut hardening =
+        sandbox::Hardening::from_spec(&spec).map_err(|e| fail("its seccomp profile")(&e))?;
+    // Opened while this process may still look them up (the state directory is root's):
+    // Landlock's rules, and the guest's directories, which the engine opens again through
+    // this process's descriptors (`/proc/self/fd/N`) once it is nobody.
+    let mut preopen_dirs = Vec::new();
+    for preopen in policy.preopens() {
+        hardening
+            .allow(&preopen.host, !preopen.readonly)
+            .map_err(|e| fail("restricting its files")(&e))?;
+        let dir = std::fs::File::open(&preopen.host)
+            .map_err(|e| fail(&format!("opening {}", preopen.host.display()))(&e))?;
+        preopen_dirs.push(dir);
+    }
+    let cache = crate::service::cache_dir();
+    if cache.is_dir() {
+        hardening
+            .allow(&cache, false)
+            .map_err(|e| fail("restricting its files")(&e))?;
+    }
     confinement
-        .apply()
+        .enter()
         .map_err(|e| fail("confining its process")(&e))?;
     let port = std::env::var(PORT_ENV)
         .ok()
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(sandbox::DEFAULT_PORT);
+    // In the pod's network namespace now, and still privileged: its port is the pod's, and
+    // a port below 1024 needs no capability the guest keeps.
+    let listener = match serve {
+        true => Some(
+            std::net::TcpListener::bind(("0.0.0.0", port))
+                .map_err(|e| fail(&format!("listening on port {port}"))(&e))?,
+        ),
+        false => None,
+    };
+    confinement
+        .drop_to(guest_user)
+        .map_err(|e| fail("dropping its privileges")(&e))?;
+    let hardened = hardening
+        .apply()
+        .map_err(|e| fail("restricting its system calls and files")(&e))?;
     let outbound = wasm_engine::NetworkPolicy::parse_outbound(
         &std::env::var(OUTBOUND_ENV).unwrap_or_default(),
     )
@@ -339,6 +386,10 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
         .with_target(false)
         .with_writer(std::io::stderr)
         .try_init();
+    for name in hardening.unknown_syscalls() {
+        tracing::debug!(%id, name, "the seccomp profile names a system call this kernel lacks");
+    }
+    tracing::debug!(%id, filters = hardened.filters, landlock = hardened.landlock, "hardened");
     // At the filter's level, so that it is recorded: it names the container.
     let span = tracing::warn_span!("container", %id);
     let runtime = wasm_engine::guest_runtime(0).map_err(|e| fail("starting a runtime")(&e))?;
@@ -347,6 +398,9 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
             let kill = KillHandle::new();
             forward_signals(&kill);
             let mut config = policy.run_config(Stdio::inherit(), kill);
+            for (preopen, dir) in config.preopens.iter_mut().zip(&preopen_dirs) {
+                preopen.host = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+            }
             // The cgroup holds the memory limit of the whole process: one limit, one OOM
             // killer, as for any other container; Update changes it.
             config.limits.memory = None;
@@ -355,11 +409,8 @@ fn run_guest(args: &[String]) -> std::result::Result<i32, String> {
             // the guest is polled, which includes the time the kernel throttles it: both
             // together would hold a spinning guest well below its quota.
             config.cpu.set_budget(None, None);
-            if serve {
-                // In the pod's network namespace now: its port is the pod's. SIGTERM drains
-                // (exit 0); SIGKILL ends the process.
-                let listener = std::net::TcpListener::bind(("0.0.0.0", port))
-                    .map_err(|e| fail(&format!("listening on port {port}"))(&e))?;
+            if let Some(listener) = listener {
+                // SIGTERM drains (exit 0); SIGKILL ends the process.
                 let mut config = wasm_engine::ServeConfig::from(config);
                 config.http = http;
                 let stats = engine

@@ -56,6 +56,8 @@ pub use run::{
 };
 pub use serve::{HttpLimits, ServeConfig, ServeStats};
 pub use stdio::{Stdio, StdioStream};
+#[cfg(feature = "escape-simulator")]
+pub use sys::escape;
 
 /// The wasmtime release the engine is built on (the workspace pins it), for version output.
 pub const WASMTIME_VERSION: &str = "48.0.8";

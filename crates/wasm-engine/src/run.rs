@@ -575,6 +575,8 @@ impl Engine {
         let mut linker = wasmtime::Linker::new(&self.inner.wasmtime);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |h: &mut P1Host| &mut h.wasi)
             .map_err(|e| Error::Config(chain(&e)))?;
+        #[cfg(feature = "escape-simulator")]
+        crate::sys::escape::add_to_linker(&mut linker).map_err(|e| Error::Config(chain(&e)))?;
         Ok(self.inner.p1_linker.get_or_init(|| linker))
     }
 

@@ -2,6 +2,9 @@
 
 use std::os::fd::AsRawFd;
 
+#[cfg(feature = "escape-simulator")]
+pub mod escape;
+
 /// The effective user id of this process.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

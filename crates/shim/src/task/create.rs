@@ -309,6 +309,8 @@ impl TaskService {
         if process_level {
             // The child loads the program from the precompile cache this compile filled.
             drop(program);
+            // The spec's seccomp profile, which the child applies: one it cannot fails here.
+            sandbox::Hardening::from_spec(&spec).map_err(policy_error)?;
             let path = sandbox::cgroup_path(&spec, id).map_err(policy_error)?;
             let scope = sandbox::Scope::of(&spec).map_err(policy_error)?;
             let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
@@ -336,6 +338,7 @@ impl TaskService {
                 netns: netns.clone(),
                 http: handler.http,
                 rootfs: from_rootfs,
+                guest_user: handler.guest_user,
             }));
             let workload = ProcessWorkload {
                 stdio: streams.stdio,
@@ -346,6 +349,7 @@ impl TaskService {
                 max_size: handler.program_limits.max_size,
                 http: handler.http,
                 exec: None,
+                guest_user: handler.guest_user,
             };
             return Ok(Prepared {
                 stdin_close: streams.stdin_close,
@@ -368,6 +372,7 @@ impl TaskService {
             netns: None,
             http: handler.http,
             rootfs: from_rootfs,
+            guest_user: handler.guest_user,
         }));
         let prepared = instance::Prepared {
             program,

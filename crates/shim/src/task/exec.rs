@@ -570,6 +570,7 @@ impl TaskService {
             max_size: context.limits.max_size,
             http: context.http,
             exec: Some(file.clone()),
+            guest_user: context.guest_user,
         };
         let pid = match self
             .seams
