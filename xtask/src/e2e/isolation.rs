@@ -51,6 +51,17 @@ pub(crate) fn check_process_level(env: &Containerd) -> anyhow::Result<()> {
     );
     let (code, _, err) = env.run_wasm("p-exit7", &annotate, &["exit", "7"])?;
     ensure!(code == 7, "proc_exit(7) gave {code}: {err}");
+    // containerd's default seccomp profile (what a pod's RuntimeDefault gets), stacked over
+    // the baseline: the guest still runs.
+    let (code, out, err) = env.run_wasm(
+        "p-seccomp",
+        &[annotate[0], annotate[1], "--seccomp"],
+        &["args", "seccomp"],
+    )?;
+    ensure!(
+        code == 0 && out.contains("arg[2]=seccomp"),
+        "under --seccomp: exit {code}: {out:?} {err}"
+    );
 
     // A sleeping guest: its own process, child of the one shim, confined.
     env.run_detached("p-sleep", &annotate, &["sleep", "600000"])?;
