@@ -513,6 +513,16 @@ impl Containerd {
         ))
     }
 
+    /// Ends task `id` with SIGKILL, waits until it has stopped, and removes it and its
+    /// container; any step that fails is the error.
+    pub(crate) fn kill_and_remove(&self, id: &str) -> anyhow::Result<()> {
+        self.ctr_ok(&["task", "kill", "-s", "SIGKILL", id])?;
+        self.wait_status(id, "STOPPED", Duration::from_secs(5))?;
+        self.ctr_ok(&["task", "rm", id])?;
+        self.ctr_ok(&["container", "rm", id])?;
+        Ok(())
+    }
+
     /// Starts a detached task of the test image; waits until it runs.
     pub(crate) fn run_detached(
         &self,

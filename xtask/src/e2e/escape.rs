@@ -156,15 +156,7 @@ pub(crate) fn check_escape(env: &Containerd) -> anyhow::Result<()> {
             .is_some_and(|(_, status)| status == "RUNNING"),
         "the neighbour is no longer running"
     );
-    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "esc-neighbour"])?;
-    env.wait_status(
-        "esc-neighbour",
-        "STOPPED",
-        std::time::Duration::from_secs(5),
-    )?;
-    env.ctr_ok(&["task", "rm", "esc-neighbour"])?;
-    env.ctr_ok(&["container", "rm", "esc-neighbour"])?;
-    Ok(())
+    env.kill_and_remove("esc-neighbour")
 }
 
 /// What an attempt that got through would have changed on the node.

@@ -201,14 +201,6 @@ fn keeper(env: &Containerd, id: &str) -> anyhow::Result<u32> {
     Ok(pid) // a shared-level task's pid is its shim's
 }
 
-fn stop(env: &Containerd, id: &str) -> anyhow::Result<()> {
-    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", id])?;
-    env.wait_status(id, "STOPPED", Duration::from_secs(5))?;
-    env.ctr_ok(&["task", "rm", id])?;
-    env.ctr_ok(&["container", "rm", id])?;
-    Ok(())
-}
-
 /// Settles after a load: exited shims reaped, containerd's housekeeping done.
 fn settle() {
     std::thread::sleep(Duration::from_millis(1500));
@@ -292,7 +284,7 @@ pub(crate) fn pass(
     let (took, failures) = cycles(env, &w, n, parallel)?;
     let after = settled_snapshot(env, shim, &before)?;
     if node {
-        stop(env, &format!("keeper-{label}"))?;
+        env.kill_and_remove(&format!("keeper-{label}"))?;
     }
     Ok(Pass {
         label,
